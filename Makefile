@@ -1,0 +1,45 @@
+# Fleetdeck: every target sets itself up on a fresh Debian machine with Python 3.11.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run demo test test-fast lint system-deps bench docs clean app-bundle app-analysis
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[gui,nvidia,dev]'
+	touch $@
+
+## run: a local agentd and the app connected to it (falls back to `agentctl top` without a display)
+run: $(STAMP)
+	$(PY) -m agentd.runlocal
+
+## demo: the app with 3 local daemons on simulated GPUs and example workloads
+demo: $(STAMP)
+	$(VENV)/bin/fleetdeck --demo 3
+
+## system-deps: Debian packages the tests use (Slurm, promtool, Xvfb libs, validators)
+system-deps:
+	bash scripts/system-deps.sh
+
+## test: the whole suite, import-layer contracts included
+test: $(STAMP) system-deps
+	$(VENV)/bin/lint-imports
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow and not slurm" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/lint-imports
+
+docs: $(STAMP)
+	$(PY) -m agentd.protocol.docs > docs/protocol.md
+
+bench: $(STAMP)
+	$(PY) bench/agentd_overhead.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

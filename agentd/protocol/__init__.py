@@ -1,0 +1,25 @@
+"""The versioned wire protocol shared by agentd, agentctl and the app (no sockets here)."""
+
+from agentd.protocol.codec import decode_reply, decode_request, decode_stream, encode, error_reply, topic_of
+from agentd.protocol.errors import ErrorCode, ProtocolError
+from agentd.protocol.jobs import (
+    ACTIVE_STATES,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    TERMINAL_STATES,
+    CheckpointContract,
+    Event,
+    JobInfo,
+    JobSpec,
+    JobState,
+    ToolCall,
+)
+from agentd.protocol.messages import *  # noqa: F401,F403  (the schema table is the API)
+from agentd.protocol.messages import COMMANDS, MAX_MESSAGE_BYTES, PROTOCOL_VERSION
+
+__all__ = [
+    "ACTIVE_STATES", "COMMANDS", "CheckpointContract", "ErrorCode", "Event", "JobInfo", "JobSpec",
+    "JobState", "MAX_MESSAGE_BYTES", "PRIORITY_MAX", "PRIORITY_MIN", "PROTOCOL_VERSION",
+    "ProtocolError", "TERMINAL_STATES", "ToolCall", "decode_reply", "decode_request",
+    "decode_stream", "encode", "error_reply", "topic_of",
+]

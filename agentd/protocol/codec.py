@@ -1,0 +1,104 @@
+"""Encode and decode wire messages; every failure becomes a ProtocolError naming the field."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import TypeVar, Union
+
+import msgspec
+
+from agentd.protocol.errors import ErrorCode, ProtocolError
+from agentd.protocol.messages import (
+    COMMANDS,
+    MAX_MESSAGE_BYTES,
+    PROTOCOL_VERSION,
+    TOPICS,
+    ErrorReply,
+    Header,
+    Reply,
+    Request,
+    StreamBody,
+    StreamMsg,
+)
+
+_encoder = msgspec.msgpack.Encoder()
+_header_decoder = msgspec.msgpack.Decoder(Header)
+_stream_decoder = msgspec.msgpack.Decoder(StreamBody)
+_FIELD_RE = re.compile(r"at `\$\.?([^`]*)`")
+R = TypeVar("R", bound=Reply)
+
+
+def encode(msg: msgspec.Struct) -> bytes:
+    """msgpack bytes of any protocol struct."""
+    return _encoder.encode(msg)
+
+
+def topic_of(msg: StreamMsg) -> bytes:
+    return TOPICS[type(msg)]
+
+
+def _field_of(err: Exception) -> str:
+    m = _FIELD_RE.search(str(err))
+    return m.group(1) if m else ""
+
+
+@lru_cache(maxsize=None)
+def _request_decoder(n_commands: int) -> msgspec.msgpack.Decoder:
+    # Rebuilt only when a command module registers more commands.
+    union = Union[tuple(COMMANDS.values())]  # type: ignore[valid-type]
+    return msgspec.msgpack.Decoder(union)
+
+
+def decode_request(buf: bytes) -> Request:
+    """Decode a request body; raise ProtocolError (BAD_MESSAGE, VERSION, UNKNOWN_COMMAND)."""
+    if len(buf) > MAX_MESSAGE_BYTES:
+        raise ProtocolError(ErrorCode.TOO_LARGE, f"request of {len(buf)} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit")
+    try:
+        header = _header_decoder.decode(buf)
+    except msgspec.DecodeError as exc:
+        field = _field_of(exc)
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"malformed request header: {exc}", field) from None
+    if header.v != PROTOCOL_VERSION:
+        raise ProtocolError(
+            ErrorCode.VERSION,
+            f"protocol version {header.v} is not supported; this daemon speaks version {PROTOCOL_VERSION}",
+            "v",
+        )
+    if header.cmd not in COMMANDS:
+        raise ProtocolError(ErrorCode.UNKNOWN_COMMAND, f"unknown command {header.cmd!r}; known: {', '.join(sorted(COMMANDS))}", "cmd")
+    try:
+        return _request_decoder(len(COMMANDS)).decode(buf)
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"bad {header.cmd!r} request: {exc}", _field_of(exc)) from None
+
+
+def request_id(buf: bytes) -> int:
+    """Best-effort request id of a body that failed to decode (0 when unreadable)."""
+    try:
+        return _header_decoder.decode(buf).id
+    except Exception:
+        return 0
+
+
+def decode_reply(buf: bytes, expected: type[R]) -> R | ErrorReply:
+    """Decode a reply: the expected type when ``ok``, else an ErrorReply."""
+    try:
+        raw = msgspec.msgpack.decode(buf)
+        if isinstance(raw, dict) and raw.get("ok") is False:
+            return msgspec.msgpack.decode(buf, type=ErrorReply)
+        return msgspec.msgpack.decode(buf, type=expected)
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"malformed {expected.__name__}: {exc}", _field_of(exc)) from None
+
+
+def decode_stream(buf: bytes) -> StreamMsg:
+    """Decode a stream body; ProtocolError when it is not one of the stream messages."""
+    try:
+        return _stream_decoder.decode(buf)
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"malformed stream message: {exc}", _field_of(exc)) from None
+
+
+def error_reply(exc: ProtocolError, req_id: int = 0) -> ErrorReply:
+    return ErrorReply(id=req_id, code=int(exc.code), message=exc.message, field=exc.field)

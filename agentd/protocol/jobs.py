@@ -1,0 +1,103 @@
+"""Job specs, job states and events: what a daemon runs and what it tells about it."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+JobState = Literal[
+    "queued", "running", "paused", "checkpointing", "migrating",
+    "succeeded", "failed", "cancelled", "migrated",
+]
+TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled", "migrated"})
+ACTIVE_STATES: frozenset[str] = frozenset({"running", "paused", "checkpointing", "migrating"})
+
+PRIORITY_MIN = -10
+PRIORITY_MAX = 10
+
+
+class CheckpointContract(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How a job checkpoints: on ``signal`` it writes its state to AGENTD_CHECKPOINT_DIR and
+    exits 0 within ``timeout_s`` seconds."""
+
+    signal: str = "SIGUSR1"
+    timeout_s: float = 60.0
+
+
+class JobSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+    """What to run. ``argv`` is a list; a shell string only with ``shell=True`` (one element).
+
+    ``counters`` names the application metrics that only grow (charted as rates).
+    """
+
+    argv: list[str]
+    name: str = ""
+    shell: bool = False
+    cwd: str | None = None
+    env: dict[str, str] = {}
+    user: str | None = None
+    gpus: int = 0
+    cpus: float | None = None
+    memory_bytes: int | None = None
+    priority: int = 0
+    kind: Literal["job", "agent"] = "job"
+    checkpoint: CheckpointContract | None = None
+    labels: dict[str, str] = {}
+    counters: list[str] = []
+
+
+class ToolCall(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One tool call of an agent, with the resources its own cgroup used (when it had one)."""
+
+    name: str
+    started_s: float
+    ended_s: float | None = None
+    exit_code: int | None = None
+    cpu_s: float | None = None
+    mem_peak_bytes: int | None = None
+
+
+class JobInfo(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Everything known about one job. ``id`` is unique across the cluster (``node.N``)."""
+
+    id: str
+    node: str
+    name: str
+    state: JobState
+    spec: JobSpec
+    priority: int = 0
+    backend: str = "local"  # "local" or "slurm"
+    pid: int | None = None
+    pids: list[int] = []
+    gpus: list[int] = []
+    cgroup: str | None = None
+    control: str = ""  # "cgroup-v2", "cgroup-v1" or "pgroup" (no writable cgroup)
+    exit_code: int | None = None
+    reason: str = ""
+    submitted_s: float = 0.0
+    started_s: float | None = None
+    ended_s: float | None = None
+    queue_position: int | None = None
+    gpu_mem_held_bytes: int = 0
+    metrics: dict[str, float] = {}
+    tool_calls: list[ToolCall] = []
+    resumed_from: str | None = None  # "node.N" of the job this one continues
+    migrated_to: str | None = None  # "node.N" that now runs this job
+    migration: dict[str, Any] = {}  # phase, bytes_sent, bytes_total, elapsed_s, target
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Something that happened: a state change, a control action and its result, an error.
+
+    ``kind``: "job.state", "action", "migration", "tool_call", "error", "node".
+    """
+
+    wall_s: float
+    node: str
+    kind: str
+    message: str
+    job_id: str = ""
+    actor: str = ""
+    ok: bool = True
+    data: dict[str, Any] = {}

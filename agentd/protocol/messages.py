@@ -1,0 +1,252 @@
+"""Requests, replies and stream messages: one schema per command.
+
+Every request names its command in ``cmd`` (the msgspec tag), carries the protocol version
+``v``, a client-chosen request id ``id`` echoed by the reply, and the role it needs
+(``viewer`` reads, ``operator`` controls, ``daemon`` is for daemon-to-daemon transfers).
+The docstring of each request is its documentation: docs/protocol.md and the CLI help are
+generated from it.
+
+New commands register with :func:`command`, which keeps the table in :data:`COMMANDS`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import msgspec
+
+from agentd.metrics.samples import NodeInventory, NodeSample
+from agentd.protocol.jobs import Event, JobInfo, JobSpec
+
+PROTOCOL_VERSION = 1
+# Largest frame either side accepts (checkpoint chunks are 1 MiB; leave room for the header).
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+Role = Literal["viewer", "operator", "daemon"]
+
+
+class Request(msgspec.Struct, kw_only=True, tag_field="cmd"):
+    """Base of every request."""
+
+    role: ClassVar[str] = "viewer"
+    reply: ClassVar[type["Reply"]]
+    v: int = PROTOCOL_VERSION
+    id: int = 0
+    actor: str = ""  # who asks, for the audit log (a CURVE key's name overrides it)
+
+
+class Reply(msgspec.Struct, kw_only=True):
+    """Base of every successful reply."""
+
+    v: int = PROTOCOL_VERSION
+    id: int = 0
+    ok: bool = True
+
+
+class ErrorReply(msgspec.Struct, kw_only=True):
+    """The reply to any request that failed: a numeric code, a message, the field at fault."""
+
+    v: int = PROTOCOL_VERSION
+    id: int = 0
+    ok: bool = False
+    code: int
+    message: str
+    field: str = ""
+
+
+class Header(msgspec.Struct, kw_only=True):
+    """The part of a request read before anything else, to check version and command."""
+
+    v: int
+    cmd: str
+    id: int = 0
+
+
+COMMANDS: dict[str, type[Request]] = {}
+
+
+def command(reply: type[Reply], role: Role = "viewer"):
+    """Class decorator registering a request type, its reply type and required role."""
+
+    def register(cls: type[Request]) -> type[Request]:
+        name = cls.__struct_config__.tag
+        assert isinstance(name, str), cls
+        if name in COMMANDS:
+            raise ValueError(f"command {name!r} registered twice")
+        cls.reply = reply
+        cls.role = role
+        COMMANDS[name] = cls
+        return cls
+
+    return register
+
+
+# ---- replies ---------------------------------------------------------------------------
+
+class HelloReply(Reply, kw_only=True):
+    node: str
+    agentd_version: str
+    protocol: int = PROTOCOL_VERSION
+    pub_endpoint: str
+    capabilities: list[str] = []
+    server_time_s: float
+    role: str = "operator"
+
+
+class SnapshotReply(Reply, kw_only=True):
+    seq: int
+    inventory: NodeInventory
+    samples: list[NodeSample] = []
+    jobs: list[JobInfo] = []
+    events: list[Event] = []
+
+
+class JobReply(Reply, kw_only=True):
+    job: JobInfo
+    message: str = ""
+
+
+class JobsReply(Reply, kw_only=True):
+    jobs: list[JobInfo] = []
+
+
+class LogsReply(Reply, kw_only=True):
+    data: bytes = b""
+    offset: int = 0  # where the next read should start
+    size: int = 0  # current size of the log file
+    eof: bool = True
+
+
+class OkReply(Reply, kw_only=True):
+    message: str = ""
+    data: dict[str, Any] = {}
+
+
+# ---- requests --------------------------------------------------------------------------
+
+@command(HelloReply)
+class Hello(Request, tag="hello", kw_only=True):
+    """Who is this daemon: node name, versions, stream endpoint, capabilities, your role."""
+
+
+@command(SnapshotReply)
+class Snapshot(Request, tag="snapshot", kw_only=True):
+    """Full current state for a late joiner: inventory, the last ``history`` samples, all jobs,
+    recent events, and the stream sequence number it is consistent with (Clone pattern:
+    drop stream messages with ``seq`` at or below it)."""
+
+    history: int = 2
+
+
+@command(JobReply, role="operator")
+class Submit(Request, tag="submit", kw_only=True):
+    """Submit a job. Refused (INVALID, naming the field) when the spec is impossible here."""
+
+    spec: JobSpec
+
+
+@command(JobsReply)
+class Jobs(Request, tag="jobs", kw_only=True):
+    """List jobs; finished ones too unless ``active_only``."""
+
+    active_only: bool = False
+
+
+@command(JobReply)
+class Show(Request, tag="show", kw_only=True):
+    """One job in full."""
+
+    job: str
+
+
+@command(JobReply, role="operator")
+class Pause(Request, tag="pause", kw_only=True):
+    """Freeze a running job; replies once the kernel reports it frozen. No-op when paused."""
+
+    job: str
+
+
+@command(JobReply, role="operator")
+class Resume(Request, tag="resume", kw_only=True):
+    """Thaw a paused job; replies once the kernel reports it thawed. No-op when running."""
+
+    job: str
+
+
+@command(JobReply, role="operator")
+class Priority(Request, tag="priority", kw_only=True):
+    """Set a job's priority (-10..10, higher is more important): queue order when queued,
+    nice and cgroup CPU/IO weight when running."""
+
+    job: str
+    priority: int
+
+
+@command(JobReply, role="operator")
+class Cancel(Request, tag="cancel", kw_only=True):
+    """Stop a job: SIGTERM, SIGKILL after ``grace_s``; paused jobs are killed then thawed."""
+
+    job: str
+    grace_s: float = 10.0
+
+
+@command(LogsReply)
+class Logs(Request, tag="logs", kw_only=True):
+    """Read a job's stdout or stderr from ``offset`` (negative: that many bytes from the end)."""
+
+    job: str
+    stream: Literal["stdout", "stderr"] = "stdout"
+    offset: int = -65536
+    max_bytes: int = 65536
+
+
+@command(JobReply, role="operator")
+class Migrate(Request, tag="migrate", kw_only=True):
+    """Move a job to another daemon (``target``: its request endpoint). ``restart`` allows
+    starting from scratch when the job has no checkpoint contract; ``resume`` makes a paused
+    job arrive running."""
+
+    job: str
+    target: str
+    target_key: str = ""
+    restart: bool = False
+    resume: bool = False
+
+
+# ---- stream ----------------------------------------------------------------------------
+
+class StreamMsg(msgspec.Struct, kw_only=True, tag_field="t"):
+    """Base of stream bodies; ``seq`` grows by one per message of a daemon."""
+
+    v: int = PROTOCOL_VERSION
+    node: str
+    seq: int
+
+
+class Heartbeat(StreamMsg, tag="hb", kw_only=True):
+    """Sent every second when nothing else was; three missed beats mark the node stale."""
+
+    wall_s: float
+
+
+class SampleMsg(StreamMsg, tag="sample", kw_only=True):
+    sample: NodeSample
+
+
+class EventMsg(StreamMsg, tag="event", kw_only=True):
+    event: Event
+
+
+class JobMsg(StreamMsg, tag="job", kw_only=True):
+    """A job changed (state, priority, pids, migration progress...)."""
+
+    job: JobInfo
+
+
+class InventoryMsg(StreamMsg, tag="inv", kw_only=True):
+    inventory: NodeInventory
+
+
+StreamBody = Heartbeat | SampleMsg | EventMsg | JobMsg | InventoryMsg
+TOPICS: dict[type[StreamMsg], bytes] = {
+    Heartbeat: b"hb", SampleMsg: b"sample", EventMsg: b"event", JobMsg: b"job", InventoryMsg: b"inv",
+}
