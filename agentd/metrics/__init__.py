@@ -12,6 +12,8 @@ from agentd.metrics.samples import (
     DerivedCgroup,
     DerivedGpu,
     DerivedNode,
+    DerivedProc,
+    ProcSample,
     DiskCounters,
     GpuInfo,
     GpuLink,
@@ -25,7 +27,7 @@ from agentd.metrics.samples import (
 )
 
 __all__ = [
-    "AppMetric", "CgroupSample", "CpuTimes", "DerivedCgroup", "DerivedGpu", "DerivedNode",
+    "AppMetric", "CgroupSample", "CpuTimes", "DerivedCgroup", "DerivedGpu", "DerivedNode", "DerivedProc", "ProcSample",
     "DiskCounters", "GpuInfo", "GpuLink", "GpuProcess", "GpuSample", "HostSample",
     "NetCounters", "NodeInventory", "NodeSample", "Pressure", "derive", "derive_cgroup",
     "derive_gpu",

@@ -161,6 +161,18 @@ class AppMetric(Struct):
     counter: bool = False
 
 
+class ProcSample(Struct):
+    """One process from the periodic full process scan (for "busiest processes" views)."""
+
+    pid: int
+    name: str
+    user: str = ""
+    cpu_time_s: float = 0.0  # user + system, cumulative
+    rss_bytes: int = 0
+    create_time_s: float = 0.0
+    gpu_mem_bytes: int = 0
+
+
 class NodeSample(Struct):
     """Everything a node measured in one tick. The unit of the stream and of recordings."""
 
@@ -171,6 +183,8 @@ class NodeSample(Struct):
     gpus: list[GpuSample] = []
     jobs: list[CgroupSample] = []
     app: list[AppMetric] = []
+    # The full process scan runs less often than the tick; empty on ticks without one.
+    procs: list[ProcSample] = []
     # Set by the daemon at start; a new value tells derive() that counters were reset.
     boot_id: str = ""
 
@@ -265,6 +279,15 @@ class DerivedCgroup(Struct):
     app: dict[str, float] = {}
 
 
+class DerivedProc(Struct):
+    pid: int
+    name: str
+    user: str = ""
+    cpu_pct: float = 0.0
+    rss_bytes: int = 0
+    gpu_mem_bytes: int = 0
+
+
 class DerivedNode(Struct):
     """What a person sees for a node at one moment: every rate and percentage."""
 
@@ -294,3 +317,4 @@ class DerivedNode(Struct):
     procs_total: int = 0
     gpus: list[DerivedGpu] = []
     jobs: list[DerivedCgroup] = []
+    procs: list[DerivedProc] = []

@@ -27,6 +27,9 @@ _header_decoder = msgspec.msgpack.Decoder(Header)
 _stream_decoder = msgspec.msgpack.Decoder(StreamBody)
 _FIELD_RE = re.compile(r"at `\$\.?([^`]*)`")
 R = TypeVar("R", bound=Reply)
+# msgspec raises DecodeError for most bad input, but UnicodeDecodeError for invalid UTF-8 in
+# strings and RecursionError for absurd nesting: all of them are "malformed" to us.
+_DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, RecursionError, ValueError)
 
 
 def encode(msg: msgspec.Struct) -> bytes:
@@ -56,7 +59,7 @@ def decode_request(buf: bytes) -> Request:
         raise ProtocolError(ErrorCode.TOO_LARGE, f"request of {len(buf)} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit")
     try:
         header = _header_decoder.decode(buf)
-    except msgspec.DecodeError as exc:
+    except _DECODE_ERRORS as exc:
         field = _field_of(exc)
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"malformed request header: {exc}", field) from None
     if header.v != PROTOCOL_VERSION:
@@ -69,7 +72,7 @@ def decode_request(buf: bytes) -> Request:
         raise ProtocolError(ErrorCode.UNKNOWN_COMMAND, f"unknown command {header.cmd!r}; known: {', '.join(sorted(COMMANDS))}", "cmd")
     try:
         return _request_decoder(len(COMMANDS)).decode(buf)
-    except msgspec.DecodeError as exc:
+    except _DECODE_ERRORS as exc:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"bad {header.cmd!r} request: {exc}", _field_of(exc)) from None
 
 
@@ -88,7 +91,7 @@ def decode_reply(buf: bytes, expected: type[R]) -> R | ErrorReply:
         if isinstance(raw, dict) and raw.get("ok") is False:
             return msgspec.msgpack.decode(buf, type=ErrorReply)
         return msgspec.msgpack.decode(buf, type=expected)
-    except msgspec.DecodeError as exc:
+    except _DECODE_ERRORS as exc:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"malformed {expected.__name__}: {exc}", _field_of(exc)) from None
 
 
@@ -96,7 +99,7 @@ def decode_stream(buf: bytes) -> StreamMsg:
     """Decode a stream body; ProtocolError when it is not one of the stream messages."""
     try:
         return _stream_decoder.decode(buf)
-    except msgspec.DecodeError as exc:
+    except _DECODE_ERRORS as exc:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"malformed stream message: {exc}", _field_of(exc)) from None
 
 

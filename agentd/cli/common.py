@@ -1,0 +1,136 @@
+"""What every agentctl verb shares: global options, finding nodes and jobs, calling them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import msgspec
+
+from agentd.clusterfile import ClusterFileError, load_cluster
+from agentd.config import DEFAULT_CTL
+from agentd.protocol.messages import Reply, Request
+from agentd.transport.client import ClientError, NodeClient, RemoteError, Unreachable
+
+GLOBAL_DEFAULTS: dict[str, Any] = {"node": None, "cluster": None, "json": False, "timeout": 5.0}
+
+
+class CliError(Exception):
+    """A one-line message for the user and an exit code (1 refused/failed, 2 usage/unreachable)."""
+
+    def __init__(self, message: str, code: int = 1, remote_code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.remote_code = remote_code
+
+
+def add_global_options(p: argparse.ArgumentParser, suppress: bool) -> None:
+    d = (lambda v: argparse.SUPPRESS) if suppress else (lambda v: v)
+    p.add_argument("--node", action="append", metavar="ENDPOINT", default=d(None),
+                   help="agentd request endpoint, repeatable (default tcp://127.0.0.1:7710)")
+    p.add_argument("--cluster", metavar="FILE", default=d(None), help="cluster file (TOML, [[node]] tables)")
+    p.add_argument("--json", action="store_true", default=d(False), help="machine-readable output on stdout")
+    p.add_argument("--timeout", type=float, metavar="S", default=d(5.0), help="seconds to wait for a node (default 5)")
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str  # from the cluster file; "" until hello says
+    endpoint: str
+    server_key: str = ""
+
+
+def targets(args: argparse.Namespace) -> list[Target]:
+    out: list[Target] = []
+    if args.cluster:
+        try:
+            cluster = load_cluster(args.cluster)
+        except ClusterFileError as exc:
+            raise CliError(str(exc), 2) from None
+        out += [Target(n.name, n.endpoint, n.server_key) for n in cluster.node]
+    for ep in args.node or []:
+        out.append(Target("", ep))
+    return out or [Target("", DEFAULT_CTL)]
+
+
+def connect(args: argparse.Namespace, target: Target) -> NodeClient:
+    try:
+        return NodeClient(target.endpoint, server_key=target.server_key or None, timeout_s=args.timeout)
+    except ValueError as exc:
+        raise CliError(str(exc), 2) from None
+
+
+def call(client: NodeClient, req: Request) -> Reply:
+    """One request; errors become CliError with the right exit code."""
+    try:
+        return client.call(req)
+    except Unreachable as exc:
+        raise CliError(str(exc), 2) from None
+    except RemoteError as exc:
+        raise CliError(exc.message, 1, exc.code) from None
+    except ClientError as exc:
+        raise CliError(str(exc), 1) from None
+
+
+def node_of_job(job_id: str) -> str:
+    node, sep, rest = job_id.rpartition(".")
+    return node if sep and rest else ""
+
+
+def client_for_job(args: argparse.Namespace, job_id: str) -> tuple[NodeClient, str]:
+    """The client of the node that owns ``job_id`` (``node.N``; bare ``N`` with one node)."""
+    ts = targets(args)
+    if job_id.isdigit():
+        if len(ts) != 1:
+            raise CliError(f"job id {job_id!r} is ambiguous across {len(ts)} nodes; use the full id NODE.{job_id}", 2)
+        return connect(args, ts[0]), job_id
+    node = node_of_job(job_id)
+    if not node:
+        raise CliError(f"job id {job_id!r} is not of the form NODE.N (see `agentctl jobs`)", 2)
+    named = [t for t in ts if t.name == node]
+    if named:
+        return connect(args, named[0]), job_id
+    unreachable = []
+    for t in ts:
+        if t.name:
+            continue
+        c = connect(args, t)
+        try:
+            if c.hello().node == node:
+                return c, job_id
+        except ClientError as exc:
+            unreachable.append(str(exc))
+        c.close()
+    extra = f" ({'; '.join(unreachable)})" if unreachable else ""
+    raise CliError(f"no node named {node!r} among the given nodes; pass --node ENDPOINT or --cluster FILE{extra}", 2)
+
+
+def each_node(args: argparse.Namespace) -> Iterator[tuple[Target, NodeClient]]:
+    for t in targets(args):
+        c = connect(args, t)
+        try:
+            yield t, c
+        finally:
+            c.close()
+
+
+def emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(msgspec.to_builtins(obj)) + "\n")
+    sys.stdout.flush()
+
+
+def human_bytes(n: float | None) -> str:
+    if n is None:
+        return "—"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def human_rate(n: float | None) -> str:
+    return "—" if n is None else human_bytes(n) + "/s"

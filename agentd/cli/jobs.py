@@ -1,0 +1,306 @@
+"""agentctl verbs for work: submit, jobs, show, pause, resume, priority, cancel, logs, migrate."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from agentd.cli.common import CliError, call, client_for_job, connect, each_node, emit_json, human_bytes, targets
+from agentd.protocol import JobInfo, JobSpec
+from agentd.protocol.messages import Cancel, JobReply, Jobs, JobsReply, Logs, LogsReply, Migrate, Pause, Priority, Resume, Show, Submit
+from agentd.transport.client import ClientError
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)\s*$", re.I)
+
+
+def parse_size(text: str) -> int:
+    """Bytes from '4G', '512MiB', '1.5GB', '1048576'; ValueError naming the text otherwise."""
+    m = _SIZE_RE.match(str(text))
+    if not m:
+        raise ValueError(f"size {text!r} is not a number of bytes with an optional K/M/G/T suffix (e.g. 4G, 512MiB)")
+    value, unit = float(m.group(1)), m.group(2).lower()
+    return int(value * 1024 ** " kmgtp".index(unit or " "))
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("submit", parents=[common], help="run a job: submit [options] -- ARGV...")
+    p.add_argument("--spec", metavar="FILE", help="job spec file (TOML or JSON); flags override it")
+    p.add_argument("--name")
+    p.add_argument("--gpus", type=int, metavar="K")
+    p.add_argument("--priority", type=int, metavar="P", help="-10..10, higher is more important (default 0)")
+    p.add_argument("--cpus", type=float, metavar="C", help="CPU limit in cores")
+    p.add_argument("--memory", metavar="SIZE", help="memory limit: bytes or 4G, 512MiB...")
+    p.add_argument("--kind", choices=["job", "agent"])
+    p.add_argument("--checkpoint-signal", metavar="SIG", help="declares a checkpoint contract (e.g. SIGUSR1)")
+    p.add_argument("--checkpoint-timeout", type=float, metavar="S")
+    p.add_argument("--cwd")
+    p.add_argument("--env", action="append", default=[], metavar="K=V")
+    p.add_argument("--label", action="append", default=[], metavar="K=V")
+    p.add_argument("--counter", action="append", default=[], metavar="NAME", help="an app metric that only grows (charted as a rate)")
+    p.add_argument("--shell", action="store_true", help="run ARGV as one shell command line")
+    p.add_argument("argv", nargs=argparse.REMAINDER, help="the command, after --")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("jobs", parents=[common], help="list jobs on every node")
+    p.add_argument("--active", action="store_true", help="hide finished jobs")
+    p.set_defaults(func=cmd_jobs)
+    p = sub.add_parser("show", parents=[common], help="one job in full")
+    p.add_argument("job")
+    p.set_defaults(func=cmd_show)
+    for verb, helptext in (("pause", "freeze a job (cgroup freezer)"), ("resume", "thaw a paused job")):
+        p = sub.add_parser(verb, parents=[common], help=helptext)
+        p.add_argument("job", nargs="+")
+        p.set_defaults(func=cmd_pause_resume, verb=verb)
+    p = sub.add_parser("priority", parents=[common], help="set priority -10..10 (negative numbers are values)")
+    p.add_argument("job")
+    p.add_argument("priority", type=int)
+    p.set_defaults(func=cmd_priority)
+    p = sub.add_parser("cancel", parents=[common], help="stop a job: SIGTERM, then SIGKILL after --grace")
+    p.add_argument("job", nargs="+")
+    p.add_argument("--grace", type=float, default=10.0, metavar="S")
+    p.set_defaults(func=cmd_cancel)
+    p = sub.add_parser("logs", parents=[common], help="a job's stdout (or --stderr)")
+    p.add_argument("job")
+    p.add_argument("--stderr", action="store_true")
+    p.add_argument("--follow", "-f", action="store_true")
+    p.add_argument("--bytes", type=int, default=65536, help="how much of the end to show first")
+    p.set_defaults(func=cmd_logs)
+    p = sub.add_parser("migrate", parents=[common], help="move a job to another node without losing progress")
+    p.add_argument("job")
+    p.add_argument("--to", required=True, metavar="NODE", help="a node name from --cluster, or an endpoint")
+    p.add_argument("--restart", action="store_true", help="allow starting from scratch when the job cannot checkpoint")
+    p.add_argument("--resume", action="store_true", help="a paused job arrives running")
+    p.set_defaults(func=cmd_migrate)
+
+
+def _kv(items: list[str], flag: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            raise CliError(f"{flag} {item!r} is not KEY=VALUE", 2)
+        out[k] = v
+    return out
+
+
+def build_spec(args: argparse.Namespace) -> JobSpec:
+    data: dict[str, Any] = {}
+    if args.spec:
+        path = Path(args.spec)
+        try:
+            text = path.read_text()
+            data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        except FileNotFoundError:
+            raise CliError(f"spec file {path} does not exist", 2) from None
+        except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise CliError(f"spec file {path} is not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {exc}", 2) from None
+        data = data.get("job", data) if isinstance(data, dict) else data
+        if not isinstance(data, dict):
+            raise CliError(f"spec file {path} must hold a table of job fields", 2)
+    argv = list(args.argv)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if argv:
+        data["argv"] = [" ".join(argv)] if args.shell else argv
+    if args.shell:
+        data["shell"] = True
+    for key in ("name", "gpus", "priority", "cpus", "kind", "cwd"):
+        if getattr(args, key) is not None:
+            data[key] = getattr(args, key)
+    if args.memory is not None:
+        try:
+            data["memory_bytes"] = parse_size(args.memory)
+        except ValueError as exc:
+            raise CliError(f"--memory: {exc}", 2) from None
+    elif isinstance(data.get("memory"), (str, int)):
+        try:
+            data["memory_bytes"] = parse_size(data.pop("memory"))
+        except ValueError as exc:
+            raise CliError(f"spec field memory: {exc}", 2) from None
+    if args.checkpoint_signal or args.checkpoint_timeout:
+        contract = dict(data.get("checkpoint") or {})
+        if args.checkpoint_signal:
+            contract["signal"] = args.checkpoint_signal
+        if args.checkpoint_timeout:
+            contract["timeout_s"] = args.checkpoint_timeout
+        data["checkpoint"] = contract
+    if args.env:
+        data["env"] = {**data.get("env", {}), **_kv(args.env, "--env")}
+    if args.label:
+        data["labels"] = {**data.get("labels", {}), **_kv(args.label, "--label")}
+    if args.counter:
+        data["counters"] = sorted(set(data.get("counters", [])) | set(args.counter))
+    if not data.get("argv"):
+        raise CliError("nothing to run: give the command after --, e.g. agentctl submit -- python train.py", 2)
+    try:
+        return msgspec.convert(data, JobSpec)
+    except msgspec.ValidationError as exc:
+        raise CliError(f"bad job spec: {exc}", 2) from None
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    spec = build_spec(args)
+    ts = targets(args)
+    if len(ts) != 1:
+        raise CliError(f"submit goes to one node; {len(ts)} were given (use --node ENDPOINT)", 2)
+    with connect(args, ts[0]) as c:
+        reply = call(c, Submit(spec=spec))
+    assert isinstance(reply, JobReply)
+    if args.json:
+        emit_json({"id": reply.job.id, "node": reply.job.node, "state": reply.job.state})
+    else:
+        print(reply.job.id)
+    return 0
+
+
+def _age(job: JobInfo) -> str:
+    start = job.started_s or job.submitted_s
+    if not start:
+        return ""
+    secs = int((job.ended_s or time.time()) - start)
+    return f"{secs // 3600}h{secs % 3600 // 60:02d}m" if secs >= 3600 else f"{secs // 60}m{secs % 60:02d}s"
+
+
+def _job_json(job: JobInfo) -> dict[str, Any]:
+    out = msgspec.to_builtins(job)
+    for key, default in (("pid", None), ("pids", []), ("gpus", []), ("cgroup", None), ("exit_code", None),
+                         ("started", job.started_s), ("metrics", {}), ("priority", 0)):
+        out.setdefault(key, default)
+    return out
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    jobs: list[JobInfo] = []
+    errors = []
+    for t, c in each_node(args):
+        try:
+            reply = c.call(Jobs(active_only=args.active))
+        except ClientError as exc:
+            errors.append(str(exc))
+            continue
+        assert isinstance(reply, JobsReply)
+        jobs += reply.jobs
+    if args.json:
+        emit_json([_job_json(j) for j in jobs])
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(box=None, header_style="bold")
+        for col in ("ID", "NAME", "NODE", "STATE", "PRIO", "GPUS", "PID", "AGE", "METRICS"):
+            table.add_column(col)
+        for j in jobs:
+            metrics = " ".join(f"{k}={v:.4g}" for k, v in sorted(j.metrics.items())[:4])
+            state = j.state + (f" (#{j.queue_position})" if j.queue_position else "") + (" [slurm]" if j.backend == "slurm" else "")
+            table.add_row(j.id, j.name, j.node, state, f"{j.priority:+d}", ",".join(map(str, j.gpus)) or "—",
+                          str(j.pid or ""), _age(j), metrics)
+        Console().print(table)
+    for e in errors:
+        print(f"agentctl: {e}", file=sys.stderr)
+    return 2 if errors else 0
+
+
+def _print_job(job: JobInfo, message: str = "") -> None:
+    print(f"{job.id}  {job.name}  {job.state}" + (f"  ({message})" if message else "") + (f"  — {job.reason}" if job.reason else ""))
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    c, job_id = client_for_job(args, args.job)
+    with c:
+        reply = call(c, Show(job=job_id))
+    assert isinstance(reply, JobReply)
+    if args.json:
+        emit_json(_job_json(reply.job))
+        return 0
+    j = reply.job
+    rows = [("id", j.id), ("name", j.name), ("node", j.node), ("state", j.state), ("reason", j.reason),
+            ("priority", f"{j.priority:+d}"), ("kind", j.spec.kind), ("argv", " ".join(j.spec.argv)),
+            ("pid", j.pid), ("pids", " ".join(map(str, j.pids))), ("gpus", ",".join(map(str, j.gpus)) or "—"),
+            ("control", j.control), ("cgroup", j.cgroup), ("exit code", j.exit_code), ("age", _age(j)),
+            ("gpu memory held", human_bytes(j.gpu_mem_held_bytes) if j.gpu_mem_held_bytes else ""),
+            ("checkpoint", f"{j.spec.checkpoint.signal}, {j.spec.checkpoint.timeout_s:g} s" if j.spec.checkpoint else "none"),
+            ("resumed from", j.resumed_from), ("migrated to", j.migrated_to)]
+    rows += [(f"metric {k}", f"{v:.6g}") for k, v in sorted(j.metrics.items())]
+    for name, value in rows:
+        if value not in (None, ""):
+            print(f"{name:>16}: {value}")
+    for tc in j.tool_calls[-10:]:
+        print(f"{'tool call':>16}: {tc.name} exit={tc.exit_code} cpu={tc.cpu_s} peak={human_bytes(tc.mem_peak_bytes)}")
+    return 0
+
+
+def _act(args: argparse.Namespace, job: str, make) -> JobReply:
+    c, job_id = client_for_job(args, job)
+    with c:
+        reply = call(c, make(job_id))
+    assert isinstance(reply, JobReply)
+    return reply
+
+
+def _report(args: argparse.Namespace, replies: list[JobReply]) -> None:
+    if args.json:
+        emit_json([_job_json(r.job) for r in replies] if len(replies) > 1 else _job_json(replies[0].job))
+    else:
+        for r in replies:
+            _print_job(r.job, r.message)
+
+
+def cmd_pause_resume(args: argparse.Namespace) -> int:
+    kind = Pause if args.verb == "pause" else Resume
+    _report(args, [_act(args, j, lambda jid: kind(job=jid)) for j in args.job])
+    return 0
+
+
+def cmd_priority(args: argparse.Namespace) -> int:
+    _report(args, [_act(args, args.job, lambda jid: Priority(job=jid, priority=args.priority))])
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    args.timeout = max(args.timeout, args.grace + 5)  # the reply comes after the grace period
+    _report(args, [_act(args, j, lambda jid: Cancel(job=jid, grace_s=args.grace)) for j in args.job])
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    c, job_id = client_for_job(args, args.job)
+    stream = "stderr" if args.stderr else "stdout"
+    offset = -abs(args.bytes)
+    out = sys.stdout.buffer
+    with c:
+        while True:
+            reply = call(c, Logs(job=job_id, stream=stream, offset=offset))
+            assert isinstance(reply, LogsReply)
+            out.write(reply.data)
+            out.flush()
+            offset = reply.offset
+            if not args.follow:
+                return 0
+            if reply.eof:
+                state = call(c, Show(job=job_id))
+                assert isinstance(state, JobReply)
+                if state.job.state in ("succeeded", "failed", "cancelled", "migrated"):
+                    return 0
+                time.sleep(0.5)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    target = args.to
+    server_key = ""
+    if "://" not in target:
+        named = [t for t in targets(args) if t.name == target]
+        if not named:
+            raise CliError(f"--to {target!r} is neither an endpoint (tcp://HOST:PORT) nor a node in the cluster file", 2)
+        target, server_key = named[0].endpoint, named[0].server_key
+    args.timeout = max(args.timeout, 600.0)  # the reply comes when the job runs on the target
+    reply = _act(args, args.job, lambda jid: Migrate(job=jid, target=target, target_key=server_key, restart=args.restart, resume=args.resume))
+    _report(args, [reply])
+    return 0

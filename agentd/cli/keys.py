@@ -1,0 +1,52 @@
+"""agentctl keys: CURVE key pairs for clients and the authorized-keys directory of a daemon."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from agentd.cli.common import CliError, emit_json
+from agentd.transport.auth import ROLES, client_keys_dir, load_or_create_keypair, load_public_key
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("keys", help="CURVE keys: show this client's public key, authorize a client on a node")
+    ks = p.add_subparsers(dest="keys_verb", metavar="ACTION")
+    ks.required = True
+    show = ks.add_parser("show", help="print (creating on first use) this client's public key file")
+    show.set_defaults(func=cmd_show)
+    auth = ks.add_parser("authorize", help="allow a client (or peer daemon) key on a node: run it on the node")
+    auth.add_argument("--state-dir", required=True, help="the daemon's state dir")
+    auth.add_argument("--role", choices=ROLES, default="viewer")
+    auth.add_argument("name", help="a name for the key holder (shown in the audit log)")
+    auth.add_argument("keyfile", help="the client's public .key file")
+    auth.set_defaults(func=cmd_authorize)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    d = client_keys_dir()
+    public, _ = load_or_create_keypair(d, "client")
+    if args.json:
+        emit_json({"public_key": public.decode(), "file": str(d / "client.key")})
+    else:
+        print(f"{d / 'client.key'}\n{public.decode()}")
+    return 0
+
+
+def cmd_authorize(args: argparse.Namespace) -> int:
+    if not _NAME_RE.match(args.name):
+        raise CliError(f"key name {args.name!r} may only use letters, digits and . _ @ - (at most 64)", 2)
+    try:
+        load_public_key(args.keyfile)
+    except Exception as exc:
+        raise CliError(f"{args.keyfile}: not a CURVE public key file ({exc})", 2) from None
+    dest = Path(args.state_dir) / "authorized_keys" / args.role
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(args.keyfile, dest / f"{args.name}.key")
+    print(f"authorized {args.name} as {args.role}: {dest / (args.name + '.key')}")
+    return 0

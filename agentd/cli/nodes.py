@@ -1,0 +1,221 @@
+"""agentctl nodes, watch and top: what the nodes are and what they measure, live."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from agentd.cli.common import CliError, call, each_node, emit_json, human_bytes, human_rate, targets
+from agentd.cli.watchfmt import derived_to_json
+from agentd.metrics import DerivedNode, NodeInventory, NodeSample, derive
+from agentd.protocol.messages import HelloReply, SampleMsg, Snapshot, SnapshotReply
+from agentd.transport.client import ClientError, LinkMessage, LinkSet, LinkSnapshot, LinkState
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("nodes", parents=[common], help="one row per node: link, CPU, memory, GPUs, jobs")
+    p.set_defaults(func=cmd_nodes)
+    p = sub.add_parser("watch", parents=[common], help="live derived samples (--json: one object per node per tick)")
+    p.add_argument("--count", type=int, metavar="N", help="stop after N samples from each node")
+    p.set_defaults(func=cmd_watch)
+    p = sub.add_parser("top", parents=[common], help="live terminal view of nodes, GPUs, jobs and busiest processes")
+    p.add_argument("--count", type=int, metavar="N", help="stop after N refreshes (for scripts and tests)")
+    p.set_defaults(func=cmd_top)
+
+
+def _node_row(endpoint: str, hello: HelloReply | None, snap: SnapshotReply | None, error: str = "") -> dict[str, Any]:
+    if hello is None or snap is None:
+        return {"name": "", "endpoint": endpoint, "link": "down", "error": error}
+    inv = snap.inventory
+    derived = derive(snap.samples[-1], snap.samples[-2] if len(snap.samples) > 1 else None) if snap.samples else None
+    active = [j for j in snap.jobs if j.state in ("queued", "running", "paused", "checkpointing", "migrating")]
+    return {
+        "name": inv.node, "endpoint": endpoint, "link": "live", "hostname": inv.hostname,
+        "cpu_model": inv.cpu_model, "cpu_count": inv.cpu_count, "memory_total_bytes": inv.mem_total_bytes,
+        "cpu_pct": derived.cpu_pct if derived else None,
+        "memory_used_bytes": derived.mem_used_bytes if derived else None,
+        "gpu_backend": inv.gpu_backend, "gpu_status": inv.gpu_status,
+        "gpus": [{"index": g.index, "name": g.name, "uuid": g.uuid, "pci_bus_id": g.pci_bus_id,
+                  "mem_total_bytes": g.mem_total_bytes, "simulated": g.simulated} for g in inv.gpus],
+        "jobs": len(active), "agentd_version": hello.agentd_version, "capabilities": hello.capabilities,
+        "labels": inv.labels,
+    }
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    rows = []
+    for t, c in each_node(args):
+        try:
+            hello = c.hello()
+            snap = c.call(Snapshot(history=2))
+            assert isinstance(snap, SnapshotReply)
+            rows.append(_node_row(t.endpoint, hello, snap))
+        except ClientError as exc:
+            rows.append(_node_row(t.endpoint, None, None, str(exc)))
+    if args.json:
+        emit_json(rows)
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(box=None, header_style="bold")
+        for col in ("NODE", "ENDPOINT", "LINK", "CPU", "MEMORY", "GPUS", "JOBS"):
+            table.add_column(col)
+        for r in rows:
+            if r["link"] == "down":
+                table.add_row("?", r["endpoint"], "[red]down[/red]", "", "", r["error"], "")
+                continue
+            gpus = f"{len(r['gpus'])} ({r['gpu_status']})" if r["gpus"] else r["gpu_status"] or "none"
+            cpu = "—" if r["cpu_pct"] is None else f"{r['cpu_pct']:.0f}% of {r['cpu_count']}"
+            mem = f"{human_bytes(r['memory_used_bytes'])} / {human_bytes(r['memory_total_bytes'])}"
+            table.add_row(r["name"], r["endpoint"], "[green]live[/green]", cpu, mem, gpus, str(r["jobs"]))
+        Console().print(table)
+    down = [r for r in rows if r["link"] == "down"]
+    if down:
+        for r in down:
+            print(f"agentctl: {r['error']}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _links(args: argparse.Namespace) -> LinkSet:
+    links = LinkSet()
+    for t in targets(args):
+        try:
+            links.add(t.endpoint, server_key=t.server_key or None, hello_timeout_s=args.timeout)
+        except ValueError as exc:
+            links.close()
+            raise CliError(str(exc), 2) from None
+    return links
+
+
+def _human_watch_line(d: DerivedNode) -> str:
+    gpus = " ".join(f"gpu{g.index}:{g.sm_util_pct or 0:.0f}%" for g in d.gpus)
+    return (f"{time.strftime('%H:%M:%S', time.localtime(d.wall_s))} {d.node:<12} cpu {d.cpu_pct:5.1f}%  "
+            f"mem {d.mem_used_pct:5.1f}%  net ↓{human_rate(d.net_rx_bytes_per_s)} ↑{human_rate(d.net_tx_bytes_per_s)}  "
+            f"disk r {human_rate(d.disk_read_bytes_per_s)} w {human_rate(d.disk_write_bytes_per_s)}  {gpus}")
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    links = _links(args)
+    last: dict[str, NodeSample] = {}
+    printed: dict[str, int] = {}
+    ever_live: set[str] = set()
+    start = time.monotonic()
+    try:
+        while True:
+            for ev in links.poll(0.5):
+                if isinstance(ev, LinkSnapshot):
+                    ever_live.add(ev.endpoint)
+                    if ev.reply.samples:
+                        last[ev.node] = ev.reply.samples[-1]
+                elif isinstance(ev, LinkState) and ev.state == "down":
+                    print(f"agentctl: {ev.endpoint}: link down ({ev.detail})", file=sys.stderr)
+                elif isinstance(ev, LinkMessage) and isinstance(ev.msg, SampleMsg):
+                    s = ev.msg.sample
+                    d = derive(s, last.get(s.node))
+                    last[s.node] = s
+                    if args.json:
+                        emit_json(derived_to_json(d))
+                    else:
+                        print(_human_watch_line(d), flush=True)
+                    printed[s.node] = printed.get(s.node, 0) + 1
+            if args.count and printed and len(printed) >= len(ever_live) and min(printed.values()) >= args.count:
+                return 0
+            if not ever_live and time.monotonic() - start > args.timeout:
+                eps = ", ".join(links.links)
+                raise CliError(f"no agentd answered at {eps} within {args.timeout:g} s", 2)
+    finally:
+        links.close()
+
+
+def render_top(inventories: dict[str, NodeInventory], derived: dict[str, DerivedNode], states: dict[str, str], jobs: dict[str, list]) -> Any:
+    from rich.console import Group
+    from rich.table import Table
+
+    nodes = Table(title="Nodes", box=None, header_style="bold", expand=True)
+    for col in ("NODE", "LINK", "CPU%", "MEM", "NET ↓/↑", "DISK R/W", "GPUS"):
+        nodes.add_column(col)
+    gpus = Table(title="GPUs", box=None, header_style="bold", expand=True)
+    for col in ("NODE", "GPU", "NAME", "UTIL", "MEM", "POWER", "TEMP", "PROCS"):
+        gpus.add_column(col)
+    procs = Table(title="Busiest processes", box=None, header_style="bold", expand=True)
+    for col in ("NODE", "PID", "USER", "CPU%", "RSS", "GPU MEM", "NAME"):
+        procs.add_column(col)
+    job_table = Table(title="Jobs", box=None, header_style="bold", expand=True)
+    for col in ("ID", "NAME", "STATE", "PRIO", "GPUS", "CPU%", "MEM", "THROUGHPUT"):
+        job_table.add_column(col)
+    for endpoint, state in sorted(states.items()):
+        inv = inventories.get(endpoint)
+        d = derived.get(endpoint)
+        colour = {"live": "green", "stale": "yellow"}.get(state, "red")
+        if inv is None or d is None:
+            nodes.add_row(inv.node if inv else endpoint, f"[{colour}]{state}[/{colour}]", "", "", "", "", "")
+            continue
+        gpu_note = inv.gpu_status if not inv.gpus else f"{len(inv.gpus)}{' (simulated)' if inv.gpu_backend == 'simulated' else ''}"
+        nodes.add_row(inv.node, f"[{colour}]{state}[/{colour}]", f"{d.cpu_pct:.0f}", f"{d.mem_used_pct:.0f}%",
+                      f"{human_rate(d.net_rx_bytes_per_s)} / {human_rate(d.net_tx_bytes_per_s)}",
+                      f"{human_rate(d.disk_read_bytes_per_s)} / {human_rate(d.disk_write_bytes_per_s)}", gpu_note)
+        names = {g.index: g.name for g in inv.gpus}
+        for g in d.gpus:
+            gpus.add_row(inv.node, str(g.index), names.get(g.index, ""), f"{g.sm_util_pct or 0:.0f}%",
+                         f"{human_bytes(g.mem_used_bytes)} / {human_bytes(g.mem_total_bytes)}",
+                         "—" if g.power_w is None else f"{g.power_w:.0f} W", "—" if g.temp_c is None else f"{g.temp_c:.0f}°C",
+                         str(len(g.processes)))
+        for p in sorted(d.procs, key=lambda p: -p.cpu_pct)[:8]:
+            procs.add_row(inv.node, str(p.pid), p.user, f"{p.cpu_pct:.1f}", human_bytes(p.rss_bytes),
+                          human_bytes(p.gpu_mem_bytes) if p.gpu_mem_bytes else "", p.name)
+        by_job = {j.job_id: j for j in d.jobs}
+        for j in jobs.get(endpoint, []):
+            if j.state in ("succeeded", "failed", "cancelled", "migrated"):
+                continue
+            dj = by_job.get(j.id)
+            thr = ", ".join(f"{k.removesuffix('_per_s')} {v:.1f}/s" for k, v in (dj.app if dj else {}).items() if k.endswith("_per_s"))
+            job_table.add_row(j.id, j.name, j.state, f"{j.priority:+d}", ",".join(map(str, j.gpus)) or "—",
+                              f"{dj.cpu_pct:.0f}" if dj else "", human_bytes(dj.mem_current_bytes) if dj else "", thr)
+    return Group(nodes, gpus, job_table, procs)
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.live import Live
+
+    from agentd.protocol.messages import JobMsg
+
+    links = _links(args)
+    inventories: dict[str, NodeInventory] = {}
+    last: dict[str, NodeSample] = {}
+    derived: dict[str, DerivedNode] = {}
+    states = {ep: "connecting" for ep in links.links}
+    jobs: dict[str, dict[str, Any]] = {}
+    refreshes = 0
+    console = Console()
+    try:
+        with Live(console=console, auto_refresh=False, screen=console.is_terminal and not args.count) as live:
+            while True:
+                for ev in links.poll(1.0):
+                    if isinstance(ev, LinkSnapshot):
+                        inventories[ev.endpoint] = ev.reply.inventory
+                        jobs[ev.endpoint] = {j.id: j for j in ev.reply.jobs}
+                        if ev.reply.samples:
+                            s = ev.reply.samples
+                            last[ev.endpoint] = s[-1]
+                            derived[ev.endpoint] = derive(s[-1], s[-2] if len(s) > 1 else None)
+                    elif isinstance(ev, LinkState):
+                        states[ev.endpoint] = ev.state
+                    elif isinstance(ev, LinkMessage):
+                        if isinstance(ev.msg, SampleMsg):
+                            derived[ev.endpoint] = derive(ev.msg.sample, last.get(ev.endpoint))
+                            last[ev.endpoint] = ev.msg.sample
+                        elif isinstance(ev.msg, JobMsg):
+                            jobs.setdefault(ev.endpoint, {})[ev.msg.job.id] = ev.msg.job
+                for ep, link in links.links.items():
+                    states[ep] = link.state
+                live.update(render_top(inventories, derived, states, {k: list(v.values()) for k, v in jobs.items()}), refresh=True)
+                refreshes += 1
+                if args.count and refreshes >= args.count:
+                    return 0
+    finally:
+        links.close()

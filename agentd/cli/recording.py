@@ -1,0 +1,298 @@
+"""agentctl record / replay / recording info / recording set.
+
+``record`` follows daemons with NodeLinks and writes a recording (agentd.store.recording);
+``replay`` prints a recording as the very JSON lines ``agentctl watch --json`` prints live.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import re
+import signal
+import sys
+import time
+from typing import Any
+
+from agentd.cli.common import CliError, targets
+from agentd.cli.watchfmt import derived_to_json
+from agentd.store.recording import Recorder, RecordingError, RecordingInfo, RecordingReader
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+#: How often ``record`` prints progress to stderr (a terminal gets a line redrawn in place).
+PROGRESS_EVERY_S = 1.0
+PROGRESS_EVERY_S_PIPE = 10.0
+_DURATION_RE = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s?)?$")
+
+
+def register(subparsers: Any) -> None:
+    """Add record, replay and recording {info,set} to agentctl's subparsers."""
+    p = subparsers.add_parser("record", help="record the cluster's stream to a SQLite file until Ctrl-C",
+                              description="Record every node's samples, jobs, events and link states to OUT "
+                                          "(SQLite). Progress goes to stderr.")
+    p.add_argument("out", metavar="OUT.db", help="recording file to create (or append to)")
+    p.add_argument("--duration", type=_duration, metavar="S", help="stop after S seconds (also 90s, 5m, 1h30m)")
+    p.add_argument("--title", default="", help="session title (default: 'Recording DATE TIME')")
+    p.add_argument("--notes", default="", help="free-form notes stored with the session")
+    p.set_defaults(func=cmd_record)
+
+    p = subparsers.add_parser("replay", help="print a recording as `agentctl watch` lines",
+                              description="Print a recording as the same lines `agentctl watch` prints live "
+                                          "(--json: one object per node per tick).")
+    p.add_argument("file", metavar="FILE", help="recording file")
+    p.add_argument("--from", dest="t_from", metavar="T", help="start: seconds from the start, 5m, epoch seconds or ISO time")
+    p.add_argument("--to", dest="t_to", metavar="T", help="end, same forms as --from")
+    p.add_argument("--speed", type=float, metavar="X", help="pace output at X times real time (default: as fast as possible)")
+    p.set_defaults(func=cmd_replay)
+
+    p = subparsers.add_parser("recording", help="inspect or edit a recording file")
+    sub = p.add_subparsers(dest="recording_verb", metavar="ACTION")
+    sub.required = True
+    q = sub.add_parser("info", help="title, time span, nodes, sample counts, events, gaps, size")
+    q.add_argument("file", metavar="FILE")
+    q.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
+    q.set_defaults(func=cmd_info)
+    q = sub.add_parser("set", help="edit the title and notes of a recording")
+    q.add_argument("file", metavar="FILE")
+    q.add_argument("--title", help="new title")
+    q.add_argument("--notes", help="new notes")
+    q.set_defaults(func=cmd_set)
+
+
+# ---- argument parsing ----
+
+
+def _duration(text: str) -> float:
+    m = _DURATION_RE.match(text.strip())
+    if not text.strip() or not m or not any(m.groups()):
+        raise argparse.ArgumentTypeError(f"duration {text!r} is not a number of seconds or like 90s, 5m, 1h30m")
+    h, mnt, s = (float(g) if g else 0.0 for g in m.groups())
+    return h * 3600 + mnt * 60 + s
+
+
+def parse_time(text: str | None, start_s: float) -> float | None:
+    """A time given by the user: an offset from the recording's start ("90", "5m", "1h30m"),
+    epoch seconds (> 1e9), or an ISO 8601 date-time (local time when no zone is given)."""
+    if text is None:
+        return None
+    t = text.strip()
+    try:
+        value = float(t)
+        return value if value > 1e9 else start_s + value
+    except ValueError:
+        pass
+    try:
+        return start_s + _duration(t)
+    except argparse.ArgumentTypeError:
+        pass
+    try:
+        return dt.datetime.fromisoformat(t).timestamp()
+    except ValueError:
+        raise CliError(f"time {text!r} is not an offset (90, 5m, 1h30m), epoch seconds or an ISO date-time", EXIT_USAGE) from None
+
+
+def _open(path: str) -> RecordingReader:
+    try:
+        return RecordingReader(path)
+    except RecordingError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def _hms(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def _when(t: float | None) -> str:
+    return "—" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+# ---- record ----
+
+
+class _Stop(Exception):
+    pass
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from agentd.transport.client import LinkMessage, LinkSet, LinkSnapshot, LinkState
+
+    timeout = getattr(args, "timeout", 5.0) or 5.0
+    tgts = targets(args)
+    try:
+        rec = Recorder(args.out, title=args.title, notes=args.notes)
+    except RecordingError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    links = LinkSet()
+    key_of: dict[str, str] = {}
+    old_term = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise _Stop()
+
+    signal.signal(signal.SIGTERM, on_term)
+    tty = sys.stderr.isatty()
+    started = time.monotonic()
+    next_progress = started + (PROGRESS_EVERY_S if tty else PROGRESS_EVERY_S_PIPE)
+    reason = "stopped"
+    try:
+        for t in tgts:
+            key = t.name or t.endpoint
+            key_of[t.endpoint] = key
+            try:
+                links.add(t.endpoint, server_key=t.server_key or None, hello_timeout_s=timeout)
+            except ValueError as exc:
+                raise CliError(str(exc), EXIT_USAGE) from None
+            rec.add_node(key, endpoint=t.endpoint, name=t.name)
+            rec.link_state(key, "connecting")
+        print(f"agentctl: recording {len(tgts)} node(s) to {args.out}; Ctrl-C stops", file=sys.stderr)
+        while True:
+            now = time.monotonic()
+            if args.duration is not None and now - started >= args.duration:
+                reason = f"duration {args.duration:g} s reached"
+                break
+            wait = 0.25 if args.duration is None else max(0.0, min(0.25, args.duration - (now - started)))
+            for ev in links.poll(wait):
+                key = key_of.get(ev.endpoint, ev.endpoint)
+                if isinstance(ev, LinkSnapshot):
+                    rec.feed(key, ev.reply)
+                elif isinstance(ev, LinkMessage):
+                    rec.feed(key, ev.msg)
+                elif isinstance(ev, LinkState):
+                    rec.link_state(key, ev.state, ev.detail)
+                    if ev.state == "down":
+                        print(f"agentctl: {ev.endpoint}: link down ({ev.detail}); gap recorded, retrying", file=sys.stderr)
+            rec.maybe_flush()
+            if time.monotonic() >= next_progress:
+                _progress(rec, time.monotonic() - started, tty)
+                next_progress += PROGRESS_EVERY_S if tty else PROGRESS_EVERY_S_PIPE
+    except (KeyboardInterrupt, _Stop):
+        reason = "interrupted"
+    except RecordingError as exc:
+        links.close()
+        signal.signal(signal.SIGTERM, old_term)
+        raise CliError(str(exc), EXIT_FAILED) from None
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+    links.close()
+    try:
+        rec.close()
+    except RecordingError as exc:
+        raise CliError(str(exc), EXIT_FAILED) from None
+    if tty:
+        print(file=sys.stderr)
+    print(f"agentctl: {reason}; {rec.samples_written} samples, {rec.events_written} events, "
+          f"{_human_bytes(rec.size_bytes())} in {args.out}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _progress(rec: Recorder, elapsed_s: float, tty: bool) -> None:
+    line = f"● REC {_hms(elapsed_s)}  samples {rec.samples_written}  events {rec.events_written}  size {_human_bytes(rec.size_bytes())}"
+    if tty:
+        print("\r" + line + "   ", end="", file=sys.stderr, flush=True)
+    else:
+        print("agentctl: " + line, file=sys.stderr, flush=True)
+
+
+# ---- replay ----
+
+
+def _watch_line(d: Any) -> str:
+    try:
+        from agentd.cli.nodes import _human_watch_line
+
+        return _human_watch_line(d)
+    except ImportError:  # pragma: no cover - watch is part of the same CLI
+        return f"{time.strftime('%H:%M:%S', time.localtime(d.wall_s))} {d.node:<12} cpu {d.cpu_pct:5.1f}%"
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    with _open(args.file) as reader:
+        try:
+            rng = reader.time_range()
+            if rng is None:
+                raise CliError(f"recording {args.file} holds no samples; it was stopped before the first one arrived",
+                               EXIT_USAGE)
+            t1 = parse_time(args.t_from, rng[0])
+            t2 = parse_time(args.t_to, rng[0])
+            if t1 is not None and t2 is not None and t2 < t1:
+                raise CliError(f"--to {args.t_to} is before --from {args.t_from}", EXIT_USAGE)
+            # The global --node names recorded nodes here (repeatable), not endpoints.
+            wanted = list(getattr(args, "node", None) or [])
+            unknown = [n for n in wanted if n not in reader.nodes()]
+            if unknown:
+                raise CliError(f"node {unknown[0]!r} is not in {args.file}; it holds: {', '.join(reader.nodes())}", EXIT_USAGE)
+            speed = args.speed
+            if speed is not None and speed <= 0:
+                raise CliError(f"--speed {speed:g} must be greater than 0", EXIT_USAGE)
+            as_json = getattr(args, "json", False)
+            t0_wall = t0_play = None
+            for d in reader.iter_derived(t1, t2, wanted or None):
+                if speed:
+                    if t0_wall is None:
+                        t0_wall, t0_play = d.wall_s, time.monotonic()
+                    delay = t0_play + (d.wall_s - t0_wall) / speed - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                if as_json:
+                    sys.stdout.write(json.dumps(derived_to_json(d)) + "\n")
+                else:
+                    sys.stdout.write(_watch_line(d) + "\n")
+            sys.stdout.flush()
+        except RecordingError as exc:
+            raise CliError(str(exc), EXIT_USAGE) from None
+    return EXIT_OK
+
+
+# ---- recording info / set ----
+
+
+def _info_text(info: RecordingInfo) -> str:
+    lines = [
+        f"title:     {info.title}",
+        f"file:      {info.path} ({_human_bytes(info.size_bytes)}, schema {info.schema_version}, written by {info.app_version})",
+        f"start:     {_when(info.start_s)}",
+        f"end:       {_when(info.end_s)}",
+        f"duration:  {_hms(info.duration_s)}",
+        f"nodes:     {len(info.nodes)}: " + ", ".join(f"{n} ({info.samples.get(n, 0)} samples)" for n in info.nodes),
+        f"events:    {info.events} ({info.actions} control actions)",
+        f"gaps:      {len(info.gaps)}",
+    ]
+    for g in info.gaps:
+        lines.append(f"  {g.node}: {_when(g.start_s)} for {g.duration_s:.1f} s ({g.reason})")
+    if info.notes:
+        lines.append(f"notes:     {info.notes}")
+    return "\n".join(lines)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    with _open(args.file) as reader:
+        try:
+            info = reader.info()
+        except RecordingError as exc:
+            raise CliError(str(exc), EXIT_USAGE) from None
+    if getattr(args, "json", False):
+        print(json.dumps(info.to_json()))
+    else:
+        print(_info_text(info))
+    return EXIT_OK
+
+
+def cmd_set(args: argparse.Namespace) -> int:
+    if args.title is None and args.notes is None:
+        raise CliError("nothing to change; give --title and/or --notes", EXIT_USAGE)
+    with _open(args.file) as reader:
+        try:
+            reader.set_meta(title=args.title, notes=args.notes)
+        except RecordingError as exc:
+            raise CliError(str(exc), EXIT_FAILED) from None
+    return EXIT_OK

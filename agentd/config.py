@@ -1,0 +1,78 @@
+"""agentd's configuration: defaults, a TOML file, and command-line overrides, validated."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from pathlib import Path
+
+import msgspec
+
+DEFAULT_CTL = "tcp://127.0.0.1:7710"
+DEFAULT_PUB = "tcp://127.0.0.1:7711"
+DEFAULT_INTERVAL_S = 1.0
+MIN_INTERVAL_S = 0.1
+MAX_INTERVAL_S = 60.0
+
+
+def default_state_dir() -> Path:
+    if os.geteuid() == 0 and Path("/var/lib").is_dir():
+        return Path("/var/lib/fleetdeck")
+    import platformdirs
+
+    return Path(platformdirs.user_state_dir("fleetdeck"))
+
+
+class DaemonConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Every agentd option; packaging/agentd.toml.example documents each one."""
+
+    state_dir: str = ""
+    ctl: str = DEFAULT_CTL
+    pub: str = DEFAULT_PUB
+    node_name: str = ""
+    interval: float = DEFAULT_INTERVAL_S
+    simulate_gpus: int = 0
+    metrics_listen: str = ""
+    slurm: str = "auto"  # "auto", "on" or "off"
+    authorized_keys: str = ""  # default: STATE_DIR/authorized_keys
+    labels: dict[str, str] = {}
+    log_level: str = "info"
+    max_checkpoint_bytes: int = 64 * 1024**3
+
+    def resolved(self) -> "DaemonConfig":
+        return msgspec.structs.replace(
+            self,
+            state_dir=self.state_dir or str(default_state_dir()),
+            node_name=self.node_name or socket.gethostname().split(".")[0],
+        )
+
+
+class ConfigError(ValueError):
+    """A bad option or config file; the message names it and says what is allowed."""
+
+
+def load_config_file(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    return data.get("agentd", data)
+
+
+def build_config(file_values: dict, overrides: dict) -> DaemonConfig:
+    merged = {**file_values, **{k: v for k, v in overrides.items() if v is not None}}
+    try:
+        cfg = msgspec.convert(merged, DaemonConfig)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"bad agentd option: {exc}") from None
+    if not MIN_INTERVAL_S <= cfg.interval <= MAX_INTERVAL_S:
+        raise ConfigError(f"--interval {cfg.interval:g} is out of range; use {MIN_INTERVAL_S:g} to {MAX_INTERVAL_S:g} seconds")
+    if not 0 <= cfg.simulate_gpus <= 64:
+        raise ConfigError(f"--simulate-gpus {cfg.simulate_gpus} is out of range; use 0 to 64")
+    if cfg.slurm not in ("auto", "on", "off"):
+        raise ConfigError(f"slurm = {cfg.slurm!r}; use 'auto', 'on' or 'off'")
+    return cfg.resolved()

@@ -1,0 +1,394 @@
+"""agentd: wires telemetry -> stream, requests -> control, state -> store.
+
+One loop thread owns the sockets: it receives requests, publishes the stream (samples every
+interval, a heartbeat after a quiet second), and answers ``hello``/``snapshot`` itself so a
+snapshot's sequence number is exact. Control requests run on a small thread pool because
+some wait on the kernel (freeze) or on a job (cancel grace period); their replies and the
+events they cause come back to the loop through queues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import logging
+import logging.handlers
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+import msgspec
+
+from agentd import __version__
+from agentd.config import ConfigError, DaemonConfig, build_config, load_config_file
+from agentd.metrics import NodeInventory, NodeSample, derive
+from agentd.protocol import ErrorCode, Event, JobInfo, ProtocolError, decode_request, error_reply
+from agentd.protocol.codec import request_id
+from agentd.protocol.messages import (
+    Cancel,
+    EventMsg,
+    Heartbeat,
+    Hello,
+    HelloReply,
+    InventoryMsg,
+    JobMsg,
+    JobReply,
+    Jobs,
+    JobsReply,
+    Logs,
+    LogsReply,
+    Pause,
+    Priority,
+    Reply,
+    Request,
+    Resume,
+    SampleMsg,
+    Show,
+    Snapshot,
+    SnapshotReply,
+    StreamMsg,
+    Submit,
+)
+from agentd.telemetry.collector import NodeCollector
+from agentd.transport.server import BindError, DaemonSockets, Incoming
+
+log = logging.getLogger("agentd")
+HEARTBEAT_S = 1.0
+HISTORY_SAMPLES = 600  # what a late joiner may ask for (10 min at 1 Hz)
+RECENT_EVENTS = 500
+ROLE_RANK = {"viewer": 0, "operator": 1, "daemon": 2}
+Handler = Callable[[Any, str], Reply]
+
+
+class Daemon:
+    """A running agentd. ``run()`` blocks until :meth:`stop`."""
+
+    def __init__(self, cfg: DaemonConfig) -> None:
+        self.cfg = cfg
+        self.node = cfg.node_name
+        self.state_dir = Path(cfg.state_dir)
+        self.seq = 0
+        self.samples: collections.deque[NodeSample] = collections.deque(maxlen=HISTORY_SAMPLES)
+        self.events: collections.deque[Event] = collections.deque(maxlen=RECENT_EVENTS)
+        self._outbox: queue.SimpleQueue[Event | JobInfo] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._last_publish = 0.0
+        self.handlers: dict[type[Request], Handler] = {}
+        self.collector = NodeCollector(self.node, simulate_gpus=cfg.simulate_gpus)
+        self.inventory: NodeInventory = msgspec.structs.replace(
+            self.collector.inventory(), agentd_version=__version__, labels=cfg.labels
+        )
+        self.sockets = DaemonSockets(cfg.ctl, cfg.pub, self.state_dir)
+        self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="agentd-rpc")
+        self.audit = open(self.state_dir / "audit.log", "a", buffering=1)
+        self.jobs = self._make_job_manager()
+        self.exporter = self._make_exporter()
+        self.extensions: list[Any] = []
+        self._register_handlers()
+        self._load_extensions()
+
+    # ---- wiring ----------------------------------------------------------------------
+    def _make_job_manager(self) -> Any:
+        try:
+            from agentd.control.manager import JobManager
+        except ImportError as exc:  # a node without the control layer still reports telemetry
+            log.warning("job control unavailable: %s", exc)
+            return None
+        mgr = JobManager(
+            self.node, self.state_dir, len(self.inventory.gpus),
+            on_event=self._outbox.put, on_job=self._outbox.put,
+            cpu_count=self.inventory.cpu_count, mem_total_bytes=self.inventory.mem_total_bytes,
+        )
+        mgr.start()
+        return mgr
+
+    def _make_exporter(self) -> Any:
+        if not self.cfg.metrics_listen:
+            return None
+        from agentd.exporter import MetricsExporter
+
+        exp = MetricsExporter(self.node, self.cfg.metrics_listen)
+        exp.start()
+        return exp
+
+    def _load_extensions(self) -> None:
+        """Optional parts (migration, Slurm) register their own request handlers."""
+        for modname in ("agentd.control.migration_service", "agentd.control.slurm_service"):
+            try:
+                module = __import__(modname, fromlist=["attach"])
+            except ImportError:
+                continue
+            ext = module.attach(self)
+            if ext is not None:
+                self.extensions.append(ext)
+
+    def register(self, req_type: type[Request], handler: Handler) -> None:
+        self.handlers[req_type] = handler
+
+    def _register_handlers(self) -> None:
+        self.register(Jobs, lambda r, actor: JobsReply(jobs=self._jobs().jobs(active_only=r.active_only)))
+        self.register(Show, lambda r, actor: JobReply(job=self._jobs().get(self._local(r.job))))
+        self.register(Submit, lambda r, actor: JobReply(job=self._jobs().submit(r.spec, actor=actor)))
+        self.register(Pause, lambda r, actor: JobReply(job=self._jobs().pause(self._local(r.job), actor=actor)))
+        self.register(Resume, lambda r, actor: JobReply(job=self._jobs().resume(self._local(r.job), actor=actor)))
+        self.register(Priority, lambda r, actor: JobReply(job=self._jobs().set_priority(self._local(r.job), r.priority, actor=actor)))
+        self.register(Cancel, lambda r, actor: JobReply(job=self._jobs().cancel(self._local(r.job), grace_s=r.grace_s, actor=actor)))
+        self.register(Logs, self._logs)
+
+    def _jobs(self) -> Any:
+        if self.jobs is None:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, f"node {self.node!r} runs no job control (see its agentd log)")
+        return self.jobs
+
+    def _local(self, job_id: str) -> str:
+        """Accept ``node.N`` for this node, or a bare ``N`` as shorthand."""
+        if job_id.isdigit():
+            return f"{self.node}.{job_id}"
+        if not job_id.startswith(self.node + "."):
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"job {job_id!r} is not on node {self.node!r}; ask the node that owns it", "job")
+        return job_id
+
+    def _logs(self, r: Logs, actor: str) -> LogsReply:
+        data, offset, size, eof = self._jobs().read_log(self._local(r.job), r.stream, r.offset, min(r.max_bytes, 1 << 20))
+        return LogsReply(data=data, offset=offset, size=size, eof=eof)
+
+    # ---- requests --------------------------------------------------------------------
+    def _dispatch(self, inc: Incoming) -> None:
+        try:
+            req = decode_request(inc.body)
+        except ProtocolError as exc:
+            self.sockets.send_reply(inc.identity, error_reply(exc, request_id(inc.body)))
+            return
+        role, actor = "operator", req.actor or "anonymous"
+        if inc.user:
+            role, _, name = inc.user.partition(":")
+            actor = name or actor
+        if ROLE_RANK.get(role, 0) < ROLE_RANK[req.role]:
+            exc = ProtocolError(ErrorCode.UNAUTHORIZED, f"'{actor}' has role {role!r}; {type(req).__struct_config__.tag!r} needs {req.role!r} (add its key to authorized_keys/{req.role}/)")
+            self.sockets.send_reply(inc.identity, error_reply(exc, req.id))
+            return
+        if isinstance(req, Hello):
+            self.sockets.send_reply(inc.identity, self._hello(req, role))
+        elif isinstance(req, Snapshot):
+            self.sockets.send_reply(inc.identity, self._snapshot(req))
+        else:
+            self.pool.submit(self._run_handler, inc.identity, req, actor)
+
+    def _run_handler(self, identity: bytes, req: Request, actor: str) -> None:
+        cmd = type(req).__struct_config__.tag
+        handler = self.handlers.get(type(req))
+        try:
+            if handler is None:
+                raise ProtocolError(ErrorCode.UNAVAILABLE, f"node {self.node!r} does not offer {cmd!r}")
+            reply = handler(req, actor)
+            reply = msgspec.structs.replace(reply, id=req.id)
+        except ProtocolError as exc:
+            reply = error_reply(exc, req.id)
+        except Exception as exc:  # never let one request take the daemon down
+            log.exception("%s request failed", cmd)
+            reply = error_reply(ProtocolError(ErrorCode.FAILED, f"{cmd} failed inside agentd: {exc}; see {self.state_dir}/agentd.log"), req.id)
+        self.sockets.reply_later(identity, reply)
+
+    def _hello(self, req: Hello, role: str) -> HelloReply:
+        caps = ["telemetry", "snapshot"]
+        if self.jobs is not None:
+            caps += ["jobs", "pause", "priority", "cancel", "logs"]
+        caps += [c for ext in self.extensions for c in getattr(ext, "capabilities", [])]
+        if self.exporter is not None:
+            caps.append("prometheus")
+        return HelloReply(
+            id=req.id, node=self.node, agentd_version=__version__, pub_endpoint=self.sockets.pub_endpoint,
+            capabilities=caps, server_time_s=time.time(), role=role,
+        )
+
+    def _snapshot(self, req: Snapshot) -> SnapshotReply:
+        self._flush_outbox()  # so the snapshot includes everything published up to seq
+        n = max(0, min(req.history, HISTORY_SAMPLES))
+        samples = list(self.samples)[-n:] if n else []
+        jobs = self.jobs.jobs() if self.jobs is not None else []
+        return SnapshotReply(id=req.id, seq=self.seq, inventory=self.inventory, samples=samples, jobs=jobs, events=list(self.events)[-200:])
+
+    # ---- stream ----------------------------------------------------------------------
+    def publish(self, make: Callable[[int], StreamMsg]) -> None:
+        self.seq += 1
+        self.sockets.publish(make(self.seq))
+        self._last_publish = time.monotonic()
+
+    def _flush_outbox(self) -> None:
+        while True:
+            try:
+                item = self._outbox.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, Event):
+                self.events.append(item)
+                if item.kind in ("action", "migration") and item.actor:
+                    self.audit.write(json.dumps(msgspec.to_builtins(item)) + "\n")
+                self.publish(lambda s, e=item: EventMsg(node=self.node, seq=s, event=e))
+            else:
+                self.publish(lambda s, j=item: JobMsg(node=self.node, seq=s, job=j))
+
+    def emit(self, item: Event | JobInfo) -> None:
+        """Thread-safe: publish an event or job update from any thread."""
+        self._outbox.put(item)
+        self.sockets.wake()
+
+    def tick(self) -> None:
+        probes: dict = {}
+        app: list = []
+        if self.jobs is not None:
+            try:
+                self.jobs.tick()
+                probes = self.jobs.probes()
+                app = self.jobs.app_metrics()
+            except Exception:
+                log.exception("job bookkeeping failed this tick")
+        sim = getattr(self.collector, "simulated_gpus", None)
+        if sim is not None and self.jobs is not None:
+            busy = self.jobs.gpu_assignments()
+            for g in self.inventory.gpus:
+                sim.set_load(g.index, g.index in busy, busy.get(g.index, []))
+        sample = self.collector.sample(jobs=probes, app=app)
+        previous = self.samples[-1] if self.samples else None
+        self.samples.append(sample)
+        self.publish(lambda s: SampleMsg(node=self.node, seq=s, sample=sample))
+        if self.exporter is not None:
+            jobs = self.jobs.jobs(active_only=True) if self.jobs is not None else []
+            self.exporter.update(sample, derive(sample, previous), jobs)
+        for ext in self.extensions:
+            on_tick = getattr(ext, "on_tick", None)
+            if on_tick is not None:
+                on_tick(sample)
+
+    # ---- loop ------------------------------------------------------------------------
+    def run(self) -> int:
+        log.info("agentd %s: node %s, requests on %s, stream on %s%s", __version__, self.node,
+                 self.sockets.ctl_endpoint, self.sockets.pub_endpoint, " (CURVE)" if self.sockets.secure else "")
+        self.publish(lambda s: InventoryMsg(node=self.node, seq=s, inventory=self.inventory))
+        interval = self.cfg.interval
+        next_tick = time.monotonic()
+        while not self._stop.is_set():
+            now = time.monotonic()
+            wait = max(0.0, min(next_tick, self._last_publish + HEARTBEAT_S) - now)
+            for inc in self.sockets.poll(int(wait * 1000)):
+                try:
+                    self._dispatch(inc)
+                except Exception:  # nothing a client sends may stop the loop
+                    log.exception("request dropped")
+            self.sockets.flush_replies()
+            self._flush_outbox()
+            now = time.monotonic()
+            if now >= next_tick:
+                try:
+                    self.tick()
+                except Exception:
+                    log.exception("telemetry tick failed")
+                next_tick += interval
+                if next_tick < now:  # fell behind (suspended host): don't burst
+                    next_tick = now + interval
+            if now - self._last_publish >= HEARTBEAT_S:
+                self.publish(lambda s: Heartbeat(node=self.node, seq=s, wall_s=time.time()))
+        return 0
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.sockets.wake()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.sockets.flush_replies()
+        for ext in self.extensions:
+            close = getattr(ext, "close", None)
+            if close is not None:
+                close()
+        if self.jobs is not None:
+            self.jobs.close()  # never kills jobs: a restarted agentd re-adopts them
+        if self.exporter is not None:
+            self.exporter.stop()
+        self.collector.close()
+        self.sockets.close()
+        self.audit.close()
+
+
+def _configure_logging(state_dir: Path, level: str) -> None:
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    err = logging.StreamHandler(sys.stderr)
+    err.setFormatter(fmt)
+    root.addHandler(err)
+    fileh = logging.handlers.RotatingFileHandler(state_dir / "agentd.log", maxBytes=5 << 20, backupCount=2)
+    fileh.setFormatter(fmt)
+    root.addHandler(fileh)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="agentd", description="Fleetdeck node daemon: telemetry and job control over ZeroMQ.")
+    p.add_argument("--config", type=Path, help="TOML config file (see packaging/agentd.toml.example)")
+    p.add_argument("--state-dir", help="where keys, job state and logs live")
+    p.add_argument("--ctl", help="request endpoint (default tcp://127.0.0.1:7710)")
+    p.add_argument("--pub", help="stream endpoint (default tcp://127.0.0.1:7711)")
+    p.add_argument("--node-name", help="name of this node (default: the host name)")
+    p.add_argument("--interval", type=float, help="seconds between samples, 0.1 to 60 (default 1)")
+    p.add_argument("--simulate-gpus", type=int, metavar="N", help="simulate N GPUs (demos, tests); marked simulated")
+    p.add_argument("--metrics-listen", metavar="HOST:PORT", help="serve Prometheus /metrics there (off by default)")
+    p.add_argument("--slurm", choices=["auto", "on", "off"], help="control Slurm jobs on this node (default auto)")
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="node label (repeatable)")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--version", action="version", version=f"agentd {__version__}")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        file_values = load_config_file(args.config) if args.config else {}
+        labels = dict(file_values.get("labels", {}))
+        for item in args.label:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise ConfigError(f"--label {item!r} is not KEY=VALUE")
+            labels[key] = value
+        cfg = build_config(file_values, {
+            "state_dir": args.state_dir, "ctl": args.ctl, "pub": args.pub, "node_name": args.node_name,
+            "interval": args.interval, "simulate_gpus": args.simulate_gpus, "metrics_listen": args.metrics_listen,
+            "slurm": args.slurm, "log_level": args.log_level, "labels": labels or None,
+        })
+        state_dir = Path(cfg.state_dir)
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            probe = state_dir / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as exc:
+            raise ConfigError(f"state dir {state_dir} is not writable ({exc.strerror}); pass --state-dir DIR") from None
+    except ConfigError as exc:
+        print(f"agentd: {exc}", file=sys.stderr)
+        return 2
+    _configure_logging(state_dir, cfg.log_level)
+    try:
+        daemon = Daemon(cfg)
+    except BindError as exc:
+        print(f"agentd: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, PermissionError) as exc:
+        print(f"agentd: {exc}", file=sys.stderr)
+        return 2
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: daemon.stop())
+    try:
+        return daemon.run()
+    finally:
+        daemon.close()
+        log.info("agentd stopped")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""The periodic full process scan: the busiest processes of the node.
+
+Why it runs only every few seconds and not every tick: a scan reads a file for *every*
+process on the host (hundreds), while everything else a tick reads is a fixed handful of
+files; on a node with ~300 processes the scan costs more than the rest of the tick
+together. Per-job numbers come from cgroups every tick, so the scan serves only the
+"busiest processes" view, where a few seconds' resolution is plenty.
+
+Why /proc/PID/stat directly rather than ``psutil.process_iter``: psutil builds a Process
+object and reads /proc/PID/stat, statm and status separately for each process, which
+measured ~140 us per process here against ~17 us for one read of /proc/PID/stat plus a
+stat() for the owner (about 40 ms against 5 ms per scan of 300 processes).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+
+from agentd.metrics.samples import ProcSample
+from agentd.telemetry.procfs import read_bytes
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PROC_ROOT = "/proc"
+DEFAULT_TOP_N = 25
+DEFAULT_SCAN_EVERY_S = 5.0
+#: Fields of /proc/PID/stat after the name that we use (up to rss, the 22nd); the rest
+#: (about 30 more) are left unsplit.
+STAT_FIELDS_NEEDED = 22
+
+__all__ = ["ProcessScanner", "DEFAULT_TOP_N", "DEFAULT_SCAN_EVERY_S"]
+
+
+class ProcessScanner:
+    """Scans all processes under ``proc_root`` and keeps the top-N by CPU since the last scan."""
+
+    def __init__(self, proc_root: str = DEFAULT_PROC_ROOT, top_n: int = DEFAULT_TOP_N) -> None:
+        self.proc_root = proc_root
+        self.top_n = top_n
+        self._clk_tck = float(os.sysconf("SC_CLK_TCK"))
+        self._page_size = os.sysconf("SC_PAGE_SIZE")
+        self._boot_time_s = self._read_boot_time()
+        self._prev: dict[tuple[int, float], float] = {}
+        self._users: dict[int, str] = {}
+        self._uids: dict[tuple[int, float], int] = {}
+        self._seen_uids: dict[tuple[int, float], int] = {}
+        # Last scan's top-N are listed again (at most 2N rows), so a process that falls out
+        # of the top still gets a last, honest rate from a consumer pairing two scans.
+        self._listed: set[tuple[int, float]] = set()
+
+    def _read_boot_time(self) -> float:
+        try:
+            with open(os.path.join(self.proc_root, "stat"), encoding="ascii") as f:
+                for line in f:
+                    if line.startswith("btime "):
+                        return float(line.split()[1])
+        except OSError as exc:
+            log.warning("cannot read boot time from %s/stat (%s); process start times are relative", self.proc_root, exc)
+        return 0.0
+
+    def _user(self, uid: int) -> str:
+        name = self._users.get(uid)
+        if name is None:
+            try:
+                import pwd
+
+                name = pwd.getpwuid(uid).pw_name
+            except (KeyError, ImportError):
+                name = str(uid)
+            self._users[uid] = name
+        return name
+
+    def _read_one(self, pid: str) -> tuple[str, float, int, float, int] | None:
+        """(name, cpu seconds, rss bytes, create time, uid) of one process, None if it exited."""
+        path = os.path.join(self.proc_root, pid)
+        data = read_bytes(os.path.join(path, "stat"))
+        if data is None:
+            return None
+        # The name is between the first "(" and the LAST ")": it may itself contain ")".
+        left, right = data.find(b"("), data.rfind(b")")
+        rest = data[right + 2:].split(None, STAT_FIELDS_NEEDED)
+        if left < 0 or right < 0 or len(rest) < 22:
+            return None
+        cpu = (int(rest[11]) + int(rest[12])) / self._clk_tck
+        create = round(self._boot_time_s + int(rest[19]) / self._clk_tck, 2)
+        # The owner is looked up once per process lifetime (pid + start time), not per scan:
+        # the stat() call would otherwise be a third of the scan's cost.
+        uid = self._uids.get((int(pid), create))
+        if uid is None:
+            try:
+                uid = os.stat(path).st_uid
+            except OSError:
+                return None
+        self._seen_uids[(int(pid), create)] = uid
+        return data[left + 1:right].decode(errors="replace"), cpu, int(rest[21]) * self._page_size, create, uid
+
+    def scan(self, gpu_mem_by_pid: Mapping[int, int] | None = None) -> list[ProcSample]:
+        """All processes' cumulative CPU time, ranked by CPU used since the last scan.
+
+        Returns the top ``top_n``, plus last scan's top ``top_n`` that still run, plus any
+        process holding GPU memory (``gpu_mem_by_pid``, bytes). The first scan ranks by
+        lifetime CPU time.
+        """
+        gpu_mem_by_pid = gpu_mem_by_pid or {}
+        rows: list[tuple[float, tuple[int, float], str, float, int, int]] = []
+        current: dict[tuple[int, float], float] = {}
+        try:
+            names = os.listdir(self.proc_root)
+        except OSError as exc:
+            log.warning("cannot list processes in %s (%s); no process scan this time", self.proc_root, exc)
+            return []
+        for name in names:
+            if not name.isdigit():
+                continue
+            got = self._read_one(name)
+            if got is None:
+                continue  # exited mid-scan
+            pname, cpu, rss, create, uid = got
+            key = (int(name), create)
+            current[key] = cpu
+            rows.append((cpu - self._prev.get(key, 0.0), key, pname, cpu, rss, uid))
+        self._prev = current
+        self._uids, self._seen_uids = self._seen_uids, {}
+        rows.sort(key=lambda r: r[0], reverse=True)
+        top = {r[1] for r in rows[: self.top_n]}
+        keep = top | self._listed | {k for k in current if k[0] in gpu_mem_by_pid}
+        self._listed = top
+        # Structs are built only for the rows kept (a few dozen of hundreds).
+        return [
+            ProcSample(
+                pid=key[0], name=pname, user=self._user(uid), cpu_time_s=cpu, rss_bytes=rss,
+                create_time_s=key[1], gpu_mem_bytes=int(gpu_mem_by_pid.get(key[0], 0)),
+            )
+            for _recent, key, pname, cpu, rss, uid in rows
+            if key in keep
+        ]

@@ -1,0 +1,100 @@
+"""Start real agentd processes for tests, on free loopback ports, and stop them by pid."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class AgentdProc:
+    node: str
+    state_dir: Path
+    ctl: str
+    pub: str
+    args: list[str]
+    proc: subprocess.Popen | None = None
+    log_path: Path = field(default=Path("/dev/null"))
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, wait: bool = True) -> "AgentdProc":
+        self.log_path = self.state_dir.parent / f"{self.node}.stderr.log"
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        with open(self.log_path, "ab") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "agentd.daemon", *self.args],
+                stdout=subprocess.DEVNULL, stderr=err, env=env,
+            )
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout_s: float = 20.0) -> None:
+        from agentd.transport.client import NodeClient, Unreachable
+
+        deadline = time.monotonic() + timeout_s
+        with NodeClient(self.ctl, timeout_s=0.5) as c:
+            while time.monotonic() < deadline:
+                if self.proc is not None and self.proc.poll() is not None:
+                    raise RuntimeError(f"agentd {self.node} exited with {self.proc.returncode}: {self.stderr()[-2000:]}")
+                try:
+                    c.hello()
+                    return
+                except Unreachable:
+                    time.sleep(0.1)
+        raise TimeoutError(f"agentd {self.node} did not answer hello within {timeout_s} s: {self.stderr()[-2000:]}")
+
+    def stderr(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def client(self, **kw):
+        from agentd.transport.client import NodeClient
+
+        return NodeClient(self.ctl, **kw)
+
+    def stop(self, timeout_s: float = 15.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(5)
+
+    def kill9(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def start_agentd(tmp_path: Path, node: str = "n1", simulate_gpus: int = 2, extra: list[str] | None = None,
+                 interval: float = 0.5, wait: bool = True, host: str = "127.0.0.1") -> AgentdProc:
+    """A real agentd on free loopback ports with its own state dir under ``tmp_path``."""
+    ctl, pub = f"tcp://{host}:{free_port(host)}", f"tcp://{host}:{free_port(host)}"
+    state_dir = tmp_path / f"state-{node}"
+    args = ["--state-dir", str(state_dir), "--ctl", ctl, "--pub", pub, "--node-name", node,
+            "--interval", str(interval), "--simulate-gpus", str(simulate_gpus), *(extra or [])]
+    return AgentdProc(node, state_dir, ctl, pub, args).start(wait=wait)

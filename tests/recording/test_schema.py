@@ -1,0 +1,50 @@
+"""Schema version and migrations: registered once, applied in order, atomically."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+import sqlite_utils
+
+from agentd.store import recording_schema
+from agentd.store.recording import Recorder
+from agentd.store.recording_schema import MIGRATIONS, SCHEMA_VERSION, migrate, migration
+
+
+def test_versions_are_contiguous_from_one():
+    assert sorted(MIGRATIONS) == list(range(1, SCHEMA_VERSION + 1))
+
+
+def test_registering_a_version_twice_fails():
+    with pytest.raises(ValueError, match="registered twice"):
+        migration(1)(lambda db: None)
+
+
+def test_new_file_gets_current_version_and_wal(tmp_path):
+    p = tmp_path / "v.db"
+    Recorder(p).close()
+    conn = sqlite3.connect(p)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        conn.close()
+
+
+def test_failed_migration_leaves_file_at_previous_version(tmp_path, monkeypatch):
+    p = tmp_path / "m.db"
+    conn = sqlite3.connect(p, isolation_level=None)
+    db = sqlite_utils.Database(conn)
+
+    def broken(db: sqlite_utils.Database) -> None:
+        db["half_done"].create({"x": int})
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(MIGRATIONS, SCHEMA_VERSION + 1, broken)
+    monkeypatch.setattr(recording_schema, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    with pytest.raises(RuntimeError):
+        migrate(db)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert "half_done" not in db.table_names() and "samples" in db.table_names()
+    conn.close()
