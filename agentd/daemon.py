@@ -14,7 +14,6 @@ import collections
 import json
 import logging
 import logging.handlers
-import os
 import queue
 import signal
 import sys
@@ -44,6 +43,7 @@ from agentd.protocol.messages import (
     JobsReply,
     Logs,
     LogsReply,
+    Migrate,
     Pause,
     Priority,
     Reply,
@@ -67,6 +67,10 @@ ROLE_RANK = {"viewer": 0, "operator": 1, "daemon": 2}
 Handler = Callable[[Any, str], Reply]
 
 
+class StartupError(RuntimeError):
+    """agentd cannot start as configured; the message says why and what to change."""
+
+
 class Daemon:
     """A running agentd. ``run()`` blocks until :meth:`stop`."""
 
@@ -85,14 +89,17 @@ class Daemon:
         self.inventory: NodeInventory = msgspec.structs.replace(
             self.collector.inventory(), agentd_version=__version__, labels=cfg.labels
         )
+        # Checks that can refuse to start come before anything that needs undoing.
+        self.slurm = self._make_slurm()
+        self.exporter = self._make_exporter()
         self.sockets = DaemonSockets(cfg.ctl, cfg.pub, self.state_dir)
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="agentd-rpc")
         self.audit = open(self.state_dir / "audit.log", "a", buffering=1)
         self.jobs = self._make_job_manager()
-        self.exporter = self._make_exporter()
         self.extensions: list[Any] = []
         self._register_handlers()
         self._load_extensions()
+        self._route_slurm_migrations()
 
     # ---- wiring ----------------------------------------------------------------------
     def _make_job_manager(self) -> Any:
@@ -109,18 +116,29 @@ class Daemon:
         mgr.start()
         return mgr
 
+    def _make_slurm(self) -> Any:
+        from agentd.control.slurm import SlurmUnavailable, backend_for
+
+        try:
+            return backend_for(self.node, self.cfg.slurm)
+        except SlurmUnavailable as exc:
+            raise StartupError(str(exc)) from None
+
     def _make_exporter(self) -> Any:
         if not self.cfg.metrics_listen:
             return None
         from agentd.exporter import MetricsExporter
 
-        exp = MetricsExporter(self.node, self.cfg.metrics_listen)
-        exp.start()
+        try:
+            exp = MetricsExporter(self.node, self.cfg.metrics_listen)
+            exp.start()
+        except (ValueError, OSError) as exc:
+            raise StartupError(f"--metrics-listen {self.cfg.metrics_listen}: {exc}") from None
         return exp
 
     def _load_extensions(self) -> None:
         """Optional parts (migration, Slurm) register their own request handlers."""
-        for modname in ("agentd.control.migration_service", "agentd.control.slurm_service"):
+        for modname in ("agentd.migration_service",):
             try:
                 module = __import__(modname, fromlist=["attach"])
             except ImportError:
@@ -133,14 +151,40 @@ class Daemon:
         self.handlers[req_type] = handler
 
     def _register_handlers(self) -> None:
-        self.register(Jobs, lambda r, actor: JobsReply(jobs=self._jobs().jobs(active_only=r.active_only)))
-        self.register(Show, lambda r, actor: JobReply(job=self._jobs().get(self._local(r.job))))
+        self.register(Jobs, lambda r, actor: JobsReply(jobs=self.all_jobs(active_only=r.active_only)))
+        self.register(Show, lambda r, actor: JobReply(job=self._owner(r.job).get(self._local(r.job))))
         self.register(Submit, lambda r, actor: JobReply(job=self._jobs().submit(r.spec, actor=actor)))
-        self.register(Pause, lambda r, actor: JobReply(job=self._jobs().pause(self._local(r.job), actor=actor)))
-        self.register(Resume, lambda r, actor: JobReply(job=self._jobs().resume(self._local(r.job), actor=actor)))
-        self.register(Priority, lambda r, actor: JobReply(job=self._jobs().set_priority(self._local(r.job), r.priority, actor=actor)))
-        self.register(Cancel, lambda r, actor: JobReply(job=self._jobs().cancel(self._local(r.job), grace_s=r.grace_s, actor=actor)))
+        self.register(Pause, lambda r, actor: JobReply(job=self._owner(r.job).pause(self._local(r.job), actor=actor)))
+        self.register(Resume, lambda r, actor: JobReply(job=self._owner(r.job).resume(self._local(r.job), actor=actor)))
+        self.register(Priority, lambda r, actor: JobReply(job=self._owner(r.job).set_priority(self._local(r.job), r.priority, actor=actor)))
+        self.register(Cancel, lambda r, actor: JobReply(job=self._owner(r.job).cancel(self._local(r.job), grace_s=r.grace_s, actor=actor)))
         self.register(Logs, self._logs)
+
+    def _route_slurm_migrations(self) -> None:
+        """Slurm jobs migrate through Slurm (requeue); ours through the migration service."""
+        ours = self.handlers.get(Migrate)
+
+        def migrate(r: Migrate, actor: str) -> Reply:
+            if self.slurm is not None and self.slurm.owns(self._local(r.job)):
+                return JobReply(job=self.slurm.migrate(self._local(r.job), target=r.target, resume=r.resume, actor=actor),
+                                message="Slurm requeues the job: it restarts from its beginning (or its own checkpoint)")
+            if ours is None:
+                raise ProtocolError(ErrorCode.UNAVAILABLE, f"node {self.node!r} does not offer migration")
+            return ours(r, actor)
+
+        self.register(Migrate, migrate)
+
+    def all_jobs(self, active_only: bool = False) -> list[JobInfo]:
+        jobs = self.jobs.jobs(active_only=active_only) if self.jobs is not None else []
+        if self.slurm is not None:
+            jobs = jobs + self.slurm.jobs(active_only=active_only)
+        return jobs
+
+    def _owner(self, job_id: str) -> Any:
+        """The backend that owns a job: Slurm for its jobs, the local JobManager otherwise."""
+        if self.slurm is not None and self.slurm.owns(self._local(job_id)):
+            return self.slurm
+        return self._jobs()
 
     def _jobs(self) -> Any:
         if self.jobs is None:
@@ -170,7 +214,9 @@ class Daemon:
         if inc.user:
             role, _, name = inc.user.partition(":")
             actor = name or actor
-        if ROLE_RANK.get(role, 0) < ROLE_RANK[req.role]:
+        # Without CURVE (loopback only) every local client may do everything, peer daemons
+        # on this host included; with CURVE the key's role decides.
+        if self.sockets.secure and ROLE_RANK.get(role, 0) < ROLE_RANK[req.role]:
             exc = ProtocolError(ErrorCode.UNAUTHORIZED, f"'{actor}' has role {role!r}; {type(req).__struct_config__.tag!r} needs {req.role!r} (add its key to authorized_keys/{req.role}/)")
             self.sockets.send_reply(inc.identity, error_reply(exc, req.id))
             return
@@ -200,6 +246,8 @@ class Daemon:
         caps = ["telemetry", "snapshot"]
         if self.jobs is not None:
             caps += ["jobs", "pause", "priority", "cancel", "logs"]
+        if self.slurm is not None:
+            caps.append("slurm")
         caps += [c for ext in self.extensions for c in getattr(ext, "capabilities", [])]
         if self.exporter is not None:
             caps.append("prometheus")
@@ -212,7 +260,7 @@ class Daemon:
         self._flush_outbox()  # so the snapshot includes everything published up to seq
         n = max(0, min(req.history, HISTORY_SAMPLES))
         samples = list(self.samples)[-n:] if n else []
-        jobs = self.jobs.jobs() if self.jobs is not None else []
+        jobs = self.all_jobs()
         return SnapshotReply(id=req.id, seq=self.seq, inventory=self.inventory, samples=samples, jobs=jobs, events=list(self.events)[-200:])
 
     # ---- stream ----------------------------------------------------------------------
@@ -250,17 +298,26 @@ class Daemon:
                 app = self.jobs.app_metrics()
             except Exception:
                 log.exception("job bookkeeping failed this tick")
+        if self.slurm is not None:
+            try:
+                for job in self.slurm.poll_changes():
+                    self._outbox.put(job)
+                probes = {**probes, **self.slurm.probes()}
+            except Exception:
+                log.exception("Slurm poll failed this tick")
         sim = getattr(self.collector, "simulated_gpus", None)
         if sim is not None and self.jobs is not None:
-            busy = self.jobs.gpu_assignments()
+            holders = self.jobs.gpu_assignments()
+            # A paused job keeps its GPU memory but its SMs go idle.
+            running = {g for j in self.jobs.jobs(active_only=True) if j.state == "running" for g in j.gpus}
             for g in self.inventory.gpus:
-                sim.set_load(g.index, g.index in busy, busy.get(g.index, []))
+                sim.set_load(g.index, g.index in running, holders.get(g.index, []))
         sample = self.collector.sample(jobs=probes, app=app)
         previous = self.samples[-1] if self.samples else None
         self.samples.append(sample)
         self.publish(lambda s: SampleMsg(node=self.node, seq=s, sample=sample))
         if self.exporter is not None:
-            jobs = self.jobs.jobs(active_only=True) if self.jobs is not None else []
+            jobs = self.all_jobs(active_only=True)
             self.exporter.update(sample, derive(sample, previous), jobs)
         for ext in self.extensions:
             on_tick = getattr(ext, "on_tick", None)
@@ -308,6 +365,8 @@ class Daemon:
             close = getattr(ext, "close", None)
             if close is not None:
                 close()
+        if self.slurm is not None:
+            self.slurm.close()
         if self.jobs is not None:
             self.jobs.close()  # never kills jobs: a restarted agentd re-adopts them
         if self.exporter is not None:
@@ -375,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging(state_dir, cfg.log_level)
     try:
         daemon = Daemon(cfg)
-    except BindError as exc:
+    except (BindError, StartupError) as exc:
         print(f"agentd: {exc}", file=sys.stderr)
         return 2
     except (ValueError, PermissionError) as exc:

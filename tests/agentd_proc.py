@@ -74,9 +74,28 @@ class AgentdProc:
 
         return NodeClient(self.ctl, **kw)
 
-    def stop(self, timeout_s: float = 15.0) -> int | None:
+    def cancel_all_jobs(self) -> None:
+        """Jobs outlive agentd by design, so a test's daemon cancels its jobs before it stops."""
+        from agentd.protocol import ACTIVE_STATES
+        from agentd.protocol.messages import Cancel, Jobs
+        from agentd.transport.client import ClientError
+
+        try:
+            with self.client(timeout_s=5) as c:
+                for job in c.call(Jobs(active_only=True)).jobs:
+                    if job.state in ACTIVE_STATES or job.state == "queued":
+                        try:
+                            c.call(Cancel(job=job.id, grace_s=1.0), timeout_s=15)
+                        except ClientError:
+                            pass
+        except ClientError:
+            pass
+
+    def stop(self, timeout_s: float = 15.0, cancel_jobs: bool = True) -> int | None:
         if self.proc is None or self.proc.poll() is not None:
             return None if self.proc is None else self.proc.returncode
+        if cancel_jobs:
+            self.cancel_all_jobs()
         self.proc.send_signal(signal.SIGTERM)
         try:
             return self.proc.wait(timeout_s)

@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Any
 
-from agentd.cli.common import CliError, call, each_node, emit_json, human_bytes, human_rate, targets
+from agentd.cli.common import CliError, each_node, emit_json, human_bytes, human_rate, targets
 from agentd.cli.watchfmt import derived_to_json
 from agentd.metrics import DerivedNode, NodeInventory, NodeSample, derive
 from agentd.protocol.messages import HelloReply, SampleMsg, Snapshot, SnapshotReply

@@ -193,7 +193,7 @@ def derive(newer: NodeSample, older: NodeSample | None) -> DerivedNode:
         for j in newer.jobs
     ]
 
-    procs = _derive_procs(newer, older, interval_s)
+    procs = _derive_procs(newer)
     mem_pct = 100.0 * h.mem_used_bytes / h.mem_total_bytes if h.mem_total_bytes else 0.0
     return DerivedNode(
         node=newer.node,
@@ -226,15 +226,12 @@ def derive(newer: NodeSample, older: NodeSample | None) -> DerivedNode:
     )
 
 
-def _derive_procs(newer: NodeSample, older: NodeSample | None, interval_s: float) -> list[DerivedProc]:
-    """CPU% of scanned processes; a pid is only paired with the same process (create time)."""
-    if not newer.procs:
-        return []
-    old = {(p.pid, p.create_time_s): p for p in older.procs} if older is not None else {}
+def _derive_procs(newer: NodeSample) -> list[DerivedProc]:
+    """CPU% of scanned processes between the two scans recorded in each ProcSample."""
     out = []
     for p in newer.procs:
-        prev = old.get((p.pid, p.create_time_s))
-        span = newer.mono_s - older.mono_s if older is not None else 0.0
-        cpu = 100.0 * _rate0(p.cpu_time_s, prev.cpu_time_s, span) if prev is not None else 0.0
+        cpu = 0.0
+        if p.cpu_time_prev_s is not None:
+            cpu = 100.0 * _rate0(p.cpu_time_s, p.cpu_time_prev_s, p.scan_interval_s)
         out.append(DerivedProc(pid=p.pid, name=p.name, user=p.user, cpu_pct=cpu, rss_bytes=p.rss_bytes, gpu_mem_bytes=p.gpu_mem_bytes))
     return out

@@ -171,6 +171,10 @@ class ProcSample(Struct):
     rss_bytes: int = 0
     create_time_s: float = 0.0
     gpu_mem_bytes: int = 0
+    # The same process's CPU time at the previous scan and the time between the scans, so a
+    # process's CPU% derives from this one sample even though scans are seconds apart.
+    cpu_time_prev_s: float | None = None
+    scan_interval_s: float = 0.0
 
 
 class NodeSample(Struct):

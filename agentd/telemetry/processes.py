@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 
 from agentd.metrics.samples import ProcSample
 from agentd.telemetry.procfs import read_bytes
@@ -36,9 +37,12 @@ __all__ = ["ProcessScanner", "DEFAULT_TOP_N", "DEFAULT_SCAN_EVERY_S"]
 class ProcessScanner:
     """Scans all processes under ``proc_root`` and keeps the top-N by CPU since the last scan."""
 
-    def __init__(self, proc_root: str = DEFAULT_PROC_ROOT, top_n: int = DEFAULT_TOP_N) -> None:
+    def __init__(self, proc_root: str = DEFAULT_PROC_ROOT, top_n: int = DEFAULT_TOP_N,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.proc_root = proc_root
         self.top_n = top_n
+        self._clock = clock
+        self._prev_scan_s: float | None = None
         self._clk_tck = float(os.sysconf("SC_CLK_TCK"))
         self._page_size = os.sysconf("SC_PAGE_SIZE")
         self._boot_time_s = self._read_boot_time()
@@ -121,7 +125,10 @@ class ProcessScanner:
             key = (int(name), create)
             current[key] = cpu
             rows.append((cpu - self._prev.get(key, 0.0), key, pname, cpu, rss, uid))
-        self._prev = current
+        previous, self._prev = self._prev, current
+        now = self._clock()
+        interval_s = now - self._prev_scan_s if self._prev_scan_s is not None else 0.0
+        self._prev_scan_s = now
         self._uids, self._seen_uids = self._seen_uids, {}
         rows.sort(key=lambda r: r[0], reverse=True)
         top = {r[1] for r in rows[: self.top_n]}
@@ -132,6 +139,7 @@ class ProcessScanner:
             ProcSample(
                 pid=key[0], name=pname, user=self._user(uid), cpu_time_s=cpu, rss_bytes=rss,
                 create_time_s=key[1], gpu_mem_bytes=int(gpu_mem_by_pid.get(key[0], 0)),
+                cpu_time_prev_s=previous.get(key), scan_interval_s=interval_s,
             )
             for _recent, key, pname, cpu, rss, uid in rows
             if key in keep

@@ -19,10 +19,10 @@ import logging
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import zmq
 import zmq.auth
-from zmq.auth.thread import ThreadAuthenticator
 
 log = logging.getLogger(__name__)
 ROLES = ("viewer", "operator", "daemon")
@@ -110,15 +110,22 @@ class _KeyDirectory:
         return ok
 
 
-class RoleAuthenticator(ThreadAuthenticator):
-    """ZAP handler that accepts authorised keys and names the client ``role:name``."""
+def start_role_authenticator(context: zmq.Context, root: Path) -> Any:
+    """Start a ZAP handler that accepts the keys under ``root`` and names each client ``role:name``.
 
-    def __init__(self, context: zmq.Context, root: Path) -> None:
-        super().__init__(context)
-        self.root = root
-        self.configure_curve_callback("*", _KeyDirectory(root))
+    Returns the started ``zmq.auth.thread.ThreadAuthenticator`` (call ``.stop()``). It is
+    imported here, not at module level, because it pulls in asyncio (about 5 MiB of RSS) that
+    a daemon listening on loopback only, the common case, never needs.
+    """
+    from zmq.auth.thread import ThreadAuthenticator
 
-    def curve_user_id(self, client_public_key: bytes) -> str:
-        import zmq.utils.z85 as z85
+    class RoleAuthenticator(ThreadAuthenticator):
+        def curve_user_id(self, client_public_key: bytes) -> str:
+            import zmq.utils.z85 as z85
 
-        return authorized_keys(self.root).get(z85.encode(client_public_key), "viewer:unknown")
+            return authorized_keys(root).get(z85.encode(client_public_key), "viewer:unknown")
+
+    auth = RoleAuthenticator(context)
+    auth.configure_curve_callback("*", _KeyDirectory(root))
+    auth.start()
+    return auth

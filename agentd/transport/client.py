@@ -65,7 +65,7 @@ def _apply_curve(sock: zmq.Socket, server_key: str | bytes | None, keys_dir: Pat
     if not server_key:
         return
     server_public = server_key if isinstance(server_key, bytes) else load_public_key(server_key)
-    public, secret = load_or_create_keypair(keys_dir or client_keys_dir(), "client")
+    public, secret = load_or_create_keypair(Path(keys_dir) if keys_dir else client_keys_dir(), "client")
     sock.curve_serverkey = server_public
     sock.curve_publickey = public
     sock.curve_secretkey = secret
@@ -99,10 +99,14 @@ class NodeClient:
     def _socket(self) -> zmq.Socket:
         if self.sock is None:
             s = self.ctx.socket(zmq.DEALER)
-            s.setsockopt(zmq.LINGER, 0)
-            s.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
-            _apply_curve(s, self.server_key, self.keys_dir)
-            s.connect(self.endpoint)
+            try:
+                s.setsockopt(zmq.LINGER, 0)
+                s.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+                _apply_curve(s, self.server_key, self.keys_dir)
+                s.connect(self.endpoint)
+            except Exception:
+                s.close(linger=0)  # or ctx.term() would wait for it forever
+                raise
             self.sock = s
         return self.sock
 

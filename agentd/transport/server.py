@@ -11,13 +11,14 @@ import queue
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import zmq
 
 from agentd.protocol import MAX_MESSAGE_BYTES, encode, topic_of
 from agentd.protocol.messages import StreamMsg
-from agentd.transport.auth import RoleAuthenticator, authorized_keys, is_loopback, load_or_create_keypair
+from agentd.transport.auth import authorized_keys, is_loopback, load_or_create_keypair, start_role_authenticator
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class DaemonSockets:
 
     def __init__(self, ctl: str, pub: str, state_dir: Path, *, require_curve: bool | None = None) -> None:
         self.ctx = zmq.Context()
-        self.auth: RoleAuthenticator | None = None
+        self.auth: Any = None  # the ZAP authenticator thread, with CURVE only
         secure = require_curve if require_curve is not None else not (is_loopback(ctl) and is_loopback(pub))
         self.secure = secure
         self._replies: queue.SimpleQueue[tuple[bytes, bytes]] = queue.SimpleQueue()
@@ -80,8 +81,7 @@ class DaemonSockets:
                 f"add one with `agentctl keys authorize --state-dir {state_dir} --role operator NAME KEYFILE` "
                 f"(server public key: {state_dir / 'keys' / 'server.key'})"
             )
-        self.auth = RoleAuthenticator(self.ctx, keys_root)
-        self.auth.start()
+        self.auth = start_role_authenticator(self.ctx, keys_root)
 
     def _socket(self, kind: int, state_dir: Path) -> zmq.Socket:
         sock = self.ctx.socket(kind)

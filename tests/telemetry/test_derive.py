@@ -73,3 +73,26 @@ def test_boot_id_change_means_zero_rates():
     assert all(g.nvlink_tx_bytes_per_s is None for g in d.gpus)
     assert d.mem_total_bytes == newer.host.mem_total_bytes  # instantaneous values still shown
     a.close(), b.close()
+
+
+def test_busy_process_cpu_pct_derives_from_one_scan_sample():
+    import subprocess
+    import sys
+    import time as _time
+
+    from agentd.metrics import CpuTimes, HostSample, NodeSample, derive
+    from agentd.telemetry.processes import ProcessScanner
+
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        scanner = ProcessScanner(top_n=10)
+        scanner.scan()
+        _time.sleep(1.0)
+        procs = scanner.scan()
+        sample = NodeSample(node="n", mono_s=1.0, wall_s=1.0, host=HostSample(cpu_total=CpuTimes()), procs=procs)
+        derived = {p.pid: p for p in derive(sample, None).procs}
+        assert busy.pid in derived, "the busiest process is missing from the scan"
+        assert derived[busy.pid].cpu_pct > 40, derived[busy.pid]
+    finally:
+        busy.kill()
+        busy.wait()

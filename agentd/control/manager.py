@@ -1,0 +1,1153 @@
+"""JobManager: the local backend that runs and controls work on this node.
+
+How a job runs (files under ``<state_dir>/jobs/<N>/``):
+- ``launch.json`` is written, then ``shim.py`` is spawned in its own session. The shim forks the
+  job, which enters its cgroups (``<own cgroup>/agentd-<node>/job-<N>`` in each hierarchy) and
+  its own session before it execs; ``pid.json`` appears once the exec happened. The shim copies
+  stdout/stderr into ``stdout.log``/``stderr.log`` (10 MiB, one rotated file kept), forwards
+  ``AGENTD_METRIC``/``AGENTD_TOOL`` lines to the report socket, and writes ``exit.json`` when the
+  job ends. A restarted daemon is not the job's parent, but reads the same files: that is how
+  jobs survive an agentd crash and still report their exit code.
+- Control is ``cgroup-v2``, ``cgroup-v1`` (freezer, cpu.shares, ...) or ``pgroup`` (signals to
+  the session; autogroup nice) when no cgroup is writable.
+- Queue: strict order by priority then submission; GPUs, and declared CPUs/memory, gate starts.
+- Every transition is a row in ``jobs.db`` (agentd.store.jobstore) and an Event.
+
+Threads: the daemon calls this from worker threads; one lock guards all job state, and only
+``cancel``/``stop``/``wait_exit`` wait without holding it. Events and job updates are queued while
+the lock is held and delivered in order after it is released, so callbacks may call back in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from agentd.control import procs
+from agentd.control.cgroups import CgroupLayout, JobCgroup, detect_layout, remove_layout
+from agentd.control.reports import ReportInbox, report_socket_path
+from agentd.control.spec import signal_number, validate_spec
+from agentd.metrics.samples import AppMetric
+from agentd.protocol.errors import ErrorCode, ProtocolError
+from agentd.protocol.jobs import PRIORITY_MAX, PRIORITY_MIN, TERMINAL_STATES, Event, JobInfo, JobSpec, ToolCall
+from agentd.store.jobstore import DB_NAME, JobStore
+from agentd.telemetry.cgroup_paths import CgroupRef
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CGROUP_ROOT = Path("/sys/fs/cgroup")
+SHIM_PATH = Path(__file__).with_name("shim.py")
+SHIM_START_TIMEOUT_S = 10.0
+EXIT_FILE_WAIT_S = 1.5
+STOP_TIMEOUT_S = 5.0
+KILL_TIMEOUT_S = 5.0
+MAX_TOOL_CALLS = 100
+MAX_LOG_READ = 1 << 20
+LOG_MAX_BYTES = 10 << 20
+LOG_KEEP = 2
+LOCK_NAME = "jobs.lock"
+# States with processes on this node. "migrating" is parked: checkpoint written, no process here.
+LIVE_STATES = frozenset({"running", "paused", "checkpointing"})
+
+
+def priority_nice(priority: int) -> int:
+    """nice value for a job priority: +10 -> nice -10, -10 -> nice 10."""
+    return max(-20, min(19, -priority))
+
+
+@dataclass
+class _Job:
+    """The manager's mutable record of one job; ``info()`` gives the frozen wire view."""
+
+    n: int
+    id: str
+    node: str
+    spec: JobSpec
+    state: str
+    priority: int
+    submitted_s: float
+    job_dir: Path
+    checkpoint_dir: Path
+    started_s: float | None = None
+    ended_s: float | None = None
+    pid: int | None = None
+    shim_pid: int | None = None
+    start_ticks: int | None = None
+    gpus: list[int] = field(default_factory=list)
+    cgroup: JobCgroup | None = None
+    control: str = ""
+    exit_code: int | None = None
+    reason: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    counters: set[str] = field(default_factory=set)
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    open_tools: dict[str, ToolCall] = field(default_factory=dict)
+    resumed_from: str | None = None
+    resume: bool = False
+    cancelling: bool = False
+    gpu_mem_bytes: int = 0
+    migrated_to: str | None = None
+    migration: dict[str, Any] = field(default_factory=dict)
+    exited: bool = False  # processes gone but not terminal (during a migration)
+    held: bool = False  # a migration owns this job's exit: it only records the exit code
+    pause_on_start: bool = False
+
+    def runtime(self) -> dict[str, Any]:
+        return {"shim_pid": self.shim_pid, "start_ticks": self.start_ticks, "job_dir": str(self.job_dir),
+                "checkpoint_dir": str(self.checkpoint_dir), "resume": self.resume,
+                "migration": self.migration, "exited": self.exited, "held": self.held,
+                "pause_on_start": self.pause_on_start,
+                "cgroup": None if self.cgroup is None else {"version": self.cgroup.version,
+                                                            "paths": {k: str(v) for k, v in self.cgroup.paths.items()}}}
+
+
+class JobManager:
+    """Runs jobs on this node: queue, launch, pause/resume, priority, cancel, re-adoption."""
+
+    def __init__(self, node: str, state_dir: Path, gpu_count: int, *, on_event: Callable[[Event], None],
+                 on_job: Callable[[JobInfo], None], cgroup_root: Path = DEFAULT_CGROUP_ROOT,
+                 cpu_count: int | None = None, mem_total_bytes: int | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.node = node
+        self.state_dir = Path(state_dir)
+        self.gpu_count = gpu_count
+        self.cpu_count = cpu_count
+        self.mem_total_bytes = mem_total_bytes
+        self.cgroup_root = Path(cgroup_root)
+        self._on_event = on_event
+        self._on_job = on_job
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._cb_lock = threading.Lock()
+        self._pending: deque[Event | JobInfo] = deque()
+        self._jobs: dict[str, _Job] = {}
+        self._children: set[int] = set()
+        self._store: JobStore | None = None
+        self._inbox: ReportInbox | None = None
+        self.layout: CgroupLayout | None = None
+        self._lock_fd: int | None = None
+        self.report_path = report_socket_path(self.state_dir)
+
+    # ---- lifecycle -------------------------------------------------------------------
+    def start(self) -> None:
+        """Open the store, find the cgroup subtree, re-adopt surviving jobs, open the report socket."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_state_dir()
+        (self.state_dir / "jobs").mkdir(exist_ok=True)
+        (self.state_dir / "checkpoints").mkdir(exist_ok=True)
+        with self._lock:
+            self._store = JobStore(self.state_dir / DB_NAME)
+            self.layout = detect_layout(self.cgroup_root, self.node)
+            if self.layout is None:
+                log.warning("no writable cgroup under %s: jobs are controlled by process group only", self.cgroup_root)
+            try:
+                self._inbox = ReportInbox(self.report_path)
+            except OSError as e:
+                log.warning("cannot open the report socket %s: %s; jobs' own metrics are off", self.report_path, e)
+            for info, n, runtime in self._store.load():
+                self._adopt(info, n, runtime)
+            self._schedule()
+        self._flush()
+
+    def _lock_state_dir(self) -> None:
+        """One manager per state dir: two would adopt and reap the same jobs."""
+        path = self.state_dir / LOCK_NAME
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise ProtocolError(ErrorCode.UNAVAILABLE, f"state dir {self.state_dir} is in use by another agentd "
+                                f"(pid {holder}); stop it or give this one its own --state-dir", "state_dir") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+
+    def close(self) -> None:
+        """Stop listening and close the store. Never touches the jobs: they keep running."""
+        with self._lock:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # releases the flock
+                self._lock_fd = None
+            self._reap_children()
+            if self._inbox is not None:
+                self._inbox.close()
+                self._inbox = None
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+            if self.layout is not None:
+                remove_layout(self.layout)  # only empty dirs go: running jobs keep theirs
+
+    @property
+    def is_open(self) -> bool:
+        """True between start() and close()."""
+        return self._store is not None
+
+    # ---- queries ---------------------------------------------------------------------
+    def get(self, job_id: str) -> JobInfo:
+        with self._lock:
+            return self._info(self._find(job_id))
+
+    def jobs(self, active_only: bool = False) -> list[JobInfo]:
+        with self._lock:
+            return [self._info(j) for j in sorted(self._jobs.values(), key=lambda j: j.n)
+                    if not active_only or j.state not in TERMINAL_STATES]
+
+    def probes(self) -> dict[str, tuple[CgroupRef | None, list[int]]]:
+        """Per live job, its cgroup and processes, for the telemetry collector."""
+        with self._lock:
+            return {j.id: (j.cgroup.ref() if j.cgroup else None, sorted(self._pids(j)))
+                    for j in self._jobs.values() if j.state in LIVE_STATES}
+
+    def app_metrics(self) -> list[AppMetric]:
+        """Latest application metrics of live jobs."""
+        with self._lock:
+            return [AppMetric(job_id=j.id, name=k, value=v, counter=k in j.counters)
+                    for j in self._jobs.values() if j.state in LIVE_STATES for k, v in sorted(j.metrics.items())]
+
+    def gpu_assignments(self) -> dict[int, list[int]]:
+        """GPU index -> pids of the jobs holding it (paused jobs too: they still hold memory)."""
+        with self._lock:
+            out: dict[int, list[int]] = {}
+            for j in self._jobs.values():
+                if j.state in LIVE_STATES and j.gpus:
+                    pids = sorted(self._pids(j))
+                    for g in j.gpus:
+                        out.setdefault(g, []).extend(pids)
+            return out
+
+    def read_log(self, job_id: str, stream: str = "stdout", offset: int = -65536,
+                 max_bytes: int = 65536) -> tuple[bytes, int, int, bool]:
+        """Read a job's log: (data, next offset, current size, eof). Negative offset: from the end.
+
+        An offset past the end means the log rotated; reading restarts at 0.
+        """
+        if stream not in ("stdout", "stderr"):
+            raise ProtocolError(ErrorCode.INVALID, f"log stream {stream!r} is unknown; use stdout or stderr", "stream")
+        with self._lock:
+            job = self._find(job_id)
+            path = job.job_dir / f"{stream}.log"
+        max_bytes = max(0, min(max_bytes, MAX_LOG_READ))
+        try:
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                start = max(0, size + offset) if offset < 0 else (offset if offset <= size else 0)
+                f.seek(start)
+                data = f.read(min(max_bytes, size - start))
+        except FileNotFoundError:
+            return b"", 0, 0, True
+        nxt = start + len(data)
+        return data, nxt, size, nxt >= size
+
+    # ---- actions ---------------------------------------------------------------------
+    def submit(self, spec: JobSpec, actor: str = "", *, resume_from: str | None = None,
+               checkpoint_dir: Path | None = None) -> JobInfo:
+        """Queue a job (it starts at once when its resources are free). Raises ProtocolError(INVALID).
+
+        ``checkpoint_dir`` with ``resume_from``: start from that checkpoint (AGENTD_RESUME=1).
+        """
+        try:
+            if not isinstance(spec, JobSpec):
+                raise ProtocolError(ErrorCode.BAD_MESSAGE, f"submit needs a JobSpec, not {type(spec).__name__}", "spec")
+            validate_spec(spec, gpu_count=self.gpu_count, cpu_count=self.cpu_count,
+                          mem_total_bytes=self.mem_total_bytes)
+        except ProtocolError as e:
+            self._emit(Event(wall_s=self._clock(), node=self.node, kind="action", message=f"submit refused: {e.message}",
+                             actor=actor, ok=False, data={"action": "submit", "code": int(e.code), "field": e.field}))
+            self._flush()
+            raise
+        with self._lock:
+            store = self._need_store()
+            n = store.next_job_number()
+            job_id = f"{self.node}.{n}"
+            job = _Job(n=n, id=job_id, node=self.node, spec=spec, state="queued", priority=spec.priority,
+                       submitted_s=self._clock(), job_dir=self.state_dir / "jobs" / str(n),
+                       checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else self.state_dir / "checkpoints" / job_id,
+                       resumed_from=resume_from, resume=checkpoint_dir is not None, counters=set(spec.counters))
+            job.job_dir.mkdir(parents=True, exist_ok=True)
+            self._jobs[job_id] = job
+            self._transition(job, "", "queued", actor, "submitted")
+            self._action(job, "submit", actor, True, f"job {job_id} ({job.spec.name or job.spec.argv[0]}) submitted")
+            self._schedule()
+            info = self._info(job)
+        self._flush()
+        return info
+
+    def pause(self, job_id: str, actor: str = "") -> JobInfo:
+        """Freeze a running job; returns once the kernel reports it frozen. Paused: no-op."""
+        return self._do("pause", job_id, actor, self._pause)
+
+    def resume(self, job_id: str, actor: str = "") -> JobInfo:
+        """Thaw a paused job; returns once the kernel reports it thawed. Running: no-op."""
+        return self._do("resume", job_id, actor, self._resume)
+
+    def set_priority(self, job_id: str, priority: int, actor: str = "") -> JobInfo:
+        """Change priority: queued jobs reorder; live jobs get nice and cgroup CPU/IO weights."""
+        return self._do("priority", job_id, actor, lambda j, a: self._set_priority(j, priority, a))
+
+    def cancel(self, job_id: str, grace_s: float = 10.0, actor: str = "") -> JobInfo:
+        """SIGTERM everything in the job, SIGKILL after ``grace_s``; paused jobs are killed then thawed.
+
+        Blocks up to ``grace_s`` (+ a few seconds). Cancelling a job that is being cancelled waits
+        for that; a finished job is a CONFLICT.
+        """
+        err: ProtocolError | None = None
+        with self._lock:
+            try:
+                job = self._find(job_id)
+                if job.state in TERMINAL_STATES:
+                    raise ProtocolError(ErrorCode.CONFLICT, f"job {job_id} already ended ({job.state}); "
+                                        "there is nothing to cancel", "job")
+            except ProtocolError as e:
+                self._refused("cancel", job_id, actor, e)
+                err = e
+            if err is not None:
+                info = None
+            elif job.state == "queued":
+                self._transition(job, job.state, "cancelled", actor, f"cancelled by {actor or 'a client'} while queued")
+                job.ended_s = self._clock()
+                self._save(job)
+                self._action(job, "cancel", actor, True, f"cancelled {job_id} (was queued)")
+                self._schedule()
+                info = self._info(job)
+            else:
+                info = None
+                if not job.cancelling:
+                    job.cancelling = True
+                    job.reason = f"cancelled by {actor or 'a client'}"
+                    if job.state == "paused":
+                        self._kill_now(job)
+                    else:
+                        self._signal_job(job, signal.SIGTERM)
+        if err is not None:
+            self._flush()
+            raise err
+        if info is not None:
+            self._flush()
+            return info
+        deadline = time.monotonic() + max(0.0, grace_s)
+        while time.monotonic() < deadline:
+            with self._lock:
+                if job.state in TERMINAL_STATES or not self._pids(job):
+                    break
+            time.sleep(0.02)
+        with self._lock:
+            if job.state not in TERMINAL_STATES and self._pids(job):
+                self._kill_now(job)
+        self._wait_exit_file(job)
+        with self._lock:
+            if job.state not in TERMINAL_STATES:
+                exit_info = self._read_exit(job) or {}
+                self._finish(job, "cancelled", exit_info.get("exit_code"), job.reason, actor)
+            self._action(job, "cancel", actor, job.state == "cancelled", f"cancel {job_id}: {job.state}")
+            self._schedule()
+            info = self._info(job)
+        self._flush()
+        return info
+
+    # ---- migration hooks (agentd.control.migration SourceJobs / TargetJobs) -------------
+    def checkpoint_dir(self, job_id: str) -> Path:
+        """The job's AGENTD_CHECKPOINT_DIR."""
+        with self._lock:
+            return self._find(job_id).checkpoint_dir
+
+    def begin_checkpoint(self, job_id: str, actor: str = "") -> None:
+        """Thaw if paused, set ``checkpointing`` and signal the job's process group.
+
+        From now on the job's exit only records its exit code; another hook decides its state.
+        """
+        with self._lock:
+            job = self._find(job_id)
+            if job.spec.checkpoint is None:
+                raise ProtocolError(ErrorCode.INVALID, f"job {job_id} has no checkpoint contract; it can only "
+                                    "be migrated with CRIU or restarted from scratch", "job")
+            if job.cancelling or job.exited or job.state not in ("running", "paused", "checkpointing"):
+                raise ProtocolError(ErrorCode.CONFLICT, f"job {job_id} is {job.state}"
+                                    f"{' and being cancelled' if job.cancelling else ''}; only a running or "
+                                    "paused job can checkpoint", "job")
+            self._freeze(job, False)  # a frozen job cannot handle the signal (thaw whatever the state says)
+            job.held = True
+            sig = signal_number(job.spec.checkpoint.signal)
+            if job.state != "checkpointing":
+                self._transition(job, job.state, "checkpointing", actor, "checkpoint requested")
+            else:
+                self._save(job)
+            # Once, to the process group only: a second signal landing while the job exits after
+            # writing its checkpoint can kill it (Python restores default handlers at shutdown).
+            try:
+                os.killpg(job.pid, sig)  # type: ignore[arg-type]
+            except ProcessLookupError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(job.pid, sig)  # type: ignore[arg-type]
+        self._flush()
+
+    def wait_exit(self, job_id: str, timeout_s: float) -> int | None:
+        """Wait until the job's main process has exited; its exit code, or None on timeout."""
+        with self._lock:
+            job = self._find(job_id)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self._lock:
+                if job.state in LIVE_STATES and not job.exited:
+                    self._check_exit(job)
+                if job.exited or job.state in TERMINAL_STATES:
+                    return job.exit_code if job.exit_code is not None else -1
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.02)
+
+    def stop(self, job_id: str, grace_s: float) -> None:
+        """Kill the job (SIGTERM, SIGKILL after ``grace_s``) without making it terminal."""
+        with self._lock:
+            job = self._find(job_id)
+            if job.state not in LIVE_STATES or job.exited:
+                return
+            job.held = True
+            if job.state == "paused":
+                self._kill_now(job)
+            else:
+                self._signal_job(job, signal.SIGTERM)
+        deadline = time.monotonic() + max(0.0, grace_s)
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._pids(job):
+                    break
+            time.sleep(0.02)
+        with self._lock:
+            self._kill_now(job)
+        self._wait_exit_file(job)
+        with self._lock:
+            result = self._read_exit(job) or {}
+            self._record_exit(job, result.get("exit_code"))
+        self._flush()
+
+    def abandon_checkpoint(self, job_id: str, reason: str, paused: bool) -> JobInfo:
+        """The job did not checkpoint in time and still runs: back to running (or paused)."""
+        with self._lock:
+            job = self._find(job_id)
+            if job.state != "checkpointing" or job.exited:
+                raise ProtocolError(ErrorCode.CONFLICT, f"job {job_id} is {job.state}"
+                                    f"{' and has exited' if job.exited else ''}; there is no running "
+                                    "checkpoint to abandon", "job")
+            job.reason = reason
+            job.held = False
+            self._transition(job, "checkpointing", "running", "", reason)
+            if paused:
+                self._freeze(job, True)
+                self._transition(job, "running", "paused", "", reason)
+            info = self._info(job)
+        self._flush()
+        return info
+
+    def restart_local(self, job_id: str, reason: str, paused: bool, from_checkpoint: bool) -> JobInfo:
+        """Start the same job id here again (AGENTD_RESUME=1 from its checkpoint when asked)."""
+        with self._lock:
+            job = self._find(job_id)
+            if job.state in TERMINAL_STATES or (job.state in LIVE_STATES and not job.exited):
+                raise ProtocolError(ErrorCode.CONFLICT, f"job {job_id} is {job.state}"
+                                    f"{' with live processes; stop it first' if job.state in LIVE_STATES else ''}"
+                                    "; it cannot be restarted here", "job")
+            job.held = False
+            ckpt = job.checkpoint_dir
+            job.resume = from_checkpoint and ckpt.is_dir() and any(ckpt.iterdir())
+            job.pause_on_start = paused
+            job.reason = reason
+            gpus = list(job.gpus)
+            self._transition(job, job.state, "queued", "", reason)
+            if len(gpus) == job.spec.gpus and not set(gpus) & set(self._used_gpus(but=job)):
+                self._start(job, gpus)  # its GPUs were kept for it
+            self._schedule()
+            info = self._info(job)
+        self._flush()
+        return info
+
+    def hold_queued(self, job_id: str) -> None:
+        """Take a queued job out of scheduling (state ``migrating``); CONFLICT if it started."""
+        with self._lock:
+            job = self._find(job_id)
+            if job.state != "queued":
+                raise ProtocolError(ErrorCode.CONFLICT, f"job {job_id} is {job.state}, not queued", "job")
+            job.held = True
+            self._transition(job, "queued", "migrating", "", "held for migration")
+        self._flush()
+
+    def requeue(self, job_id: str, reason: str) -> JobInfo:
+        """Put a held queued job back in the queue (the migration failed)."""
+        with self._lock:
+            job = self._find(job_id)
+            if job.state != "migrating" or job.pid is not None:
+                raise ProtocolError(ErrorCode.CONFLICT, f"job {job_id} is {job.state}, not a held queued job", "job")
+            job.reason = reason
+            job.held = False
+            self._transition(job, "migrating", "queued", "", reason)
+            self._schedule()
+            info = self._info(job)
+        self._flush()
+        return info
+
+    def update_migration(self, job_id: str, migration: dict[str, Any], state: str | None = None) -> None:
+        """Set JobInfo.migration (and the state when given) and publish the change."""
+        with self._lock:
+            job = self._find(job_id)
+            job.migration = dict(migration)
+            if state is not None and state != job.state and job.state not in TERMINAL_STATES:
+                self._transition(job, job.state, state, "", str(migration.get("phase", "")))
+            else:
+                self._save(job)
+                self._pending.append(self._info(job))
+        self._flush()
+
+    def finish_migrated(self, job_id: str, migrated_to: str, reason: str) -> JobInfo:
+        """Terminal state ``migrated`` with JobInfo.migrated_to set."""
+        with self._lock:
+            job = self._find(job_id)
+            if job.state in TERMINAL_STATES:
+                raise ProtocolError(ErrorCode.CONFLICT, f"job {job_id} already ended ({job.state})", "job")
+            job.migrated_to = migrated_to
+            job.held = False
+            self._finish(job, "migrated", job.exit_code, reason, "")
+            self._schedule()
+            info = self._info(job)
+        self._flush()
+        return info
+
+    def admission(self, spec: JobSpec) -> tuple[bool, str]:
+        """Can this node take ``spec``: (will_queue, message). Raises ProtocolError(INVALID) if never."""
+        validate_spec(spec, gpu_count=self.gpu_count, cpu_count=self.cpu_count, mem_total_bytes=self.mem_total_bytes)
+        with self._lock:
+            free = self._free_gpus()
+            waiting = len(self._queue())
+            if waiting or len(free) < spec.gpus or not self._fits_cpu_mem_spec(spec):
+                return True, (f"node {self.node} has {len(free)} free GPUs and {waiting} queued jobs; "
+                              "the job will queue")
+            return False, f"node {self.node} can start the job now"
+
+    def start_resumed(self, spec: JobSpec, checkpoint_dir: Path | None, resumed_from: str, paused: bool) -> JobInfo:
+        """Create a job from ``spec``; with ``checkpoint_dir`` adopt (rename) it and start with AGENTD_RESUME=1."""
+        with self._lock:
+            store = self._need_store()
+            n = store.next_job_number()
+            job_id = f"{self.node}.{n}"
+            ckpt = self.state_dir / "checkpoints" / job_id
+            if checkpoint_dir is not None:
+                ckpt.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(checkpoint_dir, ckpt)
+            job = _Job(n=n, id=job_id, node=self.node, spec=spec, state="queued", priority=spec.priority,
+                       submitted_s=self._clock(), job_dir=self.state_dir / "jobs" / str(n), checkpoint_dir=ckpt,
+                       resumed_from=resumed_from, resume=checkpoint_dir is not None, counters=set(spec.counters),
+                       pause_on_start=paused)
+            job.job_dir.mkdir(parents=True, exist_ok=True)
+            self._jobs[job_id] = job
+            self._transition(job, "", "queued", "", f"continues {resumed_from}")
+            self._schedule()
+            info = self._info(job)
+        self._flush()
+        return info
+
+    def find_by_label(self, key: str, value: str) -> JobInfo | None:
+        """The newest job whose spec has label ``key=value``."""
+        with self._lock:
+            for job in sorted(self._jobs.values(), key=lambda j: -j.n):
+                if job.spec.labels.get(key) == value:
+                    return self._info(job)
+        return None
+
+    def tick(self, gpu_mem_by_job: Mapping[str, int] | None = None) -> None:
+        """Reap exits, drain reports, record GPU memory, start queued jobs. Call every interval."""
+        with self._lock:
+            self._reap_children()
+            if self._inbox is not None:  # before exits: a job's last reports still count
+                members: dict[str, set[int]] = {}
+                for msg in self._inbox.drain():
+                    job = self._jobs.get(msg.get("job", ""))
+                    if job is not None and self._sent_by_job(job, msg.get("sender_pid"), members):
+                        self._apply_report(msg)
+            for job in list(self._jobs.values()):
+                if job.state in LIVE_STATES and not job.exited:
+                    self._check_exit(job)
+            if gpu_mem_by_job is not None:
+                for job in self._jobs.values():
+                    if job.state in LIVE_STATES:
+                        new = int(gpu_mem_by_job.get(job.id, 0))
+                        if new != job.gpu_mem_bytes:
+                            job.gpu_mem_bytes = new
+                            if job.state == "paused":
+                                self._pending.append(self._info(job))
+            self._schedule()
+        self._flush()
+
+    # ---- action plumbing -------------------------------------------------------------
+    def _do(self, action: str, job_id: str, actor: str, fn: Callable[[_Job, str], JobInfo]) -> JobInfo:
+        err: ProtocolError | None = None
+        with self._lock:
+            try:
+                info = fn(self._find(job_id), actor)
+            except ProtocolError as e:
+                self._refused(action, job_id, actor, e)
+                err = e
+        self._flush()
+        if err is not None:
+            raise err
+        return info
+
+    def _refused(self, action: str, job_id: str, actor: str, e: ProtocolError) -> None:
+        self._emit(Event(wall_s=self._clock(), node=self.node, kind="action", job_id=job_id, actor=actor, ok=False,
+                         message=f"{action} {job_id} refused: {e.message}",
+                         data={"action": action, "code": int(e.code), "field": e.field}))
+
+    def _pause(self, job: _Job, actor: str) -> JobInfo:
+        if job.state == "paused":
+            self._action(job, "pause", actor, True, f"{job.id} is already paused")
+            return self._info(job)
+        self._require_live(job, "pause", "running")
+        try:
+            self._freeze(job, True)
+        except (OSError, TimeoutError) as e:
+            with contextlib.suppress(OSError, TimeoutError):
+                self._freeze(job, False)
+            raise ProtocolError(ErrorCode.FAILED, f"could not pause job {job.id}: {e}; it is still running", "job") from e
+        self._transition(job, job.state, "paused", actor, f"paused by {actor or 'a client'}")
+        self._save(job)
+        self._action(job, "pause", actor, True, f"paused {job.id}")
+        return self._info(job)
+
+    def _resume(self, job: _Job, actor: str) -> JobInfo:
+        if job.state == "running" and not job.cancelling:
+            self._action(job, "resume", actor, True, f"{job.id} is already running")
+            return self._info(job)
+        self._require_live(job, "resume", "paused")
+        try:
+            self._freeze(job, False)
+        except (OSError, TimeoutError) as e:
+            raise ProtocolError(ErrorCode.FAILED, f"could not resume job {job.id}: {e}", "job") from e
+        self._transition(job, job.state, "running", actor, f"resumed by {actor or 'a client'}")
+        self._save(job)
+        self._action(job, "resume", actor, True, f"resumed {job.id}")
+        return self._info(job)
+
+    def _set_priority(self, job: _Job, priority: int, actor: str) -> JobInfo:
+        if isinstance(priority, bool) or not isinstance(priority, int) or not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+            raise ProtocolError(ErrorCode.INVALID, f"priority {priority!r} is outside {PRIORITY_MIN}..{PRIORITY_MAX}",
+                                "priority")
+        if job.state in TERMINAL_STATES:
+            raise ProtocolError(ErrorCode.CONFLICT, f"job {job.id} already ended ({job.state}); its priority "
+                                "can no longer change", "job")
+        old = job.priority
+        job.priority = priority
+        if job.state in LIVE_STATES:
+            self._apply_priority(job)
+        self._save(job)
+        self._store_transition(job, job.state, job.state, actor, f"priority {old:+d} -> {priority:+d}")
+        self._action(job, "priority", actor, True, f"priority of {job.id} {old:+d} -> {priority:+d}",
+                     {"old": old, "new": priority})
+        if job.state == "queued":
+            self._schedule()
+            for other in self._jobs.values():  # everyone's queue position may have moved
+                if other.state == "queued" and other is not job:
+                    self._pending.append(self._info(other))
+        self._pending.append(self._info(job))
+        return self._info(job)
+
+    def _require_live(self, job: _Job, action: str, want: str) -> None:
+        if job.cancelling and job.state not in TERMINAL_STATES:
+            raise ProtocolError(ErrorCode.CONFLICT, f"job {job.id} is being cancelled; it cannot {action}", "job")
+        if job.state == want:
+            return
+        if job.state == "queued":
+            msg = (f"job {job.id} is queued, not {want}; it starts when its resources are free "
+                   "(raise its priority or cancel it)")
+        elif job.state in TERMINAL_STATES:
+            msg = f"job {job.id} already ended ({job.state}); it cannot {action}"
+        else:
+            msg = f"job {job.id} is {job.state}; it cannot {action} now"
+        raise ProtocolError(ErrorCode.CONFLICT, msg, "job")
+
+    # ---- mechanics -------------------------------------------------------------------
+    def _freeze(self, job: _Job, frozen: bool) -> None:
+        if job.cgroup is not None and job.cgroup.has_freezer():
+            job.cgroup.set_frozen(frozen)
+            return
+        sig = signal.SIGSTOP if frozen else signal.SIGCONT
+        pids = self._pids(job)
+        with contextlib.suppress(ProcessLookupError):
+            if job.pid:
+                os.killpg(job.pid, sig)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while frozen:  # SIGSTOP is asynchronous: wait until every process reads stopped
+            states = {procs.state_of(p) for p in pids}
+            if states <= {"T", "t", None, "Z"}:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"processes of {job.id} did not stop")
+            time.sleep(0.002)
+
+    def _pids(self, job: _Job) -> set[int]:
+        """Live processes of the job (zombies excluded)."""
+        if job.state not in LIVE_STATES:
+            return set()
+        if job.cgroup is not None:
+            found = procs.live(job.cgroup.pids())
+        elif job.pid and procs.is_alive(job.pid, job.start_ticks):
+            found = procs.session_pids(job.pid)
+        else:
+            found = set()
+        if procs.is_alive(job.pid, job.start_ticks):
+            found.add(job.pid)  # type: ignore[arg-type]
+        return found
+
+    def _signal_job(self, job: _Job, sig: int) -> None:
+        if job.pid and procs.is_alive(job.pid, job.start_ticks):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(job.pid, sig)
+        for pid in self._pids(job):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+    def _kill_now(self, job: _Job) -> None:
+        """SIGKILL every process of the job (frozen first where a freezer exists), then thaw."""
+        if job.cgroup is not None:
+            job.cgroup.kill_all(KILL_TIMEOUT_S)
+        deadline = time.monotonic() + KILL_TIMEOUT_S
+        while True:
+            pids = self._pids(job)
+            if not pids or time.monotonic() > deadline:
+                break
+            self._signal_job(job, signal.SIGKILL)
+            if job.cgroup is None:
+                self._signal_job(job, signal.SIGCONT)
+            time.sleep(0.01)
+
+    def _apply_priority(self, job: _Job) -> None:
+        if job.cgroup is not None:
+            job.cgroup.set_priority(job.priority)
+        nice = priority_nice(job.priority)
+        for pid in self._pids(job):
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, pid, nice)
+        if (job.cgroup is None or not job.cgroup.has_cpu_weight()) and job.pid:
+            # Without a cpu cgroup the job's session is its own autogroup: nice that instead.
+            with contextlib.suppress(OSError):
+                Path(f"/proc/{job.pid}/autogroup").write_text(str(nice))
+
+    def _launch(self, job: _Job, gpus: list[int]) -> None:
+        """Start a queued job through the shim. On failure the job ends as failed."""
+        for stale in ("pid.json", "exit.json"):
+            with contextlib.suppress(FileNotFoundError):
+                (job.job_dir / stale).unlink()
+        job.gpus = gpus
+        job.cgroup, job.control = None, "pgroup"
+        if self.layout is not None:
+            try:
+                job.cgroup = self.layout.create(f"job-{job.n}")
+                job.control = self.layout.control
+                job.cgroup.set_priority(job.priority)
+                job.cgroup.set_limits(job.spec.cpus, job.spec.memory_bytes)
+            except OSError as e:
+                log.warning("cannot create a cgroup for %s (%s); using process-group control", job.id, e)
+                job.cgroup, job.control = None, "pgroup"
+        job.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTD_")}
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        env.update(job.spec.env)
+        env.update({
+            "AGENTD_JOB_ID": job.id,
+            "AGENTD_REPORT": str(self.report_path),
+            "AGENTD_CHECKPOINT_DIR": str(job.checkpoint_dir),
+            "AGENTD_RESUME": "1" if job.resume else "0",
+            "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in gpus),
+        })
+        if job.spec.counters:
+            env["AGENTD_COUNTERS"] = ",".join(job.spec.counters)
+        if job.spec.checkpoint is not None:
+            env["AGENTD_CHECKPOINT_SIGNAL"] = signal.Signals(signal_number(job.spec.checkpoint.signal)).name
+        if job.cgroup is not None:
+            env["AGENTD_CGROUP_DIRS"] = os.pathsep.join(str(p) for k, p in job.cgroup.paths.items()
+                                                        if job.cgroup.version == 2 or k != "unified")
+        launch = {"job_id": job.id, "argv": job.spec.argv, "shell": job.spec.shell, "cwd": job.spec.cwd,
+                  "user": job.spec.user, "env": env, "nice": priority_nice(job.priority),
+                  "autogroup_nice": priority_nice(job.priority)
+                  if job.cgroup is None or not job.cgroup.has_cpu_weight() else None,
+                  "cgroup_procs": job.cgroup.procs_files() if job.cgroup else [],
+                  "report_path": str(self.report_path) if self._inbox else None,
+                  "log_max_bytes": LOG_MAX_BYTES, "log_keep": LOG_KEEP}
+        (job.job_dir / "launch.json").write_text(json.dumps(launch))
+        shim_log = os.open(job.job_dir / "shim.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            shim_pid = os.posix_spawn(sys.executable, [sys.executable, "-I", "-S", str(SHIM_PATH), str(job.job_dir)],
+                                      {"PATH": os.environ.get("PATH", os.defpath)}, setsid=True,
+                                      file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                                                    (os.POSIX_SPAWN_DUP2, shim_log, 1),
+                                                    (os.POSIX_SPAWN_DUP2, shim_log, 2)])
+        except OSError as e:
+            self._launch_failed(job, f"could not start the job's shim: {e}")
+            return
+        finally:
+            os.close(shim_log)
+        self._children.add(shim_pid)
+        job.shim_pid = shim_pid
+        deadline = time.monotonic() + SHIM_START_TIMEOUT_S
+        pid_file = job.job_dir / "pid.json"
+        while not pid_file.exists():
+            if time.monotonic() > deadline or not procs.is_alive(shim_pid):
+                self._reap_children()
+                detail = (job.job_dir / "shim.log").read_text(errors="replace")[-500:].strip()
+                self._launch_failed(job, f"the job's shim did not start: {detail or 'no output'}")
+                return
+            time.sleep(0.003)
+        data = json.loads(pid_file.read_text())
+        job.pid, job.start_ticks = data["pid"], data["start_ticks"]
+        job.started_s = self._clock()
+        self._transition(job, job.state, "running", "", f"started on GPUs {gpus}" if gpus else "started")
+        self._save(job)
+
+    def _launch_failed(self, job: _Job, reason: str) -> None:
+        log.warning("job %s: %s", job.id, reason)
+        self._finish(job, "failed", None, reason, "")
+
+    def _schedule(self) -> None:
+        """Start queued jobs in order (priority, then submit order) while their resources fit.
+
+        Strict order: a job at the head that does not fit blocks the ones behind it, so a big job
+        is never starved by a stream of small ones.
+        """
+        for job in self._queue():
+            gpus = self._free_gpus()
+            if len(gpus) < job.spec.gpus or not self._fits_cpu_mem_spec(job.spec):
+                break
+            self._start(job, gpus[: job.spec.gpus])
+
+    def _start(self, job: _Job, gpus: list[int]) -> None:
+        job.exited, job.exit_code, job.held = False, None, False
+        self._launch(job, gpus)
+        if job.pause_on_start and job.state == "running":
+            job.pause_on_start = False
+            try:
+                self._freeze(job, True)
+                self._transition(job, "running", "paused", "", "paused on start")
+            except (OSError, TimeoutError) as e:
+                log.warning("could not pause %s on start: %s", job.id, e)
+
+    def _queue(self) -> list[_Job]:
+        return sorted((j for j in self._jobs.values() if j.state == "queued"), key=lambda j: (-j.priority, j.n))
+
+    def _holding(self) -> list[_Job]:
+        """Jobs that hold resources: live ones, and parked migrations (their GPUs wait for a restart)."""
+        return [j for j in self._jobs.values() if j.state in LIVE_STATES or (j.state == "migrating" and j.gpus)]
+
+    def _used_gpus(self, but: _Job | None = None) -> list[int]:
+        return [g for j in self._holding() if j is not but for g in j.gpus]
+
+    def _free_gpus(self) -> list[int]:
+        used = set(self._used_gpus())
+        return [g for g in range(self.gpu_count) if g not in used]
+
+    def _fits_cpu_mem_spec(self, spec: JobSpec) -> bool:
+        holding = self._holding()
+        if spec.cpus and self.cpu_count:
+            if sum(j.spec.cpus or 0 for j in holding) + spec.cpus > self.cpu_count:
+                return False
+        if spec.memory_bytes and self.mem_total_bytes:
+            if sum(j.spec.memory_bytes or 0 for j in holding) + spec.memory_bytes > self.mem_total_bytes:
+                return False
+        return True
+
+    def _reap_children(self) -> None:
+        for pid in list(self._children):
+            try:
+                got, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                got = pid
+            if got == pid:
+                self._children.discard(pid)
+
+    def _read_exit(self, job: _Job) -> dict[str, Any] | None:
+        try:
+            return json.loads((job.job_dir / "exit.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _wait_exit_file(self, job: _Job) -> None:
+        deadline = time.monotonic() + EXIT_FILE_WAIT_S
+        while time.monotonic() < deadline and not (job.job_dir / "exit.json").exists():
+            if not procs.is_alive(job.shim_pid):
+                break
+            time.sleep(0.01)
+
+    def _check_exit(self, job: _Job) -> None:
+        result = self._read_exit(job)
+        if result is not None:
+            self._finish_from_exit(job, result, "")
+        elif not procs.is_alive(job.shim_pid) and not procs.is_alive(job.pid, job.start_ticks):
+            if (job.state == "checkpointing" or job.held) and not job.cancelling:
+                self._record_exit(job, None)
+                return
+            self._finish(job, "cancelled" if job.cancelling else "failed", None,
+                         job.reason or "the job and its shim are gone; exit code unknown", "")
+
+    def _finish_from_exit(self, job: _Job, result: dict[str, Any], suffix: str) -> None:
+        code = result.get("exit_code")
+        if (job.state == "checkpointing" or job.held) and not job.cancelling:
+            self._record_exit(job, code)  # a migration hook decides what happens next
+            return
+        if job.cancelling:
+            state, reason = "cancelled", job.reason
+        elif code == 0:
+            state, reason = "succeeded", "exit code 0"
+        else:
+            state = "failed"
+            if result.get("signal"):
+                reason = f"killed by {signal.Signals(result['signal']).name}"
+                if self._oom_killed(job):
+                    reason += " (out of memory)"
+            else:
+                reason = f"exit code {code}"
+        self._finish(job, state, code, reason + suffix, "", ended_s=result.get("ended_s"))
+
+    def _record_exit(self, job: _Job, code: int | None) -> None:
+        """The job's processes are gone but it is not over (checkpoint or stop during migration)."""
+        if job.cgroup is not None:
+            job.cgroup.kill_all(KILL_TIMEOUT_S)
+            job.cgroup.remove()
+        job.exited = True
+        job.exit_code = code
+        self._save(job)
+        self._pending.append(self._info(job))
+
+    def _oom_killed(self, job: _Job) -> bool:
+        if job.cgroup is None:
+            return False
+        for key, name in (("memory", "memory.oom_control"), ("unified", "memory.events")):
+            path = job.cgroup.paths.get(key)
+            if path is None:
+                continue
+            with contextlib.suppress(OSError, ValueError):
+                for line in (path / name).read_text().splitlines():
+                    k, _, v = line.partition(" ")
+                    if k == "oom_kill" and int(v) > 0:
+                        return True
+        return False
+
+    def _finish(self, job: _Job, state: str, exit_code: int | None, reason: str, actor: str,
+                ended_s: float | None = None) -> None:
+        """End a job: kill leftovers, remove its cgroup, free its resources, record it."""
+        if job.state in TERMINAL_STATES:
+            return
+        if job.cgroup is not None:
+            leftovers = procs.live(job.cgroup.pids())
+            if leftovers:
+                log.info("job %s ended with %d processes left; killing them", job.id, len(leftovers))
+                job.cgroup.kill_all(KILL_TIMEOUT_S)
+            job.cgroup.remove()
+        elif job.pid:
+            for pid in procs.session_pids(job.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        job.exit_code = exit_code
+        job.ended_s = ended_s or self._clock()
+        job.gpu_mem_bytes = 0
+        now = self._clock()
+        for call in job.open_tools.values():
+            job.tool_calls.append(msgspec.structs.replace(call, ended_s=now))
+        job.open_tools.clear()
+        self._transition(job, job.state, state, actor, reason)
+        self._save(job)
+
+    # ---- re-adoption -----------------------------------------------------------------
+    def _adopt(self, info: JobInfo, n: int, runtime: dict[str, Any]) -> None:
+        cg = None
+        if runtime.get("cgroup"):
+            ref = runtime["cgroup"]
+            cg = JobCgroup(version=ref["version"], paths={k: Path(v) for k, v in ref["paths"].items()})
+        job = _Job(n=n, id=info.id, node=info.node, spec=info.spec, state=info.state, priority=info.priority,
+                   submitted_s=info.submitted_s, job_dir=Path(runtime.get("job_dir") or self.state_dir / "jobs" / str(n)),
+                   checkpoint_dir=Path(runtime.get("checkpoint_dir") or self.state_dir / "checkpoints" / info.id),
+                   started_s=info.started_s, ended_s=info.ended_s, pid=info.pid, shim_pid=runtime.get("shim_pid"),
+                   start_ticks=runtime.get("start_ticks"), gpus=list(info.gpus), cgroup=cg, control=info.control,
+                   exit_code=info.exit_code, reason=info.reason, metrics=dict(info.metrics),
+                   counters=set(info.spec.counters), tool_calls=list(info.tool_calls), resumed_from=info.resumed_from,
+                   resume=bool(runtime.get("resume")), migrated_to=info.migrated_to,
+                   migration=dict(runtime.get("migration") or info.migration),
+                   exited=bool(runtime.get("exited")), held=bool(runtime.get("held")),
+                   pause_on_start=bool(runtime.get("pause_on_start")))
+        self._jobs[job.id] = job
+        if job.state not in LIVE_STATES or job.exited:
+            return
+        if job.shim_pid:
+            self._children.add(job.shim_pid)  # ours only if we are its subreaper; else dropped on ECHILD
+        result = self._read_exit(job)
+        if result is not None:
+            self._finish_from_exit(job, result, " (ended while agentd was down)")
+            return
+        if not procs.is_alive(job.pid, job.start_ticks):
+            if (job.state == "checkpointing" or job.held) and not job.cancelling:
+                self._record_exit(job, None)
+                return
+            self._finish(job, "failed", None, "ended while agentd was down; exit code unknown", "")
+            return
+        if job.state in ("running", "paused"):
+            frozen = self._is_frozen(job)
+            seen = "paused" if frozen else "running"
+            if seen != job.state:
+                self._transition(job, job.state, seen, "", f"found {seen} after agentd restart")
+        self._save(job)
+        self._emit(Event(wall_s=self._clock(), node=self.node, kind="job.state", job_id=job.id,
+                         message=f"re-adopted {job.id} ({job.state}, pid {job.pid})",
+                         data={"from": job.state, "to": job.state, "reason": "re-adopted after agentd restart"}))
+        self._pending.append(self._info(job))
+
+    def _is_frozen(self, job: _Job) -> bool:
+        if job.cgroup is not None and job.cgroup.has_freezer():
+            with contextlib.suppress(OSError):
+                return job.cgroup.is_frozen()
+            return False
+        pids = self._pids(job)
+        return bool(pids) and all(procs.state_of(p) in ("T", "t") for p in pids)
+
+    # ---- reports ---------------------------------------------------------------------
+    def _sent_by_job(self, job: _Job, pid: int | None, members: dict[str, set[int]]) -> bool:
+        """Did process ``pid`` (the kernel says) belong to ``job``? Drops reports forged for
+        another job. A sender that already exited cannot be checked and is believed."""
+        if pid is None or pid == job.shim_pid:
+            return True
+        if job.id not in members:
+            members[job.id] = self._pids(job)
+        if pid in members[job.id]:
+            return True
+        try:
+            text = Path(f"/proc/{pid}/cgroup").read_text()
+        except OSError:
+            return True
+        if job.cgroup is not None:
+            return f"/agentd-{self.node}/job-{job.n}" in text
+        try:
+            return os.getsid(pid) == job.pid
+        except OSError:
+            return True
+
+    def _apply_report(self, msg: dict[str, Any]) -> None:
+        job = self._jobs.get(msg.get("job", ""))
+        if job is None or job.state not in LIVE_STATES:
+            return
+        wall = msg.get("wall_s") or self._clock()
+        if msg.get("t") == "metric":
+            values = msg.get("values") or {}
+            for k, v in values.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    job.metrics[str(k)] = float(v)
+            job.counters.update(str(c) for c in msg.get("counters") or [] if c in values)
+        elif msg.get("t") == "tool":
+            name, call_id = str(msg.get("name", "?")), str(msg.get("id", ""))
+            if msg.get("phase") == "start":
+                job.open_tools[call_id] = ToolCall(name=name, started_s=float(wall))
+                self._emit(Event(wall_s=float(wall), node=self.node, kind="tool_call", job_id=job.id,
+                                 message=f"{job.id} tool call {name} started", data={"phase": "start", "name": name}))
+            elif msg.get("phase") == "end":
+                start = job.open_tools.pop(call_id, None)
+                call = ToolCall(name=name, started_s=start.started_s if start else float(wall), ended_s=float(wall),
+                                exit_code=_opt_int(msg.get("exit_code")), cpu_s=_opt_float(msg.get("cpu_s")),
+                                mem_peak_bytes=_opt_int(msg.get("mem_peak_bytes")))
+                job.tool_calls.append(call)
+                del job.tool_calls[:-MAX_TOOL_CALLS]
+                self._emit(Event(wall_s=float(wall), node=self.node, kind="tool_call", job_id=job.id,
+                                 message=f"{job.id} tool call {name} ended", ok=call.exit_code in (0, None),
+                                 data={"phase": "end", **msgspec.structs.asdict(call)}))
+                self._pending.append(self._info(job))
+
+    # ---- records and notifications ---------------------------------------------------
+    def _find(self, job_id: str) -> _Job:
+        job = self._jobs.get(job_id) if isinstance(job_id, str) else None
+        if job is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no job {job_id!r} on node {self.node}; "
+                                "list jobs with 'agentctl jobs'", "job")
+        return job
+
+    def _need_store(self) -> JobStore:
+        if self._store is None:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, f"job manager of node {self.node} is not started", "")
+        return self._store
+
+    def _info(self, job: _Job) -> JobInfo:
+        position = None
+        if job.state == "queued":
+            position = next((i for i, j in enumerate(self._queue()) if j is job), None)
+        calls = list(job.tool_calls) + list(job.open_tools.values())
+        return JobInfo(id=job.id, node=job.node, name=job.spec.name or Path(job.spec.argv[0]).name if job.spec.argv else "",
+                       state=job.state, spec=job.spec, priority=job.priority, pid=job.pid,  # type: ignore[arg-type]
+                       pids=sorted(self._pids(job)), gpus=list(job.gpus),
+                       cgroup=job.cgroup.main_path() if job.cgroup else None, control=job.control,
+                       exit_code=job.exit_code, reason=job.reason, submitted_s=job.submitted_s,
+                       started_s=job.started_s, ended_s=job.ended_s, queue_position=position,
+                       gpu_mem_held_bytes=job.gpu_mem_bytes if job.state in LIVE_STATES else 0,
+                       metrics=dict(job.metrics), tool_calls=calls[-MAX_TOOL_CALLS:], resumed_from=job.resumed_from,
+                       migrated_to=job.migrated_to, migration=dict(job.migration))
+
+    def _save(self, job: _Job) -> None:
+        if self._store is not None:
+            self._store.save(self._info(job), job.n, job.runtime())
+
+    def _store_transition(self, job: _Job, old: str, new: str, actor: str, reason: str) -> None:
+        if self._store is not None:
+            self._store.transition(job.id, old, new, actor, reason)
+
+    def _transition(self, job: _Job, old: str, new: str, actor: str, reason: str) -> None:
+        job.state = new
+        if new in TERMINAL_STATES or (new == "running" and old == "queued" and not job.reason):
+            job.reason = reason
+        self._store_transition(job, old, new, actor, reason)
+        self._save(job)
+        self._emit(Event(wall_s=self._clock(), node=self.node, kind="job.state", job_id=job.id, actor=actor,
+                         message=f"{job.id} ({job.spec.name or job.spec.argv[0]}) {old or 'new'} -> {new}"
+                                 + (f": {reason}" if reason else ""),
+                         ok=new not in ("failed",), data={"from": old, "to": new, "reason": reason}))
+        self._pending.append(self._info(job))
+
+    def _action(self, job: _Job, action: str, actor: str, ok: bool, message: str,
+                data: dict[str, Any] | None = None) -> None:
+        self._emit(Event(wall_s=self._clock(), node=self.node, kind="action", job_id=job.id, actor=actor, ok=ok,
+                         message=message, data={"action": action, **(data or {})}))
+
+    def _emit(self, event: Event) -> None:
+        self._pending.append(event)
+
+    def _flush(self) -> None:
+        """Deliver queued events and job updates in order, outside the state lock."""
+        with self._cb_lock:
+            while True:
+                try:
+                    item = self._pending.popleft()
+                except IndexError:
+                    return
+                try:
+                    if isinstance(item, Event):
+                        self._on_event(item)
+                    else:
+                        self._on_job(item)
+                except Exception:  # a broken callback must not break job control
+                    log.exception("job manager callback failed")
+
+
+def _opt_int(v: Any) -> int | None:
+    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _opt_float(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None

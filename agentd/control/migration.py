@@ -1,0 +1,825 @@
+"""Move a job to another node without losing its progress, and never run it twice.
+
+Source side (:class:`MigrationSource`), one worker thread per migration::
+
+    requested -> checkpointing -> transferring -> committing -> done
+                      |                |              |
+                      +----------------+--------------+--> rolled_back (runs here again)
+
+* checkpointing: the job gets its contract signal (thawed first when paused) and must exit 0
+  within the contract's timeout. Timeout: the checkpoint is abandoned and the job keeps
+  running here. The checkpoint directory is packed into one tar with a SHA-256.
+* transferring: offer (size, digest, spec) then chunks, resumable (see transfer.py).
+* committing: the target verifies, unpacks and starts the job with AGENTD_RESUME=1.
+* Any failure before the target confirms a start -> the target is told to abort (it then
+  refuses a late commit), and the job restarts here from its checkpoint with AGENTD_RESUME=1.
+  When the outcome of a commit cannot be learned (target unreachable right after the commit
+  was sent) nothing is restarted: the migration stays in ``committing`` with the checkpoint
+  kept, and is resolved when the target answers again (retries, then ``recover()``).
+* The local checkpoint is deleted only after the target replies with the started job.
+
+Target side (:class:`MigrationTarget`) answers the ``migrate_*`` commands of
+agentd/protocol/migration.py. Both sides journal every step (store/migration_journal.py)
+before acting, and ``recover()`` on either side resumes or rolls back after a crash.
+
+The job machinery is reached through two small hook interfaces, :class:`SourceJobs` and
+:class:`TargetJobs`, which the daemon implements over its JobManager.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import msgspec
+
+from agentd.control.checkpoint_archive import ArchiveError, ArchiveInfo, StreamUnpacker, estimate_tar_bytes, pack, unpack
+from agentd.control.transfer import DEFAULT_RETRY_S, DEFAULT_WINDOW, ClientFactory, IncomingFile, TransferError, remote_code, send_file
+from agentd.protocol.errors import ErrorCode, ProtocolError
+from agentd.protocol.jobs import Event, JobInfo, JobSpec
+from agentd.protocol.messages import Reply
+from agentd.protocol.migration import (
+    MigrateAbort,
+    MigrateAbortReply,
+    MigrateChunk,
+    MigrateChunkReply,
+    MigrateCommit,
+    MigrateCommitReply,
+    MigrateOffer,
+    MigrateOfferReply,
+    MigrateStatus,
+    MigrateStatusReply,
+)
+from agentd.store.migration_journal import MigrationJournal, MigrationRecord
+
+log = logging.getLogger(__name__)
+
+MIGRATION_LABEL = "agentd.migration"  # label on the target's job: the migration that made it
+DEFAULT_QUOTA_BYTES = 64 * 1024**3
+DEFAULT_COMMIT_RESOLVE_S = 120.0  # keep asking a silent target about a sent commit this long
+DEFAULT_STALE_INCOMING_S = 3600.0  # a target drops a half-received migration this old
+PROGRESS_EVERY_S = 0.25
+_JOURNAL_EVERY_BYTES = 16 * 1024 * 1024
+
+
+# ---- hooks into the job manager ---------------------------------------------------------
+
+class SourceJobs(Protocol):
+    """What the source side needs from the JobManager (all by job id; NOT_FOUND as
+    ProtocolError for unknown ids)."""
+
+    def get(self, job_id: str) -> JobInfo: ...
+
+    def checkpoint_dir(self, job_id: str) -> Path:
+        """The job's AGENTD_CHECKPOINT_DIR."""
+
+    def begin_checkpoint(self, job_id: str) -> None:
+        """Thaw the job if paused, set state ``checkpointing`` and send its contract signal
+        to the process group. From now until another hook is called, the job's exit (any
+        code) must NOT move it to a terminal state: the manager only records the exit code."""
+
+    def wait_exit(self, job_id: str, timeout_s: float) -> int | None:
+        """Wait until the job's main process exits; its exit code, or None on timeout."""
+
+    def stop(self, job_id: str, grace_s: float) -> None:
+        """Kill the job (SIGTERM, SIGKILL after ``grace_s``) without making it terminal."""
+
+    def abandon_checkpoint(self, job_id: str, reason: str, paused: bool) -> JobInfo:
+        """The job did not checkpoint in time and still runs: back to ``running`` (frozen
+        again and ``paused`` when ``paused``); ``reason`` goes to JobInfo.reason and an event."""
+
+    def restart_local(self, job_id: str, reason: str, paused: bool, from_checkpoint: bool) -> JobInfo:
+        """Start the same job id again here: with AGENTD_RESUME=1 from its checkpoint dir
+        when ``from_checkpoint``, else from scratch; frozen when ``paused``."""
+
+    def hold_queued(self, job_id: str) -> None:
+        """Take a queued job out of scheduling (state ``migrating``); CONFLICT if it started."""
+
+    def requeue(self, job_id: str, reason: str) -> JobInfo:
+        """Put a held queued job back in the queue (the migration failed)."""
+
+    def update_migration(self, job_id: str, migration: dict[str, Any], state: str | None = None) -> None:
+        """Set JobInfo.migration (and the state when given) and publish the change."""
+
+    def finish_migrated(self, job_id: str, migrated_to: str, reason: str) -> JobInfo:
+        """Terminal state ``migrated`` with JobInfo.migrated_to set."""
+
+
+class TargetJobs(Protocol):
+    """What the target side needs from the JobManager."""
+
+    def admission(self, spec: JobSpec) -> tuple[bool, str]:
+        """Can this node take ``spec``? ``(will_queue, message)``; raise ProtocolError
+        INVALID naming the field when it never could (more GPUs than the node has)."""
+
+    def start_resumed(self, spec: JobSpec, checkpoint_dir: Path | None, resumed_from: str, paused: bool) -> JobInfo:
+        """Create a job from ``spec`` (its labels carry ``agentd.migration``). With a
+        ``checkpoint_dir``: adopt that directory (rename it) as the job's
+        AGENTD_CHECKPOINT_DIR and start with AGENTD_RESUME=1. ``resumed_from`` goes to
+        JobInfo.resumed_from. ``paused``: freeze it as soon as it starts. No free GPU: queue it
+        (with the same checkpoint and env) and return it queued."""
+
+    def find_by_label(self, key: str, value: str) -> JobInfo | None:
+        """The job whose spec has label ``key=value`` (for recovery after a crash)."""
+
+
+Connector = Callable[[str, str], ClientFactory]  # (endpoint, server key) -> client factory
+Emit = Callable[[Event], None]
+
+
+def criu_status(run: Callable[..., Any] = subprocess.run) -> tuple[bool, str]:
+    """Whether ``criu check`` passes here, and a sentence saying why not."""
+    exe = shutil.which("criu")
+    if exe is None:
+        return False, "CRIU is not installed on this node"
+    try:
+        res = run([exe, "check"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, f"`criu check` could not run: {exc}"
+    if res.returncode != 0:
+        detail = (res.stderr or res.stdout).strip().splitlines()
+        return False, f"`criu check` fails on this kernel: {detail[-1] if detail else 'exit ' + str(res.returncode)}"
+    return True, "criu check passed"
+
+
+# ---- source -----------------------------------------------------------------------------
+
+@dataclass
+class SourceOptions:
+    window: int = DEFAULT_WINDOW
+    retry_s: float = DEFAULT_RETRY_S
+    commit_resolve_s: float = DEFAULT_COMMIT_RESOLVE_S
+    stop_grace_s: float = 10.0
+
+
+class MigrationSource:
+    """Runs migrations of this node's jobs to other daemons (one worker thread each)."""
+
+    def __init__(self, node: str, jobs: SourceJobs, journal: MigrationJournal, connect: Connector,
+                 work_dir: Path, emit: Emit, *, options: SourceOptions | None = None,
+                 criu: Callable[[], tuple[bool, str]] = criu_status,
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
+        self.node = node
+        self.jobs = jobs
+        self.journal = journal
+        self.connect = connect
+        self.work_dir = Path(work_dir)
+        self.emit = emit
+        self.options = options or SourceOptions()
+        self.criu = criu
+        self.clock = clock
+        self.wall = wall
+        self._threads: dict[str, threading.Thread] = {}
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+
+    # -- public --------------------------------------------------------------------------
+
+    def start(self, job_id: str, target: str, target_key: str = "", *, restart: bool = False,
+              resume: bool = False, actor: str = "", background: bool = True) -> MigrationRecord:
+        """Validate and begin migrating ``job_id`` to the daemon at ``target``.
+
+        Raises ProtocolError when the job cannot migrate (CONFLICT: wrong state or already
+        migrating; INVALID: no checkpoint contract and no ``restart``). The rest runs in a
+        worker thread (or inline when ``background`` is false) and reports through events.
+        """
+        info = self.jobs.get(job_id)
+        with self._lock:
+            for rec in self.journal.unfinished("source"):
+                if rec.job_id == job_id:
+                    raise ProtocolError(ErrorCode.CONFLICT, f"job '{job_id}' is already migrating to {rec.target} (migration {rec.id}); wait for it or check `agentctl show {job_id}`", "job")
+            if info.state == "queued":
+                mode = "queued"
+            elif info.state in ("running", "paused"):
+                if info.spec.checkpoint is not None:
+                    mode = "checkpoint"
+                elif restart:
+                    mode = "restart"
+                else:
+                    ok, why = self.criu()
+                    hint = (f"add a checkpoint contract to its spec, or migrate with --restart to cancel it here "
+                            f"and start it from scratch on {target}")
+                    if not ok:
+                        raise ProtocolError(ErrorCode.INVALID, f"job '{job_id}' has no checkpoint contract and {why}; {hint}", "job")
+                    raise ProtocolError(ErrorCode.INVALID, f"job '{job_id}' has no checkpoint contract; CRIU passes `criu check` here but CRIU migration is not implemented by this agentd; {hint}", "job")
+            else:
+                raise ProtocolError(ErrorCode.CONFLICT, f"job '{job_id}' is {info.state}; only queued, running or paused jobs can migrate", "job")
+            rec = MigrationRecord(
+                id=f"{self.node}-{uuid.uuid4().hex[:12]}", side="source", job_id=job_id, phase="requested",
+                mode=mode, spec_json=msgspec.json.encode(info.spec).decode(), source_node=self.node,
+                target=target, target_key=target_key, was_paused=info.state == "paused", resume=resume)
+            self.journal.create(rec, f"migrate {job_id} ({mode}) to {target} requested by {actor or 'unknown'}")
+        self._event(rec, f"migrating job '{job_id}' to {target} ({mode})")
+        if background:
+            t = threading.Thread(target=self._run_guarded, args=(rec,), name=f"migrate-{rec.id}", daemon=True)
+            self._threads[rec.id] = t
+            t.start()
+        else:
+            self._run_guarded(rec)
+        return rec
+
+    def wait(self, migration_id: str, timeout_s: float) -> MigrationRecord | None:
+        """Wait for a background migration to end; its record (None when unknown)."""
+        t = self._threads.get(migration_id)
+        if t is not None:
+            t.join(timeout_s)
+        return self.journal.get(migration_id, "source")
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Ask workers to stop at the next step and wait for them (recover() finishes them)."""
+        self._closing.set()
+        for t in list(self._threads.values()):
+            t.join(timeout_s)
+
+    def recover(self) -> list[MigrationRecord]:
+        """After a restart: finish or roll back every unfinished source migration."""
+        done = []
+        for rec in self.journal.unfinished("source"):
+            self.journal.note(rec, f"recovering after a daemon restart in phase {rec.phase}")
+            try:
+                self._recover_one(rec)
+            except Exception as exc:  # noqa: BLE001 - one bad record must not stop the others
+                log.exception("migration %s: recovery failed", rec.id)
+                self.journal.note(rec, f"recovery failed: {exc}")
+            done.append(rec)
+        return done
+
+    # -- the state machine ---------------------------------------------------------------
+
+    def _run_guarded(self, rec: MigrationRecord) -> None:
+        try:
+            self._run(rec)
+        except Exception as exc:  # noqa: BLE001 - never leave a job stranded
+            log.exception("migration %s failed unexpectedly", rec.id)
+            if rec.phase in ("committing",):
+                self._resolve_commit(rec, f"unexpected error: {exc}")
+            elif not rec.final:
+                self._rollback(rec, f"migration failed unexpectedly: {exc}")
+
+    def _run(self, rec: MigrationRecord) -> None:
+        spec = msgspec.json.decode(rec.spec_json, type=JobSpec)
+        factory = self.connect(rec.target, rec.target_key)
+        t0 = self.clock()
+        # Preflight: is the target there, and does it let us in as a daemon?
+        try:
+            _call(factory, MigrateStatus(migration_id=rec.id))
+        except Exception as exc:  # noqa: BLE001
+            self._finish(rec, "failed", f"target {rec.target} cannot take migrations: {_describe(exc)}; job '{rec.job_id}' was not touched", ok=False)
+            return
+        if rec.mode == "queued":
+            self._run_queued(rec, spec, factory)
+            return
+        if rec.mode == "restart":
+            self._run_restart(rec, spec, factory)
+            return
+
+        contract = spec.checkpoint
+        assert contract is not None
+        self.journal.update(rec, phase="checkpointing")
+        self._progress(rec, t0, "checkpointing", state="checkpointing")
+        self.jobs.begin_checkpoint(rec.job_id)
+        t_ckpt = self.clock()
+        code = self.jobs.wait_exit(rec.job_id, contract.timeout_s)
+        if code is None:
+            reason = (f"job '{rec.job_id}' did not checkpoint within {contract.timeout_s:g} s of {contract.signal}; "
+                      f"migration to {rec.target} abandoned, the job keeps running here")
+            self._rollback(rec, reason, still_running=True)
+            return
+        if code != 0:
+            self._rollback(rec, f"job '{rec.job_id}' exited with code {code} while checkpointing; restarted here from its last checkpoint")
+            return
+        ckpt_s = self.clock() - t_ckpt
+        ckpt_dir = self.jobs.checkpoint_dir(rec.job_id)
+        self.journal.update(rec, checkpoint_dir=str(ckpt_dir), message=f"checkpoint written in {ckpt_s:.2f} s")
+        # Pack and send at once: the packer writes the tar while the sender streams what is
+        # already on disk, so the job's downtime pays for the bytes once, not twice.
+        if not ckpt_dir.is_dir():
+            self._rollback(rec, f"job '{rec.job_id}' exited 0 but wrote no checkpoint in {ckpt_dir}; restarted here")
+            return
+        bound = estimate_tar_bytes(ckpt_dir)
+        packer = _Packer(ckpt_dir, self.work_dir / f"{rec.id}.tar")
+        self.journal.update(rec, phase="transferring", archive_path=str(packer.path), size_bytes=bound)
+        self._progress(rec, t0, "transferring", state="migrating")
+        paused = rec.was_paused and not rec.resume
+        offer = MigrateOffer(migration_id=rec.id, spec=spec, source_node=self.node, source_job=rec.job_id,
+                             mode="checkpoint", size_bytes=bound, sha256="", paused=paused)
+        try:
+            accepted: MigrateOfferReply = _call(factory, offer)
+        except Exception as exc:  # noqa: BLE001
+            packer.join()
+            self._abort_and_rollback(rec, factory, f"target {rec.target} refused job '{rec.job_id}': {_describe(exc)}")
+            return
+        if accepted.will_queue:
+            self.journal.note(rec, f"target will queue the job: {accepted.message}")
+        last = [0.0]
+
+        def progress(done: int, total: int) -> None:
+            now = self.clock()
+            if now - last[0] >= PROGRESS_EVERY_S or done >= total:
+                last[0] = now
+                if done - rec.bytes_done >= _JOURNAL_EVERY_BYTES or done >= total:
+                    self.journal.update(rec, bytes_done=done)
+                self._progress(rec, t0, "transferring", bytes_sent=done)
+
+        try:
+            packer.wait_started()
+            send_file(factory, rec.id, packer.path, bound, start_offset=accepted.next_offset,
+                      window=self.options.window, retry_s=self.options.retry_s, progress=progress,
+                      cancelled=lambda: self._closing.is_set() or packer.error is not None,
+                      clock=self.clock, available=packer.available)
+        except TransferError as exc:
+            packer.join()
+            why = packer.error or exc.message
+            self._abort_and_rollback(rec, factory, f"transfer of job '{rec.job_id}' to {rec.target} failed: {why}")
+            return
+        archive = packer.join()
+        if archive is None:
+            self._abort_and_rollback(rec, factory, f"cannot pack the checkpoint of job '{rec.job_id}': {packer.error}")
+            return
+        self.journal.update(rec, bytes_done=archive.size_bytes, size_bytes=archive.size_bytes, sha256=archive.sha256)
+        self._commit(rec, factory, t0)
+
+    def _commit(self, rec: MigrationRecord, factory: ClientFactory, t0: float) -> None:
+        # Journal first: from here on, the target may be running the job.
+        self.journal.update(rec, phase="committing")
+        self._progress(rec, t0, "committing", bytes_sent=rec.size_bytes)
+        try:
+            reply: MigrateCommitReply = _call(factory, MigrateCommit(migration_id=rec.id, sha256=rec.sha256, size_bytes=rec.size_bytes))
+        except Exception as exc:  # noqa: BLE001
+            if remote_code(exc) is not None:
+                # The target answered with a refusal: it did not start the job.
+                self._abort_and_rollback(rec, factory, f"target {rec.target} could not start job '{rec.job_id}': {_describe(exc)}")
+            else:
+                self._resolve_commit(rec, _describe(exc))
+            return
+        self._done(rec, reply.job, t0)
+
+    def _done(self, rec: MigrationRecord, job: JobInfo, t0: float | None) -> None:
+        where = f"{job.id} on {job.node}"
+        reason = f"migrated to {where} ({job.state})"
+        self.journal.update(rec, new_job_id=job.id)
+        if rec.mode in ("checkpoint",):
+            self.jobs.update_migration(rec.job_id, self._migration_dict(rec, t0, "done"))
+        self.jobs.finish_migrated(rec.job_id, job.id, reason)
+        # The target holds the checkpoint now: only here may ours go.
+        for path in (rec.archive_path, rec.checkpoint_dir):
+            if path:
+                p = Path(path)
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        self._finish(rec, "done", f"job '{rec.job_id}' {reason}", data={"new_job": job.id, "target_state": job.state})
+
+    def _resolve_commit(self, rec: MigrationRecord, why: str) -> None:
+        """A commit was sent and no answer came: ask until the target says what happened."""
+        self.journal.note(rec, f"commit outcome unknown ({why}); asking the target")
+        factory = self.connect(rec.target, rec.target_key)
+        deadline = self.clock() + self.options.commit_resolve_s
+        while not self._closing.is_set():
+            if self._settle_from_status(rec, factory):
+                return
+            if self.clock() > deadline:
+                break
+            time.sleep(0.5)
+        reason = (f"target {rec.target} stopped answering after the commit of job '{rec.job_id}'; "
+                  f"the checkpoint is kept here and the job will not be restarted until the target says whether it runs it")
+        self.jobs.update_migration(rec.job_id, self._migration_dict(rec, None, "committing", reason=reason))
+        self.journal.update(rec, reason=reason)
+        self._event(rec, reason, ok=False)
+
+    def _settle_from_status(self, rec: MigrationRecord, factory: ClientFactory) -> bool:
+        """Ask the target about a committing migration; finish it when the answer settles it."""
+        try:
+            st: MigrateStatusReply = _call(factory, MigrateStatus(migration_id=rec.id))
+        except Exception:  # noqa: BLE001 - still unreachable
+            return False
+        if st.phase == "committed" and st.job is not None:
+            self._done(rec, st.job, None)
+            return True
+        if st.phase == "starting":
+            return False  # the target is starting it right now; ask again
+        if self._try_abort(rec, factory) == "aborted":
+            self._rollback(rec, f"target {rec.target} did not start job '{rec.job_id}' ({st.phase}: {st.message or 'no detail'})")
+            return True
+        return False
+
+    def _try_abort(self, rec: MigrationRecord, factory: ClientFactory) -> str:
+        """Tell the target to abort: "aborted" (it will never start the job), "running" (it
+        already started it) or "unknown" (no answer)."""
+        try:
+            _call(factory, MigrateAbort(migration_id=rec.id, reason=rec.reason or "aborted by the source"))
+        except Exception as exc:  # noqa: BLE001
+            code = remote_code(exc)
+            if code == ErrorCode.CONFLICT:
+                self.journal.note(rec, f"abort refused: {_describe(exc)}")
+                return "running"
+            if code is None:
+                return "unknown"
+            return "aborted"  # any other refusal: it has nothing it could start
+        return "aborted"
+
+    def _run_queued(self, rec: MigrationRecord, spec: JobSpec, factory: ClientFactory) -> None:
+        self.jobs.hold_queued(rec.job_id)
+        self.journal.update(rec, phase="committing")
+        try:
+            _call(factory, MigrateOffer(migration_id=rec.id, spec=spec, source_node=self.node, source_job=rec.job_id, mode="queued"))
+            reply: MigrateCommitReply = _call(factory, MigrateCommit(migration_id=rec.id))
+        except Exception as exc:  # noqa: BLE001
+            if remote_code(exc) is None:
+                self._resolve_commit(rec, _describe(exc))
+                return
+            self._abort_and_rollback(rec, factory, f"target {rec.target} refused queued job '{rec.job_id}': {_describe(exc)}")
+            return
+        self._done(rec, reply.job, None)
+
+    def _run_restart(self, rec: MigrationRecord, spec: JobSpec, factory: ClientFactory) -> None:
+        try:
+            _call(factory, MigrateOffer(migration_id=rec.id, spec=spec, source_node=self.node, source_job=rec.job_id,
+                                        mode="restart", paused=rec.was_paused and not rec.resume))
+        except Exception as exc:  # noqa: BLE001
+            self._finish(rec, "failed", f"target {rec.target} refused job '{rec.job_id}': {_describe(exc)}; the job keeps running here", ok=False)
+            return
+        self.journal.update(rec, phase="checkpointing", message="stopping the job here (restart from scratch on the target)")
+        self.jobs.stop(rec.job_id, self.options.stop_grace_s)
+        self._commit(rec, factory, self.clock())
+
+    # -- rollback ------------------------------------------------------------------------
+
+    def _abort_and_rollback(self, rec: MigrationRecord, factory: ClientFactory, reason: str) -> None:
+        """Make sure the target will never start the job, then run it here again."""
+        outcome = self._try_abort(rec, factory)
+        if outcome == "running":
+            if not self._settle_from_status(rec, factory):
+                self._resolve_commit(rec, "the target reports the job started")
+            return
+        if outcome == "unknown" and rec.phase == "committing":
+            # Commit sent, abort not delivered: the target may run it. Do not restart here.
+            self._resolve_commit(rec, f"abort not delivered after: {reason}")
+            return
+        # Aborted, or no commit was ever sent (so the target cannot start the job).
+        self._rollback(rec, reason)
+
+    def _rollback(self, rec: MigrationRecord, reason: str, still_running: bool = False) -> None:
+        """Run the job here again: keep it when ``still_running``, else restart it."""
+        if rec.mode == "queued":
+            self.jobs.requeue(rec.job_id, reason)
+        elif still_running:
+            self.jobs.abandon_checkpoint(rec.job_id, reason, rec.was_paused)
+        elif rec.phase != "requested":
+            self.jobs.restart_local(rec.job_id, reason, rec.was_paused, rec.mode == "checkpoint")
+        if rec.archive_path:
+            Path(rec.archive_path).unlink(missing_ok=True)
+        self._finish(rec, "rolled_back", reason, ok=False)
+
+    def _recover_one(self, rec: MigrationRecord) -> None:
+        factory = self.connect(rec.target, rec.target_key)
+        if rec.phase == "requested":
+            self._finish(rec, "failed", f"agentd restarted before migrating job '{rec.job_id}'; it was not touched", ok=False)
+        elif rec.phase == "checkpointing":
+            if rec.mode == "restart":
+                self._abort_and_rollback(rec, factory, f"agentd restarted while stopping job '{rec.job_id}' for a restart elsewhere")
+                return
+            info = self.jobs.get(rec.job_id)
+            if info.pid is not None and info.exit_code is None and info.state in ("running", "paused", "checkpointing"):
+                reason = f"agentd restarted while job '{rec.job_id}' was checkpointing; migration abandoned, the job keeps running here"
+                self._rollback(rec, reason, still_running=True)
+            else:
+                self._rollback(rec, f"agentd restarted while job '{rec.job_id}' was checkpointing; restarted here from its checkpoint")
+        elif rec.phase == "transferring":
+            self._abort_and_rollback(rec, factory, f"agentd restarted during the transfer of job '{rec.job_id}'; restarted here from its checkpoint")
+        elif rec.phase == "committing":
+            if not self._settle_from_status(rec, factory):
+                self._resolve_commit(rec, "agentd restarted after sending the commit")
+
+    # -- reporting -----------------------------------------------------------------------
+
+    def _migration_dict(self, rec: MigrationRecord, t0: float | None, phase: str, **extra: Any) -> dict[str, Any]:
+        d: dict[str, Any] = {"id": rec.id, "phase": phase, "target": rec.target, "bytes_total": rec.size_bytes,
+                             "bytes_sent": extra.pop("bytes_sent", rec.bytes_done)}
+        if t0 is not None:
+            d["elapsed_s"] = round(self.clock() - t0, 3)
+        d.update(extra)
+        return d
+
+    def _progress(self, rec: MigrationRecord, t0: float, phase: str, state: str | None = None, **extra: Any) -> None:
+        mig = self._migration_dict(rec, t0, phase, **extra)
+        self.jobs.update_migration(rec.job_id, mig, state)
+        self.emit(Event(wall_s=self.wall(), node=self.node, kind="migration", job_id=rec.job_id,
+                        message=f"job '{rec.job_id}' {phase} -> {rec.target} ({mig['bytes_sent']}/{mig['bytes_total']} bytes)",
+                        data=mig))
+
+    def _event(self, rec: MigrationRecord, message: str, ok: bool = True, data: dict[str, Any] | None = None) -> None:
+        self.emit(Event(wall_s=self.wall(), node=self.node, kind="migration", job_id=rec.job_id, message=message,
+                        ok=ok, data={"migration_id": rec.id, "phase": rec.phase, "target": rec.target, **(data or {})}))
+
+    def _finish(self, rec: MigrationRecord, phase: str, reason: str, ok: bool = True, data: dict[str, Any] | None = None) -> None:
+        self.journal.update(rec, phase=phase, reason=reason, message=reason)
+        log.info("migration %s: %s", rec.id, reason)
+        try:
+            if phase != "done":
+                self.jobs.update_migration(rec.job_id, self._migration_dict(rec, None, phase, reason=reason))
+        except Exception:  # noqa: BLE001 - reporting must not undo a finished rollback
+            log.exception("migration %s: cannot update job %s", rec.id, rec.job_id)
+        self._event(rec, reason, ok=ok, data=data)
+
+
+class _Packer:
+    """Packs a checkpoint in a thread; ``available()`` says how much of the tar is on disk."""
+
+    def __init__(self, src: Path, path: Path) -> None:
+        self.path = path
+        self.error: str | None = None
+        self._written = 0
+        self._done = False
+        self._info: ArchiveInfo | None = None
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(src,), name=f"pack-{path.stem}", daemon=True)
+        self._thread.start()
+
+    def _run(self, src: Path) -> None:
+        try:
+            self._info = pack(src, self.path, on_written=self._on_written)
+        except ArchiveError as exc:
+            self.error = exc.message
+        except Exception as exc:  # noqa: BLE001 - reported through .error
+            self.error = f"packing failed: {exc}"
+        finally:
+            self._done = True
+            self._started.set()
+
+    def _on_written(self, n: int) -> None:
+        self._written = n
+        self._started.set()
+
+    def wait_started(self) -> None:
+        self._started.wait()
+
+    def available(self) -> tuple[int, bool]:
+        if self._done:
+            return (self._info.size_bytes if self._info else self._written), True
+        return self._written, False
+
+    def join(self) -> ArchiveInfo | None:
+        self._thread.join()
+        return self._info
+
+
+def _call(factory: ClientFactory, request: Any) -> Any:
+    client = factory()
+    try:
+        return client.call(request)
+    finally:
+        client.close()
+
+
+def _describe(exc: BaseException) -> str:
+    return getattr(exc, "message", None) or str(exc) or type(exc).__name__
+
+
+# ---- target -----------------------------------------------------------------------------
+
+class MigrationTarget:
+    """Receives jobs from other daemons: the handler of the ``migrate_*`` commands."""
+
+    def __init__(self, node: str, jobs: TargetJobs, journal: MigrationJournal, root: Path, emit: Emit, *,
+                 quota_bytes: int = DEFAULT_QUOTA_BYTES, stale_after_s: float = DEFAULT_STALE_INCOMING_S,
+                 wall: Callable[[], float] = time.time) -> None:
+        self.node = node
+        self.jobs = jobs
+        self.journal = journal
+        self.root = Path(root)
+        self.emit = emit
+        self.quota_bytes = quota_bytes
+        self.stale_after_s = stale_after_s
+        self.wall = wall
+        self._lock = threading.RLock()
+        self._files: dict[str, IncomingFile] = {}
+        self._unpackers: dict[str, StreamUnpacker] = {}
+        self._journaled: dict[str, int] = {}
+
+    def handle(self, req: Any) -> Reply:
+        """Answer one ``migrate_*`` request; raises ProtocolError for an error reply."""
+        if isinstance(req, MigrateChunk):
+            return self.chunk(req)
+        if isinstance(req, MigrateOffer):
+            return self.offer(req)
+        if isinstance(req, MigrateStatus):
+            return self.status(req)
+        if isinstance(req, MigrateCommit):
+            return self.commit(req)
+        if isinstance(req, MigrateAbort):
+            return self.abort(req)
+        raise ProtocolError(ErrorCode.UNKNOWN_COMMAND, f"{type(req).__name__} is not a migration command", "cmd")
+
+    def _dir(self, mid: str) -> Path:
+        return self.root / mid
+
+    def offer(self, req: MigrateOffer) -> MigrateOfferReply:
+        with self._lock:
+            rec = self.journal.get(req.migration_id, "target")
+            if rec is not None:
+                if rec.phase in ("receiving", "received") and rec.size_bytes == req.size_bytes and rec.sha256 == req.sha256:
+                    f = self._files.get(rec.id)
+                    return MigrateOfferReply(id=req.id, migration_id=rec.id, next_offset=f.next_offset if f else 0)
+                raise ProtocolError(ErrorCode.CONFLICT, f"migration {req.migration_id} is already {rec.phase} on node {self.node}; start a new migration", "migration_id")
+            if req.mode == "criu":
+                raise ProtocolError(ErrorCode.UNAVAILABLE, f"node {self.node} does not restore CRIU images", "mode")
+            will_queue, why = self.jobs.admission(req.spec)
+            if req.mode == "checkpoint":
+                if req.size_bytes <= 0 or len(req.sha256) not in (0, 64):
+                    raise ProtocolError(ErrorCode.INVALID, "a checkpoint offer needs size_bytes > 0 and a SHA-256 hex digest (or none, when streaming)", "size_bytes")
+                in_flight = sum(r.size_bytes for r in self.journal.unfinished("target"))
+                if in_flight + req.size_bytes > self.quota_bytes:
+                    raise ProtocolError(
+                        ErrorCode.TOO_LARGE,
+                        f"checkpoint of {req.size_bytes} bytes exceeds node {self.node}'s migration quota "
+                        f"({self.quota_bytes} bytes, {in_flight} in use); raise --migration-quota there or pick another node",
+                        "size_bytes")
+                self.root.mkdir(parents=True, exist_ok=True)
+                free = shutil.disk_usage(self.root).free
+                if free < 2 * req.size_bytes:
+                    raise ProtocolError(
+                        ErrorCode.TOO_LARGE,
+                        f"node {self.node} has {free} bytes free in {self.root}, needs {2 * req.size_bytes} for a "
+                        f"{req.size_bytes}-byte checkpoint; free disk space there or pick another node", "size_bytes")
+            rec = MigrationRecord(
+                id=req.migration_id, side="target", job_id=req.source_job, phase="receiving", mode=req.mode,
+                spec_json=msgspec.json.encode(req.spec).decode(), source_node=req.source_node,
+                was_paused=req.paused, size_bytes=req.size_bytes, sha256=req.sha256,
+                archive_path=str(self._dir(req.migration_id) / "checkpoint.tar"),
+                extra_json=msgspec.json.encode({"will_queue": will_queue}).decode())
+            if req.mode == "checkpoint":
+                # Unpack as the bytes arrive; after a restart (no streaming state) commit unpacks the tar.
+                unpacker = StreamUnpacker(self._dir(rec.id) / "checkpoint", limit_bytes=self.quota_bytes)
+                self._unpackers[rec.id] = unpacker
+                self._files[rec.id] = IncomingFile(Path(rec.archive_path), req.size_bytes, on_contiguous=unpacker.feed)
+            else:
+                rec.phase = "received"
+            self.journal.create(rec, f"offer of job '{req.source_job}' from {req.source_node} accepted ({req.mode})")
+            msg = why if will_queue else ""
+            return MigrateOfferReply(id=req.id, migration_id=rec.id, will_queue=will_queue, message=msg)
+
+    def chunk(self, req: MigrateChunk) -> MigrateChunkReply:
+        f = self._files.get(req.migration_id)
+        if f is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"node {self.node} accepted no migration {req.migration_id!r}, or it was aborted; offer it first", "migration_id")
+        next_offset = f.write(req.offset, req.data)
+        if f.complete or next_offset - self._journaled.get(req.migration_id, 0) >= _JOURNAL_EVERY_BYTES:
+            with self._lock:
+                rec = self.journal.get(req.migration_id, "target")
+                if rec is not None and rec.phase == "receiving":
+                    self._journaled[rec.id] = next_offset
+                    self.journal.update(rec, bytes_done=next_offset, **({"phase": "received"} if f.complete else {}))
+        return MigrateChunkReply(id=req.id, migration_id=req.migration_id, next_offset=next_offset)
+
+    def status(self, req: MigrateStatus) -> MigrateStatusReply:
+        rec = self.journal.get(req.migration_id, "target")
+        if rec is None:
+            return MigrateStatusReply(id=req.id, migration_id=req.migration_id, phase="unknown", message=f"node {self.node} knows no migration {req.migration_id}")
+        f = self._files.get(rec.id)
+        job = None
+        if rec.phase == "committed" and rec.new_job_id:
+            job = self.jobs.find_by_label(MIGRATION_LABEL, rec.id)
+        return MigrateStatusReply(id=req.id, migration_id=rec.id, phase=rec.phase,  # type: ignore[arg-type]
+                                  next_offset=f.next_offset if f else rec.bytes_done, size_bytes=rec.size_bytes,
+                                  job=job, message=rec.reason)
+
+    def commit(self, req: MigrateCommit) -> MigrateCommitReply:
+        with self._lock:
+            rec = self.journal.get(req.migration_id, "target")
+            if rec is None:
+                raise ProtocolError(ErrorCode.NOT_FOUND, f"node {self.node} accepted no migration {req.migration_id!r}; offer it first", "migration_id")
+            if rec.phase == "committed":
+                job = self.jobs.find_by_label(MIGRATION_LABEL, rec.id)
+                if job is not None:
+                    return MigrateCommitReply(id=req.id, migration_id=rec.id, job=job, message="already committed")
+            if rec.phase not in ("receiving", "received", "starting"):
+                raise ProtocolError(ErrorCode.CONFLICT, f"migration {rec.id} is {rec.phase} on node {self.node}; it cannot be committed", "migration_id")
+            spec = msgspec.json.decode(rec.spec_json, type=JobSpec)
+            spec = msgspec.structs.replace(spec, labels={**spec.labels, MIGRATION_LABEL: rec.id})
+            ckpt_dir: Path | None = None
+            if rec.mode == "checkpoint":
+                f = self._files.get(rec.id)
+                # A streaming offer gave an upper bound; the commit gives the exact size.
+                size = req.size_bytes or rec.size_bytes
+                if size > rec.size_bytes:
+                    self._drop(rec, f"commit size {size} exceeds the offered bound {rec.size_bytes}")
+                    raise ProtocolError(ErrorCode.TOO_LARGE, f"migration {rec.id}: {size} bytes exceed the {rec.size_bytes} offered", "size_bytes")
+                got = f.next_offset if f else 0
+                if f is None or got != size:
+                    raise ProtocolError(ErrorCode.CONFLICT, f"migration {rec.id}: {got} of {size} checkpoint bytes received; send the rest first", "migration_id")
+                want = req.sha256 or rec.sha256
+                if not want or (rec.sha256 and req.sha256 and rec.sha256 != req.sha256):
+                    self._drop(rec, "no digest, or commit and offer disagree on it")
+                    raise ProtocolError(ErrorCode.INVALID, f"migration {rec.id}: the commit must carry the checkpoint's SHA-256 (matching the offer's, if any)", "sha256")
+                digest = f.digest()
+                if digest != want:
+                    self._drop(rec, f"checkpoint digest mismatch: expected sha256 {want}, received {digest}")
+                    raise ProtocolError(ErrorCode.FAILED, f"checkpoint of job '{rec.job_id}' arrived corrupted on node {self.node} (sha256 {digest} != {want}); migration aborted", "sha256")
+                self.journal.update(rec, size_bytes=size, sha256=want, bytes_done=size)
+                ckpt_dir = self._dir(rec.id) / "checkpoint"
+                unpacker = self._unpackers.pop(rec.id, None)
+                try:
+                    if unpacker is not None:
+                        unpacker.finish()
+                    else:
+                        shutil.rmtree(ckpt_dir, ignore_errors=True)
+                        unpack(Path(rec.archive_path), ckpt_dir, limit_bytes=self.quota_bytes)
+                except ArchiveError as exc:
+                    self._drop(rec, exc.message)
+                    code = ErrorCode.TOO_LARGE if exc.reason in ("too_large", "disk_full") else ErrorCode.FAILED
+                    raise ProtocolError(code, f"cannot unpack the checkpoint of job '{rec.job_id}' on node {self.node}: {exc.message}", "migration_id") from None
+            self.journal.update(rec, phase="starting", checkpoint_dir=str(ckpt_dir or ""))
+            resumed_from = rec.job_id
+            try:
+                job = self.jobs.start_resumed(spec, ckpt_dir, resumed_from, rec.was_paused)
+            except ProtocolError as exc:
+                self._drop(rec, exc.message)
+                raise
+            except Exception as exc:  # noqa: BLE001 - becomes an error reply
+                self._drop(rec, f"start failed: {exc}")
+                raise ProtocolError(ErrorCode.FAILED, f"node {self.node} could not start job '{rec.job_id}': {exc}") from None
+            self.journal.update(rec, phase="committed", new_job_id=job.id, reason=f"running as {job.id} ({job.state})")
+            self._cleanup_files(rec)
+            self.emit(Event(wall_s=self.wall(), node=self.node, kind="migration", job_id=job.id,
+                            message=f"job '{rec.job_id}' from {rec.source_node} arrived as {job.id} ({job.state})",
+                            data={"migration_id": rec.id, "phase": "committed", "resumed_from": rec.job_id}))
+            return MigrateCommitReply(id=req.id, migration_id=rec.id, job=job)
+
+    def abort(self, req: MigrateAbort) -> MigrateAbortReply:
+        with self._lock:
+            rec = self.journal.get(req.migration_id, "target")
+            if rec is None:
+                # Remember the id, so a commit that arrives late is refused.
+                rec = MigrationRecord(id=req.migration_id, side="target", job_id="", phase="aborted", reason=req.reason or "aborted before any offer")
+                self.journal.create(rec, f"abort of unknown migration: {req.reason}")
+                return MigrateAbortReply(id=req.id, migration_id=rec.id, message="nothing to abort")
+            if rec.phase == "committed":
+                raise ProtocolError(ErrorCode.CONFLICT, f"migration {rec.id} already started job {rec.new_job_id} on node {self.node}; cancel that job instead", "migration_id")
+            if rec.phase != "aborted":
+                self._drop(rec, req.reason or "aborted by the source")
+            return MigrateAbortReply(id=req.id, migration_id=rec.id, message="aborted")
+
+    def recover(self) -> list[MigrationRecord]:
+        """After a restart: resume half-received migrations, settle interrupted starts, drop stale ones."""
+        out = []
+        now = self.wall()
+        for rec in self.journal.unfinished("target"):
+            out.append(rec)
+            if rec.phase == "starting":
+                job = self.jobs.find_by_label(MIGRATION_LABEL, rec.id)
+                if job is not None:
+                    self.journal.update(rec, phase="committed", new_job_id=job.id, reason=f"running as {job.id} ({job.state})")
+                    self._cleanup_files(rec)
+                    continue
+                self.journal.update(rec, phase="received", message="agentd restarted before the job started; awaiting a new commit")
+            if now - rec.updated_wall_s > self.stale_after_s:
+                self._drop(rec, f"no word from the source for {self.stale_after_s:.0f} s")
+                continue
+            if rec.mode == "checkpoint":
+                path = Path(rec.archive_path)
+                if not path.exists():
+                    self._drop(rec, "received data lost in the restart")
+                    continue
+                have = min(rec.bytes_done, path.stat().st_size)
+                self._files[rec.id] = IncomingFile(path, rec.size_bytes, next_offset=have)
+                self.journal.note(rec, f"resuming reception at byte {have}")
+        return out
+
+    def expire_stale(self) -> int:
+        """Drop incoming migrations with no word from the source for ``stale_after_s``; how many."""
+        now, n = self.wall(), 0
+        with self._lock:
+            for rec in self.journal.unfinished("target"):
+                if rec.phase in ("receiving", "received") and now - rec.updated_wall_s > self.stale_after_s:
+                    f = self._files.get(rec.id)
+                    if f is not None and f.next_offset > rec.bytes_done:
+                        self.journal.update(rec, bytes_done=f.next_offset)  # still moving: not stale
+                        continue
+                    self._drop(rec, f"no word from the source for {self.stale_after_s:.0f} s")
+                    n += 1
+        return n
+
+    def _drop(self, rec: MigrationRecord, reason: str) -> None:
+        unpacker = self._unpackers.pop(rec.id, None)
+        if unpacker is not None:
+            unpacker.abort()
+        self._files.pop(rec.id, None)
+        self._journaled.pop(rec.id, None)
+        shutil.rmtree(self._dir(rec.id), ignore_errors=True)
+        self.journal.update(rec, phase="aborted", reason=reason)
+        self.emit(Event(wall_s=self.wall(), node=self.node, kind="migration", job_id=rec.job_id, ok=False,
+                        message=f"incoming migration of job '{rec.job_id}' from {rec.source_node} aborted: {reason}",
+                        data={"migration_id": rec.id, "phase": "aborted"}))
+
+    def _cleanup_files(self, rec: MigrationRecord) -> None:
+        self._files.pop(rec.id, None)
+        self._journaled.pop(rec.id, None)
+        if rec.archive_path:
+            Path(rec.archive_path).unlink(missing_ok=True)

@@ -1,0 +1,121 @@
+"""The daemon's end of job reports: a unix datagram socket and the ``AGENTD_*`` stdout line parser."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import socket
+import struct
+import tempfile
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+SOCKET_NAME = "report.sock"
+MAX_UNIX_PATH = 100  # sun_path holds 108 bytes; keep a margin
+MAX_DATAGRAM = 65536
+RCVBUF_BYTES = 1 << 20
+MAX_DRAIN = 10_000
+_UCRED = struct.Struct("iII")  # pid, uid, gid of the sender (SCM_CREDENTIALS)
+
+
+def report_socket_path(state_dir: Path) -> Path:
+    """``state_dir/report.sock``, or a short path under the temp dir when that is too long."""
+    path = state_dir / SOCKET_NAME
+    if len(str(path)) <= MAX_UNIX_PATH:
+        return path
+    digest = hashlib.sha1(str(state_dir.resolve()).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"agentd-{digest}.sock"
+
+
+def parse_line(line: str) -> dict[str, Any] | None:
+    """A report message from a stdout line, or None if it is not one.
+
+    ``AGENTD_METRIC tokens=12 loss=0.5`` -> metric; ``AGENTD_TOOL start pytest`` / ``end pytest [rc]``
+    -> tool call. Values that are not numbers are skipped.
+    """
+    parts = line.strip().split()
+    if not parts:
+        return None
+    if parts[0] == "AGENTD_METRIC":
+        values: dict[str, float] = {}
+        for item in parts[1:]:
+            name, sep, value = item.partition("=")
+            if not sep or not name:
+                continue
+            try:
+                values[name] = float(value)
+            except ValueError:
+                continue
+        return {"t": "metric", "values": values, "counters": []} if values else None
+    if parts[0] == "AGENTD_TOOL" and len(parts) >= 3 and parts[1] in ("start", "end"):
+        msg: dict[str, Any] = {"t": "tool", "phase": parts[1], "name": parts[2], "id": f"line-{parts[2]}"}
+        if parts[1] == "end" and len(parts) >= 4:
+            with contextlib.suppress(ValueError):
+                msg["exit_code"] = int(parts[3])
+        return msg
+    return None
+
+
+class ReportInbox:
+    """Binds the report socket and hands out decoded messages (dicts with at least job and t)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        with contextlib.suppress(OSError):
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF_BYTES)
+        with contextlib.suppress(OSError, AttributeError):
+            # the kernel then tells us each sender's pid, so a process cannot report for another job
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        self.sock.bind(str(path))
+        os.chmod(path, 0o666)  # jobs may run as other users
+        self.sock.setblocking(False)
+
+    def drain(self) -> list[dict[str, Any]]:
+        """Every message waiting now (stdout lines already parsed into metric/tool messages).
+
+        Each carries ``sender_pid`` (from the kernel; None where credentials are unavailable).
+        """
+        out: list[dict[str, Any]] = []
+        for _ in range(MAX_DRAIN):
+            try:
+                data, ancdata, _flags, _addr = self.sock.recvmsg(MAX_DATAGRAM, socket.CMSG_SPACE(_UCRED.size))
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:
+                log.debug("report socket: %s", e)
+                break
+            sender: int | None = None
+            for level, kind, cdata in ancdata:
+                if level == socket.SOL_SOCKET and kind == getattr(socket, "SCM_CREDENTIALS", -1) \
+                        and len(cdata) >= _UCRED.size:
+                    sender = _UCRED.unpack_from(cdata)[0]
+            try:
+                msg = json.loads(data)
+            except ValueError:
+                continue
+            if not isinstance(msg, dict) or not isinstance(msg.get("job"), str):
+                continue
+            msg["sender_pid"] = sender
+            if msg.get("t") == "line":
+                parsed = parse_line(str(msg.get("line", "")))
+                if parsed is None:
+                    continue
+                parsed["job"] = msg["job"]
+                parsed["wall_s"] = msg.get("wall_s")
+                parsed["sender_pid"] = sender
+                msg = parsed
+            out.append(msg)
+        return out
+
+    def close(self) -> None:
+        self.sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)

@@ -1,0 +1,222 @@
+"""The reaper that stands between agentd and a job (stdlib only; run as a script with -I -S).
+
+Why it exists: a job must outlive agentd, and a restarted agentd is not the job's parent, so it
+could never learn the exit code. The shim is the parent: it forks the job (own session, placed in
+its cgroups BEFORE exec so no child escapes), copies stdout/stderr into size-capped rotating log
+files, forwards ``AGENTD_*`` lines to the report socket, and writes ``exit.json`` into the job
+dir when the job ends. It is a child subreaper, so orphaned grandchildren are reaped too.
+
+Usage: ``python -I -S shim.py JOB_DIR`` with ``JOB_DIR/launch.json`` written by the manager.
+Writes ``JOB_DIR/pid.json`` ({"shim_pid", "pid", "start_ticks"}) once the job is forked.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import time
+
+PR_SET_CHILD_SUBREAPER = 36
+READ_CHUNK = 65536
+DRAIN_AFTER_EXIT_S = 1.0
+REPORT_PREFIX = b"AGENTD_"
+MAX_LINE = 4096
+
+
+def _atomic_json(path: str, obj: dict) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _start_ticks(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[19])
+
+
+class RotatingLog:
+    """Append to ``path``; past ``max_bytes`` rename it to ``path.1`` (``keep`` files kept)."""
+
+    def __init__(self, path: str, max_bytes: int, keep: int) -> None:
+        self.path, self.max_bytes, self.keep = path, max_bytes, keep
+        self.f = open(path, "ab", buffering=0)
+
+    def write(self, data: bytes) -> None:
+        # Rotate before a write that would pass the cap, so the current file never sits empty.
+        if self.f.tell() and self.f.tell() + len(data) > self.max_bytes:
+            self.f.close()
+            for i in range(self.keep - 1, 0, -1):
+                src = self.path if i == 1 else f"{self.path}.{i - 1}"
+                if os.path.exists(src):
+                    os.replace(src, f"{self.path}.{i}")
+            self.f = open(self.path, "ab", buffering=0)
+        self.f.write(data)
+
+
+class LineForwarder:
+    """Finds ``AGENTD_...`` lines in a stream and sends them as datagrams (never blocks)."""
+
+    def __init__(self, job_id: str, report_path: str | None) -> None:
+        self.job_id, self.report_path = job_id, report_path
+        self.buf = b""
+        self.sock = None
+        if report_path:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self.sock.setblocking(False)
+
+    def feed(self, data: bytes) -> None:
+        if self.sock is None:
+            return
+        self.buf += data
+        lines = self.buf.split(b"\n")
+        self.buf = lines.pop()[-MAX_LINE:]
+        for line in lines:
+            if line.startswith(REPORT_PREFIX):
+                msg = {"job": self.job_id, "t": "line", "line": line[:MAX_LINE].decode("utf-8", "replace"),
+                       "wall_s": time.time()}
+                try:
+                    self.sock.sendto(json.dumps(msg).encode(), self.report_path)
+                except OSError:
+                    pass  # daemon gone or its queue full: metrics are best effort
+
+
+def _child(launch: dict, out_w: int, err_w: int) -> None:
+    """In the forked child: enter the cgroups, set up the session and exec. Never returns."""
+    try:
+        os.setsid()
+        me = str(os.getpid())
+        for procs in launch["cgroup_procs"]:
+            with open(procs, "w") as f:
+                f.write(me)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE, signal.SIGUSR1, signal.SIGUSR2):
+            signal.signal(sig, signal.SIG_DFL)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(out_w, 1)
+        os.dup2(err_w, 2)
+        if launch.get("nice"):
+            try:
+                os.setpriority(os.PRIO_PROCESS, 0, launch["nice"])
+            except OSError:
+                pass
+        if launch.get("autogroup_nice") is not None:
+            try:
+                with open("/proc/self/autogroup", "w") as f:
+                    f.write(str(launch["autogroup_nice"]))
+            except OSError:
+                pass
+        if launch.get("cwd"):
+            os.chdir(launch["cwd"])
+        user = launch.get("user")
+        if user:
+            import pwd
+
+            pw = pwd.getpwnam(user)
+            os.initgroups(pw.pw_name, pw.pw_gid)
+            os.setgid(pw.pw_gid)
+            os.setuid(pw.pw_uid)
+        argv = launch["argv"]
+        if launch.get("shell"):
+            argv = ["/bin/sh", "-c", argv[0]]
+        os.execvpe(argv[0], argv, launch["env"])
+    except BaseException as e:  # noqa: BLE001 - report anything, then exit 127 like a shell
+        try:
+            os.write(2, f"agentd: cannot start job: {e}\n".encode())
+        finally:
+            os._exit(127)
+
+
+def main(job_dir: str) -> int:
+    with open(os.path.join(job_dir, "launch.json")) as f:
+        launch = json.load(f)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_IGN)  # the shim must outlive signals aimed at the job
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    exec_r, exec_w = os.pipe()  # close-on-exec: EOF tells us the job has exec'd (or died trying)
+    pid = os.fork()
+    if pid == 0:
+        os.close(out_r)
+        os.close(err_r)
+        os.close(exec_r)
+        _child(launch, out_w, err_w)
+    os.close(out_w)
+    os.close(err_w)
+    os.close(exec_w)
+    while os.read(exec_r, 4096):
+        pass
+    os.close(exec_r)
+    try:
+        ticks = _start_ticks(pid)
+    except OSError:
+        ticks = 0
+    _atomic_json(os.path.join(job_dir, "pid.json"), {"shim_pid": os.getpid(), "pid": pid, "start_ticks": ticks})
+
+    cap, keep = int(launch.get("log_max_bytes", 10 << 20)), int(launch.get("log_keep", 2))
+    logs = {out_r: RotatingLog(os.path.join(job_dir, "stdout.log"), cap, keep),
+            err_r: RotatingLog(os.path.join(job_dir, "stderr.log"), cap, keep)}
+    fwd = {fd: LineForwarder(launch["job_id"], launch.get("report_path")) for fd in logs}
+    open_fds = set(logs)
+    status: int | None = None
+    exited_at = 0.0
+    wrote_exit = False
+    while True:
+        timeout = 0.2
+        if open_fds:
+            ready, _, _ = select.select(list(open_fds), [], [], timeout)
+            for fd in ready:
+                try:
+                    data = os.read(fd, READ_CHUNK)
+                except OSError:
+                    data = b""
+                if not data:
+                    open_fds.discard(fd)
+                    os.close(fd)
+                    continue
+                logs[fd].write(data)
+                fwd[fd].feed(data)
+        else:
+            time.sleep(timeout)
+        while True:  # reap the job and any orphan handed to us as subreaper
+            try:
+                got, st = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                got, st = -1, 0
+            if got <= 0:
+                break
+            if got == pid:
+                status, exited_at = st, time.monotonic()
+        if status is not None and not wrote_exit and (not open_fds or time.monotonic() - exited_at > DRAIN_AFTER_EXIT_S):
+            result = {"ended_s": time.time()}
+            if os.WIFSIGNALED(status):
+                result.update(exit_code=-os.WTERMSIG(status), signal=os.WTERMSIG(status))
+            else:
+                result.update(exit_code=os.WEXITSTATUS(status), signal=None)
+            _atomic_json(os.path.join(job_dir, "exit.json"), result)
+            wrote_exit = True
+        if wrote_exit:
+            try:
+                os.waitpid(-1, os.WNOHANG)
+                has_children = True
+            except ChildProcessError:
+                has_children = False
+            if not has_children and not open_fds:
+                return 0
+            if not has_children and time.monotonic() - exited_at > DRAIN_AFTER_EXIT_S:
+                return 0  # a pipe held by a process outside our tree: stop copying
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

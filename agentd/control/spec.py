@@ -1,0 +1,163 @@
+"""Job specs from TOML/JSON files or dicts, checked at submit time with messages naming the field."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from agentd.protocol.errors import ErrorCode, ProtocolError
+from agentd.protocol.jobs import PRIORITY_MAX, PRIORITY_MIN, JobSpec
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtTpP]?)(i?)([bB]?)\s*$")
+_SIZE_POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4, "p": 5}
+
+
+def parse_size(value: str | int | float) -> int:
+    """Bytes from ``4G``, ``512MiB``, ``1.5GB``, ``1000`` (binary units: K = 1024). Raises ValueError."""
+    if isinstance(value, bool):
+        raise ValueError(f"size {value!r} is not a number of bytes")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError(f"size {value!r} is negative")
+        return int(value)
+    m = _SIZE_RE.match(value)
+    if not m:
+        raise ValueError(f"size {value!r} is not a size; write e.g. 4G, 512MiB or 1048576")
+    number, unit, _i, _b = m.groups()
+    return int(float(number) * 1024 ** _SIZE_POWERS[unit.lower()])
+
+
+def signal_number(name: str) -> int:
+    """The number of a signal named ``SIGUSR1``, ``USR1`` or ``10``. Raises ValueError."""
+    text = name.strip().upper()
+    if text.isdigit():
+        n = int(text)
+        if n in {s.value for s in signal.Signals}:
+            return n
+        raise ValueError(f"signal {name!r} is not a valid signal number")
+    if not text.startswith("SIG"):
+        text = "SIG" + text
+    try:
+        return int(signal.Signals[text])
+    except KeyError:
+        raise ValueError(f"signal {name!r} is unknown; use a name like SIGUSR1 or SIGTERM") from None
+
+
+def _invalid(message: str, field: str, code: ErrorCode = ErrorCode.INVALID) -> ProtocolError:
+    return ProtocolError(code, message, field)
+
+
+def spec_from_dict(data: Mapping[str, Any]) -> JobSpec:
+    """Build a JobSpec from a dict (sizes as strings allowed). Raises ProtocolError(BAD_MESSAGE)."""
+    if not isinstance(data, Mapping):
+        raise _invalid(f"job spec must be a table/object, not {type(data).__name__}", "", ErrorCode.BAD_MESSAGE)
+    data = dict(data)
+    for key in ("memory", "mem"):
+        if key in data and "memory_bytes" not in data:
+            data["memory_bytes"] = data.pop(key)
+    if isinstance(data.get("memory_bytes"), str):
+        try:
+            data["memory_bytes"] = parse_size(data["memory_bytes"])
+        except ValueError as e:
+            raise _invalid(str(e), "memory_bytes", ErrorCode.BAD_MESSAGE) from None
+    if isinstance(data.get("argv"), str) and not data.get("shell"):
+        raise _invalid("argv must be a list of strings; set shell = true to run a shell command string",
+                       "argv", ErrorCode.BAD_MESSAGE)
+    if isinstance(data.get("argv"), str):
+        data["argv"] = [data["argv"]]
+    try:
+        return msgspec.convert(data, JobSpec, strict=False)
+    except msgspec.ValidationError as e:
+        raise _invalid(f"job spec: {e}", _field_of(str(e)), ErrorCode.BAD_MESSAGE) from None
+
+
+def _field_of(message: str) -> str:
+    """The dotted field a msgspec validation message is about (``checkpoint.when``)."""
+    where = re.search(r"at `\$\.([A-Za-z_][\w.\[\]]*)`", message)
+    prefix = where.group(1) if where else ""
+    named = re.search(r"(?:unknown|required) field `([^`]+)`", message)
+    if named:
+        return f"{prefix}.{named.group(1)}" if prefix else named.group(1)
+    return prefix
+
+
+def load_spec(path: str | Path) -> JobSpec:
+    """Read a spec file (``.toml`` or ``.json``). Raises ProtocolError(BAD_MESSAGE) on bad syntax."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise _invalid(f"cannot read job spec {str(p)!r}: {e.strerror}", "path", ErrorCode.BAD_MESSAGE) from None
+    try:
+        if p.suffix.lower() == ".toml":
+            data = tomllib.loads(raw.decode())
+        else:
+            data = json.loads(raw)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise _invalid(f"job spec {str(p)!r} is not valid {p.suffix.lstrip('.') or 'JSON'}: {e}",
+                       "", ErrorCode.BAD_MESSAGE) from None
+    return spec_from_dict(data)
+
+
+def validate_spec(spec: JobSpec, *, gpu_count: int, cpu_count: int | None = None,
+                  mem_total_bytes: int | None = None, search_path: str | None = None) -> None:
+    """Check a spec against this node before it is queued. Raises ProtocolError(INVALID, field)."""
+    if not spec.argv or not all(isinstance(a, str) for a in spec.argv):
+        raise _invalid("argv is empty; give the program and its arguments, e.g. ['python', 'train.py']", "argv")
+    if spec.shell and len(spec.argv) != 1:
+        raise _invalid(f"with shell = true argv must hold one command string, not {len(spec.argv)} items", "argv")
+    if not PRIORITY_MIN <= spec.priority <= PRIORITY_MAX:
+        raise _invalid(f"priority {spec.priority} is outside {PRIORITY_MIN}..{PRIORITY_MAX}", "priority")
+    if spec.gpus < 0:
+        raise _invalid(f"gpus {spec.gpus} is negative", "gpus")
+    if spec.gpus > gpu_count:
+        raise _invalid(f"the job asks for {spec.gpus} GPUs but this node has {gpu_count}; "
+                       f"ask for at most {gpu_count} or submit to a bigger node", "gpus")
+    if spec.cpus is not None:
+        if spec.cpus <= 0:
+            raise _invalid(f"cpus {spec.cpus} must be positive", "cpus")
+        if cpu_count is not None and spec.cpus > cpu_count:
+            raise _invalid(f"the job asks for {spec.cpus} CPUs but this node has {cpu_count}", "cpus")
+    if spec.memory_bytes is not None:
+        if spec.memory_bytes <= 0:
+            raise _invalid(f"memory_bytes {spec.memory_bytes} must be positive", "memory_bytes")
+        if mem_total_bytes is not None and spec.memory_bytes > mem_total_bytes:
+            raise _invalid(f"the job asks for {spec.memory_bytes} bytes of memory but this node has "
+                           f"{mem_total_bytes}", "memory_bytes")
+    if spec.checkpoint is not None:
+        try:
+            signal_number(spec.checkpoint.signal)
+        except ValueError as e:
+            raise _invalid(str(e), "checkpoint.signal") from None
+        if spec.checkpoint.timeout_s <= 0:
+            raise _invalid(f"checkpoint.timeout_s {spec.checkpoint.timeout_s} must be positive", "checkpoint.timeout_s")
+    if spec.cwd is not None and not Path(spec.cwd).is_dir():
+        raise _invalid(f"cwd {spec.cwd!r} is not a directory on this node", "cwd")
+    if spec.user is not None:
+        import pwd
+
+        try:
+            pwd.getpwnam(spec.user)
+        except KeyError:
+            raise _invalid(f"user {spec.user!r} does not exist on this node", "user") from None
+    for key in spec.env:
+        if not key or "=" in key or "\0" in key:
+            raise _invalid(f"env name {key!r} is not a valid variable name", "env")
+    if not spec.shell:
+        prog = spec.argv[0]
+        path = search_path if search_path is not None else spec.env.get("PATH", os.environ.get("PATH", os.defpath))
+        if "/" in prog:
+            full = prog if os.path.isabs(prog) or spec.cwd is None else os.path.join(spec.cwd, prog)
+            if not (os.path.isfile(full) and os.access(full, os.X_OK)):
+                raise _invalid(f"program {prog!r} does not exist or is not executable", "argv")
+        elif shutil.which(prog, path=path) is None:
+            raise _invalid(f"program {prog!r} is not on PATH ({path}); give its full path", "argv")

@@ -1,0 +1,111 @@
+"""Wires migration into a running agentd: ``attach(daemon)`` (loaded by agentd/daemon.py).
+
+Part of the daemon program, beside daemon.py: it joins the migration state machine
+(agentd.control.migration) to the transport and the JobManager.
+
+Routes ``migrate`` (operator) to :class:`MigrationSource` and the ``migrate_*`` daemon
+commands to :class:`MigrationTarget`; the JobManager itself provides what the state
+machine needs of it (SourceJobs and TargetJobs in agentd/control/migration.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+
+from agentd.control.migration import MigrationSource, MigrationTarget, SourceOptions, criu_status
+from agentd.protocol.errors import ErrorCode, ProtocolError
+from agentd.protocol.messages import JobReply, Migrate
+from agentd.protocol.migration import MigrateAbort, MigrateChunk, MigrateCommit, MigrateOffer, MigrateStatus
+from agentd.store.migration_journal import MigrationJournal
+from agentd.transport.client import NodeClient
+
+log = logging.getLogger(__name__)
+
+CALL_TIMEOUT_S = 10.0  # one request to a peer daemon (a 1 MiB chunk is well inside it)
+# Until agentd grows options for them (--migration-quota, ...), these come from the environment.
+QUOTA_ENV = "AGENTD_MIGRATION_QUOTA_BYTES"
+CALL_TIMEOUT_ENV = "AGENTD_MIGRATION_CALL_TIMEOUT_S"
+RETRY_ENV = "AGENTD_MIGRATION_RETRY_S"
+COMMIT_RESOLVE_ENV = "AGENTD_MIGRATION_COMMIT_RESOLVE_S"
+
+
+def _env_float(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, "") or default)
+    except ValueError:
+        log.warning("ignoring %s=%r: not a number", name, os.environ.get(name))
+        return default
+_EXIT_POLL_S = 0.01
+EXPIRE_EVERY_S = 60.0
+
+
+def _default_connector(state_dir: Path):
+    # This module is daemon wiring (the programs layer), so it may use the transport;
+    # agentd.control's migration state machine only sees these factories.
+    def connect(endpoint: str, server_key: str):
+        def factory():
+            return NodeClient(endpoint, server_key=server_key or None, keys_dir=state_dir / "keys",
+                                         timeout_s=_env_float(CALL_TIMEOUT_ENV, CALL_TIMEOUT_S), actor="agentd-migration")
+        return factory
+
+    return connect
+
+
+class MigrationService:
+    """The migration extension of one daemon."""
+
+    capabilities = ["migrate"]
+
+    def __init__(self, daemon: Any) -> None:
+        self.daemon = daemon
+        self.node = daemon.node
+        state_dir = Path(daemon.state_dir)
+        db = state_dir / "jobs.db"
+        self.journal = MigrationJournal(db)
+        self.hooks = daemon.jobs  # JobManager implements SourceJobs and TargetJobs
+        connect = getattr(daemon, "node_client_factory", None) or _default_connector(state_dir)
+        quota = int(os.environ.get(QUOTA_ENV, "0") or 0) or None
+        self.target = MigrationTarget(self.node, self.hooks, self.journal, state_dir / "migrations" / "incoming",
+                                      daemon.emit, **({"quota_bytes": quota} if quota else {}))
+        self.source = MigrationSource(self.node, self.hooks, self.journal, connect, state_dir / "migrations" / "outgoing",
+                                      daemon.emit, criu=criu_status, options=SourceOptions(
+                                          retry_s=_env_float(RETRY_ENV, SourceOptions.retry_s),
+                                          commit_resolve_s=_env_float(COMMIT_RESOLVE_ENV, SourceOptions.commit_resolve_s)))
+        self.target.recover()
+        self._last_expiry = time.monotonic()
+        self._recovery = threading.Thread(target=self.source.recover, name="migration-recover", daemon=True)
+        self._recovery.start()
+        daemon.register(Migrate, self._migrate)
+        for req in (MigrateOffer, MigrateChunk, MigrateStatus, MigrateCommit, MigrateAbort):
+            daemon.register(req, lambda r, actor: self.target.handle(r))
+
+    def _migrate(self, r: Migrate, actor: str) -> JobReply:
+        job_id = f"{self.node}.{r.job}" if r.job.isdigit() else r.job
+        if not job_id.startswith(self.node + "."):
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"job {r.job!r} is not on node {self.node!r}; ask the node that owns it", "job")
+        rec = self.source.start(job_id, r.target, r.target_key, restart=r.restart, resume=r.resume, actor=actor)
+        return JobReply(job=self.hooks.get(job_id), message=f"migration {rec.id} of {job_id} to {r.target} started ({rec.mode})")
+
+    def on_tick(self, sample: Any) -> None:
+        now = time.monotonic()
+        if now - self._last_expiry >= EXPIRE_EVERY_S:
+            self._last_expiry = now
+            self.target.expire_stale()
+
+    def close(self) -> None:
+        self.source.close()
+        self._recovery.join(5)
+        self.journal.close()
+
+
+def attach(daemon: Any) -> MigrationService | None:
+    """Called by agentd at start: None when the node runs no job control."""
+    if getattr(daemon, "jobs", None) is None:
+        return None
+    return MigrationService(daemon)

@@ -1,0 +1,49 @@
+"""A tiny trainer with the checkpoint contract, for the migration tests.
+
+Appends ``step N pid`` to $PROGRESS_FILE every STEP_S; on SIGUSR1 writes its step (plus
+$PAD_BYTES of padding) to $AGENTD_CHECKPOINT_DIR and exits 0; with AGENTD_RESUME=1 starts from
+the checkpointed step. IGNORE_CKPT=1 ignores the signal (failure injection).
+"""
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+ckpt = Path(os.environ["AGENTD_CHECKPOINT_DIR"])
+progress = Path(os.environ["PROGRESS_FILE"])  # argv[1] may repeat it, to find us by cmdline
+step_s = float(os.environ.get("STEP_S", "0.02"))
+pad = int(os.environ.get("PAD_BYTES", "0"))
+step = 0
+if os.environ.get("AGENTD_RESUME") == "1":
+    step = json.loads((ckpt / "state.json").read_text())["step"]
+want_ckpt = False
+
+
+def on_signal(signum, frame):
+    global want_ckpt
+    want_ckpt = True
+
+
+signal.signal(signal.SIGUSR1, signal.SIG_IGN if os.environ.get("IGNORE_CKPT") == "1" else on_signal)
+while True:
+    if want_ckpt:
+        t0 = time.monotonic()
+        ckpt.mkdir(parents=True, exist_ok=True)
+        (ckpt / "state.json").write_text(json.dumps({"step": step}))
+        if pad:
+            with open(ckpt / "weights.bin", "wb") as f:
+                block = os.urandom(min(pad, 1 << 20))
+                for _ in range(max(1, pad >> 20)):
+                    f.write(block)
+                f.flush()
+                os.fsync(f.fileno())
+        with open(progress, "a") as f:
+            f.write(f"ckpt {time.monotonic() - t0:.4f} {os.getpid()}\n")
+        sys.exit(0)
+    step += 1
+    with open(progress, "a") as f:
+        f.write(f"step {step} {os.getpid()} {time.time():.4f}\n")
+    time.sleep(step_s)

@@ -1,0 +1,320 @@
+"""Acceptance: real agentd processes on loopback move a real trainer between them."""
+
+import contextlib
+import os
+import sys
+import time
+import uuid
+
+import psutil
+import pytest
+
+from agentd.protocol.jobs import CheckpointContract, JobSpec
+from agentd.protocol import ErrorCode
+from agentd.protocol.messages import Cancel, Jobs, Migrate, Pause, Show, Submit
+from agentd.protocol.migration import MigrateStatus
+from agentd.transport.client import RemoteError
+from tests.agentd_proc import start_agentd
+
+from .conftest import TRAINER, remove_node_cgroups, steps, wait_for
+
+N = 20
+pytestmark = pytest.mark.slow
+
+
+def trainers(tag: str) -> list[int]:
+    out = []
+    for p in psutil.process_iter(["pid", "cmdline", "status"]):
+        cmd = p.info["cmdline"] or []
+        if tag in cmd and str(TRAINER) in cmd and p.info["status"] != psutil.STATUS_ZOMBIE:
+            out.append(p.info["pid"])
+    return out
+
+
+@pytest.fixture
+def daemons(tmp_path):
+    started = []
+
+    def start(node, **kw):
+        # Unique node names: a node's cgroup subtree is named after it, and other tests (ours
+        # or other areas') may run daemons called "a" or "b" at the same time.
+        d = start_agentd(tmp_path, node=f"{node}{uuid.uuid4().hex[:6]}", **{"simulate_gpus": 2, **kw})
+        started.append(d)
+        with d.client(timeout_s=5) as c:
+            try:
+                c.call(MigrateStatus(migration_id="probe"))
+            except RemoteError as exc:
+                if exc.code == ErrorCode.UNAUTHORIZED:
+                    pytest.fail("agentd refuses daemon commands from loopback clients (it gives them role "
+                                f"'operator'): {exc.message}. Loopback has no CURVE, so daemon.py must give "
+                                "loopback clients every role, 'daemon' included.")
+                raise
+        return d
+
+    yield start
+    for d in started:
+        # Cancel through the daemon: a paused job sits in a frozen cgroup, where a plain
+        # SIGKILL stays pending until someone thaws it.
+        try:
+            with d.client(timeout_s=5) as c:
+                for j in c.call(Jobs(active_only=True)).jobs:
+                    with contextlib.suppress(RemoteError):
+                        c.call(Cancel(job=j.id, grace_s=1), timeout_s=15)
+        except Exception:  # noqa: BLE001 - a dead daemon has nothing left to cancel
+            pass
+        d.stop()
+        remove_node_cgroups(d.node)
+
+
+def _spec(progress, **kw):
+    return JobSpec(argv=[sys.executable, str(TRAINER), str(progress)], name="trainer",
+                   env={"PROGRESS_FILE": str(progress), "STEP_S": "0.02", **kw.pop("env", {})},
+                   checkpoint=CheckpointContract(signal="SIGUSR1", timeout_s=kw.pop("timeout_s", 10.0)), **kw)
+
+
+def _show(d, job_id):
+    with d.client(timeout_s=5) as c:
+        return c.call(Show(job=job_id)).job
+
+
+def _kill_trainers(tag):
+    for pid in trainers(tag):
+        try:
+            os.killpg(pid, 9)
+        except ProcessLookupError:
+            pass
+
+
+def test_trainer_migrates_between_real_daemons(daemons, tmp_path):
+    a, b = daemons("a"), daemons("b")
+    progress = tmp_path / "progress.txt"
+    tag = str(progress)
+    try:
+        with a.client(timeout_s=10) as c:
+            job = c.call(Submit(spec=_spec(progress))).job
+        wait_for(lambda: len(steps(progress)) >= N, timeout_s=20, what=f"step {N} on a")
+        with a.client(timeout_s=10) as c:
+            reply = c.call(Migrate(job=job.id, target=b.ctl))
+        assert "started" in reply.message
+        max_alive, deadline = 0, time.monotonic() + 30
+        while time.monotonic() < deadline:
+            max_alive = max(max_alive, len(trainers(tag)))
+            info = _show(a, job.id)
+            if info.state in ("migrated", "running", "failed") and info.migration.get("phase") not in (None, "checkpointing", "transferring", "committing"):
+                break
+            time.sleep(0.05)
+        assert info.state == "migrated", (info.state, info.reason, info.migration)
+        new_id = info.migrated_to
+        assert new_id and new_id.startswith(b.node + ".")
+        new = _show(b, new_id)
+        assert new.state == "running" and new.resumed_from == job.id
+        wait_for(lambda: any(p == new.pid for s, p in steps(progress)), timeout_s=10, what="trainer on b")
+        for _ in range(20):
+            max_alive = max(max_alive, len(trainers(tag)))
+            time.sleep(0.02)
+        before = [s for s, p in steps(progress) if p != new.pid]
+        after = [s for s, p in steps(progress) if p == new.pid]
+        assert before[-1] >= N and after[0] == before[-1] + 1
+        assert max_alive == 1
+    finally:
+        _kill_trainers(tag)
+
+
+def _wait_settled(a, job_id, tag, timeout_s=40):
+    """Poll until the migration of ``job_id`` ended; max trainers seen alive meanwhile."""
+    max_alive, deadline = 0, time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        max_alive = max(max_alive, len(trainers(tag)))
+        info = _show(a, job_id)
+        if info.migration.get("phase") in ("done", "rolled_back", "failed") or info.state == "migrated":
+            return info, max_alive
+        time.sleep(0.05)
+    raise AssertionError(f"migration of {job_id} did not settle: {info.state} {info.migration}")
+
+
+def _assert_runs_again_on_a(a, job_id, progress, tag):
+    info = _show(a, job_id)
+    assert info.state == "running", (info.state, info.reason)
+    wait_for(lambda: any(p == info.pid for s, p in steps(progress)), timeout_s=10, what="trainer back on a")
+    before = [s for s, p in steps(progress) if p != info.pid]
+    assert [s for s, p in steps(progress) if p == info.pid][0] == before[-1] + 1
+    assert trainers(tag) == [info.pid] or len(trainers(tag)) == 1
+    return info
+
+
+@pytest.fixture
+def fast_failures(monkeypatch):
+    monkeypatch.setenv("AGENTD_MIGRATION_CALL_TIMEOUT_S", "1")
+    monkeypatch.setenv("AGENTD_MIGRATION_RETRY_S", "2")
+    monkeypatch.setenv("AGENTD_MIGRATION_COMMIT_RESOLVE_S", "3")
+
+
+def _submit_and_reach(a, progress, **kw):
+    with a.client(timeout_s=10) as c:
+        job = c.call(Submit(spec=_spec(progress, **kw))).job
+    wait_for(lambda: len(steps(progress)) >= N, timeout_s=20, what=f"step {N} on a")
+    return job
+
+
+def _migrate(a, job_id, target, **kw):
+    with a.client(timeout_s=10) as c:
+        return c.call(Migrate(job=job_id, target=target, **kw))
+
+
+@pytest.mark.parametrize("fault", ["kill9", "sigstop"])
+def test_target_dies_or_hangs_mid_transfer_job_runs_again_here(daemons, tmp_path, fast_failures, fault):
+    a, b = daemons("a"), daemons("b")
+    progress = tmp_path / "p.txt"
+    tag = str(progress)
+    try:
+        job = _submit_and_reach(a, progress, env={"PAD_BYTES": str(64 << 20)})
+        _migrate(a, job.id, b.ctl)
+        wait_for(lambda: not trainers(tag), timeout_s=10, what="trainer to checkpoint and exit", poll_s=0.005)
+        if fault == "kill9":
+            b.kill9()
+        else:
+            os.kill(b.pid, 19)  # SIGSTOP: the port stays open, nothing answers (a blocked peer)
+        info, max_alive = _wait_settled(a, job.id, tag)
+        assert info.migration["phase"] == "rolled_back", info.migration
+        assert "unreachable" in info.migration["reason"] or "did not answer" in info.migration["reason"], info.migration
+        _assert_runs_again_on_a(a, job.id, progress, tag)
+        assert max_alive <= 1
+    finally:
+        if fault == "sigstop" and b.proc.poll() is None:
+            os.kill(b.pid, 18)
+        _kill_trainers(tag)
+
+
+def test_ignored_checkpoint_signal_keeps_running(daemons, tmp_path):
+    a, b = daemons("a"), daemons("b")
+    progress = tmp_path / "p.txt"
+    tag = str(progress)
+    try:
+        job = _submit_and_reach(a, progress, env={"IGNORE_CKPT": "1"}, timeout_s=1.0)
+        pid = _show(a, job.id).pid
+        _migrate(a, job.id, b.ctl)
+        info, max_alive = _wait_settled(a, job.id, tag)
+        assert info.state == "running" and info.pid == pid
+        assert "did not checkpoint within 1 s" in info.migration["reason"]
+        assert max_alive == 1 and trainers(tag) == [pid]
+    finally:
+        _kill_trainers(tag)
+
+
+def test_target_quota_refusal_restarts_here(daemons, tmp_path, monkeypatch):
+    a = daemons("a")
+    monkeypatch.setenv("AGENTD_MIGRATION_QUOTA_BYTES", str(1 << 20))
+    b = daemons("b")
+    progress = tmp_path / "p.txt"
+    tag = str(progress)
+    try:
+        job = _submit_and_reach(a, progress, env={"PAD_BYTES": str(4 << 20)})
+        _migrate(a, job.id, b.ctl)
+        info, max_alive = _wait_settled(a, job.id, tag)
+        assert info.migration["phase"] == "rolled_back" and "quota" in info.migration["reason"]
+        _assert_runs_again_on_a(a, job.id, progress, tag)
+        assert max_alive <= 1
+    finally:
+        _kill_trainers(tag)
+
+
+def test_paused_job_arrives_paused(daemons, tmp_path):
+    a, b = daemons("a"), daemons("b")
+    progress = tmp_path / "p.txt"
+    tag = str(progress)
+    try:
+        job = _submit_and_reach(a, progress)
+        with a.client(timeout_s=10) as c:
+            c.call(Pause(job=job.id))
+        _migrate(a, job.id, b.ctl)
+        info, max_alive = _wait_settled(a, job.id, tag)
+        assert info.state == "migrated", info.migration
+        new = _show(b, info.migrated_to)
+        assert new.state == "paused" and max_alive == 1
+        n = len(steps(progress))
+        time.sleep(0.3)
+        assert len(steps(progress)) <= n + 3  # frozen right after start
+    finally:
+        _kill_trainers(tag)
+
+
+def test_queued_job_moves_to_target(daemons, tmp_path):
+    a = daemons("a", simulate_gpus=1)
+    b = daemons("b")
+    p1, p2 = tmp_path / "p1.txt", tmp_path / "p2.txt"
+    try:
+        _submit_and_reach(a, p1, gpus=1)
+        with a.client(timeout_s=10) as c:
+            queued = c.call(Submit(spec=_spec(p2, gpus=1))).job
+        assert queued.state == "queued"
+        _migrate(a, queued.id, b.ctl)
+        info, _ = _wait_settled(a, queued.id, str(p2))
+        assert info.state == "migrated", info.migration
+        new = wait_for(lambda: (lambda j: j if j.state != "queued" else None)(_show(b, info.migrated_to)),
+                       timeout_s=15, what="queued job to start on b")
+        assert new.state == "running" and new.resumed_from == queued.id, (new.state, new.reason)
+        wait_for(lambda: steps(p2), timeout_s=10, what="queued job to start on b")
+        assert steps(p2)[0][0] == 1
+    finally:
+        _kill_trainers(str(p1))
+        _kill_trainers(str(p2))
+
+
+def test_source_killed_mid_migration_recovers_on_restart(daemons, tmp_path, fast_failures):
+    a, b = daemons("a"), daemons("b")
+    progress = tmp_path / "p.txt"
+    tag = str(progress)
+    try:
+        job = _submit_and_reach(a, progress, env={"PAD_BYTES": str(64 << 20)})
+        _migrate(a, job.id, b.ctl)
+        wait_for(lambda: not trainers(tag), timeout_s=10, what="trainer to checkpoint and exit", poll_s=0.005)
+        a.kill9()
+        assert not trainers(tag)
+        a.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert len(trainers(tag)) <= 1
+            info = _show(a, job.id)
+            if info.state in ("migrated", "running") and info.migration.get("phase") in (None, "done", "rolled_back"):
+                break
+            time.sleep(0.05)
+        # Either outcome is right; what matters: exactly one copy, resumed from the checkpoint.
+        wait_for(lambda: len(trainers(tag)) == 1, timeout_s=10, what="one trainer after recovery")
+        pid = trainers(tag)[0]
+        wait_for(lambda: any(p == pid for s, p in steps(progress)), timeout_s=10, what="trainer stepping")
+        before = [s for s, p in steps(progress) if p != pid]
+        assert [s for s, p in steps(progress) if p == pid][0] == before[-1] + 1
+    finally:
+        _kill_trainers(tag)
+
+
+def test_real_target_rejects_corrupted_checkpoint_and_refuses_late_commit(daemons, tmp_path):
+    """A source's view over real zmq: a flipped byte is caught by the digest at commit."""
+    from agentd.control.checkpoint_archive import iter_chunks, pack
+    from agentd.protocol.migration import MigrateAbort, MigrateChunk, MigrateCommit, MigrateOffer
+
+    b = daemons("b")
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "state.json").write_text('{"step": 3}')
+    (ckpt / "w.bin").write_bytes(os.urandom(3 << 20))
+    info = pack(ckpt, tmp_path / "c.tar")
+    spec = _spec(tmp_path / "p.txt")
+    with b.client(timeout_s=10) as c:
+        c.call(MigrateOffer(migration_id="bad1", spec=spec, source_node="x", source_job="x.1",
+                            size_bytes=info.size_bytes, sha256=info.sha256))
+        for off, data in iter_chunks(info.path):
+            if off == 1 << 20:
+                data = data[:100] + bytes([data[100] ^ 0xFF]) + data[101:]
+            c.call(MigrateChunk(migration_id="bad1", offset=off, data=data))
+        with pytest.raises(RemoteError) as e:
+            c.call(MigrateCommit(migration_id="bad1", sha256=info.sha256))
+        assert e.value.code == ErrorCode.FAILED and "arrived corrupted" in e.value.message
+        st = c.call(MigrateStatus(migration_id="bad1"))
+        assert st.phase == "aborted" and "digest mismatch" in st.message
+        with pytest.raises(RemoteError) as e:
+            c.call(MigrateChunk(migration_id="bad1", offset=0, data=b"x"))
+        assert e.value.code == ErrorCode.NOT_FOUND
+        assert c.call(MigrateAbort(migration_id="bad1")).message == "aborted"
+        assert not c.call(Jobs()).jobs
+    assert not (b.state_dir / "migrations" / "incoming" / "bad1").exists()
