@@ -70,7 +70,8 @@ def call(client: NodeClient, req: Request) -> Reply:
     except Unreachable as exc:
         raise CliError(str(exc), 2) from None
     except RemoteError as exc:
-        raise CliError(exc.message, 1, exc.code) from None
+        note = f" (field: {exc.field})" if exc.field and exc.field not in exc.message else ""
+        raise CliError(exc.message + note, 1, exc.code) from None
     except ClientError as exc:
         raise CliError(str(exc), 1) from None
 

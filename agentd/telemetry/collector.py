@@ -146,6 +146,16 @@ class NodeCollector:
         plus those in its cgroup).
         """
         jobs = jobs or {}
+        # The process scan reads a file per process (hundreds: ~10 ms, several times that on
+        # a loaded host) and so is read *before* the stamp: between the stamp and the publish
+        # there are only the fast per-tick reads, so host, GPU and job counters reach clients
+        # as fresh on scan ticks as on others. Process rows carry their own scan interval
+        # (derive() never pairs them with the stamp); they are read a few ms before it.
+        reading = None
+        scan_mono = self._mono()
+        if self._last_scan is None or scan_mono - self._last_scan >= self.proc_scan_every_s:
+            self._last_scan = scan_mono
+            reading = self._guard("processes", self._procs.read, None)
         mono = self._mono()
         wall = self._wall()
         host = self._guard("host", self._host.read, HostSample(cpu_total=CpuTimes()))
@@ -158,10 +168,9 @@ class NodeCollector:
         job_samples = [self._job(job_id, ref, pids, gpu_by_pid) for job_id, (ref, pids) in jobs.items()]
 
         procs: list[ProcSample] = []
-        if self._last_scan is None or mono - self._last_scan >= self.proc_scan_every_s:
-            self._last_scan = mono
+        if reading is not None:
             mem_by_pid = {pid: sum(u for _, u, _ in v) for pid, v in gpu_by_pid.items()}
-            procs = self._guard("processes", lambda: self._procs.scan(mem_by_pid), [])
+            procs = self._guard("processes", lambda: self._procs.rank(reading, mem_by_pid), [])
 
         return NodeSample(
             node=self.node, mono_s=mono, wall_s=wall, host=host, gpus=gpus, jobs=job_samples,

@@ -18,6 +18,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 from agentd.metrics.samples import ProcSample
 from agentd.telemetry.procfs import read_bytes
@@ -31,7 +32,18 @@ DEFAULT_SCAN_EVERY_S = 5.0
 #: (about 30 more) are left unsplit.
 STAT_FIELDS_NEEDED = 22
 
-__all__ = ["ProcessScanner", "DEFAULT_TOP_N", "DEFAULT_SCAN_EVERY_S"]
+__all__ = ["ProcessScanner", "ProcessReading", "DEFAULT_TOP_N", "DEFAULT_SCAN_EVERY_S"]
+
+
+class ProcessReading(NamedTuple):
+    """One read of every process, not yet ranked (see :meth:`ProcessScanner.read`)."""
+
+    #: (cpu s since last scan, (pid, create time), name, cpu s, rss bytes, uid) per process
+    rows: list[tuple[float, tuple[int, float], str, float, int, int]]
+    #: (pid, create time) -> cumulative cpu s, now and at the previous scan
+    current: dict[tuple[int, float], float]
+    previous: dict[tuple[int, float], float]
+    interval_s: float
 
 
 class ProcessScanner:
@@ -105,16 +117,23 @@ class ProcessScanner:
 
         Returns the top ``top_n``, plus last scan's top ``top_n`` that still run, plus any
         process holding GPU memory (``gpu_mem_by_pid``, bytes). The first scan ranks by
-        lifetime CPU time.
+        lifetime CPU time. Same as ``rank(read(), gpu_mem_by_pid)``.
         """
-        gpu_mem_by_pid = gpu_mem_by_pid or {}
+        return self.rank(self.read(), gpu_mem_by_pid)
+
+    def read(self) -> ProcessReading | None:
+        """Read every process (the costly half of a scan); None when ``proc_root`` cannot be listed.
+
+        Split from :meth:`rank` so a caller can read the processes before it stamps and reads
+        the fast counters of a tick, and rank them once it knows which pids hold GPU memory.
+        """
         rows: list[tuple[float, tuple[int, float], str, float, int, int]] = []
         current: dict[tuple[int, float], float] = {}
         try:
             names = os.listdir(self.proc_root)
         except OSError as exc:
             log.warning("cannot list processes in %s (%s); no process scan this time", self.proc_root, exc)
-            return []
+            return None
         for name in names:
             if not name.isdigit():
                 continue
@@ -130,6 +149,15 @@ class ProcessScanner:
         interval_s = now - self._prev_scan_s if self._prev_scan_s is not None else 0.0
         self._prev_scan_s = now
         self._uids, self._seen_uids = self._seen_uids, {}
+        return ProcessReading(rows, current, previous, interval_s)
+
+    def rank(self, reading: ProcessReading | None,
+             gpu_mem_by_pid: Mapping[int, int] | None = None) -> list[ProcSample]:
+        """The rows of ``reading`` worth sending (see :meth:`scan`); [] for no reading."""
+        if reading is None:
+            return []
+        gpu_mem_by_pid = gpu_mem_by_pid or {}
+        rows, current, previous, interval_s = reading
         rows.sort(key=lambda r: r[0], reverse=True)
         top = {r[1] for r in rows[: self.top_n]}
         keep = top | self._listed | {k for k in current if k[0] in gpu_mem_by_pid}

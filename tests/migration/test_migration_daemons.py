@@ -127,7 +127,8 @@ def _wait_settled(a, job_id, tag, timeout_s=40):
         max_alive = max(max_alive, len(trainers(tag)))
         info = _show(a, job_id)
         if info.migration.get("phase") in ("done", "rolled_back", "failed") or info.state == "migrated":
-            return info, max_alive
+            # Count once more after it settled: a fast migration may end between two polls.
+            return info, max(max_alive, len(trainers(tag)))
         time.sleep(0.05)
     raise AssertionError(f"migration of {job_id} did not settle: {info.state} {info.migration}")
 

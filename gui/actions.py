@@ -1,0 +1,158 @@
+"""User commands: pause, resume, priority, cancel, migrate, logs. Each is an asynchronous
+request through the DataSource; results and failures land in the event log and the status
+bar, and anything still waiting after a second shows progress."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtWidgets import QMessageBox, QWidget
+
+from agentd.protocol.jobs import PRIORITY_MAX, PRIORITY_MIN
+from agentd.protocol.messages import Cancel, JobReply, Migrate, Pause, Priority, Request, Resume
+from gui.sources.base import DataSource, RequestFailure
+from gui.state import ClusterState
+
+PROGRESS_AFTER_S = 1.0
+
+
+@dataclass
+class _Pending:
+    what: str  # "pausing job 'train' (n1.3)"
+    started: float
+
+
+def ask_user(parent: QWidget | None, title: str, text: str, detail: str = "") -> bool:
+    box = QMessageBox(QMessageBox.Icon.Question, title, text, QMessageBox.StandardButton.Ok | QMessageBox.StandardButton.Cancel, parent)
+    box.setInformativeText(detail)
+    box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+    return box.exec() == QMessageBox.StandardButton.Ok
+
+
+class Actions(QObject):
+    """Sends control requests and reports their outcome. ``confirm(title, text, detail)`` is
+    injectable so tests can answer dialogs."""
+
+    busy_changed = Signal(str)  # text for the progress indicator; "" when idle
+    failed = Signal(str)  # a readable message for the status bar / a message box
+    succeeded = Signal(str)
+
+    def __init__(self, source: DataSource, state: ClusterState, parent_widget: QWidget | None = None,
+                 confirm: Callable[[str, str, str], bool] | None = None, clock=time.monotonic) -> None:
+        super().__init__(parent_widget)
+        self.source = source
+        self.state = state
+        self.parent_widget = parent_widget
+        self.confirm = confirm or (lambda title, text, detail: ask_user(self.parent_widget, title, text, detail))
+        self.clock = clock
+        self.pending: dict[int, _Pending] = {}
+        self._busy_text = ""
+        source.request_done.connect(self._on_done)
+        source.request_failed.connect(self._on_failed)
+
+    # ---- helpers ----
+    def can_control(self) -> bool:
+        return self.source.capabilities().can_control
+
+    def _describe(self, job_id: str) -> str:
+        j = self.state.job(job_id)
+        return f"job '{j.name}' ({job_id})" if j is not None and j.name else f"job {job_id}"
+
+    def _send(self, job_id: str, req: Request, what: str) -> int | None:
+        key = self.state.node_of_job(job_id)
+        if key is None:
+            self._report_failure(f"{what} failed: {self._describe(job_id)} is not known on any connected node; it may have finished")
+            return None
+        if not self.can_control():
+            self._report_failure(f"{what} is not possible here: this view ({self.source.capabilities().label}) is read-only")
+            return None
+        token = self.source.request(key, req)
+        self.pending[token] = _Pending(what, self.clock())
+        return token
+
+    # ---- commands ----
+    def pause(self, job_ids: list[str]) -> list[int]:
+        return [t for j in job_ids if (t := self._send(j, Pause(job=j), f"pausing {self._describe(j)}")) is not None]
+
+    def resume(self, job_ids: list[str]) -> list[int]:
+        return [t for j in job_ids if (t := self._send(j, Resume(job=j), f"resuming {self._describe(j)}")) is not None]
+
+    def set_priority(self, job_ids: list[str], priority: int) -> list[int]:
+        if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+            self._report_failure(f"priority {priority} is out of range; use {PRIORITY_MIN}..{PRIORITY_MAX}")
+            return []
+        return [t for j in job_ids if (t := self._send(j, Priority(job=j, priority=priority), f"setting priority {priority:+d} on {self._describe(j)}")) is not None]
+
+    def cancel(self, job_ids: list[str], ask: bool = True) -> list[int]:
+        if not job_ids:
+            return []
+        names = ", ".join(self._describe(j) for j in job_ids[:5]) + (f" and {len(job_ids) - 5} more" if len(job_ids) > 5 else "")
+        if ask and not self.confirm("Cancel jobs" if len(job_ids) > 1 else "Cancel job", f"Cancel {names}?",
+                                    "The job gets SIGTERM, then SIGKILL after 10 s. Paused jobs are killed, then thawed. "
+                                    "This cannot be undone."):
+            return []
+        return [t for j in job_ids if (t := self._send(j, Cancel(job=j), f"cancelling {self._describe(j)}")) is not None]
+
+    def migrate(self, job_id: str, target_key: str, ask: bool = True) -> int | None:
+        source_key = self.state.node_of_job(job_id)
+        addr = self.source.address(target_key)
+        if addr is None:
+            self._report_failure(f"cannot migrate {self._describe(job_id)} to {target_key!r}: the app has no address for that node")
+            return None
+        job = self.state.job(job_id)
+        paused = job is not None and job.state == "paused"
+        has_ckpt = job is not None and job.spec.checkpoint is not None
+        what = (f"{self._describe(job_id)} will be asked to checkpoint on {source_key}, the checkpoint copied to "
+                f"{target_key} and the job resumed there from it." if has_ckpt else
+                f"{self._describe(job_id)} has no checkpoint contract: agentd moves it with CRIU where that works; otherwise it refuses.")
+        what += " The source keeps the checkpoint until the target reports the job running; if the target fails, the job restarts on the source."
+        if paused:
+            what += " The job is paused now and will arrive paused."
+        if ask and not self.confirm("Migrate job", f"Migrate {self._describe(job_id)} from {source_key} to {target_key}?", what):
+            return None
+        return self._send(job_id, Migrate(job=job_id, target=addr.endpoint, target_key=addr.server_key or ""),
+                          f"migrating {self._describe(job_id)} to {target_key}")
+
+    # ---- outcomes ----
+    def _on_done(self, token: int, key: str, reply) -> None:
+        p = self.pending.pop(token, None)
+        if p is None:
+            return
+        msg = p.what[0].upper() + p.what[1:] + ": done"
+        if isinstance(reply, JobReply):
+            msg = f"{p.what[0].upper() + p.what[1:]}: now {reply.job.state}" + (f" — {reply.message}" if reply.message else "")
+            if key in self.state.nodes:
+                self.state.apply_job(key, reply.job)
+        job_id = reply.job.id if isinstance(reply, JobReply) else ""
+        self.state.add_local_event(msg, node=key, job_id=job_id)
+        self.succeeded.emit(msg)
+        self.tick()
+
+    def _on_failed(self, token: int, failure: RequestFailure) -> None:
+        p = self.pending.pop(token, None)
+        if p is None:
+            return
+        self._report_failure(f"{p.what[0].upper() + p.what[1:]} failed: {failure.message}", node=failure.node,
+                             job_id=getattr(failure.request, "job", ""))
+        self.tick()
+
+    def _report_failure(self, message: str, node: str = "", job_id: str = "") -> None:
+        self.state.add_local_event(message, node=node, job_id=job_id, ok=False, kind="error")
+        self.failed.emit(message)
+
+    def tick(self) -> None:
+        """Update the progress text (called by the window's timer)."""
+        now = self.clock()
+        slow = [p for p in self.pending.values() if now - p.started >= PROGRESS_AFTER_S]
+        text = ""
+        if slow:
+            oldest = min(slow, key=lambda p: p.started)
+            text = oldest.what[0].upper() + oldest.what[1:] + f"… {now - oldest.started:.0f} s"
+            if len(slow) > 1:
+                text += f" (+{len(slow) - 1} more)"
+        if text != self._busy_text:
+            self._busy_text = text
+            self.busy_changed.emit(text)

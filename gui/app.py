@@ -1,0 +1,218 @@
+"""``fleetdeck``: the desktop app.
+
+    fleetdeck                       follow the local agentd (offers to start one if none answers)
+    fleetdeck --cluster FILE        follow every [[node]] of a cluster file
+    fleetdeck --node tcp://H:7710   follow one node (repeatable)
+    fleetdeck --demo 3              start 3 local daemons with simulated GPUs and example jobs
+    fleetdeck --replay FILE         replay a recording
+    fleetdeck --screenshot out.png --after 5   render the window after 5 s and exit
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QSettings, Qt, QTimer, Signal
+from PySide6.QtWidgets import QApplication, QMessageBox
+
+from gui.cluster_file import ClusterFileError, load_cluster
+from gui.sources.base import NodeAddress
+
+log = logging.getLogger("fleetdeck")
+
+LOCAL_CTL = "tcp://127.0.0.1:7710"
+LOCAL_PUB = "tcp://127.0.0.1:7711"
+LOCAL_PROBE_S = 1.0
+ORG, APP = "fleetdeck", "fleetdeck"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="fleetdeck", description="Desktop control room for GPU/CPU clusters running AI work.")
+    p.add_argument("--cluster", type=Path, help="TOML cluster file with [[node]] tables (name, endpoint, server_key, labels)")
+    p.add_argument("--node", action="append", default=[], metavar="ENDPOINT", help="follow the agentd at ENDPOINT (repeatable)")
+    p.add_argument("--no-local", action="store_true", help="do not connect to (or start) the local agentd")
+    p.add_argument("--yes", action="store_true", help="start a local agentd without asking when none answers")
+    p.add_argument("--demo", type=int, metavar="N", help="start N local agentd with simulated GPUs and example jobs")
+    p.add_argument("--replay", type=Path, metavar="FILE", help="replay a recording")
+    p.add_argument("--screenshot", type=Path, metavar="PATH", help="save the main window as PNG and exit")
+    p.add_argument("--after", type=float, default=3.0, metavar="S", help="seconds to wait before --screenshot (default 3)")
+    p.add_argument("--settings-dir", type=Path, help=argparse.SUPPRESS)  # tests: keep QSettings away from $HOME
+    args = p.parse_args(argv)
+    if args.demo is not None and not 1 <= args.demo <= 16:
+        p.error(f"--demo {args.demo}: choose between 1 and 16 daemons")
+    if args.after < 0:
+        p.error("--after must be 0 or more seconds")
+    return args
+
+
+class _Bridge(QObject):
+    """Carries results of background threads to the GUI thread (queued signals)."""
+
+    node_ready = Signal(object)
+    problem = Signal(str)
+    notice = Signal(str)
+    busy = Signal(str)
+    local_missing = Signal()
+
+
+def make_settings(settings_dir: Path | None) -> QSettings:
+    if settings_dir is not None:
+        settings_dir.mkdir(parents=True, exist_ok=True)
+        return QSettings(str(settings_dir / "fleetdeck.ini"), QSettings.Format.IniFormat)
+    return QSettings(ORG, APP)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("Fleetdeck")
+    app.setOrganizationName(ORG)
+    settings = make_settings(args.settings_dir)
+
+    from gui.local_agents import LocalAgents, demo_workloads, submit
+    from gui.main_window import MainWindow
+    from gui.sources.live import LiveSource
+
+    agents = LocalAgents()
+    bridge = _Bridge()
+    addresses: list[NodeAddress] = []
+    if args.replay is not None:
+        try:
+            from gui.sources.replay import ReplaySource
+            source = ReplaySource(args.replay)
+        except Exception as exc:  # a missing or broken recording is a message, not a traceback
+            QMessageBox.critical(None, "Fleetdeck", f"cannot open recording {str(args.replay)!r}: {exc}")
+            return 1
+        label = source.capabilities().label
+    else:
+        if args.cluster is not None:
+            try:
+                addresses += load_cluster(args.cluster)
+            except ClusterFileError as exc:
+                print(f"fleetdeck: {exc}", file=sys.stderr)
+                return 2
+        addresses += [NodeAddress(key=ep, endpoint=ep) for ep in args.node]
+        label = "demo / simulated" if args.demo else "live"
+        source = LiveSource([], label=label)
+
+    window = MainWindow(source, settings, title_label=label)
+    bridge.node_ready.connect(window.add_node)
+    bridge.problem.connect(lambda m: (window.state.add_local_event(m, ok=False, kind="error"), window._show_failure(m)))
+    bridge.notice.connect(lambda m: (window.state.add_local_event(m, kind="app"), window.status.showMessage(m, 10000)))
+    bridge.busy.connect(window.status.set_busy)
+
+    if args.replay is None:
+        if not args.demo and not addresses:
+            addresses += window.remembered_nodes()
+        for a in addresses:
+            window.add_node(a)
+        if args.demo:
+            threading.Thread(target=_run_demo, args=(agents, args.demo, bridge, demo_workloads, submit), daemon=True,
+                             name="fleetdeck-demo").start()
+        elif not args.no_local and not any(a.endpoint == LOCAL_CTL for a in addresses):
+            _probe_local(bridge, args.yes, window, agents)
+
+    window.start()
+    window.show()
+    _install_signal_handlers(app)
+    if args.screenshot is not None:
+        def shoot() -> None:
+            window.refresh_views()
+            window.charts.redraw(source.now_s())
+            ok = window.grab().save(str(args.screenshot))
+            if not ok:
+                print(f"fleetdeck: could not write screenshot {args.screenshot}", file=sys.stderr)
+            window.close()
+        QTimer.singleShot(int(args.after * 1000), shoot)
+    app.aboutToQuit.connect(window.shutdown)
+    try:
+        rc = app.exec()
+    finally:
+        window.shutdown()
+        agents.stop_all()
+    return rc
+
+
+def _run_demo(agents, n: int, bridge: _Bridge, workloads, submit) -> None:
+    """Background thread: start N daemons, wait for them, submit the examples."""
+    try:
+        bridge.busy.emit(f"Starting {n} demo daemons…")
+        started = [agents.start(f"sim-{i + 1}", simulate_gpus=4, cancel_jobs_on_stop=True) for i in range(n)]
+        told = False
+        for i, a in enumerate(started):
+            agents.wait_ready(a)
+            # agentctl works against the demo too: tell where each daemon listens.
+            print(f"fleetdeck demo: node {a.name} at {a.ctl} (state {a.state_dir})", file=sys.stderr, flush=True)
+            bridge.node_ready.emit(a.address())
+            specs = workloads(i)
+            if not specs and not told:
+                told = True
+                bridge.notice.emit("examples/trainer.py and examples/agent_sim.py are missing; the demo runs without jobs")
+            for p in submit(a, specs):
+                bridge.problem.emit(p)
+    except Exception as exc:
+        bridge.problem.emit(f"the demo could not start: {exc}")
+    finally:
+        bridge.busy.emit("")
+
+
+def _probe_local(bridge: _Bridge, yes: bool, window, agents) -> None:
+    """Follow the local agentd; if none answers, offer to start one for this session."""
+
+    def probe() -> None:
+        from agentd.transport.client import ClientError, NodeClient
+        try:
+            with NodeClient(LOCAL_CTL, timeout_s=LOCAL_PROBE_S) as c:
+                c.hello()
+            bridge.node_ready.emit(NodeAddress(key="local", endpoint=LOCAL_CTL))
+        except ClientError:
+            bridge.local_missing.emit()
+
+    def start_local() -> None:
+        def run() -> None:
+            try:
+                bridge.busy.emit("Starting a local agentd…")
+                a = agents.start("local", ctl=LOCAL_CTL, pub=LOCAL_PUB)
+                agents.wait_ready(a)
+                bridge.node_ready.emit(NodeAddress(key="local", endpoint=LOCAL_CTL))
+            except Exception as exc:
+                bridge.problem.emit(f"could not start a local agentd: {exc}")
+            finally:
+                bridge.busy.emit("")
+        threading.Thread(target=run, daemon=True, name="fleetdeck-local").start()
+
+    def missing() -> None:
+        if yes:
+            start_local()
+            return
+        box = QMessageBox(QMessageBox.Icon.Question, "No local agentd",
+                          f"No agentd answers at {LOCAL_CTL}.\nStart one for this session? It stops when Fleetdeck quits.",
+                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, window)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.finished.connect(lambda r: start_local() if r == QMessageBox.StandardButton.Yes else None)
+        box.open()
+
+    bridge.local_missing.connect(missing)
+    threading.Thread(target=probe, daemon=True, name="fleetdeck-probe").start()
+
+
+def _install_signal_handlers(app: QApplication) -> None:
+    """SIGINT/SIGTERM quit cleanly, so daemons we started are stopped by pid."""
+    def quit_(*_):
+        QTimer.singleShot(0, app.quit)
+    signal.signal(signal.SIGINT, quit_)
+    signal.signal(signal.SIGTERM, quit_)
+    # Let the interpreter run now and then, or Python signal handlers never fire under Qt.
+    timer = QTimer(app)
+    timer.timeout.connect(lambda: None)
+    timer.start(250)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,316 @@
+"""The main window: cluster tree, topology, charts, jobs, events and the status bar, all fed
+by one DataSource and redrawn from one timer."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (
+    QDockWidget, QLineEdit, QMainWindow, QMessageBox, QToolBar, QTreeView, QVBoxLayout, QWidget,
+)
+
+from gui.actions import Actions
+from gui.models.cluster_tree import KEY_ROLE, ClusterTreeModel, TreeFilterProxy
+from gui.sources.base import DataSource, NodeAddress
+from gui.state import ClusterState
+from gui.views.charts import ChartsPanel
+from gui.views.dialogs import ConnectDialog, TargetDialog
+from gui.views.events import EventLog
+from gui.views.jobs import JobsPanel
+from gui.views.logs import LogsDialog
+from gui.views.statusbar import StatusBar
+from gui.views.topology import TopologyCanvas
+
+FRAME_HZ = 15
+VIEWS_MIN_INTERVAL_S = 0.25  # tree/table/topology refresh at most 4 times a second
+SETTINGS_VERSION = 1
+DEFAULT_SIZE = (1440, 900)
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, source: DataSource, settings: QSettings, state: ClusterState | None = None, confirm=None,
+                 title_label: str | None = None) -> None:
+        super().__init__()
+        self.source = source
+        self.settings = settings
+        self.state = state or ClusterState()
+        self.title_label = title_label or source.capabilities().label
+        self.actions = Actions(source, self.state, self, confirm=confirm)
+        self.logs_dialogs: list[LogsDialog] = []
+        self._seen_revision = -1
+        self._views_at = 0.0
+        self._links: dict[str, str] = {}
+        self.setObjectName("fleetdeck-main")
+        self.setDockNestingEnabled(True)
+
+        # cluster tree
+        self.tree_model = ClusterTreeModel(self.state, self)
+        self.tree_proxy = TreeFilterProxy(self)
+        self.tree_proxy.setSourceModel(self.tree_model)
+        self.tree = QTreeView()
+        self.tree.setModel(self.tree_proxy)
+        self.tree.setUniformRowHeights(True)
+        self.tree.setAlternatingRowColors(True)
+        self.tree.header().resizeSection(0, 150)
+        self.tree.doubleClicked.connect(self._tree_activated)
+        self.tree_search = QLineEdit()
+        self.tree_search.setPlaceholderText("Search nodes, GPUs, jobs…")
+        self.tree_search.setClearButtonEnabled(True)
+        self.tree_search.textChanged.connect(self._search)
+        tree_box = QWidget()
+        lay = QVBoxLayout(tree_box)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(2)
+        lay.addWidget(self.tree_search)
+        lay.addWidget(self.tree, 1)
+
+        self.topology = TopologyCanvas(self.state)
+        self.topology.migrate_requested.connect(self._migrate_drop)
+        self.topology.job_clicked.connect(lambda j: self.jobs.select([j]))
+        self.charts = ChartsPanel(self.state)
+        self.actions_ = self.actions
+        self.jobs = JobsPanel(self.state, self.actions)
+        self.jobs.logs_requested.connect(self.show_logs)
+        self.jobs.migrate_requested.connect(self.migrate_dialog)
+        self.events = EventLog(self.state)
+        self.status = StatusBar(self.state, clock=source.now_s)
+        self.setStatusBar(self.status)
+        self.actions.busy_changed.connect(self.status.set_busy)
+        self.actions.failed.connect(self._show_failure)
+        self.actions.succeeded.connect(lambda m: self.status.showMessage(m, 5000))
+
+        self.setCentralWidget(self.topology)
+        self.dock_tree = self._dock("Cluster", tree_box, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.dock_charts = self._dock("Charts", self.charts, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.dock_jobs = self._dock("Jobs", self.jobs, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.dock_events = self._dock("Events", self.events, Qt.DockWidgetArea.RightDockWidgetArea)
+        # Charts and events take the full height on the right; jobs span the rest at the bottom.
+        self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.setCorner(Qt.Corner.TopRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.splitDockWidget(self.dock_charts, self.dock_events, Qt.Orientation.Vertical)
+        self._menus()
+
+        source.node_added.connect(self.state.add_node)
+        source.node_removed.connect(self.state.remove_node)
+        source.snapshot.connect(self.state.apply_snapshot)
+        source.message.connect(self.state.apply_message)
+        source.link_state.connect(self._on_link)
+        source.problem.connect(lambda m: self.state.add_local_event(m, ok=False, kind="error"))
+        source.reset.connect(self.state.clear)
+
+        self.timer = QTimer(self)
+        self.timer.setInterval(int(1000 / FRAME_HZ))
+        self.timer.timeout.connect(self.tick)
+        screen = self.screen().availableGeometry() if self.screen() is not None else None
+        if screen is not None and screen.width() > 0:
+            self.resize(min(DEFAULT_SIZE[0], screen.width()), min(DEFAULT_SIZE[1], screen.height()))
+        else:
+            self.resize(*DEFAULT_SIZE)
+        # Default proportions (a saved layout replaces them): the topology keeps the middle.
+        w, h = self.width(), self.height()
+        self.resizeDocks([self.dock_tree, self.dock_charts], [int(w * 0.21), int(w * 0.33)], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.dock_charts, self.dock_events, self.dock_jobs], [int(h * 0.62), int(h * 0.2), int(h * 0.3)],
+                         Qt.Orientation.Vertical)
+        self.restore_settings()
+        self._update_title()
+
+    # ---- construction helpers ----
+    def _dock(self, title: str, widget: QWidget, area) -> QDockWidget:
+        d = QDockWidget(title, self)
+        d.setObjectName(f"dock-{title.lower()}")
+        d.setWidget(widget)
+        d.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable | QDockWidget.DockWidgetFeature.DockWidgetFloatable
+                      | QDockWidget.DockWidgetFeature.DockWidgetClosable)
+        self.addDockWidget(area, d)
+        return d
+
+    def _menus(self) -> None:
+        mb = self.menuBar()
+        cluster = mb.addMenu("&Cluster")
+        connect = cluster.addAction("Connect to node…")
+        connect.setShortcut(QKeySequence("Ctrl+N"))
+        connect.triggered.connect(self.connect_dialog)
+        connect.setEnabled(self.source.capabilities().can_add_nodes)
+        cluster.addSeparator()
+        quit_ = cluster.addAction("Quit")
+        quit_.setShortcut(QKeySequence.StandardKey.Quit)
+        quit_.triggered.connect(self.close)
+        jobs = mb.addMenu("&Jobs")
+        for a in (self.jobs.act_pause, self.jobs.act_resume, self.jobs.act_migrate, self.jobs.act_priority,
+                  self.jobs.act_cancel, self.jobs.act_logs):
+            jobs.addAction(a)
+        view = mb.addMenu("&View")
+        for d in (self.dock_tree, self.dock_charts, self.dock_jobs, self.dock_events):
+            view.addAction(d.toggleViewAction())
+        view.addSeparator()
+        add_chart = view.addAction("Add chart")
+        add_chart.triggered.connect(lambda: self.charts.add_chart())
+        fit = view.addAction("Fit topology")
+        fit.setShortcut(QKeySequence("Ctrl+0"))
+        fit.triggered.connect(self.topology.fit)
+        find = QAction("Search", self)
+        find.setShortcut(QKeySequence.StandardKey.Find)
+        find.triggered.connect(lambda: (self.dock_tree.show(), self.tree_search.setFocus()))
+        self.addAction(find)
+
+    # ---- running ----
+    def start(self) -> None:
+        self.timer.start()
+        self.source.start()
+        self.tick()
+
+    def tick(self) -> None:
+        """The one redraw: views only when the state changed, charts when data or time moved."""
+        now = self.source.now_s()
+        mono = time.monotonic()
+        if self.state.revision != self._seen_revision and mono - self._views_at >= VIEWS_MIN_INTERVAL_S:
+            self._seen_revision = self.state.revision
+            self._views_at = mono
+            self.refresh_views()
+        self.charts.redraw(now)
+        self.actions.tick()
+        self.status.tick_clock(now)
+
+    def refresh_views(self) -> None:
+        structural = self.tree_model.rowCount() != len(self.state.nodes)
+        self.tree_model.refresh()
+        if structural:
+            self.tree.expandToDepth(0)
+        self.topology.refresh()
+        self.jobs.refresh()
+        self.events.refresh()
+        self.status.refresh()
+        self._update_title()
+
+    def _update_title(self) -> None:
+        s = self.state.summary()
+        extra = ", ".join(f"{s[k]} {k}" for k in ("stale", "down", "connecting") if s.get(k))
+        n = s["nodes"]
+        title = f"Fleetdeck — {self.title_label} ({n} node{'s' if n != 1 else ''}{', ' + extra if extra else ''})"
+        if self.windowTitle() != title:
+            self.setWindowTitle(title)
+
+    def set_timeline(self, widget: QWidget) -> None:
+        """For replay: put a timeline (play/pause/speed/seek) in a toolbar along the bottom."""
+        bar = QToolBar("Timeline", self)
+        bar.setObjectName("toolbar-timeline")
+        bar.setMovable(False)
+        bar.addWidget(widget)
+        self.addToolBar(Qt.ToolBarArea.BottomToolBarArea, bar)
+
+    def set_recording(self, active: bool, duration_s: float = 0.0, size_bytes: int = 0) -> None:
+        """For the recording feature: show or hide ● REC with its duration and file size."""
+        self.status.set_recording(active, duration_s, size_bytes)
+
+    def _on_link(self, key: str, state: str) -> None:
+        before = self._links.get(key)
+        self._links[key] = state
+        self.state.set_link(key, state)
+        if state == "live" and before in ("stale", "down"):
+            self.state.add_local_event(f"node {key!r} is live again", node=key, kind="node")
+
+    # ---- user actions ----
+    def _search(self, text: str) -> None:
+        self.tree_proxy.setFilterFixedString(text)
+        if text:
+            self.tree.expandAll()
+
+    def _tree_activated(self, index) -> None:
+        key = index.siblingAtColumn(0).data(KEY_ROLE)
+        if key and key[0] == "job":
+            self.jobs.select([key[2]])
+            self.dock_jobs.raise_()
+
+    def _show_failure(self, message: str) -> None:
+        self.status.showMessage("⚠ " + message, 15000)
+        if self.isVisible() and self.settings.value("ui/failure_popups", True, type=bool):
+            box = QMessageBox(QMessageBox.Icon.Warning, "Fleetdeck", message, QMessageBox.StandardButton.Ok, self)
+            box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+            box.open()
+
+    def _migrate_drop(self, job_id: str, source_key: str, target_key: str) -> None:
+        self.actions.migrate(job_id, target_key)
+
+    def migrate_dialog(self, job_id: str) -> None:
+        source_key = self.state.node_of_job(job_id)
+        targets = [k for k, n in self.state.nodes.items() if k != source_key and n.link == "live"]
+        if not targets:
+            self._show_failure(f"no other live node to migrate job {job_id} to; connect another node first")
+            return
+        dlg = TargetDialog(job_id, source_key or "?", targets, self)
+        if dlg.exec():
+            self.actions.migrate(job_id, dlg.target())
+
+    def show_logs(self, job_id: str) -> None:
+        key = self.state.node_of_job(job_id)
+        if key is None:
+            return
+        j = self.state.job(job_id)
+        dlg = LogsDialog(self.source, key, job_id, f"{j.name} ({job_id})" if j and j.name else job_id, self)
+        dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dlg.destroyed.connect(lambda *_: self.logs_dialogs.remove(dlg) if dlg in self.logs_dialogs else None)
+        self.logs_dialogs.append(dlg)
+        dlg.show()
+
+    def connect_dialog(self) -> None:
+        dlg = ConnectDialog(self)
+        if dlg.exec():
+            addr = dlg.address()
+            self.add_node(addr, remember=True)
+
+    def add_node(self, addr: NodeAddress, remember: bool = False) -> None:
+        self.source.add_node(addr)
+        if remember:
+            saved = self.remembered_nodes()
+            if all(a.endpoint != addr.endpoint for a in saved):
+                saved.append(addr)
+                self.settings.setValue("nodes/remembered", json.dumps(
+                    [{"key": a.key, "endpoint": a.endpoint, "server_key": a.server_key} for a in saved]))
+
+    def remembered_nodes(self) -> list[NodeAddress]:
+        try:
+            raw = json.loads(self.settings.value("nodes/remembered", "[]") or "[]")
+            return [NodeAddress(key=d["key"], endpoint=d["endpoint"], server_key=d.get("server_key")) for d in raw]
+        except (ValueError, KeyError, TypeError):
+            return []
+
+    # ---- settings ----
+    def restore_settings(self) -> None:
+        s = self.settings
+        geo = s.value("window/geometry")
+        if isinstance(geo, QByteArray):
+            self.restoreGeometry(geo)
+        st = s.value("window/state")
+        if isinstance(st, QByteArray):
+            self.restoreState(st, SETTINGS_VERSION)
+        hdr = s.value("jobs/header")
+        if isinstance(hdr, QByteArray):
+            self.jobs.table.horizontalHeader().restoreState(hdr)
+        try:
+            charts = json.loads(s.value("charts/choices", "null") or "null")
+        except ValueError:
+            charts = None
+        self.charts.restore(charts if isinstance(charts, list) else None)
+
+    def save_settings(self) -> None:
+        s = self.settings
+        s.setValue("window/geometry", self.saveGeometry())
+        s.setValue("window/state", self.saveState(SETTINGS_VERSION))
+        s.setValue("jobs/header", self.jobs.table.horizontalHeader().saveState())
+        s.setValue("charts/choices", json.dumps(self.charts.settings()))
+        s.sync()
+
+    def shutdown(self) -> None:
+        """Stop the timer and the source; idempotent."""
+        self.timer.stop()
+        for d in list(self.logs_dialogs):
+            d.close()
+        self.source.stop()
+
+    def closeEvent(self, ev) -> None:
+        self.save_settings()
+        self.shutdown()
+        super().closeEvent(ev)

@@ -1,0 +1,140 @@
+"""The job table: a QAbstractTableModel over ClusterState.job_rows(), and its filter proxy."""
+
+from __future__ import annotations
+
+import time
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt
+from PySide6.QtGui import QColor
+
+from gui import fmt
+from gui.state import ClusterState, JobRow, migration_fraction
+from gui.theme import STATE_COLOURS
+
+COLUMNS = ("ID", "Name", "Node", "State", "Priority", "GPUs", "CPU", "Memory", "Throughput", "Age")
+SORT_ROLE = Qt.ItemDataRole.UserRole + 1
+JOB_ID_ROLE = Qt.ItemDataRole.UserRole + 2
+
+
+class JobTableModel(QAbstractTableModel):
+    """One row per visible job. ``refresh()`` re-reads the state: values change in place,
+    rows are inserted/removed only when the set of jobs changed, so selection survives."""
+
+    def __init__(self, state: ClusterState, clock=time.time, parent=None) -> None:
+        super().__init__(parent)
+        self.state = state
+        self.clock = clock
+        self.rows: list[JobRow] = []
+
+    def refresh(self) -> None:
+        new = self.state.job_rows()
+        if [r.id for r in new] == [r.id for r in self.rows]:
+            self.rows = new
+            if new:
+                self.dataChanged.emit(self.index(0, 0), self.index(len(new) - 1, len(COLUMNS) - 1))
+            return
+        old_ids = {r.id: i for i, r in enumerate(self.rows)}
+        new_ids = {r.id for r in new}
+        # Remove vanished rows from the bottom up, then append new ones: keeps selections.
+        for i in sorted((i for rid, i in old_ids.items() if rid not in new_ids), reverse=True):
+            self.beginRemoveRows(QModelIndex(), i, i)
+            del self.rows[i]
+            self.endRemoveRows()
+        by_id = {r.id: r for r in new}
+        self.rows = [by_id[r.id] for r in self.rows]
+        have = {r.id for r in self.rows}
+        added = [r for r in new if r.id not in have]
+        if added:
+            self.beginInsertRows(QModelIndex(), len(self.rows), len(self.rows) + len(added) - 1)
+            self.rows.extend(added)
+            self.endInsertRows()
+        if self.rows:
+            self.dataChanged.emit(self.index(0, 0), self.index(len(self.rows) - 1, len(COLUMNS) - 1))
+
+    def rowCount(self, parent=QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self.rows)
+
+    def columnCount(self, parent=QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return COLUMNS[section]
+        return None
+
+    def row(self, i: int) -> JobRow:
+        return self.rows[i]
+
+    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
+        if not index.isValid():
+            return None
+        r = self.rows[index.row()]
+        col = index.column()
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self._display(r, col)
+        if role == SORT_ROLE:
+            return self._sort(r, col)
+        if role == JOB_ID_ROLE:
+            return r.id
+        if role == Qt.ItemDataRole.ForegroundRole and col == 3:
+            return QColor(STATE_COLOURS.get(r.state, "#888888"))
+        if role == Qt.ItemDataRole.TextAlignmentRole and col in (4, 6, 7, 8, 9):
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return f"{r.name} ({r.id}) on {r.node}: {r.state}" + (" — " + r.kind if r.kind == "agent" else "")
+        return None
+
+    def _display(self, r: JobRow, col: int) -> str:
+        if col == 0:
+            return r.id
+        if col == 1:
+            return r.name
+        if col == 2:
+            return r.node
+        if col == 3:
+            if r.state == "migrating":
+                f = migration_fraction(r.migration)
+                return f"migrating {f * 100:.0f}%" if f is not None else "migrating"
+            return r.state
+        if col == 4:
+            return f"{r.priority:+d}" if r.priority else "0"
+        if col == 5:
+            return ",".join(map(str, r.gpus)) or fmt.DASH
+        if col == 6:
+            return fmt.pct(r.cpu_pct)
+        if col == 7:
+            return fmt.bytes_(r.mem_bytes)
+        if col == 8:
+            return fmt.DASH if r.throughput is None else f"{fmt.si(r.throughput)} {r.throughput_unit}"
+        if col == 9:
+            return fmt.duration(None if r.started_s is None else self.clock() - r.started_s)
+        return ""
+
+    def _sort(self, r: JobRow, col: int):
+        if col == 0:
+            prefix, _, num = r.id.rpartition(".")
+            return f"{prefix}.{int(num):09d}" if num.isdigit() else r.id
+        if col == 4:
+            return r.priority
+        if col == 5:
+            return len(r.gpus)
+        if col == 6:
+            return -1.0 if r.cpu_pct is None else r.cpu_pct
+        if col == 7:
+            return -1 if r.mem_bytes is None else r.mem_bytes
+        if col == 8:
+            return -1.0 if r.throughput is None else r.throughput
+        if col == 9:
+            return 0.0 if r.started_s is None else -r.started_s
+        return self._display(r, col)
+
+
+class JobFilterProxy(QSortFilterProxyModel):
+    """Sorts on typed values and filters on id, name, node and state (any column)."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setSortRole(SORT_ROLE)
+        self.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        self.setFilterKeyColumn(-1)
+        self.setDynamicSortFilter(True)

@@ -1,0 +1,156 @@
+"""Numpy ring buffers for the charts, and min/max decimation to the pixel width.
+
+No Qt here. A :class:`NodeSeries` keeps one time ring per node and one float32 value ring
+per metric, all sharing the node's write position: every metric of a node arrives in the same
+sample, so a shared time axis costs 4 bytes per point instead of 12. A metric that appears
+later (a new job) is NaN before it appeared, and charts draw NaN as a gap.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+
+DEFAULT_HISTORY_S = 3600.0
+DEFAULT_INTERVAL_S = 1.0
+
+# A series is named (node key, scope, metric): scope "" is the node itself, "gpu3" a GPU,
+# anything else a job id.
+SeriesKey = tuple[str, str, str]
+
+
+class NodeSeries:
+    """Ring buffers of one node: ``capacity`` rows of (time, value per metric)."""
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 2:
+            raise ValueError(f"ring capacity {capacity} is too small; use at least 2 points")
+        self.capacity = capacity
+        self.times = np.full(capacity, np.nan, dtype=np.float64)
+        self.values: dict[tuple[str, str], np.ndarray] = {}
+        self.head = 0  # next row to write
+        self.count = 0
+
+    def append(self, t: float, values: dict[tuple[str, str], float | None]) -> None:
+        """Add one row at wall time ``t``; metrics missing from ``values`` get NaN."""
+        row = self.head
+        self.times[row] = t
+        for key, arr in self.values.items():
+            v = values.get(key)
+            arr[row] = np.nan if v is None else v
+        for key, v in values.items():
+            if key not in self.values and v is not None:
+                arr = np.full(self.capacity, np.nan, dtype=np.float32)
+                arr[row] = v
+                self.values[key] = arr
+        self.head = (row + 1) % self.capacity
+        self.count = min(self.count + 1, self.capacity)
+
+    def _order(self, arr: np.ndarray) -> np.ndarray:
+        if self.count < self.capacity:
+            return arr[: self.count]
+        return np.concatenate((arr[self.head:], arr[: self.head]))
+
+    def get(self, scope: str, metric: str) -> tuple[np.ndarray, np.ndarray]:
+        """(times, values) oldest first; empty arrays for an unknown metric."""
+        arr = self.values.get((scope, metric))
+        if arr is None or self.count == 0:
+            return np.empty(0), np.empty(0, dtype=np.float32)
+        return self._order(self.times), self._order(arr)
+
+    def last(self, scope: str, metric: str) -> float | None:
+        arr = self.values.get((scope, metric))
+        if arr is None or self.count == 0:
+            return None
+        v = float(arr[(self.head - 1) % self.capacity])
+        return None if math.isnan(v) else v
+
+    def first_time(self) -> float | None:
+        """Wall time of the oldest row still held."""
+        if self.count == 0:
+            return None
+        return float(self.times[self.head if self.count == self.capacity else 0])
+
+    def drop_scope(self, scope: str) -> None:
+        """Forget every metric of one scope (a job that is gone)."""
+        for key in [k for k in self.values if k[0] == scope]:
+            del self.values[key]
+
+
+class SeriesStore:
+    """Every node's rings. ``history_s`` / ``interval_s`` decide the ring size."""
+
+    def __init__(self, history_s: float = DEFAULT_HISTORY_S, interval_s: float = DEFAULT_INTERVAL_S) -> None:
+        self.history_s = history_s
+        self.capacity = max(2, int(math.ceil(history_s / interval_s)))
+        self.nodes: dict[str, NodeSeries] = {}
+
+    def node(self, key: str) -> NodeSeries:
+        ns = self.nodes.get(key)
+        if ns is None:
+            ns = self.nodes[key] = NodeSeries(self.capacity)
+        return ns
+
+    def append(self, key: str, t: float, values: dict[tuple[str, str], float | None]) -> None:
+        self.node(key).append(t, values)
+
+    def get(self, key: SeriesKey) -> tuple[np.ndarray, np.ndarray]:
+        ns = self.nodes.get(key[0])
+        if ns is None:
+            return np.empty(0), np.empty(0, dtype=np.float32)
+        return ns.get(key[1], key[2])
+
+    def last(self, key: SeriesKey) -> float | None:
+        ns = self.nodes.get(key[0])
+        return None if ns is None else ns.last(key[1], key[2])
+
+    def keys(self) -> Iterator[SeriesKey]:
+        for node, ns in self.nodes.items():
+            for scope, metric in ns.values:
+                yield (node, scope, metric)
+
+    def drop_node(self, key: str) -> None:
+        self.nodes.pop(key, None)
+
+    def clear(self) -> None:
+        self.nodes.clear()
+
+
+def window(t: np.ndarray, v: np.ndarray, t0: float, t1: float) -> tuple[np.ndarray, np.ndarray]:
+    """The part of a series between ``t0`` and ``t1``, plus one point either side so the
+    line reaches the edges of the view. ``t`` must be sorted."""
+    if t.size == 0:
+        return t, v
+    i0 = max(0, int(np.searchsorted(t, t0, side="left")) - 1)
+    i1 = min(t.size, int(np.searchsorted(t, t1, side="right")) + 1)
+    return t[i0:i1], v[i0:i1]
+
+
+def decimate_minmax(t: np.ndarray, v: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Reduce a series to about ``2 * n_bins`` points: each bin's min at its first time and
+    its max at its last time (the envelope a pixel column shows).
+
+    Spikes survive; a bin that is all NaN stays NaN, so gaps survive. Series already small
+    enough come back unchanged. Two NaN-ignoring reductions per call: cheap enough to run on
+    every curve at every frame.
+    """
+    n = t.size
+    if n_bins < 1 or n <= 2 * n_bins:
+        return t, v
+    per = n // n_bins
+    m = per * n_bins
+    vb = v[:m].reshape(n_bins, per)
+    tb = t[:m].reshape(n_bins, per)
+    tail = n - m
+    out_t = np.empty(2 * n_bins + tail, dtype=np.float64)
+    out_v = np.empty(2 * n_bins + tail, dtype=np.float64)
+    out_t[0 : 2 * n_bins : 2] = tb[:, 0]
+    out_t[1 : 2 * n_bins : 2] = tb[:, -1]
+    out_v[0 : 2 * n_bins : 2] = np.fmin.reduce(vb, axis=1)
+    out_v[1 : 2 * n_bins : 2] = np.fmax.reduce(vb, axis=1)
+    if tail:
+        out_t[2 * n_bins :] = t[m:]
+        out_v[2 * n_bins :] = v[m:]
+    return out_t, out_v

@@ -1,0 +1,330 @@
+"""The cluster as the app knows it: pure Python, no Qt.
+
+:class:`ClusterState` applies snapshots and stream messages (the structs a DataSource emits),
+derives rates with :func:`agentd.metrics.derive` (the one derive) and feeds the chart rings in
+:mod:`gui.series`. The Qt models read it; a single timer in the window asks ``revision`` whether
+anything changed, so a burst of messages costs one redraw, not one per message.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from agentd.metrics.derive import derive
+from agentd.metrics.samples import DerivedCgroup, DerivedGpu, DerivedNode, NodeInventory, NodeSample
+from agentd.protocol.jobs import ACTIVE_STATES, TERMINAL_STATES, Event, JobInfo
+from agentd.protocol.messages import (
+    EventMsg,
+    Heartbeat,
+    InventoryMsg,
+    JobMsg,
+    SampleMsg,
+    SnapshotReply,
+    StreamMsg,
+)
+from gui.series import DEFAULT_HISTORY_S, DEFAULT_INTERVAL_S, SeriesStore
+
+MAX_EVENTS = 5000
+# Finished jobs stay visible this long so a person sees how they ended.
+KEEP_FINISHED_S = 600.0
+# Application rates preferred as "the" throughput of a job, in this order.
+THROUGHPUT_PREFERENCE = ("tokens_per_s", "samples_per_s", "steps_per_s", "requests_per_s", "episodes_per_s")
+THROUGHPUT_UNITS = {"tokens_per_s": "tok/s", "samples_per_s": "samples/s", "steps_per_s": "steps/s",
+                    "requests_per_s": "req/s", "episodes_per_s": "ep/s"}
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A chartable metric: where it lives (node, gpu or job), its label and unit."""
+
+    scope: str  # "node", "gpu" or "job"
+    name: str
+    label: str
+    unit: str  # "%", "B", "B/s", "W", "°C", "" (plain number), "/s"
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("node", "cpu_pct", "CPU", "%"),
+    Metric("node", "mem_used_pct", "Memory", "%"),
+    Metric("node", "iowait_pct", "IO wait", "%"),
+    Metric("node", "net_rx_bytes_per_s", "Network in", "B/s"),
+    Metric("node", "net_tx_bytes_per_s", "Network out", "B/s"),
+    Metric("node", "disk_read_bytes_per_s", "Disk read", "B/s"),
+    Metric("node", "disk_write_bytes_per_s", "Disk write", "B/s"),
+    Metric("node", "load_1", "Load (1 min)", ""),
+    Metric("gpu", "sm_util_pct", "GPU utilisation", "%"),
+    Metric("gpu", "mem_used_pct", "GPU memory", "%"),
+    Metric("gpu", "power_w", "GPU power", "W"),
+    Metric("gpu", "temp_c", "GPU temperature", "°C"),
+    Metric("gpu", "pcie_rx_bytes_per_s", "PCIe in", "B/s"),
+    Metric("gpu", "pcie_tx_bytes_per_s", "PCIe out", "B/s"),
+    Metric("gpu", "nvlink_rx_bytes_per_s", "NVLink in", "B/s"),
+    Metric("gpu", "nvlink_tx_bytes_per_s", "NVLink out", "B/s"),
+    Metric("job", "cpu_pct", "Job CPU", "%"),
+    Metric("job", "mem_current_bytes", "Job memory", "B"),
+    Metric("job", "io_read_bytes_per_s", "Job disk read", "B/s"),
+    Metric("job", "io_write_bytes_per_s", "Job disk write", "B/s"),
+    Metric("job", "throughput", "Job throughput", "/s"),
+)
+METRIC_BY_KEY = {(m.scope, m.name): m for m in METRICS}
+_NODE_FIELDS = [m.name for m in METRICS if m.scope == "node"]
+_GPU_FIELDS = [m.name for m in METRICS if m.scope == "gpu"]
+_JOB_FIELDS = [m.name for m in METRICS if m.scope == "job" and m.name != "throughput"]
+
+
+def gpu_scope(index: int) -> str:
+    return f"gpu{index}"
+
+
+def throughput_of(app: dict[str, float]) -> tuple[float, str] | None:
+    """A job's headline application rate and its unit, or None when it reports none."""
+    for name in THROUGHPUT_PREFERENCE:
+        if name in app:
+            return app[name], THROUGHPUT_UNITS[name]
+    for name, value in sorted(app.items()):
+        if name.endswith("_per_s"):
+            return value, name[: -len("_per_s")] + "/s"
+    return None
+
+
+@dataclass
+class NodeState:
+    """One node: what its daemon told us, and the link health."""
+
+    key: str
+    link: str = "connecting"
+    link_detail: str = ""
+    inventory: NodeInventory | None = None
+    last_sample: NodeSample | None = None
+    derived: DerivedNode | None = None
+    jobs: dict[str, JobInfo] = field(default_factory=dict)
+    last_heard_s: float = 0.0
+
+    @property
+    def name(self) -> str:
+        """The daemon's node name (prefix of its job ids), else the key."""
+        return self.inventory.node if self.inventory is not None else self.key
+
+    def gpu(self, index: int) -> DerivedGpu | None:
+        if self.derived is None:
+            return None
+        for g in self.derived.gpus:
+            if g.index == index:
+                return g
+        return None
+
+    def job_metrics(self, job_id: str) -> DerivedCgroup | None:
+        if self.derived is None:
+            return None
+        for j in self.derived.jobs:
+            if j.job_id == job_id:
+                return j
+        return None
+
+
+@dataclass(frozen=True)
+class JobRow:
+    """One line of the job table: plain values, ready to show and sort."""
+
+    id: str
+    name: str
+    node: str  # node key
+    state: str
+    priority: int
+    gpus: tuple[int, ...]
+    cpu_pct: float | None
+    mem_bytes: int | None
+    throughput: float | None
+    throughput_unit: str
+    started_s: float | None
+    kind: str
+    migration: dict
+
+
+class ClusterState:
+    """Everything known about the cluster. Not thread-safe: the GUI thread owns it."""
+
+    def __init__(self, history_s: float = DEFAULT_HISTORY_S, interval_s: float = DEFAULT_INTERVAL_S,
+                 clock=time.time) -> None:
+        self.nodes: dict[str, NodeState] = {}
+        self.events: deque[Event] = deque(maxlen=MAX_EVENTS)
+        self.events_total = 0  # grows forever; the event log shows what is new since it looked
+        self.series = SeriesStore(history_s, interval_s)
+        self.clock = clock
+        # Bumped on every change; views compare it with what they last drew.
+        self.revision = 0
+        self.structure_revision = 0  # nodes/GPUs/jobs appeared or vanished
+
+    # ---- applying what a source emits ------------------------------------------------
+
+    def add_node(self, key: str) -> NodeState:
+        node = self.nodes.get(key)
+        if node is None:
+            node = self.nodes[key] = NodeState(key)
+            self._bump(structure=True)
+        return node
+
+    def remove_node(self, key: str) -> None:
+        if self.nodes.pop(key, None) is not None:
+            self.series.drop_node(key)
+            self._bump(structure=True)
+
+    def clear(self) -> None:
+        self.nodes.clear()
+        self.events.clear()
+        self.series.clear()
+        self._bump(structure=True)
+
+    def set_link(self, key: str, state: str, detail: str = "") -> None:
+        node = self.add_node(key)
+        node.link = state
+        node.link_detail = detail
+        self._bump()
+
+    def apply_snapshot(self, key: str, snap: SnapshotReply) -> None:
+        """Replace what is known about a node with a fresh snapshot."""
+        node = self.add_node(key)
+        node.inventory = snap.inventory
+        node.jobs = {j.id: j for j in snap.jobs}
+        # A new snapshot means a (re)connect: the previous sample may belong to another life
+        # of the daemon; derive() refuses to pair samples of different boot ids anyway.
+        samples = sorted(snap.samples, key=lambda s: s.mono_s)
+        prev = node.last_sample
+        if prev is not None and samples and samples[0].boot_id != prev.boot_id:
+            prev = None
+        for s in samples:
+            if prev is not None and s.mono_s <= prev.mono_s and s.boot_id == prev.boot_id:
+                continue  # already charted
+            self._apply_sample(node, s, prev)
+            prev = s
+        for ev in snap.events:
+            self._add_event(ev)
+        node.last_heard_s = self.clock()
+        self._bump(structure=True)
+
+    def apply_message(self, key: str, msg: StreamMsg) -> None:
+        node = self.add_node(key)
+        node.last_heard_s = self.clock()
+        if isinstance(msg, SampleMsg):
+            self._apply_sample(node, msg.sample, node.last_sample)
+            self._bump()
+        elif isinstance(msg, JobMsg):
+            known = msg.job.id in node.jobs
+            node.jobs[msg.job.id] = msg.job
+            self._bump(structure=not known)
+        elif isinstance(msg, EventMsg):
+            self._add_event(msg.event)
+            self._bump()
+        elif isinstance(msg, InventoryMsg):
+            node.inventory = msg.inventory
+            self._bump(structure=True)
+        elif isinstance(msg, Heartbeat):
+            pass
+
+    def apply_job(self, key: str, job: JobInfo) -> None:
+        """A job as a reply reported it (arrives before the stream says the same)."""
+        node = self.add_node(key)
+        known = job.id in node.jobs
+        node.jobs[job.id] = job
+        self._bump(structure=not known)
+
+    def add_local_event(self, message: str, *, node: str = "", job_id: str = "", ok: bool = True,
+                        kind: str = "app") -> None:
+        """An event the app itself produced (an action result, a failure)."""
+        self._add_event(Event(wall_s=self.clock(), node=node, kind=kind, message=message, job_id=job_id, ok=ok))
+        self._bump()
+
+    def _add_event(self, ev: Event) -> None:
+        self.events.append(ev)
+        self.events_total += 1
+
+    def _apply_sample(self, node: NodeState, sample: NodeSample, prev: NodeSample | None) -> None:
+        d = derive(sample, prev)
+        node.last_sample = sample
+        node.derived = d
+        values: dict[tuple[str, str], float | None] = {}
+        for f in _NODE_FIELDS:
+            values[("", f)] = getattr(d, f)
+        for g in d.gpus:
+            scope = gpu_scope(g.index)
+            for f in _GPU_FIELDS:
+                values[(scope, f)] = getattr(g, f)
+        for j in d.jobs:
+            for f in _JOB_FIELDS:
+                values[(j.job_id, f)] = getattr(j, f)
+            tp = throughput_of(j.app)
+            values[(j.job_id, "throughput")] = None if tp is None else tp[0]
+            for name, value in j.app.items():
+                if name.endswith("_per_s"):
+                    values[(j.job_id, "app:" + name)] = value
+        self.series.append(node.key, sample.wall_s, values)
+
+    def _bump(self, structure: bool = False) -> None:
+        self.revision += 1
+        if structure:
+            self.structure_revision += 1
+
+    # ---- reading ---------------------------------------------------------------------
+
+    def node_of_job(self, job_id: str) -> str | None:
+        for key, node in self.nodes.items():
+            if job_id in node.jobs:
+                return key
+        return None
+
+    def job(self, job_id: str) -> JobInfo | None:
+        key = self.node_of_job(job_id)
+        return None if key is None else self.nodes[key].jobs[job_id]
+
+    def visible_jobs(self, key: str) -> list[JobInfo]:
+        """Jobs of a node worth showing: active and queued ones, plus recently finished."""
+        now = self.clock()
+        out = []
+        for j in self.nodes[key].jobs.values():
+            if j.state in TERMINAL_STATES and j.ended_s is not None and now - j.ended_s > KEEP_FINISHED_S:
+                continue
+            out.append(j)
+        return sorted(out, key=lambda j: _job_sort_key(j.id))
+
+    def job_rows(self) -> list[JobRow]:
+        rows = []
+        for key, node in self.nodes.items():
+            for j in self.visible_jobs(key):
+                m = node.job_metrics(j.id) if j.state in ACTIVE_STATES else None
+                tp = throughput_of(m.app) if m is not None else None
+                rows.append(JobRow(
+                    id=j.id, name=j.name or j.spec.name or j.id, node=key, state=j.state,
+                    priority=j.priority, gpus=tuple(j.gpus),
+                    cpu_pct=None if m is None else m.cpu_pct,
+                    mem_bytes=None if m is None else m.mem_current_bytes,
+                    throughput=None if tp is None else tp[0], throughput_unit="" if tp is None else tp[1],
+                    started_s=j.started_s if j.started_s else j.submitted_s or None,
+                    kind=j.spec.kind, migration=dict(j.migration),
+                ))
+        return rows
+
+    def jobs_on_gpu(self, key: str, index: int) -> list[JobInfo]:
+        return [j for j in self.visible_jobs(key) if index in j.gpus and j.state not in TERMINAL_STATES]
+
+    def summary(self) -> dict[str, int]:
+        """Counts for the title bar: nodes, by link state."""
+        out = {"nodes": len(self.nodes)}
+        for n in self.nodes.values():
+            out[n.link] = out.get(n.link, 0) + 1
+        return out
+
+
+def _job_sort_key(job_id: str) -> tuple[str, int, str]:
+    prefix, _, num = job_id.rpartition(".")
+    return (prefix, int(num), "") if num.isdigit() else (job_id, 0, job_id)
+
+
+def migration_fraction(migration: dict) -> float | None:
+    """0..1 progress of a migration from JobInfo.migration, None when unknown."""
+    total = migration.get("bytes_total")
+    sent = migration.get("bytes_sent")
+    if isinstance(total, (int, float)) and total > 0 and isinstance(sent, (int, float)):
+        return max(0.0, min(1.0, sent / total))
+    return None

@@ -1,0 +1,393 @@
+"""Live charts: several pyqtgraph plots, each with a metric and scope picker.
+
+Charts never redraw on a message. The window's one timer calls :meth:`ChartsPanel.redraw`
+(10-20 Hz); a chart draws only when the state changed or its time window moved, reads the
+ring buffers, cuts the visible window, reduces it to a min/max envelope of the plot's pixel
+width and only then calls setData.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QPalette
+from PySide6.QtWidgets import (
+    QComboBox, QHBoxLayout, QLabel, QScrollArea, QSplitter, QStyle, QToolButton, QVBoxLayout, QWidget,
+)
+
+from gui import fmt
+from gui.series import SeriesKey, decimate_minmax, window
+from gui.state import METRIC_BY_KEY, METRICS, ClusterState, Metric, gpu_scope
+from gui.theme import series_colour
+
+MAX_CURVES = 256
+SPANS_S = {"5 min": 300.0, "15 min": 900.0, "1 h": 3600.0}
+DEFAULT_SPAN = "15 min"
+SCROLL_REDRAW_S = 1.0  # with no new data, move the time window at most this often
+SCROLL_PIXELS = 2  # ... and only once it moved this many pixels
+HOVER_LINES = 10
+LEGEND_COLUMNS = 4
+LEGEND_COLUMN_PX = 140
+LEGEND_MAX = 16
+CROWDED_CURVES = 64
+RECOMPUTE_IDLE_S = 30.0  # with no new data, re-read the rings this often anyway
+MIN_WINDOW_S = 60.0  # a young session shows at least this much time, then grows to the span
+
+
+class Chart(QWidget):
+    """One plot: a metric of a scope (all nodes, one node, its GPUs, jobs...)."""
+
+    closed = Signal(object)
+
+    def __init__(self, state: ClusterState, metric: tuple[str, str] = ("gpu", "sm_util_pct"), scope: str = "*",
+                 span: str = DEFAULT_SPAN, parent=None) -> None:
+        super().__init__(parent)
+        self.state = state
+        # Not "self.metric": that would shadow QWidget.metric(), which Qt calls while painting.
+        self.chart_metric: Metric = METRIC_BY_KEY.get(metric, METRICS[0])
+        self.scope = scope
+        self.curves: dict[SeriesKey, pg.PlotCurveItem] = {}
+        self._cache: dict[SeriesKey, tuple[np.ndarray, np.ndarray]] = {}
+        self._drawn_revision = -1
+        self._drawn_at = -math.inf
+        self._computed_at = -math.inf
+        self._scope_structure = -1
+
+        self.metric_box = QComboBox()
+        for m in METRICS:
+            self.metric_box.addItem(f"{m.label}", (m.scope, m.name))
+        self.metric_box.setCurrentIndex(METRICS.index(self.chart_metric))
+        self.metric_box.setToolTip("What to plot")
+        self.scope_box = QComboBox()
+        self.scope_box.setToolTip("Which nodes, GPUs or jobs")
+        self.scope_box.setMinimumContentsLength(14)
+        self.span_box = QComboBox()
+        self.span_box.addItems(list(SPANS_S))
+        self.span_box.setCurrentText(span if span in SPANS_S else DEFAULT_SPAN)
+        self.span_box.setToolTip("Time window")
+        self.pause_btn = QToolButton()
+        self.pause_btn.setText("Pause")
+        self.pause_btn.setIcon(self.style().standardIcon(QStyle.StandardPixmap.SP_MediaPause))
+        self.pause_btn.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.pause_btn.setCheckable(True)
+        self.pause_btn.setToolTip("Stop scrolling to look at a moment (dragging or zooming the plot pauses too)")
+        self.close_btn = QToolButton()
+        self.close_btn.setText("✕")
+        self.close_btn.setToolTip("Remove this chart")
+        self.close_btn.clicked.connect(lambda: self.closed.emit(self))
+        head = QHBoxLayout()
+        head.setContentsMargins(0, 0, 0, 0)
+        for w in (self.metric_box, self.scope_box, self.span_box):
+            head.addWidget(w)
+        head.addStretch(1)
+        head.addWidget(self.pause_btn)
+        head.addWidget(self.close_btn)
+
+        self.plot = pg.PlotWidget(axisItems={"bottom": pg.DateAxisItem(orientation="bottom")})
+        pal = self.palette()
+        self.plot.setBackground(pal.color(QPalette.ColorRole.Base))
+        pi = self.plot.getPlotItem()
+        pi.setClipToView(True)
+        pi.getViewBox().disableAutoRange(axis="x")  # the chart sets the time window itself
+        pi.showGrid(x=False, y=True, alpha=0.12)  # an x grid costs as much to paint as 64 curves
+        pi.setMenuEnabled(False)
+        pi.hideButtons()
+        # The legend sits below the plot, not over the data; click an entry to hide its curve.
+        self.legend = pg.LegendItem(labelTextSize="7pt", colCount=LEGEND_COLUMNS, verSpacing=-8, horSpacing=12,
+                                    labelTextColor=pal.color(QPalette.ColorRole.Text))
+        pi.layout.addItem(self.legend, 5, 1)
+        pi.legend = self.legend
+        fg = pal.color(QPalette.ColorRole.Text)
+        for ax in ("left", "bottom"):
+            pi.getAxis(ax).setTextPen(fg)
+            pi.getAxis(ax).setPen(pal.color(QPalette.ColorRole.Mid))
+        pi.getViewBox().sigRangeChangedManually.connect(lambda *_: self.pause_btn.setChecked(True))
+        self.hover_line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen(pal.color(QPalette.ColorRole.Mid), width=1))
+        self.hover_line.setVisible(False)
+        self.plot.addItem(self.hover_line, ignoreBounds=True)
+        self.readout = QLabel(" ")
+        self.readout.setTextFormat(Qt.TextFormat.RichText)
+        self.readout.setWordWrap(True)
+        self.readout.setMinimumHeight(18)
+        self.readout.setStyleSheet("color: palette(placeholder-text);")
+        self.plot.scene().sigMouseMoved.connect(self._on_hover)
+
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.setSpacing(2)
+        lay.addLayout(head)
+        lay.addWidget(self.plot, 1)
+        lay.addWidget(self.readout)
+
+        self.metric_box.currentIndexChanged.connect(self._on_metric)
+        self.scope_box.currentIndexChanged.connect(self._on_scope)
+        self.span_box.currentIndexChanged.connect(lambda *_: self.invalidate())
+        self.pause_btn.toggled.connect(self._on_pause)
+        self._fill_scopes()
+        self._apply_axis_label()
+
+    # ---- settings ----
+    def settings(self) -> dict:
+        return {"metric": list((self.chart_metric.scope, self.chart_metric.name)), "scope": self.scope, "span": self.span_box.currentText()}
+
+    def _on_metric(self, i: int) -> None:
+        self.chart_metric = METRIC_BY_KEY[tuple(self.metric_box.itemData(i))]
+        self.scope = "*"
+        self._fill_scopes()
+        self._apply_axis_label()
+        self._clear_curves()
+        self.invalidate()
+
+    def _on_scope(self, i: int) -> None:
+        data = self.scope_box.itemData(i)
+        if data is not None and data != self.scope:
+            self.scope = data
+            self._clear_curves()
+            self.invalidate()
+
+    def _on_pause(self, paused: bool) -> None:
+        self.pause_btn.setText("Follow" if paused else "Pause")
+        self.pause_btn.setIcon(self.style().standardIcon(QStyle.StandardPixmap.SP_MediaPlay if paused else QStyle.StandardPixmap.SP_MediaPause))
+        if not paused:
+            self.invalidate()
+
+    def _apply_axis_label(self) -> None:
+        # Units that take SI prefixes are given as units (MB/s); others go in the label text.
+        unit = self.chart_metric.unit
+        if unit in ("B", "B/s", "W"):
+            self.plot.getPlotItem().setLabel("left", self.chart_metric.label, units=unit)
+        else:
+            self.plot.getPlotItem().setLabel("left", self.chart_metric.label + (f" ({unit})" if unit else ""))
+        if self.chart_metric.unit == "%":
+            self.plot.getPlotItem().setYRange(0, 100, padding=0.02)
+            self.plot.getPlotItem().enableAutoRange(axis="y", enable=False)
+        else:
+            self.plot.getPlotItem().enableAutoRange(axis="y", enable=True)
+
+    def _fill_scopes(self) -> None:
+        self._scope_structure = self.state.structure_revision
+        box = self.scope_box
+        box.blockSignals(True)
+        box.clear()
+        kind = self.chart_metric.scope
+        box.addItem({"node": "All nodes", "gpu": "All GPUs", "job": "All jobs"}[kind], "*")
+        for key, node in self.state.nodes.items():
+            box.addItem(f"{key}" + (" — all GPUs" if kind == "gpu" else " — all jobs" if kind == "job" else ""), f"node:{key}")
+            if kind == "gpu" and node.inventory:
+                for g in node.inventory.gpus:
+                    box.addItem(f"{key} GPU{g.index}", f"gpu:{key}:{g.index}")
+            if kind == "job":
+                for j in self.state.visible_jobs(key):
+                    box.addItem(f"  {j.name or j.id} ({j.id})", f"job:{key}:{j.id}")
+        i = box.findData(self.scope)
+        if i < 0:
+            box.addItem(f"{self.scope} (gone)", self.scope)
+            i = box.count() - 1
+        box.setCurrentIndex(i)
+        box.blockSignals(False)
+
+    # ---- drawing ----
+    def series_keys(self) -> list[SeriesKey]:
+        kind, name = self.chart_metric.scope, self.chart_metric.name
+        parts = self.scope.split(":")
+        out: list[SeriesKey] = []
+        for key, node in self.state.nodes.items():
+            if parts[0] != "*" and parts[1] != key:
+                continue
+            if kind == "node":
+                out.append((key, "", name))
+            elif kind == "gpu":
+                gpus = [g.index for g in node.inventory.gpus] if node.inventory else []
+                if parts[0] == "gpu":
+                    gpus = [int(parts[2])]
+                out.extend((key, gpu_scope(i), name) for i in gpus)
+            else:
+                jobs = [j.id for j in self.state.visible_jobs(key)]
+                if parts[0] == "job":
+                    jobs = [parts[2]]
+                out.extend((key, j, name) for j in jobs)
+        return out[:MAX_CURVES]
+
+    def _label(self, k: SeriesKey) -> str:
+        node, scope, _ = k
+        if self.chart_metric.scope == "node":
+            return node
+        if self.chart_metric.scope == "gpu":
+            return f"{node} {scope.upper()}"
+        j = self.state.nodes[node].jobs.get(scope) if node in self.state.nodes else None
+        return f"{j.name} ({scope})" if j is not None and j.name else scope
+
+    def _clear_curves(self) -> None:
+        for item in self.curves.values():
+            self.plot.removeItem(item)
+        self.legend.clear()
+        self.curves.clear()
+        self._cache.clear()
+
+    def invalidate(self) -> None:
+        self._drawn_revision = -1
+
+    def redraw(self, now_s: float, force: bool = False) -> bool:
+        """Draw if the data changed or the window moved; return whether it drew."""
+        if not self.isVisible() and not force:
+            return False
+        if self._scope_structure != self.state.structure_revision:
+            self._fill_scopes()
+        paused = self.pause_btn.isChecked()
+        changed = self.state.revision != self._drawn_revision
+        span = SPANS_S[self.span_box.currentText()]
+        # With no new data, scroll only when the window moved by about a pixel.
+        scroll_s = max(SCROLL_REDRAW_S, SCROLL_PIXELS * span / max(1, self.plot.width()))
+        if not force and (paused and not changed or not changed and now_s - self._drawn_at < scroll_s):
+            return False
+        vb = self.plot.getPlotItem().getViewBox()
+        if not force and not changed and not paused and now_s - self._computed_at < RECOMPUTE_IDLE_S:
+            # Nothing new: slide the window; the curves already hold the data.
+            self._drawn_at = now_s
+            (t0, t1), _ = vb.viewRange()
+            vb.setXRange(t0 + (now_s - t1), now_s, padding=0)
+            return True
+        self._drawn_revision = self.state.revision
+        self._drawn_at = self._computed_at = now_s
+        keys = self.series_keys()
+        if paused:
+            (t0, t1), _ = vb.viewRange()
+        else:
+            t0, t1 = now_s - span, now_s
+            first = min((self._first_time(k) for k in keys), default=None)
+            if first is not None and first > t0:
+                t0 = min(first, now_s - MIN_WINDOW_S)
+        # One min/max pair per two pixel columns (four when curves crowd the plot, where finer
+        # detail is lost under the neighbours anyway): the envelope looks the same, far fewer points.
+        px_per_bin = 2 if len(keys) <= CROWDED_CURVES else 4
+        bins = max(25, (int(vb.width()) or 600) // px_per_bin)
+        wanted = set(keys)
+        for k in [k for k in self.curves if k not in wanted]:
+            self.plot.removeItem(self.curves.pop(k))
+            self.legend.removeItem(self._label(k))
+            self._cache.pop(k, None)
+        for i, k in enumerate(keys):
+            t, v = self.state.series.get(k)
+            t, v = window(t, v, t0, t1)
+            t, v = decimate_minmax(t, v, bins)
+            self._cache[k] = (t, v)
+            item = self.curves.get(k)
+            if item is None:
+                # A 1-px cosmetic pen keeps Qt on its fast line path (wider pens cost 5-10x).
+                pen = pg.mkPen(series_colour(len(self.curves)), width=1)
+                # PlotCurveItem, not PlotDataItem: the data is already clipped to the view and
+                # decimated here, so PlotDataItem's own passes over it would only cost time.
+                item = self.curves[k] = pg.PlotCurveItem(pen=pen, name=self._label(k), connect="finite")
+                self.plot.addItem(item)
+            # Gap-free series take pyqtgraph's fast segmented-line path; NaN gaps need "finite".
+            finite = bool(np.isfinite(v).all())
+            item.setData(t, v, connect="all" if finite else "finite", skipFiniteCheck=finite)
+        self._update_legend_visibility()
+        if not paused:
+            vb.setXRange(t0, t1, padding=0)
+        return True
+
+    def _update_legend_visibility(self) -> None:
+        # Past a dozen entries a legend hides the data and costs more to paint than the curves;
+        # the hover read-out names the curves instead.
+        self.legend.setVisible(len(self.curves) <= LEGEND_MAX)
+
+    def resizeEvent(self, ev) -> None:
+        super().resizeEvent(ev)
+        # As many legend columns as fit, so the legend never makes the chart wider than its dock.
+        cols = max(1, min(LEGEND_COLUMNS, self.width() // LEGEND_COLUMN_PX))
+        if cols != self.legend.columnCount:  # attribute set by LegendItem.setColumnCount
+            self.legend.setColumnCount(cols)
+
+    def _first_time(self, k: SeriesKey) -> float:
+        ns = self.state.series.nodes.get(k[0])
+        t = None if ns is None else ns.first_time()
+        return math.inf if t is None else t
+
+    def _on_hover(self, pos) -> None:
+        vb = self.plot.getPlotItem().getViewBox()
+        if not self.plot.sceneBoundingRect().contains(pos) or not self.curves:
+            self.hover_line.setVisible(False)
+            return
+        x = vb.mapSceneToView(pos).x()
+        self.hover_line.setPos(x)
+        self.hover_line.setVisible(True)
+        parts = []
+        for k, (t, v) in list(self._cache.items())[:HOVER_LINES]:
+            if t.size == 0 or not self.curves[k].isVisible():
+                continue
+            i = int(np.clip(np.searchsorted(t, x), 0, t.size - 1))
+            colour = self.curves[k].opts["pen"].color().name()
+            parts.append(f"<span style='color:{colour}'>■</span> {self._label(k)}: <b>{fmt.value(float(v[i]), self.chart_metric.unit)}</b>")
+        stamp = time.strftime("%H:%M:%S", time.localtime(x)) if x > 0 else ""
+        self.readout.setText(f"{stamp} &nbsp; " + " &nbsp; ".join(parts))
+
+
+class ChartsPanel(QWidget):
+    """A column of charts with an "add chart" button; choices persist through settings()."""
+
+    DEFAULT = [
+        {"metric": ["gpu", "sm_util_pct"], "scope": "*", "span": DEFAULT_SPAN},
+        {"metric": ["job", "throughput"], "scope": "*", "span": DEFAULT_SPAN},
+    ]
+
+    def __init__(self, state: ClusterState, parent=None) -> None:
+        super().__init__(parent)
+        self.state = state
+        self.charts: list[Chart] = []
+        self.splitter = QSplitter(Qt.Orientation.Vertical)
+        self.splitter.setChildrenCollapsible(False)
+        add = QToolButton()
+        add.setText("Add chart")
+        add.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+        add.clicked.connect(lambda: self.add_chart())
+        self.add_btn = add
+        top = QHBoxLayout()
+        top.setContentsMargins(4, 0, 4, 0)
+        top.addStretch(1)
+        top.addWidget(add)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addLayout(top)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setWidget(self.splitter)
+        lay.addWidget(scroll, 1)
+
+    def add_chart(self, metric=("gpu", "sm_util_pct"), scope="*", span=DEFAULT_SPAN) -> Chart:
+        chart = Chart(self.state, tuple(metric), scope, span)
+        chart.setMinimumHeight(170)
+        chart.closed.connect(self.remove_chart)
+        self.charts.append(chart)
+        self.splitter.addWidget(chart)
+        return chart
+
+    def remove_chart(self, chart: Chart) -> None:
+        if chart in self.charts:
+            self.charts.remove(chart)
+            chart.setParent(None)
+            chart.deleteLater()
+
+    def settings(self) -> list[dict]:
+        return [c.settings() for c in self.charts]
+
+    def restore(self, choices: list[dict] | None) -> None:
+        for c in list(self.charts):
+            self.remove_chart(c)
+        for ch in choices or self.DEFAULT:
+            try:
+                self.add_chart(tuple(ch["metric"]), ch.get("scope", "*"), ch.get("span", DEFAULT_SPAN))
+            except (KeyError, TypeError, ValueError):
+                continue
+        if not self.charts:
+            for ch in self.DEFAULT:
+                self.add_chart(tuple(ch["metric"]), ch["scope"], ch["span"])
+
+    def redraw(self, now_s: float) -> int:
+        return sum(1 for c in self.charts if c.redraw(now_s))

@@ -1,0 +1,164 @@
+"""Job table with its toolbar, filter, context menu and keyboard shortcuts."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (
+    QAbstractItemView, QHBoxLayout, QHeaderView, QInputDialog, QLabel, QLineEdit, QMenu, QSpinBox, QStyle, QTableView,
+    QToolBar, QVBoxLayout, QWidget,
+)
+
+from agentd.protocol.jobs import PRIORITY_MAX, PRIORITY_MIN
+from gui.actions import Actions
+from gui.models.jobs import JOB_ID_ROLE, JobFilterProxy, JobTableModel
+from gui.state import ClusterState
+
+
+class JobsPanel(QWidget):
+    """``logs_requested(job_id)`` asks the window to open a log tail."""
+
+    logs_requested = Signal(str)
+    migrate_requested = Signal(str)  # job id; the window asks for the target
+
+    def __init__(self, state: ClusterState, actions: Actions, parent=None) -> None:
+        super().__init__(parent)
+        self.state = state
+        self.actions = actions
+        self.model = JobTableModel(state, parent=self)
+        self.proxy = JobFilterProxy(self)
+        self.proxy.setSourceModel(self.model)
+        self.table = QTableView()
+        self.table.setModel(self.proxy)
+        self.table.setSortingEnabled(True)
+        self.table.sortByColumn(0, Qt.SortOrder.AscendingOrder)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.table.setAlternatingRowColors(True)
+        self.table.verticalHeader().setVisible(False)
+        self.table.verticalHeader().setDefaultSectionSize(22)
+        self.table.horizontalHeader().setStretchLastSection(False)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        for col, w in enumerate((70, 140, 70, 90, 60, 50, 55, 80, 100, 70)):
+            self.table.setColumnWidth(col, w)
+        self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.table.customContextMenuRequested.connect(self._menu)
+        self.table.doubleClicked.connect(lambda *_: self._logs())
+        self.filter = QLineEdit()
+        self.filter.setPlaceholderText("Filter jobs (id, name, node, state)…")
+        self.filter.setClearButtonEnabled(True)
+        self.filter.textChanged.connect(self.proxy.setFilterFixedString)
+
+        sp = QStyle.StandardPixmap
+        self.act_pause = self._action("Pause", "Space", "Pause the selected jobs (cgroup freezer)", lambda: self.actions.pause(self.selected()), sp.SP_MediaPause)
+        self.act_resume = self._action("Resume", "Ctrl+R", "Resume the selected jobs", lambda: self.actions.resume(self.selected()), sp.SP_MediaPlay)
+        self.act_migrate = self._action("Migrate to…", "Ctrl+M", "Move the selected job to another node", self._migrate, sp.SP_ArrowRight)
+        self.act_priority = self._action("Set priority", "Ctrl+P", "Set the priority of the selected jobs to the value beside", self._priority, None)
+        self.act_cancel = self._action("Cancel…", QKeySequence.StandardKey.Delete, "Cancel the selected jobs (asks first)", lambda: self.actions.cancel(self.selected()), sp.SP_DialogCancelButton)
+        self.act_logs = self._action("Logs", "Ctrl+L", "Follow the selected job's output", self._logs, sp.SP_FileDialogDetailedView)
+        self.prio_spin = QSpinBox()
+        self.prio_spin.setRange(PRIORITY_MIN, PRIORITY_MAX)
+        self.prio_spin.setToolTip("Priority to set with ⇅ (higher is more important)")
+        
+        bar = QToolBar()
+        bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        bar.setIconSize(bar.iconSize() * 0.75)
+        for a in (self.act_pause, self.act_resume, self.act_migrate, self.act_priority):
+            bar.addAction(a)
+        bar.addWidget(self.prio_spin)
+        for a in (self.act_cancel, self.act_logs):
+            bar.addAction(a)
+        self.count = QLabel()
+        top = QHBoxLayout()
+        top.setContentsMargins(4, 0, 4, 0)
+        top.addWidget(QLabel("<b>Jobs</b>"))
+        top.addWidget(self.count)
+        top.addWidget(bar, 1)
+        top.addWidget(self.filter)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(2)
+        lay.addLayout(top)
+        lay.addWidget(self.table, 1)
+        self.table.selectionModel().selectionChanged.connect(lambda *_: self.update_enabled())
+        self.update_enabled()
+
+    def _action(self, text: str, shortcut, tip: str, slot, icon) -> QAction:
+        a = QAction(text, self)
+        if icon is not None:
+            a.setIcon(self.style().standardIcon(icon))
+        a.setShortcut(QKeySequence(shortcut))
+        a.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        a.setToolTip(f"{tip} ({QKeySequence(shortcut).toString()})")
+        a.triggered.connect(slot)
+        self.addAction(a)
+        return a
+
+    def refresh(self) -> None:
+        self.model.refresh()
+        n = self.model.rowCount()
+        text = f"{n} job{'s' if n != 1 else ''}"
+        if self.count.text() != text:
+            self.count.setText(text)
+        self.update_enabled()
+
+    def selected(self) -> list[str]:
+        rows = {i.row() for i in self.table.selectionModel().selectedRows()}
+        return [self.proxy.index(r, 0).data(JOB_ID_ROLE) for r in sorted(rows)]
+
+    def select(self, job_ids: list[str]) -> None:
+        sm = self.table.selectionModel()
+        sm.clearSelection()
+        from PySide6.QtCore import QItemSelectionModel
+        for r in range(self.proxy.rowCount()):
+            if self.proxy.index(r, 0).data(JOB_ID_ROLE) in job_ids:
+                sm.select(self.proxy.index(r, 0), QItemSelectionModel.SelectionFlag.Select | QItemSelectionModel.SelectionFlag.Rows)
+
+    def update_enabled(self) -> None:
+        ids = self.selected()
+        control = self.actions.can_control()
+        states = [self.state.job(j).state if self.state.job(j) else "" for j in ids]
+        self.act_pause.setEnabled(control and any(s == "running" for s in states))
+        self.act_resume.setEnabled(control and any(s == "paused" for s in states))
+        self.act_migrate.setEnabled(control and len(ids) == 1 and states[0] in ("running", "paused"))
+        self.act_priority.setEnabled(control and bool(ids))
+        self.act_cancel.setEnabled(control and any(s in ("running", "paused", "queued") for s in states))
+        self.act_logs.setEnabled(len(ids) == 1)
+
+    def _priority(self) -> None:
+        self.actions.set_priority(self.selected(), self.prio_spin.value())
+
+    def _migrate(self) -> None:
+        ids = self.selected()
+        if len(ids) == 1:
+            self.migrate_requested.emit(ids[0])
+
+    def _logs(self) -> None:
+        ids = self.selected()
+        if len(ids) == 1:
+            self.logs_requested.emit(ids[0])
+
+    def _menu(self, pos) -> None:
+        if not self.selected():
+            return
+        menu = QMenu(self)
+        for a in (self.act_pause, self.act_resume, self.act_migrate):
+            menu.addAction(a)
+        prio = menu.addMenu("Set priority")
+        for p in (10, 5, 2, 1, 0, -1, -2, -5, -10):
+            act = prio.addAction(f"{p:+d}" if p else "0")
+            act.triggered.connect(lambda _=False, p=p: self.actions.set_priority(self.selected(), p))
+        other = prio.addAction("Other…")
+        other.triggered.connect(self._ask_priority)
+        menu.addSeparator()
+        menu.addAction(self.act_logs)
+        menu.addSeparator()
+        menu.addAction(self.act_cancel)
+        menu.popup(self.table.viewport().mapToGlobal(pos))
+
+    def _ask_priority(self) -> None:
+        value, ok = QInputDialog.getInt(self, "Set priority", f"Priority ({PRIORITY_MIN}..{PRIORITY_MAX}, higher is more important):",
+                                        self.prio_spin.value(), PRIORITY_MIN, PRIORITY_MAX)
+        if ok:
+            self.actions.set_priority(self.selected(), value)
