@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run demo test test-fast lint system-deps bench docs clean app-bundle app-analysis
+.PHONY: run demo test test-fast lint system-deps bench docs clean app-bundle
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,14 @@ docs: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/agentd_overhead.py
+	$(PY) bench/pause_latency.py
+	$(PY) bench/recorder.py
+	$(PY) bench/migrate.py
+	$(PY) bench/gui_frame.py
+
+## app-bundle: a standalone fleetdeck + agentctl in dist/ (PyInstaller, ~2-3 minutes)
+app-bundle: $(STAMP)
+	$(VENV)/bin/pyinstaller --noconfirm --clean --distpath dist --workpath build/pyinstaller packaging/pyinstaller/fleetdeck.spec
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
