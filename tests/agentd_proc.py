@@ -29,6 +29,7 @@ class AgentdProc:
     args: list[str]
     proc: subprocess.Popen | None = None
     log_path: Path = field(default=Path("/dev/null"))
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def pid(self) -> int:
@@ -38,7 +39,7 @@ class AgentdProc:
     def start(self, wait: bool = True) -> "AgentdProc":
         self.log_path = self.state_dir.parent / f"{self.node}.stderr.log"
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        env = {**os.environ, **self.env, "PYTHONPATH": str(REPO)}
         with open(self.log_path, "ab") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "agentd.daemon", *self.args],
@@ -110,10 +111,11 @@ class AgentdProc:
 
 
 def start_agentd(tmp_path: Path, node: str = "n1", simulate_gpus: int = 2, extra: list[str] | None = None,
-                 interval: float = 0.5, wait: bool = True, host: str = "127.0.0.1") -> AgentdProc:
+                 interval: float = 0.5, wait: bool = True, host: str = "127.0.0.1",
+                 env: dict[str, str] | None = None) -> AgentdProc:
     """A real agentd on free loopback ports with its own state dir under ``tmp_path``."""
     ctl, pub = f"tcp://{host}:{free_port(host)}", f"tcp://{host}:{free_port(host)}"
     state_dir = tmp_path / f"state-{node}"
     args = ["--state-dir", str(state_dir), "--ctl", ctl, "--pub", pub, "--node-name", node,
             "--interval", str(interval), "--simulate-gpus", str(simulate_gpus), *(extra or [])]
-    return AgentdProc(node, state_dir, ctl, pub, args).start(wait=wait)
+    return AgentdProc(node, state_dir, ctl, pub, args, env=env or {}).start(wait=wait)

@@ -78,6 +78,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--to", required=True, metavar="NODE", help="a node name from --cluster, or an endpoint")
     p.add_argument("--restart", action="store_true", help="allow starting from scratch when the job cannot checkpoint")
     p.add_argument("--resume", action="store_true", help="a paused job arrives running")
+    p.add_argument("--no-wait", action="store_true", help="return once the migration has started")
     p.set_defaults(func=cmd_migrate)
 
 
@@ -300,7 +301,40 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         if not named:
             raise CliError(f"--to {target!r} is neither an endpoint (tcp://HOST:PORT) nor a node in the cluster file", 2)
         target, server_key = named[0].endpoint, named[0].server_key
-    args.timeout = max(args.timeout, 600.0)  # the reply comes when the job runs on the target
-    reply = _act(args, args.job, lambda jid: Migrate(job=jid, target=target, target_key=server_key, restart=args.restart, resume=args.resume))
-    _report(args, [reply])
-    return 0
+    c, job_id = client_for_job(args, args.job)
+    with c:
+        reply = call(c, Migrate(job=job_id, target=target, target_key=server_key, restart=args.restart, resume=args.resume))
+        assert isinstance(reply, JobReply)
+        if args.no_wait:
+            _report(args, [reply])
+            return 0
+        return _follow_migration(args, c, reply.job)
+
+
+def _follow_migration(args: argparse.Namespace, c: Any, job: JobInfo) -> int:
+    """Progress on stderr until the job runs elsewhere (0) or the migration rolled back (1)."""
+    shown = ""
+    while True:
+        mig = job.migration
+        phase = mig.get("phase", "")
+        total, sent = mig.get("bytes_total") or 0, mig.get("bytes_sent") or 0
+        line = f"{job.id}: {phase or job.state}" + (f" {human_bytes(sent)}/{human_bytes(total)}" if total else "")
+        if line != shown:
+            print(line, file=sys.stderr, flush=True)
+            shown = line
+        if job.state == "migrated":
+            if args.json:
+                emit_json(_job_json(job))
+            else:
+                print(f"{job.id} now runs as {job.migrated_to}")
+            return 0
+        if phase in ("rolled_back", "failed", "refused") or (not phase and job.state in ("succeeded", "failed", "cancelled")):
+            reason = mig.get("reason") or job.reason or "the migration did not complete"
+            raise CliError(f"migration of {job.id} did not complete: {reason}; the job is {job.state} on {job.node}", 1)
+        if job.state == "queued" and job.migrated_to:
+            print(f"{job.id} moved to the queue of {job.migrated_to}")
+            return 0
+        time.sleep(0.3)
+        reply = call(c, Show(job=job.id))
+        assert isinstance(reply, JobReply)
+        job = reply.job

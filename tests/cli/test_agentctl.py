@@ -128,3 +128,28 @@ def test_every_verb_has_help():
     for verb in sub.choices:
         r = agentctl(verb, "--help")
         assert r.returncode == 0 and "usage: agentctl" in r.stdout, verb
+
+
+def test_migrate_follows_progress_until_the_job_runs_on_the_target(agentd_factory):
+    a = agentd_factory("src", simulate_gpus=0)
+    b = agentd_factory("dst", simulate_gpus=0)
+    trainer = str(REPO / "examples" / "trainer.py")
+    r = agentctl("--node", a.ctl, "submit", "--json", "--name", "t", "--checkpoint-signal", "SIGUSR1", "--counter", "samples",
+                 "--", sys.executable, trainer, "--steps", "100000", "--step-time", "0.05")
+    job_id = json.loads(r.stdout)["id"]
+    wait_state(a, job_id, "running")
+    time.sleep(1.0)
+    r = agentctl("--node", a.ctl, "migrate", job_id, "--to", b.ctl, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "now runs as dst." in r.stdout
+    new_id = r.stdout.strip().rsplit(" ", 1)[1]
+    assert wait_state(b, new_id, "running")["resumed_from"] == job_id
+    assert json.loads(agentctl("--node", a.ctl, "--json", "show", job_id).stdout)["state"] == "migrated"
+
+    # A job without a checkpoint contract is refused, with the way out named.
+    r = agentctl("--node", a.ctl, "submit", "--json", "--", sys.executable, "-c", "import time; time.sleep(60)")
+    plain = json.loads(r.stdout)["id"]
+    wait_state(a, plain, "running")
+    r = agentctl("--node", a.ctl, "migrate", plain, "--to", b.ctl, timeout=120)
+    assert r.returncode == 1 and "--restart" in r.stderr, r.stderr
+    assert json.loads(agentctl("--node", a.ctl, "--json", "show", plain).stdout)["state"] == "running"
