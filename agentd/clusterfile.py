@@ -16,8 +16,8 @@ import msgspec
 
 
 class ClusterNode(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    name: str
     endpoint: str
+    name: str = ""  # defaults to the endpoint
     server_key: str = ""
     labels: dict[str, str] = {}
 
@@ -35,20 +35,24 @@ def load_cluster(path: str | Path) -> ClusterFile:
     p = Path(path).expanduser()
     try:
         data = tomllib.loads(p.read_text())
-    except FileNotFoundError:
-        raise ClusterFileError(f"cluster file {p} does not exist") from None
+    except OSError as exc:
+        raise ClusterFileError(f"cannot read cluster file {p}: {exc.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ClusterFileError(f"cluster file {p} is not valid TOML: {exc}") from None
     try:
         cluster = msgspec.convert(data, ClusterFile)
     except msgspec.ValidationError as exc:
         raise ClusterFileError(f"cluster file {p}: {exc} (each [[node]] needs name and endpoint)") from None
+    if not cluster.node:
+        raise ClusterFileError(f"cluster file {p} has no [[node]] tables; add one per agentd with name and endpoint")
+    for i, n in enumerate(cluster.node, 1):
+        if not n.endpoint.startswith(("tcp://", "ipc://")):
+            raise ClusterFileError(f"cluster file {p}: node #{i} needs endpoint = \"tcp://HOST:PORT\", got {n.endpoint!r}")
+    cluster = msgspec.structs.replace(cluster, node=[n if n.name else msgspec.structs.replace(n, name=n.endpoint) for n in cluster.node])
     names = [n.name for n in cluster.node]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise ClusterFileError(f"cluster file {p}: node name(s) {', '.join(sorted(dup))} appear more than once")
-    if not cluster.node:
-        raise ClusterFileError(f"cluster file {p} lists no [[node]] tables")
     return cluster
 
 
