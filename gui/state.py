@@ -141,6 +141,7 @@ class JobRow:
     started_s: float | None
     kind: str
     migration: dict
+    backend: str = "local"
 
 
 class ClusterState:
@@ -301,7 +302,7 @@ class ClusterState:
                     mem_bytes=None if m is None else m.mem_current_bytes,
                     throughput=None if tp is None else tp[0], throughput_unit="" if tp is None else tp[1],
                     started_s=j.started_s if j.started_s else j.submitted_s or None,
-                    kind=j.spec.kind, migration=dict(j.migration),
+                    kind=j.spec.kind, migration=dict(j.migration), backend=j.backend,
                 ))
         return rows
 

@@ -81,14 +81,15 @@ class JobTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.TextAlignmentRole and col in (4, 6, 7, 8, 9):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == Qt.ItemDataRole.ToolTipRole:
-            return f"{r.name} ({r.id}) on {r.node}: {r.state}" + (" — " + r.kind if r.kind == "agent" else "")
+            note = " — a Slurm job: actions go through scontrol/scancel" if r.backend == "slurm" else (" — " + r.kind if r.kind == "agent" else "")
+            return f"{r.name} ({r.id}) on {r.node}: {r.state}" + note
         return None
 
     def _display(self, r: JobRow, col: int) -> str:
         if col == 0:
             return r.id
         if col == 1:
-            return r.name
+            return f"{r.name}  [Slurm]" if r.backend == "slurm" else r.name
         if col == 2:
             return r.node
         if col == 3:
