@@ -29,10 +29,10 @@ the same process count and the same cache pressure, so their *ratio* is fair eve
 absolute figures are noisy. The cost is some contention between them, which at ~1-5 % of a
 core each is small against the machine's capacity.
 
-Phase 2, stream latency: a second agentd at ``--latency-interval`` (0.2 s) with the same host
-load; a NodeLink subscriber records ``time.time() - sample.wall_s`` for each SampleMsg (the
+Phase 2, stream latency: a second agentd at ``--latency-interval`` (0.2 s), with the idle
+processes and busy jobs still there but psutil and glances stopped; a NodeLink subscriber records ``time.time() - sample.wall_s`` for each SampleMsg (the
 daemon stamps wall_s when it starts sampling, so this is sample -> decoded on the client,
-collection time included), until ``--latency-samples`` (60) arrive. Phase 1's 1 Hz latencies
+collection time included), until ``--latency-samples`` (300) arrive. Phase 1's 1 Hz latencies
 are reported too.
 """
 
@@ -60,13 +60,14 @@ sys.path.insert(0, str(REPO))
 from agentd.daemon import HISTORY_SAMPLES  # noqa: E402
 from agentd.metrics.samples import NodeSample  # noqa: E402
 from agentd.protocol.jobs import JobSpec  # noqa: E402
-from agentd.protocol.messages import Cancel, SampleMsg, Submit  # noqa: E402
+from agentd.protocol.messages import Cancel, Jobs, SampleMsg, Submit  # noqa: E402
 from agentd.transport.client import LinkMessage, NodeLink, RemoteError, Unreachable  # noqa: E402
 from tests.agentd_proc import AgentdProc, start_agentd  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MIB = 1024 * 1024
 DOCS_HEADING = "## agentd overhead and stream latency"
+DOCS_MARKER = "<!-- end of bench/agentd_overhead.py output; notes below are kept on re-runs -->"
 GLANCES_VENV = Path("/tmp/glances-venv/bin/glances")
 
 BUDGET_CPU_PCT = 1.0        # of one core, at 1 Hz
@@ -179,11 +180,12 @@ class LatencyProbe:
         self._thread.join(timeout_s)
 
 
-def history_bytes_per_sample(samples: list[NodeSample]) -> float:
+def history_bytes_per_sample(samples: list[NodeSample]) -> tuple[float, float]:
     """Python heap bytes one held NodeSample of this workload costs (agentd keeps
-    HISTORY_SAMPLES of them for late joiners, so its RSS grows until that deque is full)."""
+    HISTORY_SAMPLES of them for late joiners, so its RSS grows until that deque is full),
+    and the bytes it takes encoded as msgpack."""
     if not samples:
-        return float("nan")
+        return float("nan"), float("nan")
     blobs = [msgspec.msgpack.encode(s) for s in samples]
     tracemalloc.start()
     try:
@@ -192,7 +194,7 @@ def history_bytes_per_sample(samples: list[NodeSample]) -> float:
     finally:
         tracemalloc.stop()
     del held
-    return used / len(blobs)
+    return used / len(blobs), sum(map(len, blobs)) / len(blobs)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -226,7 +228,6 @@ def submit_busy(agent: AgentdProc, count: int, cpus: float) -> tuple[list[str], 
                 return ids, f"submit of busy-{i} failed: {exc}"
         # Wait until they run, so the window measures steady state.
         deadline = time.monotonic() + 20.0
-        from agentd.protocol.messages import Jobs
         while time.monotonic() < deadline:
             jobs = c.call(Jobs(active_only=True)).jobs  # type: ignore[attr-defined]
             running = [j for j in jobs if j.id in ids and j.state == "running"]
@@ -284,7 +285,9 @@ def run(args: argparse.Namespace) -> str:
             subjects.append(Subject("psutil full scan, 1 Hz", ps.pid, ps))
 
             glances = None if args.no_glances else find_glances(args.glances)
-            if glances is None:
+            if args.no_glances:
+                notes.append("glances: not run (--no-glances)")
+            elif glances is None:
                 notes.append("glances: not measured (not installed; `python3 -m venv /tmp/glances-venv && "
                              "/tmp/glances-venv/bin/pip install glances`, or pass --glances PATH)")
             else:
@@ -312,11 +315,12 @@ def run(args: argparse.Namespace) -> str:
                     s.note = "exited during the run"
             probe1.stop()
             held = min(HISTORY_SAMPLES, int(time.monotonic() - agent_started) + 1)
-            per_sample = history_bytes_per_sample(probe1.samples)
+            per_sample, encoded = history_bytes_per_sample(probe1.samples)
             subjects[0].history_mib = (HISTORY_SAMPLES - held) * per_sample / MIB
             notes.append(f"agentd holds its last {HISTORY_SAMPLES} samples for late joiners; it held ~{held} at the end "
                          f"of the window; one sample of this workload costs {per_sample / 1024:.1f} KiB of heap, so "
-                         f"the full history adds ~{subjects[0].history_mib:.1f} MiB after {HISTORY_SAMPLES} s")
+                         f"the full history adds ~{subjects[0].history_mib:.1f} MiB after {HISTORY_SAMPLES} s "
+                         f"(encoded as msgpack a sample is {encoded / 1024:.1f} KiB)")
             notes.append(f"{nproc} processes on the host during the window; load average {load0:.1f} -> "
                          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (other users share this machine)")
             for p in tools:  # phase 2 runs without them
@@ -407,17 +411,23 @@ def report(args: argparse.Namespace, subjects: list[Subject], probe1: LatencyPro
 
 
 def append_docs(path: Path, command: str, table: str) -> None:
-    """Write this section into ``path``, replacing only a previous copy of it."""
-    section = (f"{DOCS_HEADING}\n\nMeasured with:\n\n    {command}\n\n"
-               f"Run on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n\n{table}\n")
+    """Write this run into ``path`` under DOCS_HEADING, replacing only a previous run's table;
+    notes written by hand after DOCS_MARKER (up to the next ``## `` heading) are kept."""
+    generated = (f"{DOCS_HEADING}\n\nMeasured with:\n\n    {command}\n\n"
+                 f"Run on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n\n{table}\n{DOCS_MARKER}\n")
     text = path.read_text() if path.exists() else "# Benchmarks\n\n"
     start = text.find(DOCS_HEADING)
     if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        nxt = text.find("\n## ", start + len(DOCS_HEADING))
-        text = text[:start] + section + (text[nxt + 1:] if nxt >= 0 else "")
-    path.write_text(text)
+        path.write_text(text.rstrip("\n") + "\n\n" + generated)
+        return
+    nxt = text.find("\n## ", start + len(DOCS_HEADING))
+    end = len(text) if nxt < 0 else nxt + 1
+    mark = text.find(DOCS_MARKER, start, end)
+    kept = text[mark + len(DOCS_MARKER):end].lstrip("\n") if mark >= 0 else ""
+    section = generated + ("\n" + kept if kept else "")
+    if nxt >= 0 and not section.endswith("\n\n"):
+        section = section.rstrip("\n") + "\n\n"
+    path.write_text(text[:start] + section + text[end:])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -430,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--glances", help="glances executable (default: on PATH, else /tmp/glances-venv)")
     p.add_argument("--no-glances", action="store_true", help="do not run glances")
     p.add_argument("--latency-interval", type=float, default=0.2, help="agentd interval for the latency phase (default 0.2)")
-    p.add_argument("--latency-samples", type=int, default=60, help="samples for the latency phase (default 60)")
+    p.add_argument("--latency-samples", type=int, default=300, help="samples for the latency phase (default 300: 60 s at 0.2 s)")
     p.add_argument("--only", choices=["all", "overhead", "latency"], default="all", help="run one phase only")
     p.add_argument("--append-docs", type=Path, metavar="FILE", help="also write the result into FILE under its own heading")
     args = p.parse_args(argv)
