@@ -61,7 +61,7 @@ from agentd.transport.server import BindError, DaemonSockets, Incoming
 
 log = logging.getLogger("agentd")
 HEARTBEAT_S = 1.0
-HISTORY_SAMPLES = 600  # what a late joiner may ask for (10 min at 1 Hz)
+HISTORY_SAMPLES = 300  # what a late joiner may ask for (5 min at 1 Hz; ~1.7 MiB encoded)
 RECENT_EVENTS = 500
 ROLE_RANK = {"viewer": 0, "operator": 1, "daemon": 2}
 _sample_decoder = msgspec.msgpack.Decoder(NodeSample)

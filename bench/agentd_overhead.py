@@ -316,11 +316,12 @@ def run(args: argparse.Namespace) -> str:
             probe1.stop()
             held = min(HISTORY_SAMPLES, int(time.monotonic() - agent_started) + 1)
             per_sample, encoded = history_bytes_per_sample(probe1.samples)
-            subjects[0].history_mib = (HISTORY_SAMPLES - held) * per_sample / MIB
-            notes.append(f"agentd holds its last {HISTORY_SAMPLES} samples for late joiners; it held ~{held} at the end "
-                         f"of the window; one sample of this workload costs {per_sample / 1024:.1f} KiB of heap, so "
-                         f"the full history adds ~{subjects[0].history_mib:.1f} MiB after {HISTORY_SAMPLES} s "
-                         f"(encoded as msgpack a sample is {encoded / 1024:.1f} KiB)")
+            # agentd keeps its history encoded (msgpack bytes), not as decoded structs.
+            subjects[0].history_mib = (HISTORY_SAMPLES - held) * encoded / MIB
+            notes.append(f"agentd holds its last {HISTORY_SAMPLES} samples for late joiners, encoded as msgpack "
+                         f"({encoded / 1024:.1f} KiB each here, against {per_sample / 1024:.1f} KiB as decoded structs); "
+                         f"it held ~{held} at the end of the window, so the full history adds "
+                         f"~{subjects[0].history_mib:.1f} MiB")
             notes.append(f"{nproc} processes on the host during the window; load average {load0:.1f} -> "
                          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (other users share this machine)")
             for p in tools:  # phase 2 runs without them
