@@ -13,14 +13,15 @@ import time
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QPalette
+from PySide6.QtCore import QRectF, Qt, Signal
+from PySide6.QtGui import QPainter, QPalette, QPen, QPolygonF, QTransform
+from PySide6.QtWidgets import QGraphicsObject
 from PySide6.QtWidgets import (
     QComboBox, QHBoxLayout, QLabel, QScrollArea, QSplitter, QStyle, QToolButton, QVBoxLayout, QWidget,
 )
 
 from gui import fmt
-from gui.series import SeriesKey, decimate_minmax, window
+from gui.series import SeriesKey, decimate_minmax_rows
 from gui.state import METRIC_BY_KEY, METRICS, ClusterState, Metric, gpu_scope
 from gui.theme import series_colour
 
@@ -33,9 +34,154 @@ HOVER_LINES = 10
 LEGEND_COLUMNS = 4
 LEGEND_COLUMN_PX = 140
 LEGEND_MAX = 16
+LEGEND_MIN_CHART_H = 300  # px; below this the legend would squeeze the plot to a strip
 CROWDED_CURVES = 64
 RECOMPUTE_IDLE_S = 30.0  # with no new data, re-read the rings this often anyway
 MIN_WINDOW_S = 60.0  # a young session shows at least this much time, then grows to the span
+
+
+def _finite_runs(v: np.ndarray, all_finite: bool | None = None) -> list[tuple[int, int]]:
+    """[start, end) of each run of finite values (NaN gaps split the line), found with numpy:
+    one Python step per gap, none per point."""
+    if all_finite is None:
+        all_finite = bool(np.isfinite(v).all())
+    if all_finite:
+        return [(0, v.size)] if v.size else []
+    finite = np.isfinite(v)
+    edges = np.flatnonzero(np.diff(np.concatenate(([False], finite, [False])).astype(np.int8)))
+    return list(zip(edges[0::2].tolist(), edges[1::2].tolist()))
+
+
+def _device_polyline(x: np.ndarray, y: np.ndarray, sx: float, dx: float, sy: float, dy: float) -> QPolygonF:
+    """A QPolygonF of (x*sx+dx, y*sy+dy), written straight into its buffer from numpy."""
+    poly = pg.functions.create_qpolygonf(x.size)
+    buf = pg.functions.ndarray_from_qpolygonf(poly)
+    np.multiply(x, sx, out=buf[:, 0])
+    buf[:, 0] += dx
+    np.multiply(y, sy, out=buf[:, 1])
+    buf[:, 1] += dy
+    return poly
+
+
+class Curve(QGraphicsObject):
+    """One series of a chart: its (decimated) data, pen and shown/hidden flag. It paints
+    nothing itself (it is not in the scene): the chart's :class:`CurveSet` paints every curve
+    in one item. It quacks like a PlotCurveItem where the legend and the tests look
+    (``opts["pen"]``, ``getData()``, ``setVisible()``)."""
+
+    def __init__(self, pen: QPen, name: str) -> None:
+        super().__init__()
+        self.opts = {"pen": pen, "name": name, "antialias": False}
+        self.t = np.empty(0)
+        self.v = np.empty(0)
+        self.runs: list[tuple[int, int]] = []
+        self.v_min = self.v_max = math.nan
+
+    def setData(self, t: np.ndarray, v: np.ndarray, all_finite: bool | None = None,
+                v_min: float | None = None, v_max: float | None = None) -> None:
+        """New points; the chart passes finiteness and range it computed for many curves at once."""
+        self.t, self.v = t, v
+        self.runs = _finite_runs(v, all_finite)
+        if v_min is None or v_max is None:
+            v_min = float(np.fmin.reduce(v)) if v.size else math.nan
+            v_max = float(np.fmax.reduce(v)) if v.size else math.nan
+        self.v_min, self.v_max = v_min, v_max
+
+    @property
+    def polys(self) -> list[tuple[int, int]]:
+        """The finite runs drawn as separate lines (one per NaN-free stretch)."""
+        return self.runs
+
+    def getData(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.t, self.v
+
+    def name(self) -> str:
+        return self.opts["name"]
+
+    def boundingRect(self) -> QRectF:
+        return QRectF()
+
+    def paint(self, p, option, widget=None) -> None:  # never in a scene
+        pass
+
+
+class CurveSet(pg.GraphicsObject):
+    """Every curve of a chart in one QGraphicsItem: one paint call draws each visible curve
+    as prebuilt polylines with a 1-px cosmetic pen. A PlotCurveItem per curve costs a scene
+    item, a bounds query and a QPainterPath per curve per frame; this costs one drawPolyline
+    per finite run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.curves: list[Curve] = []
+        self._bounds = QRectF()
+        self._version = 0  # bumped with new data
+        self._device_key: tuple = ()
+        self._device: list[list[QPolygonF]] = []
+
+    def set_curves(self, curves: list[Curve]) -> None:
+        """Take new data: recompute the bounds once and repaint once."""
+        self.curves = curves
+        self._version += 1
+        self.prepareGeometryChange()
+        self._bounds = self._data_rect()
+        self.informViewBoundsChanged()
+        self.update()
+
+    def _data_rect(self) -> QRectF:
+        shown = [c for c in self.curves if c.isVisible() and c.t.size]
+        if not shown:
+            return QRectF()
+        x0 = min(float(c.t[0]) for c in shown)
+        x1 = max(float(c.t[-1]) for c in shown)
+        lo = [c.v_min for c in shown if not math.isnan(c.v_min)]
+        hi = [c.v_max for c in shown if not math.isnan(c.v_max)]
+        y0, y1 = (min(lo), max(hi)) if lo else (0.0, 1.0)
+        return QRectF(x0, y0, max(x1 - x0, 1e-9), max(y1 - y0, 1e-9))
+
+    def visibility_changed(self) -> None:
+        self.set_curves(self.curves)
+
+    def dataBounds(self, ax: int, frac: float = 1.0, orthoRange=None):
+        r = self._bounds
+        if r.isNull():
+            return None, None
+        return (r.left(), r.right()) if ax == 0 else (r.top(), r.bottom())
+
+    def pixelPadding(self) -> float:
+        return 0.0
+
+    def boundingRect(self) -> QRectF:
+        return QRectF(self._bounds)
+
+    def paint(self, p: QPainter, option, widget=None) -> None:
+        p.setRenderHint(QPainter.RenderHint.Antialiasing, False)
+        tr = QTransform(p.transform())  # a copy: the painter may hand out its own state
+        if tr.type().value > QTransform.TransformationType.TxScale.value:  # never in a plot; kept correct anyway
+            self._paint_transformed(p)
+            return
+        # Points go to device pixels in numpy and Qt draws them untransformed: Qt's per-point
+        # transform costs more than the numpy pass. Kept until the data or the view changes,
+        # so a repaint under the hover line costs only the drawing.
+        key = (tr.m11(), tr.dx(), tr.m22(), tr.dy(), self._version)
+        if key != self._device_key:
+            sx, dx, sy, dy = key[:4]
+            self._device = [[_device_polyline(c.t[a:b], c.v[a:b], sx, dx, sy, dy) for a, b in c.runs] for c in self.curves]
+            self._device_key = key
+        p.resetTransform()
+        for c, polys in zip(self.curves, self._device):
+            if polys and c.isVisible():
+                p.setPen(c.opts["pen"])
+                for poly in polys:
+                    p.drawPolyline(poly)
+        p.setTransform(tr)
+
+    def _paint_transformed(self, p: QPainter) -> None:
+        for c in self.curves:
+            if c.isVisible():
+                p.setPen(c.opts["pen"])
+                for a, b in c.runs:
+                    p.drawPolyline(_device_polyline(c.t[a:b], c.v[a:b], 1.0, 0.0, 1.0, 0.0))
 
 
 class Chart(QWidget):
@@ -50,12 +196,13 @@ class Chart(QWidget):
         # Not "self.metric": that would shadow QWidget.metric(), which Qt calls while painting.
         self.chart_metric: Metric = METRIC_BY_KEY.get(metric, METRICS[0])
         self.scope = scope
-        self.curves: dict[SeriesKey, pg.PlotCurveItem] = {}
+        self.curves: dict[SeriesKey, Curve] = {}
         self._cache: dict[SeriesKey, tuple[np.ndarray, np.ndarray]] = {}
         self._drawn_revision = -1
         self._drawn_at = -math.inf
         self._computed_at = -math.inf
         self._scope_structure = -1
+        self._legend_keys: list[SeriesKey] = []
 
         self.metric_box = QComboBox()
         for m in METRICS:
@@ -115,6 +262,8 @@ class Chart(QWidget):
         self.readout.setMinimumHeight(18)
         self.readout.setStyleSheet("color: palette(placeholder-text);")
         self.plot.scene().sigMouseMoved.connect(self._on_hover)
+        self.curve_set = CurveSet()
+        self.plot.addItem(self.curve_set)
 
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
@@ -222,11 +371,11 @@ class Chart(QWidget):
         return f"{j.name} ({scope})" if j is not None and j.name else scope
 
     def _clear_curves(self) -> None:
-        for item in self.curves.values():
-            self.plot.removeItem(item)
         self.legend.clear()
         self.curves.clear()
         self._cache.clear()
+        self._legend_keys = []
+        self.curve_set.set_curves([])
 
     def invalidate(self) -> None:
         self._drawn_revision = -1
@@ -260,41 +409,68 @@ class Chart(QWidget):
             t0, t1 = now_s - span, now_s
             first = min((self._first_time(k) for k in keys), default=None)
             if first is not None and first > t0:
-                t0 = min(first, now_s - MIN_WINDOW_S)
+                # A young session: start at its first sample and grow to the right until the
+                # span is full, rather than a strip of data squeezed against the right edge.
+                t0 = first
+                t1 = max(now_s, first + min(span, MIN_WINDOW_S))
         # One min/max pair per two pixel columns (four when curves crowd the plot, where finer
         # detail is lost under the neighbours anyway): the envelope looks the same, far fewer points.
         px_per_bin = 2 if len(keys) <= CROWDED_CURVES else 4
         bins = max(25, (int(vb.width()) or 600) // px_per_bin)
         wanted = set(keys)
         for k in [k for k in self.curves if k not in wanted]:
-            self.plot.removeItem(self.curves.pop(k))
-            self.legend.removeItem(self._label(k))
+            self.curves.pop(k)
             self._cache.pop(k, None)
-        for i, k in enumerate(keys):
-            t, v = self.state.series.get(k)
-            t, v = window(t, v, t0, t1)
-            t, v = decimate_minmax(t, v, bins)
-            self._cache[k] = (t, v)
+        # The curves of one node share its time ring: cut and decimate them together.
+        by_node: dict[str, list[SeriesKey]] = {}
+        stats: dict[SeriesKey, tuple[bool, float, float]] = {}
+        for k in keys:
+            by_node.setdefault(k[0], []).append(k)
+        for node, nkeys in by_node.items():
+            ns = self.state.series.nodes.get(node)
+            if ns is None:
+                for k in nkeys:
+                    self._cache[k] = (np.empty(0), np.empty(0))
+                continue
+            t, rows = ns.get_rows([(k[1], k[2]) for k in nkeys], t0, t1)
+            t, rows = decimate_minmax_rows(t, rows, bins)
+            if rows.shape[1]:
+                finite = np.isfinite(rows).all(axis=1).tolist()
+                lo, hi = np.fmin.reduce(rows, axis=1).tolist(), np.fmax.reduce(rows, axis=1).tolist()
+            else:
+                finite, lo, hi = [True] * len(nkeys), [math.nan] * len(nkeys), [math.nan] * len(nkeys)
+            for k, v, f, a, b in zip(nkeys, rows, finite, lo, hi):
+                self._cache[k] = (t, v)
+                stats[k] = (f, a, b)
+        for k in keys:
+            t, v = self._cache[k]
             item = self.curves.get(k)
             if item is None:
                 # A 1-px cosmetic pen keeps Qt on its fast line path (wider pens cost 5-10x).
-                pen = pg.mkPen(series_colour(len(self.curves)), width=1)
-                # PlotCurveItem, not PlotDataItem: the data is already clipped to the view and
-                # decimated here, so PlotDataItem's own passes over it would only cost time.
-                item = self.curves[k] = pg.PlotCurveItem(pen=pen, name=self._label(k), connect="finite")
-                self.plot.addItem(item)
-            # Gap-free series take pyqtgraph's fast segmented-line path; NaN gaps need "finite".
-            finite = bool(np.isfinite(v).all())
-            item.setData(t, v, connect="all" if finite else "finite", skipFiniteCheck=finite)
+                item = self.curves[k] = Curve(pg.mkPen(series_colour(len(self.curves)), width=1), self._label(k))
+                item.visibleChanged.connect(self.curve_set.visibility_changed)
+            item.setData(t, v, *stats.get(k, (None, None, None)))
+        self.curve_set.set_curves([self.curves[k] for k in keys])
+        self._sync_legend(keys)
         self._update_legend_visibility()
         if not paused:
             vb.setXRange(t0, t1, padding=0)
         return True
 
+    def _sync_legend(self, keys: list[SeriesKey]) -> None:
+        # Past LEGEND_MAX curves the legend is hidden, so it is not even filled.
+        want = keys if len(keys) <= LEGEND_MAX else []
+        if want != self._legend_keys:
+            self.legend.clear()
+            for k in want:
+                self.legend.addItem(self.curves[k], self.curves[k].name())
+            self._legend_keys = list(want)
+
     def _update_legend_visibility(self) -> None:
         # Past a dozen entries a legend hides the data and costs more to paint than the curves;
         # the hover read-out names the curves instead.
-        self.legend.setVisible(len(self.curves) <= LEGEND_MAX)
+        # A short chart keeps its height for the data (the hover read-out names the curves).
+        self.legend.setVisible(len(self.curves) <= LEGEND_MAX and self.height() >= LEGEND_MIN_CHART_H)
 
     def resizeEvent(self, ev) -> None:
         super().resizeEvent(ev)
@@ -302,6 +478,7 @@ class Chart(QWidget):
         cols = max(1, min(LEGEND_COLUMNS, self.width() // LEGEND_COLUMN_PX))
         if cols != self.legend.columnCount:  # attribute set by LegendItem.setColumnCount
             self.legend.setColumnCount(cols)
+        self._update_legend_visibility()
 
     def _first_time(self, k: SeriesKey) -> float:
         ns = self.state.series.nodes.get(k[0])

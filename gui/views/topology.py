@@ -11,12 +11,12 @@ from __future__ import annotations
 import math
 
 from PySide6.QtCore import QMimeData, QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QBrush, QColor, QDrag, QFont, QPainter, QPalette, QPen
+from PySide6.QtGui import QBrush, QColor, QDrag, QFont, QPainter, QFontMetricsF, QPalette, QPen, QStaticText, QTransform
 from PySide6.QtWidgets import QApplication, QGraphicsItem, QGraphicsObject, QGraphicsScene, QGraphicsView
 
 from gui import fmt
 from gui.state import ClusterState, NodeState, migration_fraction
-from gui.theme import LINK_COLOURS, LINK_SYMBOLS, STATE_COLOURS, load_colour, text_on
+from gui.theme import LINK_COLOURS, LINK_SYMBOLS, STATE_COLOURS, is_dark, load_colour, text_on
 
 JOB_MIME = "application/x-fleetdeck-job"
 TILE_W, TILE_H, GAP = 104, 76, 8
@@ -28,6 +28,39 @@ PAD = 10
 CARD_GAP = 28
 CARD_W = PAD * 2 + COLS * TILE_W + (COLS - 1) * GAP
 LOD_TEXT = 0.55  # below this zoom, cards and chips drop their small text
+JOBS_RECHECK_S = 5.0  # finished jobs drop off the cards on the clock, not on a message
+STATIC_TEXT_CACHE = 4096  # laid-out strings kept (GPU names, percentages, sizes repeat a lot)
+
+
+class PaintCache:
+    """What every card paint would otherwise rebuild: tile colours per whole percent, and
+    laid-out text (QStaticText) per (string, font). Text layout was most of a card's paint."""
+
+    def __init__(self, fonts: list[QFont]) -> None:
+        self.fonts = fonts  # text() takes an index into these
+        self.dark = is_dark()
+        self._colours: dict[int | None, tuple[QColor, QColor, QColor]] = {}
+        self._text: dict[tuple[str, int], QStaticText] = {}
+
+    def tile_colours(self, util: float | None) -> tuple[QColor, QColor, QColor]:
+        """(background, stale background, text colour) of a tile at ``util`` percent."""
+        q = None if util is None else int(round(max(0.0, min(100.0, util))))
+        c = self._colours.get(q)
+        if c is None:
+            bg = load_colour(None if q is None else float(q), self.dark)
+            c = self._colours[q] = (bg, QColor(bg.red(), bg.green(), bg.blue(), 110), text_on(bg))
+        return c
+
+    def text(self, s: str, font_id: int) -> QStaticText:
+        st = self._text.get((s, font_id))
+        if st is None:
+            if len(self._text) >= STATIC_TEXT_CACHE:
+                self._text.clear()
+            st = self._text[(s, font_id)] = QStaticText(s)
+            st.setTextFormat(Qt.TextFormat.PlainText)
+            st.setPerformanceHint(QStaticText.PerformanceHint.AggressiveCaching)
+            st.prepare(QTransform(), self.fonts[font_id])  # lay out now, so size() is right
+        return st
 
 
 class NodeCard(QGraphicsItem):
@@ -41,8 +74,16 @@ class NodeCard(QGraphicsItem):
         self.n_gpus = 0
         self.has_cpu_jobs = False
         self.drop_highlight = False
+        self._drawn: tuple = ()
+        self.jobs_seen: tuple = ()  # the JobInfo objects the chips were last built from
+        self.has_cpu_jobs_now = False
+        self._tile_rects: list[QRectF] = []
+        self._rect_for: tuple = ()
+        self._rect = QRectF()
         self.setAcceptDrops(True)
-        self.setCacheMode(QGraphicsItem.CacheMode.NoCache)
+        # The card is repainted only when its node changed; chips moving over it, a migration
+        # ring turning or the view scrolling reuse the cached pixels.
+        self.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
 
     def set_node(self, node: NodeState, has_cpu_jobs: bool) -> None:
         n = len(node.inventory.gpus) if node.inventory else 0
@@ -50,7 +91,11 @@ class NodeCard(QGraphicsItem):
             self.prepareGeometryChange()
             self.n_gpus, self.has_cpu_jobs = n, has_cpu_jobs
         self.node = node
-        self.update()
+        # What the paint shows comes from these objects; a new sample replaces ``derived``.
+        drawn = (node.link, node.inventory, node.derived, n, has_cpu_jobs)
+        if len(drawn) != len(self._drawn) or any(a is not b for a, b in zip(drawn, self._drawn)):
+            self._drawn = drawn
+            self.update()
 
     def rows(self) -> int:
         return max(1, math.ceil(self.n_gpus / COLS))
@@ -59,7 +104,11 @@ class NodeCard(QGraphicsItem):
         return HEADER_H + self.rows() * (TILE_H + GAP) + (CPU_STRIP_H if self.has_cpu_jobs else 0) + PAD
 
     def boundingRect(self) -> QRectF:
-        return QRectF(0, 0, CARD_W, self.height())
+        # Qt asks for this several times per item per frame: computed when the shape changes.
+        if self._rect_for != (self.n_gpus, self.has_cpu_jobs):
+            self._rect_for = (self.n_gpus, self.has_cpu_jobs)
+            self._rect = QRectF(0, 0, CARD_W, self.height())
+        return self._rect
 
     def tile_rect(self, i: int) -> QRectF:
         r, c = divmod(i, COLS)
@@ -123,23 +172,23 @@ class NodeCard(QGraphicsItem):
                 else:
                     p.setPen(QPen(dim, 1.5, Qt.PenStyle.DashLine))
                 p.drawLine(a, b)
-        small = QFont(self.canvas.font())
-        small.setPointSizeF(max(6.5, small.pointSizeF() * 0.85))
+        cache = self.canvas.paint_cache
+        font, small = self.canvas.font(), self.canvas.small_font
+        inner_w = TILE_W - 12
         for i in range(self.n_gpus):
             r = self.tile_rect(i)
             g = node.gpu(i) if node else None
             util = None if g is None else g.sm_util_pct
-            bg = load_colour(util)
-            if stale:
-                bg = QColor(bg.red(), bg.green(), bg.blue(), 110)
+            bg, bg_stale, fg = cache.tile_colours(util)
             p.setPen(Qt.PenStyle.NoPen)
-            p.setBrush(bg)
+            p.setBrush(bg_stale if stale else bg)
             p.drawRoundedRect(r, 5, 5)
-            fg = text_on(bg)
             p.setPen(fg)
-            p.setFont(self.canvas.font())
-            p.drawText(r.adjusted(6, 3, -6, 0), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop, f"GPU{i}")
-            p.drawText(r.adjusted(6, 3, -6, 0), Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop, fmt.pct(util))
+            p.setFont(font)
+            x0, y0 = r.left() + 6, r.top() + 3
+            p.drawStaticText(QPointF(x0, y0), cache.text(f"GPU{i}", 0))
+            pct = cache.text(fmt.pct(util), 0)
+            p.drawStaticText(QPointF(r.right() - 6 - pct.size().width(), y0), pct)
             if g is not None:
                 p.setFont(small)
                 line = f"{fmt.bytes_(g.mem_used_bytes)}"
@@ -147,13 +196,11 @@ class NodeCard(QGraphicsItem):
                     line += f" · {g.temp_c:.0f}°C"
                 nv = (g.nvlink_tx_bytes_per_s or 0) + (g.nvlink_rx_bytes_per_s or 0)
                 pcie = (g.pcie_tx_bytes_per_s or 0) + (g.pcie_rx_bytes_per_s or 0)
-                p.drawText(r.adjusted(6, 18, -6, 0), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop,
-                           p.fontMetrics().elidedText(line, Qt.TextElideMode.ElideRight, int(r.width() - 12)))
+                p.drawStaticText(QPointF(x0, r.top() + 18), self.canvas.elided(line, inner_w))
                 if nv or pcie:  # link throughput, where the driver reports it
                     # NVLink when it carries traffic (the fast path), else PCIe.
                     links = f"NVL {fmt.rate(nv)}" if nv else f"PCIe {fmt.rate(pcie)}"
-                    p.drawText(r.adjusted(6, 31, -6, 0), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop,
-                               p.fontMetrics().elidedText(links, Qt.TextElideMode.ElideRight, int(r.width() - 12)))
+                    p.drawStaticText(QPointF(x0, r.top() + 31), self.canvas.elided(links, inner_w))
                 # memory bar along the bottom edge
                 if g.mem_used_pct is not None:
                     bar = QRectF(r.left() + 4, r.bottom() - 5, (r.width() - 8), 3)
@@ -177,12 +224,20 @@ class NodeCard(QGraphicsItem):
         p.drawRect(self.boundingRect())
         p.setFont(self.canvas.overview_font)
         p.setPen(self.canvas.palette().color(QPalette.ColorRole.Text))
-        p.drawText(QRectF(PAD, 0, CARD_W - 2 * PAD, HEADER_H), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, self.key)
+        name = self.canvas.paint_cache.text(self.key, 2)
+        p.drawStaticText(QPointF(PAD, (HEADER_H - name.size().height()) / 2), name)
         p.setPen(Qt.PenStyle.NoPen)
-        for i in range(self.n_gpus):
-            g = node.gpu(i) if node else None
-            p.setBrush(load_colour(None if g is None else g.sm_util_pct))
-            p.drawRect(self.tile_rect(i))
+        colours = self.canvas.paint_cache.tile_colours
+        gpus = {g.index: g.sm_util_pct for g in node.derived.gpus} if node is not None and node.derived is not None else {}
+        for i, r in enumerate(self.tile_rects()):
+            p.setBrush(colours(gpus.get(i))[0])
+            p.drawRect(r)
+
+    def tile_rects(self) -> list[QRectF]:
+        """Every tile's rectangle, computed once per GPU count."""
+        if len(self._tile_rects) != self.n_gpus:
+            self._tile_rects = [self.tile_rect(i) for i in range(self.n_gpus)]
+        return self._tile_rects
 
     # ---- drop target for job chips ----
     def dragEnterEvent(self, ev) -> None:
@@ -214,9 +269,12 @@ class JobChip(QGraphicsObject):
         self.state = "running"
         self.fraction: float | None = None
         self.chip_w = TILE_W - 12
+        self._rect = QRectF()
         self._press: QPointF | None = None
         self.setCursor(Qt.CursorShape.OpenHandCursor)
         self.setZValue(2)
+        # A chip repaints only when its job changes (set_job calls update()).
+        self.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
 
     def set_job(self, label: str, state: str, fraction: float | None, width: float) -> None:
         if (label, state, fraction, width) == (self.label, self.state, self.fraction, self.chip_w) and self.toolTip():
@@ -230,7 +288,9 @@ class JobChip(QGraphicsObject):
         self.update()
 
     def boundingRect(self) -> QRectF:
-        return QRectF(0, 0, self.chip_w, CHIP_H)
+        if self._rect.width() != self.chip_w:
+            self._rect = QRectF(0, 0, self.chip_w, CHIP_H)
+        return self._rect
 
     def paint(self, p: QPainter, option, widget=None) -> None:
         colour = QColor(STATE_COLOURS.get(self.state, "#888"))
@@ -243,8 +303,10 @@ class JobChip(QGraphicsObject):
         p.setRenderHint(QPainter.RenderHint.Antialiasing, True)
         r = self.boundingRect().adjusted(0.5, 0.5, -0.5, -0.5)
         paused = self.state == "paused"
-        p.setPen(QPen(colour.darker(140), 1))
-        p.setBrush(QColor(255, 255, 255, 230) if not paused else QColor(225, 230, 245, 235))
+        moving = self.state in ("migrating", "checkpointing")
+        p.setPen(QPen(colour.darker(140), 2 if moving else 1))
+        # A job on the move is tinted with its state colour, so it stands out among running chips.
+        p.setBrush(QColor(240, 228, 246, 240) if moving else QColor(225, 230, 245, 235) if paused else QColor(255, 255, 255, 230))
         p.drawRoundedRect(r, 8, 8)
         if paused:
             p.setBrush(QBrush(colour, Qt.BrushStyle.BDiagPattern))
@@ -261,7 +323,7 @@ class JobChip(QGraphicsObject):
             p.setPen(QPen(QColor(0, 0, 0, 50), 2.5))
             p.setBrush(Qt.BrushStyle.NoBrush)
             p.drawEllipse(ring)
-            p.setPen(QPen(colour, 2.5))
+            p.setPen(QPen(colour.darker(160), 2.5))  # dark enough to read on the tinted chip
             span = int(360 * 16 * (self.fraction if self.fraction is not None else 0.1))
             p.drawArc(ring, 90 * 16, -span)
             x += CHIP_H
@@ -274,7 +336,18 @@ class JobChip(QGraphicsObject):
         f = QFont(self.canvas.font())
         f.setPointSizeF(max(6.5, f.pointSizeF() * 0.85))
         p.setFont(f)
-        text = p.fontMetrics().elidedText(self.label, Qt.TextElideMode.ElideRight, int(self.chip_w - x - 4))
+        # The phase in words beside the name: a ring alone does not say what is happening.
+        suffix = ""
+        if self.state == "checkpointing":
+            suffix = " saving"
+        elif self.state == "migrating":
+            suffix = f" {self.fraction * 100:.0f}%" if self.fraction is not None else " moving"
+        avail = int(self.chip_w - x - 4)
+        fm = p.fontMetrics()
+        if suffix and fm.horizontalAdvance(suffix) < avail - 20:
+            text = fm.elidedText(self.label, Qt.TextElideMode.ElideRight, avail - fm.horizontalAdvance(suffix)) + suffix
+        else:
+            text = fm.elidedText(self.label, Qt.TextElideMode.ElideRight, avail)
         p.drawText(QRectF(x, 0, self.chip_w - x - 3, CHIP_H), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, text)
 
     def mousePressEvent(self, ev) -> None:
@@ -322,9 +395,14 @@ class TopologyCanvas(QGraphicsView):
         self.chips: dict[tuple[str, int | None], JobChip] = {}
         self._columns = 0
         self._seen_structure = -1
+        self._jobs_bucket = -1
         self.overview_font = QFont(self.font())
         self.overview_font.setPointSizeF(self.font().pointSizeF() * 2.2)
         self.overview_font.setBold(True)
+        self.small_font = QFont(self.font())
+        self.small_font.setPointSizeF(max(6.5, self.font().pointSizeF() * 0.85))
+        self._small_metrics = QFontMetricsF(self.small_font)
+        self.paint_cache = PaintCache([self.font(), self.small_font, self.overview_font])
         self.setRenderHint(QPainter.RenderHint.Antialiasing, True)
         self.setDragMode(QGraphicsView.DragMode.ScrollHandDrag)
         self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorUnderMouse)
@@ -333,9 +411,19 @@ class TopologyCanvas(QGraphicsView):
         self.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
         self.setBackgroundBrush(self.palette().color(QPalette.ColorRole.Window))
 
+    def elided(self, s: str, width: float) -> QStaticText:
+        """``s`` in the small font, cut with an ellipsis to ``width`` (laid out once)."""
+        st = self.paint_cache.text(s, 1)
+        if st.size().width() > width:
+            short = self._small_metrics.elidedText(s, Qt.TextElideMode.ElideRight, width)
+            if short != s:
+                st = self.paint_cache.text(short, 1)
+        return st
+
     # ---- keeping up with the state ----
     def refresh(self) -> None:
         structural = self._seen_structure != self.state.structure_revision
+        jobs_changed = False
         self._seen_structure = self.state.structure_revision
         for key in [k for k in self.cards if k not in self.state.nodes]:
             self.scene().removeItem(self.cards.pop(key))
@@ -349,9 +437,19 @@ class TopologyCanvas(QGraphicsView):
                 used = set(self.slots.values())
                 self.slots[key] = next(i for i in range(len(used) + 1) if i not in used)
                 structural = True
-            jobs = self.state.visible_jobs(key)
-            card.set_node(node, any(not j.gpus and j.state not in ("succeeded", "failed", "cancelled", "migrated") for j in jobs))
-        self._sync_chips()
+            # A job update replaces its JobInfo: the same objects mean the chips are as drawn.
+            jobs_now = tuple(node.jobs.values())
+            if len(jobs_now) != len(card.jobs_seen) or any(a is not b for a, b in zip(jobs_now, card.jobs_seen)):
+                card.jobs_seen = jobs_now
+                card.has_cpu_jobs_now = any(not j.gpus and j.state not in ("succeeded", "failed", "cancelled", "migrated")
+                                            for j in self.state.visible_jobs(key))
+                jobs_changed = True
+            card.set_node(node, card.has_cpu_jobs_now)
+        # Finished jobs leave the picture after a while without any message: look again now and then.
+        bucket = int(self.state.clock() // JOBS_RECHECK_S)
+        if jobs_changed or structural or bucket != self._jobs_bucket:
+            self._jobs_bucket = bucket
+            self._sync_chips()
         if structural:
             self._layout()
 
