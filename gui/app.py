@@ -70,6 +70,14 @@ def make_settings(settings_dir: Path | None) -> QSettings:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.replay is not None:
+        # A file that cannot be replayed is one line and exit status 2, never a traceback.
+        from gui.replay_mode import RecordingError, check_replayable
+        try:
+            check_replayable(args.replay)
+        except RecordingError as exc:
+            print(f"fleetdeck: {exc}", file=sys.stderr)
+            return 2
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("Fleetdeck")
     app.setOrganizationName(ORG)
@@ -83,13 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     bridge = _Bridge()
     addresses: list[NodeAddress] = []
     if args.replay is not None:
-        try:
-            from gui.sources.replay import ReplaySource
-            source = ReplaySource(args.replay)
-        except Exception as exc:  # a missing or broken recording is a message, not a traceback
-            QMessageBox.critical(None, "Fleetdeck", f"cannot open recording {str(args.replay)!r}: {exc}")
-            return 1
-        label = source.capabilities().label
+        from gui.replay_mode import replay_title
+        from gui.sources.replay import ReplaySource
+        source = ReplaySource(args.replay)  # checked above, before any window
+        label = replay_title(args.replay)
     else:
         if args.cluster is not None:
             try:
@@ -102,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         source = LiveSource([], label=label)
 
     window = MainWindow(source, settings, title_label=label)
+    if args.replay is not None:
+        from gui.views.timeline import Timeline
+        window.set_timeline(Timeline(source))
     bridge.node_ready.connect(window.add_node)
     bridge.problem.connect(lambda m: (window.state.add_local_event(m, ok=False, kind="error"), window._show_failure(m)))
     bridge.notice.connect(lambda m: (window.state.add_local_event(m, kind="app"), window.status.showMessage(m, 10000)))

@@ -9,7 +9,7 @@ import time
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
-    QDockWidget, QLineEdit, QMainWindow, QMessageBox, QToolBar, QTreeView, QVBoxLayout, QWidget,
+    QDockWidget, QFileDialog, QLineEdit, QMainWindow, QMessageBox, QToolBar, QTreeView, QVBoxLayout, QWidget,
 )
 
 from gui.actions import Actions
@@ -21,10 +21,12 @@ from gui.views.dialogs import ConnectDialog, TargetDialog
 from gui.views.events import EventLog
 from gui.views.jobs import JobsPanel
 from gui.views.logs import LogsDialog
+from gui.views.recording import FILE_FILTER, RecordController
 from gui.views.statusbar import StatusBar
 from gui.views.topology import TopologyCanvas
 
 FRAME_HZ = 15
+REPLAY_CONTROL_TIP = "replay: control is disabled"
 VIEWS_MIN_INTERVAL_S = 0.25  # tree/table/topology refresh at most 4 times a second
 SETTINGS_VERSION = 1
 DEFAULT_SIZE = (1440, 900)
@@ -40,6 +42,8 @@ class MainWindow(QMainWindow):
         self.title_label = title_label or source.capabilities().label
         self.actions = Actions(source, self.state, self, confirm=confirm)
         self.logs_dialogs: list[LogsDialog] = []
+        self.replay_windows: list[MainWindow] = []
+        self.timeline: QWidget | None = None
         self._seen_revision = -1
         self._views_at = 0.0
         self._links: dict[str, str] = {}
@@ -82,6 +86,13 @@ class MainWindow(QMainWindow):
         self.actions.failed.connect(self._show_failure)
         self.actions.succeeded.connect(lambda m: self.status.showMessage(m, 5000))
 
+        if not source.capabilities().can_control:
+            # Replay (or any read-only source): nothing to drop a job onto, and say why.
+            self.topology.setAcceptDrops(False)
+            self.topology.viewport().setAcceptDrops(False)
+            self.topology.setToolTip(f"{REPLAY_CONTROL_TIP} (drag-to-migrate works only on a live cluster)")
+        self.recorder = RecordController(self, source)
+
         self.setCentralWidget(self.topology)
         self.dock_tree = self._dock("Cluster", tree_box, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.dock_charts = self._dock("Charts", self.charts, Qt.DockWidgetArea.RightDockWidgetArea)
@@ -100,6 +111,9 @@ class MainWindow(QMainWindow):
         source.link_state.connect(self._on_link)
         source.problem.connect(lambda m: self.state.add_local_event(m, ok=False, kind="error"))
         source.reset.connect(self.state.clear)
+        source.reset.connect(self.events.reset)
+        # Ages and "x s ago" follow the source's clock: the playhead in a replay.
+        self.jobs.model.clock = source.now_s
 
         self.timer = QTimer(self)
         self.timer.setInterval(int(1000 / FRAME_HZ))
@@ -115,6 +129,9 @@ class MainWindow(QMainWindow):
         self.resizeDocks([self.dock_charts, self.dock_events, self.dock_jobs], [int(h * 0.62), int(h * 0.2), int(h * 0.3)],
                          Qt.Orientation.Vertical)
         self.restore_settings()
+        # After the saved layout: a replay window hides Record (File ▸ Record… says why), and a
+        # layout saved by a replay window must not hide it in a live one.
+        self.session_bar.setVisible(self.recorder.can_record)
         self._update_title()
 
     # ---- construction helpers ----
@@ -129,6 +146,23 @@ class MainWindow(QMainWindow):
 
     def _menus(self) -> None:
         mb = self.menuBar()
+        file = mb.addMenu("&File")
+        open_rec = file.addAction("Open recording…")
+        open_rec.setShortcut(QKeySequence.StandardKey.Open)
+        open_rec.setToolTip("Replay a recording in a new window")
+        open_rec.triggered.connect(lambda: self.open_recording())
+        file.addSeparator()
+        for a in (self.recorder.act_record, self.recorder.act_stop, self.recorder.act_props):
+            file.addAction(a)
+        session = QToolBar("Session", self)
+        session.setObjectName("toolbar-session")
+        session.setMovable(False)
+        session.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        session.addAction(self.recorder.act_record)
+        session.addAction(self.recorder.act_stop)
+        self.session_bar = session
+        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, session)
+
         cluster = mb.addMenu("&Cluster")
         connect = cluster.addAction("Connect to node…")
         connect.setShortcut(QKeySequence("Ctrl+N"))
@@ -195,6 +229,7 @@ class MainWindow(QMainWindow):
 
     def set_timeline(self, widget: QWidget) -> None:
         """For replay: put a timeline (play/pause/speed/seek) in a toolbar along the bottom."""
+        self.timeline = widget
         bar = QToolBar("Timeline", self)
         bar.setObjectName("toolbar-timeline")
         bar.setMovable(False)
@@ -232,7 +267,38 @@ class MainWindow(QMainWindow):
             box.open()
 
     def _migrate_drop(self, job_id: str, source_key: str, target_key: str) -> None:
+        if not self.source.capabilities().can_control:
+            self.status.showMessage(f"⚠ {REPLAY_CONTROL_TIP}: job {job_id} was not migrated", 8000)
+            return
         self.actions.migrate(job_id, target_key)
+
+    # ---- replay ----
+    def open_recording(self, path: str | None = None) -> "MainWindow | None":
+        """Replay a recording in a new window; a bad file gives a message box, not a traceback."""
+        from gui.replay_mode import RecordingError, open_replay_window
+
+        if path is None:
+            path, _ = QFileDialog.getOpenFileName(self, "Open recording", "", FILE_FILTER)
+            if not path:
+                return None
+        try:
+            w = open_replay_window(path, self.settings)
+        except RecordingError as exc:
+            self.bad_recording(str(exc))
+            return None
+        w.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        w.destroyed.connect(lambda *_: self.replay_windows.remove(w) if w in self.replay_windows else None)
+        self.replay_windows.append(w)
+        return w
+
+    def bad_recording(self, message: str) -> None:
+        self.state.add_local_event(message, ok=False, kind="error")
+        self.status.showMessage("⚠ " + message, 15000)
+        box = QMessageBox(QMessageBox.Icon.Warning, "Fleetdeck — cannot open recording", message,
+                          QMessageBox.StandardButton.Ok, self)
+        box.setObjectName("bad-recording")
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.open()
 
     def migrate_dialog(self, job_id: str) -> None:
         source_key = self.state.node_of_job(job_id)
@@ -306,6 +372,8 @@ class MainWindow(QMainWindow):
     def shutdown(self) -> None:
         """Stop the timer and the source; idempotent."""
         self.timer.stop()
+        for w in list(self.replay_windows):
+            w.close()
         for d in list(self.logs_dialogs):
             d.close()
         self.source.stop()

@@ -335,6 +335,10 @@ class NodeLink:
         self._pending = None
         self._start()
 
+    def resync(self) -> None:
+        """Take a fresh hello + snapshot now (a recorder starting wants the full state)."""
+        self._resync(time.monotonic())
+
     def handle(self, ready: Iterable[zmq.Socket], now: float | None = None) -> list[LinkEvent]:
         """Process sockets that are ready, timers, and return the events that resulted."""
         now = time.monotonic() if now is None else now

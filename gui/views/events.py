@@ -31,7 +31,8 @@ class EventLog(QTextEdit):
         if new <= 0:
             self._seen = total
             return
-        events = list(self.state.events)[-new:]
+        # Oldest first: a snapshot batch (a reconnect, a replay seek) arrives node by node.
+        events = sorted(list(self.state.events)[-new:], key=lambda e: e.wall_s)
         self._seen = total
         bar = self.verticalScrollBar()
         at_bottom = bar.value() >= bar.maximum() - 4
@@ -55,3 +56,9 @@ class EventLog(QTextEdit):
         if at_bottom:
             bar.setValue(bar.maximum())
 
+    def reset(self) -> None:
+        """Forget what was shown (the source reset, e.g. a replay seek): the next refresh
+        shows only the events the new state holds."""
+        self.clear()
+        self.lines.clear()
+        self._seen = self.state.events_total - len(self.state.events)

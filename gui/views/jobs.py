@@ -14,6 +14,8 @@ from gui.actions import Actions
 from gui.models.jobs import JOB_ID_ROLE, JobFilterProxy, JobTableModel
 from gui.state import ClusterState
 
+READ_ONLY_TIP = "replay: control is disabled"
+
 
 class JobsPanel(QWidget):
     """``logs_requested(job_id)`` asks the window to open a log tail."""
@@ -25,6 +27,7 @@ class JobsPanel(QWidget):
         super().__init__(parent)
         self.state = state
         self.actions = actions
+        self._read_only_shown = False
         self.model = JobTableModel(state, parent=self)
         self.proxy = JobFilterProxy(self)
         self.proxy.setSourceModel(self.model)
@@ -125,6 +128,13 @@ class JobsPanel(QWidget):
         self.act_priority.setEnabled(control and bool(ids))
         self.act_cancel.setEnabled(control and any(s in ("running", "paused", "queued") for s in states))
         self.act_logs.setEnabled(len(ids) == 1)
+        if not control and not self._read_only_shown:
+            # Greyed out, and the tooltip says why (the actions exist, they just cannot act here).
+            self._read_only_shown = True
+            for a in (self.act_pause, self.act_resume, self.act_migrate, self.act_priority, self.act_cancel):
+                a.setToolTip(READ_ONLY_TIP)
+            self.prio_spin.setEnabled(False)
+            self.prio_spin.setToolTip(READ_ONLY_TIP)
 
     def _priority(self) -> None:
         self.actions.set_priority(self.selected(), self.prio_spin.value())
@@ -146,6 +156,7 @@ class JobsPanel(QWidget):
         for a in (self.act_pause, self.act_resume, self.act_migrate):
             menu.addAction(a)
         prio = menu.addMenu("Set priority")
+        prio.setEnabled(self.actions.can_control())
         for p in (10, 5, 2, 1, 0, -1, -2, -5, -10):
             act = prio.addAction(f"{p:+d}" if p else "0")
             act.triggered.connect(lambda _=False, p=p: self.actions.set_priority(self.selected(), p))

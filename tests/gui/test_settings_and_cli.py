@@ -87,3 +87,19 @@ def test_bad_cluster_file_is_a_message(tmp_path):
                        env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert "endpoint" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_node_added_before_start_goes_live(qtbot, agentd):
+    """`fleetdeck --node EP` adds nodes before the source starts; they must still connect."""
+    from gui.sources.base import NodeAddress
+    from gui.sources.live import LiveSource
+
+    src = LiveSource([])
+    states = []
+    src.link_state.connect(lambda key, state, *rest: states.append(state))
+    src.add_node(NodeAddress(key=agentd.ctl, endpoint=agentd.ctl))
+    src.start()
+    try:
+        qtbot.waitUntil(lambda: "live" in states, timeout=15000)
+    finally:
+        src.stop()
