@@ -1,6 +1,6 @@
 """Benchmark the session recorder and reader; prints a markdown table.
 
-    .venv/bin/python bench/recorder.py                 # full run (24 h x 16 nodes seek file, ~2 GB)
+    .venv/bin/python bench/recorder.py                 # full run (24 h x 16 nodes seek file, ~760 MiB)
     .venv/bin/python bench/recorder.py --seek-hours 1  # quick run
 
 Measures: samples/s the Recorder sustains for 64 nodes (encode + batched insert + commit),
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -60,7 +61,8 @@ def bench_size(tmp: Path, cores: int, seconds: int = 3600) -> float:
 
 def build_long_file(path: Path, hours: float, nodes: int, cores: int = 8, base_len: int = 3600) -> None:
     """A ``hours`` x ``nodes`` recording at 1 Hz. Each node's first ``base_len`` samples are
-    encoded for real; the rest repeat those rows with shifted times (decode cost is the same)."""
+    encoded for real; the rest repeat those samples rows and chunk rows with shifted numbers
+    and times (decode cost is the same; ``base_len`` is a multiple of the chunk size)."""
     with Recorder(path, title=f"bench {hours:g} h x {nodes} nodes") as rec:
         gens = [SyntheticNode(f"node-{i:02d}", cores=cores) for i in range(nodes)]
         for g in gens:
@@ -68,28 +70,28 @@ def build_long_file(path: Path, hours: float, nodes: int, cores: int = 8, base_l
             for seq in range(1, base_len):
                 rec.feed(g.node, SampleMsg(node=g.node, seq=seq, sample=g.next()))
         rec.flush()
-    conn = __import__("sqlite3").connect(path)
+    conn = sqlite3.connect(path)
     total = int(hours * 3600)
-    base = conn.execute("SELECT node_id, n, key_n, wall_s, mono_s, cpu_busy_s, cpu_total_s, load_1, mem_used_bytes, "
-                        "gpu_count, gpu_mem_used_bytes, gpu_power_mw, job_count, body FROM samples ORDER BY n, node_id").fetchall()
+    cols = "node_id, n, seq, wall_s, mono_s, cpu_busy_s, cpu_total_s, load_1, mem_used_bytes, gpu_count, " \
+           "gpu_mem_used_bytes, gpu_power_mw, job_count"
+    base = conn.execute(f"SELECT {cols} FROM samples ORDER BY n, node_id").fetchall()
+    chunks = conn.execute("SELECT node_id, n0, n1, body FROM chunks ORDER BY n0, node_id").fetchall()
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = OFF")
-    rows = []
+    rows: list[tuple] = []
     base_len = min(base_len, total)
     for rep in range(1, total // base_len):
-        for (node_id, n, key_n, wall, mono, *rest) in base:
-            shift = rep * base_len
-            rows.append((node_id, n + shift, key_n + shift, shift, wall + shift, mono + shift, *rest))
+        shift = rep * base_len
+        for (node_id, n, _seq, wall, mono, *rest) in base:
+            rows.append((node_id, n + shift, shift, wall + shift, mono + shift, *rest))
+        conn.executemany("INSERT INTO chunks(node_id, n0, n1, body) VALUES (?,?,?,?)",
+                         [(node_id, n0 + shift, n1 + shift, body) for node_id, n0, n1, body in chunks])
         if len(rows) > 200_000:
-            conn.executemany("INSERT INTO samples(node_id, n, key_n, seq, wall_s, mono_s, cpu_busy_s, cpu_total_s, load_1, "
-                             "mem_used_bytes, gpu_count, gpu_mem_used_bytes, gpu_power_mw, job_count, body) "
-                             "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            conn.executemany(f"INSERT INTO samples({cols}) VALUES ({','.join('?' * 13)})", rows)
             conn.commit()
             rows.clear()
     if rows:
-        conn.executemany("INSERT INTO samples(node_id, n, key_n, seq, wall_s, mono_s, cpu_busy_s, cpu_total_s, load_1, "
-                         "mem_used_bytes, gpu_count, gpu_mem_used_bytes, gpu_power_mw, job_count, body) "
-                         "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+        conn.executemany(f"INSERT INTO samples({cols}) VALUES ({','.join('?' * 13)})", rows)
     conn.commit()
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()

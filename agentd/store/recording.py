@@ -22,6 +22,7 @@ import logging
 import os
 import sqlite3
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -33,7 +34,10 @@ from agentd.metrics.derive import derive, derive_cgroup, derive_gpu
 from agentd.metrics.samples import AppMetric, CgroupSample, DerivedNode, GpuSample, NodeInventory, NodeSample
 from agentd.protocol.jobs import Event, JobInfo
 from agentd.protocol.messages import EventMsg, Heartbeat, InventoryMsg, JobMsg, SampleMsg, SnapshotReply, StreamMsg
-from agentd.store.recording_codec import KEYFRAME_EVERY, SampleEncoder, decode_chain, decode_sample
+from agentd.store.recording_codec import (
+    CHUNK_ROWS, Shape, ShapeBook, SplitSample, UnknownShape, decode_chunk, decode_sample, decode_v1_row, encode_chunk,
+    split_sample,
+)
 from agentd.store.recording_schema import SCHEMA_VERSION, migrate, schema_version
 
 __all__ = [
@@ -47,6 +51,10 @@ log = logging.getLogger(__name__)
 COMMIT_INTERVAL_S = 1.0
 #: Samples further apart than this many times the node's usual interval count as a gap.
 GAP_FACTOR = 3.0
+#: Tail rows are transient: cheap compression keeps their churn small.
+TAIL_ZLIB_LEVEL = 1
+#: Decoded chunk rows a reader keeps (each about CHUNK_ROWS x a few KiB of msgpack).
+CHUNK_CACHE = 64
 #: Events remembered per node to drop the copies a reconnect snapshot repeats.
 EVENT_DEDUP_WINDOW = 2000
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -235,9 +243,9 @@ class NodeState:
 class _NodeCursor:
     id: int
     key: str
-    encoder: SampleEncoder
     n: int = 0  # next per-node sample number
-    key_n: int = 0
+    # the open chunk: (n, shape id, split sample) of samples not yet in a chunk row
+    open_rows: list[tuple[int, int, SplitSample]] = field(default_factory=list)
     last_mono_s: float | None = None
     last_boot: str = ""
     seen_events: dict[tuple, None] = field(default_factory=dict)
@@ -260,17 +268,20 @@ class Recorder:
         notes: str = "",
         clock: Callable[[], float] = time.time,
         commit_interval_s: float = COMMIT_INTERVAL_S,
-        keyframe_every: int = KEYFRAME_EVERY,
+        chunk_rows: int = CHUNK_ROWS,
     ) -> None:
         self.path = Path(path)
         self.clock = clock
         self.commit_interval_s = commit_interval_s
-        self.keyframe_every = keyframe_every
+        self.chunk_rows = chunk_rows
+        self._shapes = ShapeBook()
         self.samples_written = 0
         self.events_written = 0
         self._error: RecordingError | None = None
         self._nodes: dict[str, _NodeCursor] = {}
-        self._pending: dict[str, list[tuple]] = {t: [] for t in ("samples", "inventory", "snapshots", "jobs", "events", "links")}
+        self._pending: dict[str, list[tuple]] = {
+            t: [] for t in ("samples", "tail", "chunks", "inventory", "snapshots", "jobs", "events", "links")
+        }
         self._last_commit = time.monotonic()
         if self.path.is_dir():
             raise RecordingError(f"{self.path} is a directory; give a file name such as {self.path / 'session.db'}")
@@ -283,11 +294,19 @@ class Recorder:
         self.db = sqlite_utils.Database(self._conn)
         try:
             self._guard_version(existed)
+            if not existed:
+                # the tail's rows come and go; incremental vacuum lets close() give their pages back
+                self._conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
             self._conn.execute("PRAGMA journal_mode = WAL")
             # NORMAL in WAL mode: a committed transaction survives a process crash (SIGKILL);
             # only a power loss may roll back the last commits.
             self._conn.execute("PRAGMA synchronous = NORMAL")
-            migrate(self.db)
+            try:
+                migrate(self.db)
+            except (ValueError, msgspec.DecodeError) as exc:
+                raise RecordingError(f"recording {self.path} could not be upgraded to schema {SCHEMA_VERSION} ({exc}); "
+                                     "record to a new file") from None
+            self._shapes = ShapeBook(self._conn.execute("SELECT id, template FROM shapes").fetchall())
             now = self.clock()
             with self._conn:
                 self._conn.execute("BEGIN")
@@ -324,8 +343,12 @@ class Recorder:
 
     def _load_node(self, node_id: int, key: str) -> _NodeCursor:
         row = self._conn.execute("SELECT max(n) FROM samples WHERE node_id = ?", (node_id,)).fetchone()
-        cur = _NodeCursor(id=node_id, key=key, encoder=SampleEncoder(self.keyframe_every))
+        cur = _NodeCursor(id=node_id, key=key)
         cur.n = 0 if row[0] is None else row[0] + 1
+        # a recorder that was killed left its open chunk in ``tail``: carry on filling it
+        for n, body in self._conn.execute("SELECT n, body FROM tail WHERE node_id = ? ORDER BY n", (node_id,)):
+            split = split_sample(decode_sample(zlib.decompress(body)))
+            cur.open_rows.append((n, self._shapes.id_for(split), split))
         self._nodes[key] = cur
         return cur
 
@@ -388,8 +411,6 @@ class Recorder:
         if state == cur.link:
             return
         cur.link = state
-        if state != "live":
-            cur.encoder.reset()  # the next sample after a gap starts a fresh chain
         self._pending["links"].append((cur.id, self.clock() if wall_s is None else wall_s, state, detail))
         self.maybe_flush()
 
@@ -423,24 +444,35 @@ class Recorder:
     def _on_sample(self, cur: _NodeCursor, s: NodeSample, seq: int) -> None:
         if cur.last_mono_s is not None and s.boot_id == cur.last_boot and s.mono_s <= cur.last_mono_s:
             return  # already recorded (snapshot history repeats the last samples)
-        if s.boot_id != cur.last_boot:
-            cur.encoder.reset()
         cur.last_mono_s, cur.last_boot = s.mono_s, s.boot_id
-        is_key, body = cur.encoder.encode(s)
+        split = split_sample(s)
         n = cur.n
         cur.n += 1
-        if is_key:
-            cur.key_n = n
+        cur.open_rows.append((n, self._shapes.id_for(split), split))
+        if len(cur.open_rows) >= self.chunk_rows:
+            self._seal(cur)
+        else:
+            self._pending["tail"].append((cur.id, n, zlib.compress(_enc.encode(s), TAIL_ZLIB_LEVEL)))
         h = s.host
         t = h.cpu_total
         total = t.user_s + t.nice_s + t.system_s + t.idle_s + t.iowait_s + t.irq_s + t.softirq_s + t.steal_s
         self._pending["samples"].append((
-            cur.id, n, cur.key_n, seq or None, s.wall_s, s.mono_s,
+            cur.id, n, seq or None, s.wall_s, s.mono_s,
             total - t.idle_s - t.iowait_s, total, h.load_1, h.mem_used_bytes,
             len(s.gpus), sum(g.mem_used_bytes or 0 for g in s.gpus), sum(g.power_mw or 0 for g in s.gpus), len(s.jobs),
-            body,
         ))
 
+    def _seal(self, cur: _NodeCursor) -> None:
+        """Turn the node's open chunk into a chunk row (its tail rows go in the same commit)."""
+        rows = cur.open_rows
+        if not rows:
+            return
+        cur.open_rows = []
+        n0, n1 = rows[0][0], rows[-1][0]
+        # tail rows of this chunk that were never committed need not be written at all
+        self._pending["tail"] = [t for t in self._pending["tail"] if t[0] != cur.id or not n0 <= t[1] <= n1]
+        body = encode_chunk([(sid, split) for _, sid, split in rows])
+        self._pending["chunks"].append((cur.id, rows[0][0], rows[-1][0], body))
     # ---- writing ----
 
     def maybe_flush(self) -> None:
@@ -456,13 +488,18 @@ class Recorder:
         try:
             c = self._conn
             c.execute("BEGIN")
+            c.executemany("INSERT INTO shapes(id, template, slots) VALUES (?,?,?)", self._shapes.take_pending())
             if p["samples"]:
                 c.executemany(
-                    "INSERT INTO samples(node_id, n, key_n, seq, wall_s, mono_s, cpu_busy_s, cpu_total_s, load_1, "
-                    "mem_used_bytes, gpu_count, gpu_mem_used_bytes, gpu_power_mw, job_count, body) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "INSERT INTO samples(node_id, n, seq, wall_s, mono_s, cpu_busy_s, cpu_total_s, load_1, "
+                    "mem_used_bytes, gpu_count, gpu_mem_used_bytes, gpu_power_mw, job_count) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     p["samples"],
                 )
+            c.executemany("INSERT INTO tail(node_id, n, body) VALUES (?,?,?)", p["tail"])
+            c.executemany("INSERT INTO chunks(node_id, n0, n1, body) VALUES (?,?,?,?)", p["chunks"])
+            c.executemany("DELETE FROM tail WHERE node_id = ? AND n BETWEEN ? AND ?",
+                          [(node_id, n0, n1) for node_id, n0, n1, _ in p["chunks"]])
             c.executemany("INSERT INTO inventory(node_id, wall_s, body) VALUES (?,?,?)", p["inventory"])
             c.executemany("UPDATE nodes SET name = ? WHERE id = ?", p.get("_names", []))
             c.executemany("INSERT INTO snapshots(node_id, wall_s, seq) VALUES (?,?,?)", p["snapshots"])
@@ -509,7 +546,10 @@ class Recorder:
         if self._error is not None:
             return
         try:
+            for cur in self._nodes.values():
+                self._seal(cur)
             self.flush()
+            self._conn.execute("PRAGMA incremental_vacuum").fetchall()  # one page per step
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._conn.close()
         except sqlite3.Error as exc:
@@ -578,6 +618,8 @@ class RecordingReader:
             if version == 0 or not self._has_table("samples"):
                 raise RecordingError(f"{self.path} is a SQLite file but not a Fleetdeck recording")
             self.schema_version = version
+            self._shapes: dict[int, Shape] = {} if version == 1 else self._load_shapes()
+            self._chunk_cache: dict[int, list[bytes]] = {}
             self.db = sqlite_utils.Database(self._conn)
             self._nodes = [RecordedNode(*r) for r in self._conn.execute("SELECT id, key, name, endpoint FROM nodes ORDER BY id")]
         except sqlite3.Error as exc:
@@ -636,8 +678,13 @@ class RecordingReader:
 
     def time_range(self) -> tuple[float, float] | None:
         """Wall time of the first and last sample, or None when there are no samples."""
-        row = self._q("SELECT min(wall_s), max(wall_s) FROM samples")[0]
-        return None if row[0] is None else (row[0], row[1])
+        # per node, one aggregate per query: each is then a single (node_id, wall_s) index probe,
+        # where min() and max() over the whole table would scan every sample
+        lo = [self._q("SELECT min(wall_s) FROM samples WHERE node_id = ?", (n.id,))[0][0] for n in self._nodes]
+        hi = [self._q("SELECT max(wall_s) FROM samples WHERE node_id = ?", (n.id,))[0][0] for n in self._nodes]
+        lo = [x for x in lo if x is not None]
+        hi = [x for x in hi if x is not None]
+        return (min(lo), max(hi)) if lo else None
 
     def info(self) -> RecordingInfo:
         meta = self.meta()
@@ -670,14 +717,62 @@ class RecordingReader:
 
     # ---- samples ----
 
-    def _chain_rows(self, node_id: int, n_from: int, n_to: int) -> list[tuple]:
-        """Rows n_from..n_to of a node, extended back to the keyframe of n_from."""
+    def _bodies(self, node: RecordedNode, n_from: int, n_to: int) -> list[tuple[int, bytes]]:
+        """(n, msgpack) of the samples n_from..n_to of a node, in order."""
+        try:
+            if self.schema_version == 1:
+                return self._bodies_v1(node.id, n_from, n_to)
+            out: list[tuple[int, bytes]] = []
+            first = self._q("SELECT max(n0) FROM chunks WHERE node_id = ? AND n0 <= ?", (node.id, n_from))[0][0]
+            chunks = self._q("SELECT id, n0, n1 FROM chunks WHERE node_id = ? AND n0 BETWEEN ? AND ? ORDER BY n0",
+                             (node.id, n_from if first is None else first, n_to))
+            for chunk_id, n0, n1 in chunks:
+                if n1 < n_from:
+                    continue
+                raws = self._chunk(chunk_id)
+                out += [(n0 + i, r) for i, r in enumerate(raws[max(0, n_from - n0): n_to - n0 + 1], max(0, n_from - n0))]
+            if not chunks or chunks[-1][2] < n_to:
+                out += [(n, zlib.decompress(b)) for n, b in self._q(
+                    "SELECT n, body FROM tail WHERE node_id = ? AND n BETWEEN ? AND ? ORDER BY n", (node.id, n_from, n_to))]
+            if len(out) > 1 and any(a[0] >= b[0] for a, b in zip(out, out[1:])):
+                out = sorted(dict(out).items())  # a chunk sealed while we read: keep each n once
+            return out
+        except (ValueError, zlib.error, msgspec.DecodeError) as exc:
+            raise RecordingError(f"recording {self.path}: samples of node {node.name!r} are damaged ({exc})") from None
+
+    def _chunk(self, chunk_id: int) -> list[bytes]:
+        """msgpack of every sample of a chunk row (a few recently used chunks are kept)."""
+        hit = self._chunk_cache.pop(chunk_id, None)
+        if hit is None:
+            rows = self._q("SELECT body FROM chunks WHERE id = ?", (chunk_id,))
+            if not rows:
+                raise ValueError(f"chunk {chunk_id} vanished")
+            body = rows[0][0]
+            try:
+                hit = decode_chunk(body, self._shapes)
+            except UnknownShape:  # a recorder may still be writing this file: load its new shapes
+                self._shapes.update(self._load_shapes())
+                hit = decode_chunk(body, self._shapes)
+            if len(self._chunk_cache) >= CHUNK_CACHE:
+                del self._chunk_cache[next(iter(self._chunk_cache))]
+        self._chunk_cache[chunk_id] = hit
+        return hit
+
+    def _load_shapes(self) -> dict[int, Shape]:
+        return {i: Shape.from_row(t, o) for i, t, o in self._q("SELECT id, template, slots FROM shapes")}
+
+    def _bodies_v1(self, node_id: int, n_from: int, n_to: int) -> list[tuple[int, bytes]]:
+        """Schema v1 (read only): rows n_from..n_to decoded forward from the keyframe of n_from."""
         key = self._q("SELECT key_n FROM samples WHERE node_id = ? AND n = ?", (node_id, n_from))
-        start = key[0][0] if key else n_from
-        return self._q(
-            "SELECT n, n = key_n, body FROM samples WHERE node_id = ? AND n BETWEEN ? AND ? ORDER BY n",
-            (node_id, start, n_to),
-        )
+        rows = self._q("SELECT n, n = key_n, body FROM samples WHERE node_id = ? AND n BETWEEN ? AND ? ORDER BY n",
+                       (node_id, key[0][0] if key else n_from, n_to))
+        out: list[tuple[int, bytes]] = []
+        prev: bytes | None = None
+        for n, is_key, body in rows:
+            prev = decode_v1_row(prev, bool(is_key), body)
+            if n >= n_from:
+                out.append((n, prev))
+        return out
 
     def _raw_between(self, node: RecordedNode, t1: float, t2: float, before: int = 0,
                      lo_open: bool = False) -> list[bytes]:
@@ -695,12 +790,7 @@ class RecordingReader:
                 return []
             row = (last + 1, last)
         n_from, n_to = max(0, row[0] - before), row[1]
-        rows = self._chain_rows(node.id, n_from, n_to)
-        try:
-            raws = decode_chain([(bool(k), b) for _, k, b in rows])
-        except Exception as exc:
-            raise RecordingError(f"recording {self.path}: samples of node {node.name!r} are damaged ({exc})") from None
-        return [raw for (n, _, _), raw in zip(rows, raws) if n >= n_from]
+        return [raw for _, raw in self._bodies(node, n_from, n_to)]
 
     def samples(self, node: str, t1: float, t2: float, *, before: int = 0) -> list[NodeSample]:
         """Raw samples of ``node`` with wall time in [t1, t2], oldest first, plus ``before``
@@ -838,12 +928,12 @@ class RecordingReader:
             older = newer = None
             if last:
                 n = last[0][0]
-                rows = self._chain_rows(rn.id, max(0, n - 1), n)
                 try:
-                    raws = decode_chain([(bool(k), b) for _, k, b in rows])
-                except Exception as exc:
+                    pair = [decode_sample(r) for _, r in self._bodies(rn, max(0, n - 1), n)]
+                except msgspec.DecodeError as exc:
                     raise RecordingError(f"recording {self.path}: samples of node {name!r} are damaged ({exc})") from None
-                pair = [decode_sample(r) for (rn_, _, _), r in zip(rows, raws) if rn_ >= n - 1]
+                if not pair:
+                    raise RecordingError(f"recording {self.path}: sample {n} of node {name!r} is missing; the file is damaged")
                 newer = pair[-1]
                 older = pair[0] if len(pair) == 2 else None
             link = self._q("SELECT state FROM links WHERE node_id = ? AND wall_s <= ? ORDER BY wall_s DESC, id DESC LIMIT 1",
@@ -940,13 +1030,10 @@ class RecordingReader:
             rows = self._q("SELECT min(n), max(n) FROM samples WHERE node_id = ? AND wall_s > ? AND wall_s <= ?", (rn.id, t1, t2))[0]
             if rows[0] is None:
                 continue
-            chain = self._chain_rows(rn.id, rows[0], rows[1])
             seqs = dict(self._q("SELECT n, seq FROM samples WHERE node_id = ? AND n BETWEEN ? AND ?", (rn.id, rows[0], rows[1])))
-            raws = decode_chain([(bool(k), b) for _, k, b in chain])
-            for (n, _, _), raw in zip(chain, raws):
-                if n >= rows[0]:
-                    s = decode_sample(raw)
-                    items.append((s.wall_s, 1, rn.name, SampleMsg(node=s.node, seq=seqs.get(n) or 0, sample=s)))
+            for n, raw in self._bodies(rn, rows[0], rows[1]):
+                s = decode_sample(raw)
+                items.append((s.wall_s, 1, rn.name, SampleMsg(node=s.node, seq=seqs.get(n) or 0, sample=s)))
         for node_id, w, seq, body in self._q("SELECT node_id, wall_s, seq, body FROM jobs WHERE wall_s > ? AND wall_s <= ? "
                                               "AND seq IS NOT NULL ORDER BY id", (t1, t2)):
             job = _job_dec.decode(body)

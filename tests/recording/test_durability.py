@@ -129,3 +129,58 @@ def test_commits_at_least_every_interval(tmp_path):
             other.close()
     finally:
         rec.close()
+
+
+def test_open_chunk_survives_a_kill_and_the_next_recorder_finishes_it(tmp_path):
+    path = tmp_path / "tail.db"
+    gen = SyntheticNode("n0", cores=2, gpus=1, jobs=1)
+    samples = [gen.next() for _ in range(13)]
+    rec = Recorder(path, chunk_rows=5)
+    for i, s in enumerate(samples[:8]):
+        rec.feed("n0", SampleMsg(node="n0", seq=i + 1, sample=s))
+    rec.flush()
+    rec._conn.close()  # as a SIGKILL would leave it: no close(), the open chunk is in ``tail``
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("SELECT n0, n1 FROM chunks").fetchall() == [(0, 4)]
+        assert [n for (n,) in conn.execute("SELECT n FROM tail ORDER BY n")] == [5, 6, 7]
+    finally:
+        conn.close()
+    with RecordingReader(path) as r:
+        assert r.samples("n0", 0, 2e9) == samples[:8]
+    with Recorder(path, chunk_rows=5) as rec:
+        for i, s in enumerate(samples[8:]):
+            rec.feed("n0", SampleMsg(node="n0", seq=9 + i, sample=s))
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("SELECT n0, n1 FROM chunks ORDER BY n0").fetchall() == [(0, 4), (5, 9), (10, 12)]
+        assert conn.execute("SELECT count(*) FROM tail").fetchone()[0] == 0
+    finally:
+        conn.close()
+    with RecordingReader(path) as r:
+        assert r.samples("n0", 0, 2e9) == samples
+        assert r.state_at(samples[7].wall_s)["n0"].newer == samples[7]
+
+
+def test_a_reader_follows_a_file_that_is_still_being_written(tmp_path):
+    import msgspec
+
+    path = tmp_path / "live.db"
+    gen = SyntheticNode("n0", cores=2, gpus=1, jobs=1)
+    samples = [gen.next() for _ in range(10)]
+    # from sample 6 on a field appears: a new shape, written after the reader loaded the shapes
+    samples[6:] = [msgspec.structs.replace(s, gpus=[msgspec.structs.replace(s.gpus[0], throttle_reasons=4)])
+                   for s in samples[6:]]
+    rec = Recorder(path, chunk_rows=3)
+    try:
+        for i, s in enumerate(samples[:5]):
+            rec.feed("n0", SampleMsg(node="n0", seq=i + 1, sample=s))
+        rec.flush()
+        with RecordingReader(path) as r:
+            assert r.samples("n0", 0, 2e9) == samples[:5]  # one chunk + two tail rows
+            for i, s in enumerate(samples[5:]):
+                rec.feed("n0", SampleMsg(node="n0", seq=6 + i, sample=s))
+            rec.flush()
+            assert r.samples("n0", 0, 2e9) == samples
+    finally:
+        rec.close()

@@ -119,15 +119,22 @@ def test_counter_reset_on_daemon_restart_replays_as_live(db_path):
     assert live[5].interval_s == 0.0  # the new boot is not paired with the old one
 
 
-@pytest.mark.parametrize("keyframe_every", [1, 2, 7])
-def test_any_keyframe_spacing_reads_back_the_same(tmp_path, keyframe_every):
+@pytest.mark.parametrize("chunk_rows", [1, 2, 7])
+def test_any_chunk_size_reads_back_the_same(tmp_path, chunk_rows):
     gen = SyntheticNode("n0", cores=3, gpus=2, jobs=2)
     samples = [gen.next() for _ in range(20)]
-    path = tmp_path / f"k{keyframe_every}.db"
-    with Recorder(path, keyframe_every=keyframe_every) as rec:
+    path = tmp_path / f"k{chunk_rows}.db"
+    with Recorder(path, chunk_rows=chunk_rows) as rec:
         rec.feed("n0", SnapshotReply(seq=0, inventory=gen.inventory(), samples=samples[:1]))
         for i, s in enumerate(samples[1:]):
             rec.feed("n0", SampleMsg(node="n0", seq=i + 1, sample=s))
+    conn = sqlite3.connect(path)
+    try:
+        chunks = conn.execute("SELECT n0, n1 FROM chunks ORDER BY n0").fetchall()
+        assert conn.execute("SELECT count(*) FROM tail").fetchone()[0] == 0  # close() seals the open chunk
+    finally:
+        conn.close()
+    assert chunks[0] == (0, chunk_rows - 1) and chunks[-1][1] == 19 and len(chunks) == -(-20 // chunk_rows)
     with RecordingReader(path) as r:
         assert r.samples("n0", 0, 2e9) == samples
         for i in (0, 5, 13, 19):
@@ -135,27 +142,30 @@ def test_any_keyframe_spacing_reads_back_the_same(tmp_path, keyframe_every):
             assert st.newer == samples[i] and st.older == (samples[i - 1] if i else None)
 
 
-def test_rows_whose_encoding_changes_length_round_trip(tmp_path):
-    """Optional fields appearing, ints crossing msgpack size classes: the dictionary-delta rows."""
+def test_samples_whose_shape_changes_round_trip(tmp_path):
+    """Optional fields appearing, values crossing msgpack size classes, process scans: a chunk
+    with several shapes."""
     import msgspec
 
-    from agentd.store.recording_codec import DICT_DELTA, XOR_DELTA
+    from agentd.metrics.samples import ProcSample
 
     gen = SyntheticNode("n0", cores=2, gpus=2, jobs=1)
     samples = []
     for i in range(12):
         s = gen.next()
-        if i % 3 == 1:  # a GPU process appears and goes: the encoding grows and shrinks
+        if i % 3 == 1:  # an optional field appears and goes
             gpus = [msgspec.structs.replace(s.gpus[0], throttle_reasons=2**40 + i), *s.gpus[1:]]
             s = msgspec.structs.replace(s, gpus=gpus, boot_id=s.boot_id)
+        if i % 5 == 0:  # a process scan tick
+            s = msgspec.structs.replace(s, procs=[ProcSample(pid=i + 1, name="python", cpu_time_s=1.5 * i)])
         samples.append(s)
     path = tmp_path / "len.db"
     with Recorder(path) as rec:
         for i, s in enumerate(samples):
             rec.feed("n0", SampleMsg(node="n0", seq=i + 1, sample=s))
     conn = sqlite3.connect(path)
-    kinds = {bytes(b[:1]) for (b,) in conn.execute("SELECT body FROM samples WHERE n != key_n")}
+    shapes = conn.execute("SELECT count(*) FROM shapes").fetchone()[0]
     conn.close()
-    assert kinds == {DICT_DELTA, XOR_DELTA}
+    assert shapes == 2  # scan ticks keep their shape: procs are stored apart
     with RecordingReader(path) as r:
         assert r.samples("n0", 0, 2e9) == samples
