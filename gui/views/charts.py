@@ -17,7 +17,7 @@ from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtGui import QPainter, QPalette, QPen, QPolygonF, QTransform
 from PySide6.QtWidgets import QGraphicsObject
 from PySide6.QtWidgets import (
-    QComboBox, QHBoxLayout, QLabel, QScrollArea, QSplitter, QStyle, QToolButton, QVBoxLayout, QWidget,
+    QComboBox, QHBoxLayout, QLabel, QScrollArea, QSizePolicy, QSplitter, QStyle, QToolButton, QVBoxLayout, QWidget,
 )
 
 from gui import fmt
@@ -211,7 +211,6 @@ class Chart(QWidget):
         self.metric_box.setToolTip("What to plot")
         self.scope_box = QComboBox()
         self.scope_box.setToolTip("Which nodes, GPUs or jobs")
-        self.scope_box.setMinimumContentsLength(14)
         self.span_box = QComboBox()
         self.span_box.addItems(list(SPANS_S))
         self.span_box.setCurrentText(span if span in SPANS_S else DEFAULT_SPAN)
@@ -228,8 +227,12 @@ class Chart(QWidget):
         self.close_btn.clicked.connect(lambda: self.closed.emit(self))
         head = QHBoxLayout()
         head.setContentsMargins(0, 0, 0, 0)
-        for w in (self.metric_box, self.scope_box, self.span_box):
-            head.addWidget(w)
+        # The dock may be narrow: let the pickers shrink (eliding their text) rather than push
+        # the Pause button and the plot's right edge out of view.
+        for w, chars in ((self.metric_box, 10), (self.scope_box, 8), (self.span_box, 4)):
+            w.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            w.setMinimumContentsLength(chars)
+            head.addWidget(w, 1 if w is not self.span_box else 0)
         head.addStretch(1)
         head.addWidget(self.pause_btn)
         head.addWidget(self.close_btn)
@@ -534,6 +537,9 @@ class ChartsPanel(QWidget):
         scroll.setWidgetResizable(True)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        # The charts take the dock's width, whatever their own minimum: with horizontal
+        # scrolling off, a wider splitter would be clipped (Pause button and axis cut off).
+        self.splitter.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         scroll.setWidget(self.splitter)
         lay.addWidget(scroll, 1)
 
