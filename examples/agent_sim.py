@@ -26,6 +26,9 @@ TOOL_CODE = ("import sys,time\nmb=float(sys.argv[1]); s=float(sys.argv[2])\nb=by
              "for i in range(0,len(b),4096): b[i]=1\nend=time.time()+s\nx=0\nwhile time.time()<end: x+=1\n")
 
 
+STREAM_SLICES = 8
+
+
 def think(seconds: float) -> int:
     end = time.perf_counter() + seconds
     n = 0
@@ -46,11 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     turn = 0
     while args.turns == 0 or turn < args.turns:
         turn += 1
-        think(args.think_s)
+        # Tokens stream out while the model "thinks", as a real LLM decodes, so throughput
+        # charts show a rate during generation and 0 while the agent waits on a tool.
         tokens = rnd.randint(200, 800)
+        for k in range(STREAM_SLICES):
+            think(args.think_s / STREAM_SLICES)
+            if report is not None:
+                report.counter(tokens=tokens // STREAM_SLICES + (tokens % STREAM_SLICES if k == 0 else 0))
         tool = rnd.choice(TOOLS)
-        if report is not None:
-            report.counter(tokens=tokens)
         print(f"AGENTD_METRIC turn={turn}", flush=True)
         mem = args.tool_mem_mb * rnd.uniform(0.5, 1.0)
         if turn % 3 == 0:

@@ -66,12 +66,16 @@ METRICS: tuple[Metric, ...] = (
     Metric("job", "mem_current_bytes", "Job memory", "B"),
     Metric("job", "io_read_bytes_per_s", "Job disk read", "B/s"),
     Metric("job", "io_write_bytes_per_s", "Job disk write", "B/s"),
-    Metric("job", "throughput", "Job throughput", "/s"),
+    Metric("job", "throughput", "Job throughput (headline rate)", "/s"),
+    # One unit per chart: tokens/s of agents and samples/s of trainers do not share an axis.
+    Metric("job", "app:samples_per_s", "Samples/s", ""),
+    Metric("job", "app:tokens_per_s", "Tokens/s", ""),
+    Metric("job", "app:steps_per_s", "Steps/s", ""),
 )
 METRIC_BY_KEY = {(m.scope, m.name): m for m in METRICS}
 _NODE_FIELDS = [m.name for m in METRICS if m.scope == "node"]
 _GPU_FIELDS = [m.name for m in METRICS if m.scope == "gpu"]
-_JOB_FIELDS = [m.name for m in METRICS if m.scope == "job" and m.name != "throughput"]
+_JOB_FIELDS = [m.name for m in METRICS if m.scope == "job" and m.name != "throughput" and not m.name.startswith("app:")]
 
 
 def gpu_scope(index: int) -> str:

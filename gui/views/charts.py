@@ -512,7 +512,8 @@ class ChartsPanel(QWidget):
 
     DEFAULT = [
         {"metric": ["gpu", "sm_util_pct"], "scope": "*", "span": DEFAULT_SPAN},
-        {"metric": ["job", "throughput"], "scope": "*", "span": DEFAULT_SPAN},
+        {"metric": ["job", "app:samples_per_s"], "scope": "*", "span": DEFAULT_SPAN},
+        {"metric": ["job", "app:tokens_per_s"], "scope": "*", "span": DEFAULT_SPAN},
     ]
 
     def __init__(self, state: ClusterState, parent=None) -> None:

@@ -29,8 +29,9 @@ def test_layout_charts_and_columns_persist(qtbot, settings):
     w.close()
     w2 = MainWindow(LiveSource([]), settings)
     qtbot.addWidget(w2)
-    assert [c.settings()["metric"] for c in w2.charts.charts] == [["gpu", "power_w"], ["job", "throughput"], ["node", "cpu_pct"]]
-    assert w2.charts.charts[2].span_box.currentText() == "1 h"
+    assert [c.settings()["metric"] for c in w2.charts.charts] == [
+        ["gpu", "power_w"], ["job", "app:samples_per_s"], ["job", "app:tokens_per_s"], ["node", "cpu_pct"]]
+    assert w2.charts.charts[3].span_box.currentText() == "1 h"
     assert w2.jobs.table.columnWidth(1) == 333
     w2.show()
     assert not w2.dock_events.isVisible()

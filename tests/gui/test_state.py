@@ -83,3 +83,28 @@ def test_helpers():
     assert throughput_of({"loss": 1.0}) is None
     assert migration_fraction({"bytes_sent": 5, "bytes_total": 10}) == 0.5
     assert migration_fraction({}) is None
+
+
+def test_tokens_and_samples_are_separate_chartable_series():
+    """A trainer's samples/s and an agent's tokens/s never share one axis."""
+    from agentd.metrics import AppMetric
+    from gui.state import METRIC_BY_KEY, ClusterState
+    from tests.gui.gui_factories import job, sample, snapshot
+
+    assert METRIC_BY_KEY[("job", "app:tokens_per_s")].label == "Tokens/s"
+    st = ClusterState()
+    s0 = sample("n1", 0.0)
+    s1 = sample("n1", 1.0)
+    import msgspec
+
+    from agentd.metrics import CgroupSample
+
+    jobs = [CgroupSample(job_id="n1.1"), CgroupSample(job_id="n1.2")]
+    s0 = msgspec.structs.replace(s0, jobs=jobs, app=[AppMetric(job_id="n1.1", name="tokens", value=100, counter=True),
+                                                      AppMetric(job_id="n1.2", name="samples", value=10, counter=True)])
+    s1 = msgspec.structs.replace(s1, jobs=jobs, app=[AppMetric(job_id="n1.1", name="tokens", value=600, counter=True),
+                                                      AppMetric(job_id="n1.2", name="samples", value=40, counter=True)])
+    st.apply_snapshot("n1", snapshot("n1", samples=[s0, s1], jobs=[job("n1.1"), job("n1.2")]))
+    assert st.series.last(("n1", "n1.1", "app:tokens_per_s")) == 500.0
+    assert st.series.last(("n1", "n1.2", "app:samples_per_s")) == 30.0
+    assert st.series.last(("n1", "n1.1", "app:samples_per_s")) is None
