@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 import tomllib
@@ -14,21 +13,10 @@ from typing import Any
 import msgspec
 
 from agentd.cli.common import CliError, call, client_for_job, connect, each_node, emit_json, human_bytes, targets
+from agentd.control.spec import parse_size
 from agentd.protocol import JobInfo, JobSpec
 from agentd.protocol.messages import Cancel, JobReply, Jobs, JobsReply, Logs, LogsReply, Migrate, Pause, Priority, Resume, Show, Submit
 from agentd.transport.client import ClientError
-
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)\s*$", re.I)
-
-
-def parse_size(text: str) -> int:
-    """Bytes from '4G', '512MiB', '1.5GB', '1048576'; ValueError naming the text otherwise."""
-    m = _SIZE_RE.match(str(text))
-    if not m:
-        raise ValueError(f"size {text!r} is not a number of bytes with an optional K/M/G/T suffix (e.g. 4G, 512MiB)")
-    value, unit = float(m.group(1)), m.group(2).lower()
-    return int(value * 1024 ** " kmgtp".index(unit or " "))
-
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("submit", parents=[common], help="run a job: submit [options] -- ARGV...")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sqlite3
+import re
 import subprocess
 import sys
 import threading
@@ -13,7 +13,7 @@ from PySide6.QtWidgets import QMessageBox
 
 from agentd.store import recording as recording_mod
 from agentd.store.recording import RecordingReader
-from agentd.store.recording_schema import SCHEMA_VERSION
+from tests.recording import bad_files as bad
 from tests.recording.conftest import make_recording
 
 from .conftest import submit, wait_until
@@ -222,41 +222,10 @@ def test_unwritable_path_is_a_message(qtbot, tmp_path, agentd, open_window):
     assert any("no-such-dir" in line for line in w.events.lines)
 
 
-def _not_sqlite(p: Path) -> str:
-    p.write_bytes(b"time,value\n1,2\n" * 50)
-    return "is not a SQLite file"
+BAD = [bad.not_sqlite, bad.empty_file, bad.truncated, bad.newer, bad.no_samples]
 
 
-def _empty(p: Path) -> str:
-    p.write_bytes(b"")
-    return "is empty"
-
-
-def _truncated(p: Path) -> str:
-    make_recording(p, seconds=30)
-    data = p.read_bytes()
-    p.write_bytes(data[: len(data) // 3])
-    return "is truncated"
-
-
-def _newer(p: Path) -> str:
-    make_recording(p, seconds=2)
-    conn = sqlite3.connect(p)
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    conn.close()
-    return "upgrade Fleetdeck"
-
-
-def _no_samples(p: Path) -> str:
-    from agentd.store.recording import Recorder
-    Recorder(p).close()
-    return "holds no samples"
-
-
-BAD = [_not_sqlite, _empty, _truncated, _newer, _no_samples]
-
-
-@pytest.mark.parametrize("make", BAD, ids=[f.__name__.strip("_") for f in BAD])
+@pytest.mark.parametrize("make", BAD, ids=[f.__name__ for f in BAD])
 def test_bad_recording_cli_is_one_line_and_exit_2(tmp_path, make):
     p = tmp_path / "bad.db"
     expect = make(p)
@@ -265,10 +234,10 @@ def test_bad_recording_cli_is_one_line_and_exit_2(tmp_path, make):
                        env={"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in r.stderr and expect in lines[0] and str(p) in lines[0]
+    assert len(lines) == 1 and "Traceback" not in r.stderr and re.search(expect, lines[0]) and str(p) in lines[0]
 
 
-@pytest.mark.parametrize("make", BAD, ids=[f.__name__.strip("_") for f in BAD])
+@pytest.mark.parametrize("make", BAD, ids=[f.__name__ for f in BAD])
 def test_bad_recording_from_the_menu_is_a_message_box(qtbot, tmp_path, settings, make):
     from gui.main_window import MainWindow
     from gui.sources.replay import ReplaySource
@@ -282,7 +251,7 @@ def test_bad_recording_from_the_menu_is_a_message_box(qtbot, tmp_path, settings,
     expect = make(p)
     assert w.open_recording(str(p)) is None
     boxes = [b for b in w.findChildren(QMessageBox) if b.objectName() == "bad-recording"]
-    assert len(boxes) == 1 and expect in boxes[0].text() and "Traceback" not in boxes[0].text()
+    assert len(boxes) == 1 and re.search(expect, boxes[0].text()) and "Traceback" not in boxes[0].text()
     assert not w.replay_windows
     boxes[0].close()
     w.close()
@@ -293,7 +262,7 @@ def test_open_recording_from_a_live_window(qtbot, tmp_path, settings):
     from gui.sources.live import LiveSource
 
     good = tmp_path / "good.db"
-    made = make_recording(good, seconds=5)
+    make_recording(good, seconds=5)
     w = MainWindow(LiveSource([]), settings)
     qtbot.addWidget(w)
     w.start()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from agentd.store.recording import Recorder, RecordingError, RecordingReader
-from agentd.store.recording_schema import SCHEMA_VERSION
+
+from tests.recording import bad_files as bad
 
 from .conftest import make_recording
 
@@ -22,44 +22,7 @@ def agentctl(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 
-def _not_sqlite(p: Path) -> str:
-    p.write_bytes(b"this is a CSV file, really\n1,2,3\n" * 50)
-    return "is not a SQLite file"
-
-
-def _empty_file(p: Path) -> str:
-    p.write_bytes(b"")
-    return "is empty"
-
-
-def _truncated(p: Path) -> str:
-    make_recording(p, seconds=30)
-    data = p.read_bytes()
-    p.write_bytes(data[: len(data) // 3])
-    return "is truncated"
-
-
-def _newer(p: Path) -> str:
-    make_recording(p, seconds=2)
-    conn = sqlite3.connect(p)
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    conn.close()
-    return f"schema version {SCHEMA_VERSION + 1}.*upgrade Fleetdeck"
-
-
-def _other_sqlite(p: Path) -> str:
-    conn = sqlite3.connect(p)
-    conn.execute("CREATE TABLE t (x)")
-    conn.commit()
-    conn.close()
-    return "not a Fleetdeck recording"
-
-
-def _missing(p: Path) -> str:
-    return "does not exist"
-
-
-CASES = [_not_sqlite, _empty_file, _truncated, _newer, _other_sqlite, _missing]
+CASES = [bad.not_sqlite, bad.empty_file, bad.truncated, bad.newer, bad.other_sqlite, bad.missing]
 
 
 @pytest.mark.parametrize("make", CASES, ids=lambda f: f.__name__.strip("_"))
@@ -70,7 +33,7 @@ def test_reader_raises_recording_error(tmp_path, make):
         RecordingReader(p)
 
 
-@pytest.mark.parametrize("make", [_not_sqlite, _truncated, _newer], ids=lambda f: f.__name__.strip("_"))
+@pytest.mark.parametrize("make", [bad.not_sqlite, bad.truncated, bad.newer], ids=lambda f: f.__name__.strip("_"))
 def test_cli_exits_2_with_one_line(tmp_path, make):
     p = tmp_path / "bad.db"
     make(p)
@@ -94,11 +57,11 @@ def test_empty_recording_info_works_replay_says_why(tmp_path):
 
 def test_recorder_refuses_foreign_and_newer_files(tmp_path):
     p = tmp_path / "other.db"
-    _other_sqlite(p)
+    bad.other_sqlite(p)
     with pytest.raises(RecordingError, match="not a Fleetdeck recording"):
         Recorder(p)
     q = tmp_path / "newer.db"
-    _newer(q)
+    bad.newer(q)
     with pytest.raises(RecordingError, match="record to a new file"):
         Recorder(q)
 
