@@ -4,6 +4,8 @@
 set -u
 PKGS=(
   iproute2 procps psmisc            # ip netns for multi-host tests
+  nftables                          # blocks a daemon's port inside its own namespace (migration faults)
+  criu                              # the real `criu check` verdict (Debian 12's 3.17 fails on new kernels)
   xvfb x11-apps imagemagick xdotool libxcb-icccm4 libxcb-keysyms1 libxcb-cursor0
   libegl1 libgl1 libxkbcommon0 libxkbcommon-x11-0 libfontconfig1 libdbus-1-3
   slurmctld slurmd slurm-client munge  # a real single-node Slurm for the Slurm tests

@@ -1,29 +1,34 @@
-"""Pack a checkpoint directory into one tar file and unpack it safely on the other node.
+"""A checkpoint directory as a tar stream, and the safe unpacking of one on the other node.
 
 The tar is uncompressed on purpose: checkpoints are mostly tensors that do not compress, and
-the transfer must run at disk/network speed. The SHA-256 digest covers the whole tar file and
-is computed while packing, so the sender never reads the file twice.
+the transfer must run at disk/network speed. The source never writes it: :class:`CheckpointTar`
+reads any byte range of it straight from the checkpoint files, and :class:`OrderedDigest`
+hashes it (SHA-256) as it goes out. The target unpacks the bytes as they arrive
+(:class:`StreamUnpacker`) and keeps no tar either, so each byte is written once per node.
 
 Unpacking treats the archive as hostile: absolute names, ``..``, links that leave the target
-directory, device files and FIFOs are refused, and the total size is held to a quota before a
-single byte is written. Extraction goes to a temporary sibling directory that is renamed into
-place only when complete, so a failed unpack leaves nothing half-written behind.
+directory, device files and FIFOs are refused, and the total size is held to a quota as the
+members arrive. Extraction goes to a temporary sibling directory that is renamed into place
+only when complete (and, on a target, only after the digest matched), so a failed unpack
+leaves nothing half-written behind.
 """
 
 from __future__ import annotations
 
+import bisect
 import errno
 import hashlib
 import logging
 import os
 import posixpath
+import queue
 import shutil
+import stat
 import tarfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 log = logging.getLogger(__name__)
 
@@ -54,30 +59,6 @@ class ArchiveInfo:
     files: int
 
 
-class _HashingWriter:
-    """File object that hashes and counts what tarfile writes through it."""
-
-    def __init__(self, raw: BinaryIO, on_written: Callable[[int], None] | None = None) -> None:
-        self._raw = raw
-        self._on_written = on_written
-        self.digest = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> int:
-        view = memoryview(data)
-        while view:  # an unbuffered write may be short
-            n = self._raw.write(view)
-            view = view[n or 0:]
-        self.digest.update(data)
-        self.size += len(data)
-        if self._on_written is not None:
-            self._on_written(self.size)
-        return len(data)
-
-    def flush(self) -> None:
-        self._raw.flush()
-
-
 def _disk_error(exc: OSError, where: Path, action: str) -> ArchiveError:
     if exc.errno in _DISK_FULL_ERRNOS:
         return ArchiveError("disk_full", f"disk full while {action} {where}: {exc.strerror}; free space on that filesystem or raise its quota")
@@ -85,62 +66,145 @@ def _disk_error(exc: OSError, where: Path, action: str) -> ArchiveError:
 
 
 _TAR_BLOCK = 512
-_PER_MEMBER_BOUND = 4 * _TAR_BLOCK  # header plus a generous PAX extended header
-_TAIL_BOUND = 2 * CHUNK_BYTES  # end-of-archive blocks and the final record padding
+_END_OF_ARCHIVE = b"\0" * (2 * _TAR_BLOCK)
 
 
-def estimate_tar_bytes(src_dir: Path) -> int:
-    """An upper bound of the size of ``pack(src_dir)``'s tar, from a walk of the directory."""
-    total = _TAIL_BOUND
-    for root, dirs, names in os.walk(src_dir):
-        for name in dirs + names:
-            total += _PER_MEMBER_BOUND + 2 * len(os.path.join(root, name).encode())
-            full = os.path.join(root, name)
-            if os.path.isfile(full) and not os.path.islink(full):
-                size = os.path.getsize(full)
-                total += -(-size // _TAR_BLOCK) * _TAR_BLOCK
-    return total
+@dataclass(frozen=True)
+class _Segment:
+    """A run of the tar: literal bytes (headers, padding) or ``length`` bytes of a file."""
+
+    start: int
+    length: int
+    data: bytes = b""
+    path: str = ""
 
 
-def pack(src_dir: Path, tar_path: Path, on_written: Callable[[int], None] | None = None) -> ArchiveInfo:
+class CheckpointTar:
+    """A checkpoint directory seen as an uncompressed tar that is never written to disk.
+
+    The layout (headers, file extents, padding) is fixed from one walk of the directory, so
+    :meth:`read` can produce any byte range on demand, straight from the files: the sender
+    resends any chunk after a dropped connection, and the source pays no tar-sized write.
+    The directory must not change while it is read (the job has exited after checkpointing);
+    a file that shrank is reported, never sent short.
+
+    Raises ArchiveError("missing") when ``src_dir`` is not a directory and ("unsafe") for
+    entries a checkpoint cannot hold (FIFOs, sockets, devices).
+    """
+
+    def __init__(self, src_dir: Path) -> None:
+        self.src_dir = Path(src_dir)
+        if not self.src_dir.is_dir():
+            raise ArchiveError("missing", f"checkpoint directory {self.src_dir} does not exist; the job wrote no checkpoint")
+        self.files = 0
+        self._segments: list[_Segment] = []
+        offset = 0
+        for arcname, full, st in self._walk():
+            info = tarfile.TarInfo(arcname)
+            info.mtime, info.mode, info.uid, info.gid = int(st.st_mtime), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
+            if stat.S_ISDIR(st.st_mode):
+                info.type = tarfile.DIRTYPE
+            elif stat.S_ISLNK(st.st_mode):
+                info.type, info.linkname = tarfile.SYMTYPE, os.readlink(full)
+            elif stat.S_ISREG(st.st_mode):
+                info.size = st.st_size
+            else:
+                raise ArchiveError("unsafe", f"checkpoint entry {full} is not a file, directory or symlink; "
+                                             "remove it from the checkpoint directory")
+            header = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+            offset = self._add(offset, data=header)
+            if info.isreg():
+                self.files += 1
+                if info.size:
+                    offset = self._add(offset, length=info.size, path=full)
+                    offset = self._add(offset, data=b"\0" * (-info.size % _TAR_BLOCK))
+            elif info.issym():
+                self.files += 1
+        self.size_bytes = self._add(offset, data=_END_OF_ARCHIVE)
+        self._starts = [seg.start for seg in self._segments]
+
+    def _walk(self) -> Iterator[tuple[str, str, os.stat_result]]:
+        """(name in the archive, path, lstat) of every entry, parents first, sorted."""
+        for root, dirs, names in os.walk(self.src_dir):
+            dirs.sort()
+            rel_root = os.path.relpath(root, self.src_dir)
+            for name in sorted(dirs) + sorted(names):
+                full = os.path.join(root, name)
+                arc = name if rel_root == "." else posixpath.join(Path(rel_root).as_posix(), name)
+                yield arc, full, os.lstat(full)
+
+    def _add(self, offset: int, *, data: bytes = b"", length: int = 0, path: str = "") -> int:
+        length = length or len(data)
+        if length:
+            self._segments.append(_Segment(offset, length, data, path))
+        return offset + length
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Bytes ``[offset, offset + length)`` of the tar (fewer only at its end)."""
+        end = min(offset + length, self.size_bytes)
+        parts: list[bytes] = []
+        i = bisect.bisect_right(self._starts, offset) - 1
+        while offset < end:
+            seg = self._segments[i]
+            take = min(end, seg.start + seg.length) - offset
+            within = offset - seg.start
+            parts.append(seg.data[within:within + take] if not seg.path else self._read_file(seg, within, take))
+            offset += take
+            i += 1
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _read_file(self, seg: _Segment, within: int, length: int) -> bytes:
+        try:
+            fd = os.open(seg.path, os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                data = os.pread(fd, length, within)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise ArchiveError("corrupt", f"cannot read checkpoint file {seg.path}: {exc.strerror}") from None
+        if len(data) != length:
+            raise ArchiveError("corrupt", f"checkpoint file {seg.path} shrank below {seg.length} bytes while it was sent; "
+                                          "the job must not touch its checkpoint after exiting")
+        return data
+
+
+class OrderedDigest:
+    """SHA-256 of a stream whose bytes are seen in order, possibly more than once (resends):
+    each byte is hashed the first time it is seen, and only then."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self.upto = 0
+
+    def update(self, offset: int, data: bytes) -> None:
+        if offset <= self.upto < offset + len(data):
+            self._hash.update(memoryview(data)[self.upto - offset:])
+            self.upto = offset + len(data)
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+def pack(src_dir: Path, tar_path: Path) -> ArchiveInfo:
     """Write ``src_dir``'s contents to ``tar_path`` (uncompressed tar); return size and digest.
-
-    ``on_written(n)`` is called as the file grows: its first ``n`` bytes are on disk and
-    readable (so a sender can stream while packing).
 
     Raises ArchiveError("missing") when ``src_dir`` is not a directory, ("disk_full") when
     the disk fills.
     """
-    src_dir = Path(src_dir)
-    if not src_dir.is_dir():
-        raise ArchiveError("missing", f"checkpoint directory {src_dir} does not exist; the job wrote no checkpoint")
+    tar = CheckpointTar(src_dir)
     tar_path = Path(tar_path)
     tar_path.parent.mkdir(parents=True, exist_ok=True)
-    files = 0
+    digest = hashlib.sha256()
     try:
-        # Unbuffered: tarfile's stream already writes in 1 MiB blocks, and what on_written
-        # reports must be readable by another file descriptor.
-        with open(tar_path, "wb", buffering=0) as raw:
-            out = _HashingWriter(raw, on_written)
-            # Stream mode ("w|") writes sequentially through our hashing writer.
-            with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=CHUNK_BYTES,  # type: ignore[arg-type]
-                              copybufsize=CHUNK_BYTES) as tar:
-                for root, dirs, names in os.walk(src_dir):
-                    dirs.sort()
-                    rel_root = os.path.relpath(root, src_dir)
-                    for name in sorted(dirs) + sorted(names):
-                        full = os.path.join(root, name)
-                        arc = name if rel_root == "." else posixpath.join(Path(rel_root).as_posix(), name)
-                        tar.add(full, arcname=arc, recursive=False)
-                        if not (os.path.isdir(full) and not os.path.islink(full)):
-                            files += 1
-            # No fsync: the tar is scratch. After a crash the source restarts the job from the
-            # checkpoint directory itself, never from this file.
-            raw.flush()
+        with open(tar_path, "wb") as out:
+            for offset in range(0, tar.size_bytes, CHUNK_BYTES):
+                block = tar.read(offset, CHUNK_BYTES)
+                digest.update(block)
+                out.write(block)
     except OSError as exc:
         tar_path.unlink(missing_ok=True)
         raise _disk_error(exc, tar_path, "packing the checkpoint to") from None
-    return ArchiveInfo(path=tar_path, size_bytes=out.size, sha256=out.digest.hexdigest(), files=files)
+    return ArchiveInfo(path=tar_path, size_bytes=tar.size_bytes, sha256=digest.hexdigest(), files=tar.files)
 
 
 def iter_chunks(tar_path: Path, offset: int = 0, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[int, bytes]]:
@@ -169,18 +233,6 @@ def _clean_name(name: str) -> str | None:
     if not name or name.startswith("/") or ".." in name.split("/"):
         return None
     return posixpath.normpath(name)
-
-
-def check_members(tar: tarfile.TarFile, limit_bytes: int | None) -> int:
-    """Validate every member; return the total size of regular files in bytes.
-
-    Raises ArchiveError("unsafe") naming the first hostile member, ("too_large") when the
-    files add up to more than ``limit_bytes``.
-    """
-    checker = _MemberChecker(limit_bytes)
-    for m in tar.getmembers():
-        checker.check(m)
-    return checker.total
 
 
 class _MemberChecker:
@@ -215,18 +267,171 @@ class _MemberChecker:
         names.add(name)
 
 
-F_SETPIPE_SZ = 1031  # Linux fcntl: resize a pipe's buffer
+_MAX_PAX_BYTES = 1024 * 1024  # a PAX header this big is not one our packer writes
+_PAX_KEYS = {"path": "name", "linkpath": "linkname", "size": "size", "mtime": "mtime"}
 
 
-def _grow_pipe(fd: int) -> None:
-    """A 64 KiB pipe turns each 1 MiB chunk into 16 blocking hand-overs between the receiver
-    and the unpack thread (measured: the transfer's bottleneck); 1 MiB makes it one."""
-    try:
-        import fcntl
+class _TarWriter:
+    """Extracts a tar fed as blocks, writing file data straight from the blocks received.
 
-        fcntl.fcntl(fd, F_SETPIPE_SZ, CHUNK_BYTES)
-    except (OSError, ImportError):
-        pass  # not Linux, or above /proc/sys/fs/pipe-max-size: slower, still correct
+    tarfile's stream reader copies each byte three or four times under the GIL before it
+    reaches the disk (profiled: as much time as the writes themselves); here the headers
+    are parsed with ``tarfile.TarInfo.frombuf`` and every member goes through
+    ``tarfile.data_filter`` (the realpath checks ``extract`` applies), then regular files
+    are written with ``os.write`` from memoryviews of the chunks, which releases the GIL.
+    Members are what our packer writes: PAX or ustar headers for files, directories,
+    symlinks and hard links; anything else is refused.
+    """
+
+    def __init__(self, dest: Path, limit_bytes: int | None) -> None:
+        self.dest = str(dest)
+        self.checker = _MemberChecker(limit_bytes)
+        self._header = bytearray()
+        self._pax = bytearray()
+        self._pax_size = 0
+        self._overrides: dict[str, str] = {}
+        self._fd = -1
+        self._member: tarfile.TarInfo | None = None
+        self._data_left = 0  # bytes of the current file still to write
+        self._skip = 0  # padding (or a header's payload we ignore) still to skip
+        self._ended = False
+        self._dirs: list[tuple[str, int]] = []
+
+    def feed(self, block: memoryview) -> None:
+        while block and not self._ended:
+            if self._data_left:
+                n = min(self._data_left, len(block))
+                _write_all(self._fd, block[:n])
+                self._data_left -= n
+                block = block[n:]
+                if not self._data_left:
+                    self._close_file()
+            elif self._pax_size:
+                n = min(self._pax_size - len(self._pax), len(block))
+                self._pax += block[:n]
+                block = block[n:]
+                if len(self._pax) == self._pax_size:
+                    self._overrides.update(_pax_records(bytes(self._pax)))
+                    self._pax_size = 0
+                    self._pax.clear()
+            elif self._skip:  # padding after a payload
+                n = min(self._skip, len(block))
+                self._skip -= n
+                block = block[n:]
+            else:
+                n = min(_TAR_BLOCK - len(self._header), len(block))
+                self._header += block[:n]
+                block = block[n:]
+                if len(self._header) == _TAR_BLOCK:
+                    self._on_header(bytes(self._header))
+                    self._header.clear()
+
+    def _on_header(self, raw: bytes) -> None:
+        if raw == bytes(_TAR_BLOCK):
+            self._ended = True  # end-of-archive; what follows is padding
+            return
+        try:
+            info = tarfile.TarInfo.frombuf(raw, "utf-8", "surrogateescape")
+        except tarfile.HeaderError as exc:
+            raise ArchiveError("corrupt", f"checkpoint archive has a bad tar header: {exc}") from None
+        padding = -info.size % _TAR_BLOCK
+        if info.type in (tarfile.XHDTYPE, tarfile.XGLTYPE):
+            if info.size > _MAX_PAX_BYTES:
+                raise ArchiveError("corrupt", f"checkpoint archive has a {info.size}-byte PAX header; refusing it")
+            if info.type == tarfile.XGLTYPE:  # global defaults: none matter here
+                self._skip = info.size + padding
+            else:
+                self._pax_size, self._skip = info.size, padding
+            return
+        try:
+            for key, value in self._overrides.items():
+                setattr(info, _PAX_KEYS[key], int(float(value)) if key in ("size", "mtime") else value)
+        except (ValueError, OverflowError):
+            raise ArchiveError("corrupt", f"checkpoint archive has a bad PAX value for member {info.name!r}") from None
+        self._overrides = {}
+        if info.size < 0:
+            raise ArchiveError("corrupt", f"checkpoint member {info.name!r} has a negative size")
+        padding = -info.size % _TAR_BLOCK
+        self._extract(info)
+        if info.isreg():
+            self._data_left = info.size
+            if not info.size:
+                self._close_file()
+        elif info.size:
+            raise ArchiveError("corrupt", f"checkpoint member {info.name!r} is not a file but carries {info.size} bytes")
+        self._skip = padding
+
+    def _extract(self, info: tarfile.TarInfo) -> None:
+        self.checker.check(info)
+        try:
+            safe = tarfile.data_filter(info, self.dest)
+        except tarfile.FilterError as exc:
+            raise ArchiveError("unsafe", f"checkpoint archive refused: {exc}") from None
+        path = os.path.join(self.dest, safe.name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if os.path.lexists(path) and not (safe.isdir() and os.path.isdir(path)):
+            os.unlink(path)  # a later member of the same name replaces the earlier one
+        if safe.isdir():
+            os.makedirs(path, exist_ok=True)
+            if safe.mode is not None:
+                self._dirs.append((path, safe.mode))  # after the files: it may be read-only
+        elif safe.issym():
+            os.symlink(safe.linkname, path)
+        elif safe.islnk():
+            os.link(os.path.join(self.dest, safe.linkname), path, follow_symlinks=False)
+        else:
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            self._member = safe
+
+    def _close_file(self) -> None:
+        fd, member = self._fd, self._member
+        self._fd, self._member = -1, None
+        try:
+            if member is not None:
+                if member.mode is not None:
+                    os.fchmod(fd, member.mode)
+                os.utime(fd, (member.mtime, member.mtime))
+        finally:
+            os.close(fd)
+
+    def finish(self) -> int:
+        """The stream ended: check it was whole, set directory modes; bytes of files."""
+        if not self._ended and (self._data_left or self._pax_size or self._header or self._skip):
+            raise ArchiveError("corrupt", "checkpoint archive is truncated: it ends inside a member")
+        for path, mode in reversed(self._dirs):
+            os.chmod(path, mode)
+        return self.checker.total
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _write_all(fd: int, view: memoryview) -> None:
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _pax_records(data: bytes) -> dict[str, str]:
+    """The records of a PAX extended header we apply ("LEN key=value\\n" each)."""
+    out: dict[str, str] = {}
+    pos = 0
+    while pos < len(data):
+        space = data.find(b" ", pos)
+        try:
+            length = int(data[pos:space])
+        except ValueError:
+            raise ArchiveError("corrupt", "checkpoint archive has a malformed PAX header") from None
+        record = data[space + 1:pos + length]
+        if length <= 0 or space < 0 or not record.endswith(b"\n") or b"=" not in record:
+            raise ArchiveError("corrupt", "checkpoint archive has a malformed PAX header")
+        key, _, value = record[:-1].partition(b"=")
+        name = key.decode("utf-8", "surrogateescape")
+        if name in _PAX_KEYS:
+            out[name] = value.decode("utf-8", "surrogateescape")
+        pos += length
+    return out
 
 
 class StreamUnpacker:
@@ -238,6 +443,8 @@ class StreamUnpacker:
     ``finish()``, which the caller invokes only after verifying the digest.
     """
 
+    _QUEUED_BLOCKS = 16  # chunks waiting for the disk before feed() blocks
+
     def __init__(self, dest_dir: Path, limit_bytes: int | None = None) -> None:
         self.dest_dir = Path(dest_dir)
         self.tmp = self.dest_dir.with_name(f".{self.dest_dir.name}.unpacking")
@@ -245,49 +452,38 @@ class StreamUnpacker:
         self.tmp.mkdir(parents=True)
         self.error: ArchiveError | None = None
         self.total = 0
-        r, self._w = os.pipe()
-        _grow_pipe(self._w)
-        self._r = os.fdopen(r, "rb")
+        # A queue hands over the bytes objects themselves (a pipe copied each chunk twice
+        # more, in 64 KiB steps); its bound holds memory and makes feed() wait for the disk.
+        self._blocks: queue.Queue[bytes | None] = queue.Queue(self._QUEUED_BLOCKS)
+        self._closed = False
         self._thread = threading.Thread(target=self._run, args=(limit_bytes,), name=f"unpack-{self.dest_dir.name}", daemon=True)
         self._thread.start()
 
     def _run(self, limit_bytes: int | None) -> None:
-        checker = _MemberChecker(limit_bytes)
+        writer = _TarWriter(self.tmp, limit_bytes)
         try:
-            with tarfile.open(fileobj=self._r, mode="r|", bufsize=CHUNK_BYTES, copybufsize=CHUNK_BYTES) as tar:
-                for m in tar:
-                    checker.check(m)
-                    tar.extract(m, self.tmp, filter="data")
-            self.total = checker.total
-            while self._r.read(CHUNK_BYTES):  # the record padding after the end blocks
-                pass
+            while (block := self._blocks.get()) is not None:
+                writer.feed(memoryview(block))
+            self.total = writer.finish()
         except ArchiveError as exc:
             self.error = exc
-        except tarfile.FilterError as exc:
-            self.error = ArchiveError("unsafe", f"checkpoint archive refused: {exc}")
-        except tarfile.TarError as exc:
-            self.error = ArchiveError("corrupt", f"checkpoint archive is not a valid tar: {exc}")
         except OSError as exc:
             self.error = _disk_error(exc, self.dest_dir, "unpacking the checkpoint into")
         finally:
-            self._r.close()
+            writer.close()
+            while block is not None:  # stopped early: swallow the rest so feed() never blocks
+                block = self._blocks.get()
 
     def feed(self, data: bytes) -> None:
-        """Hand the next bytes of the tar over (blocks while the unpacker catches up)."""
-        if self.error is not None or self._w < 0:
+        """Hand the next bytes of the tar over (blocks while the unpacker is far behind)."""
+        if self._closed or not data:
             return
-        view = memoryview(data)
-        try:
-            while view:
-                n = os.write(self._w, view)
-                view = view[n:]
-        except BrokenPipeError:
-            pass  # the unpacker stopped: its error is reported by finish()
+        self._blocks.put(data)  # after an error the unpacker drains: never stuck
 
     def _close_writer(self) -> None:
-        if self._w >= 0:
-            os.close(self._w)
-            self._w = -1
+        if not self._closed:
+            self._closed = True
+            self._blocks.put(None)
         self._thread.join()
 
     def finish(self) -> int:
@@ -321,25 +517,12 @@ def unpack(tar_path: Path, dest_dir: Path, limit_bytes: int | None = None, sha25
         actual = sha256_file(tar_path)
         if actual != sha256:
             raise ArchiveError("corrupt", f"checkpoint digest mismatch: expected sha256 {sha256}, received {actual}; the transfer was corrupted")
-    tmp = dest_dir.with_name(f".{dest_dir.name}.unpacking")
-    shutil.rmtree(tmp, ignore_errors=True)
+    unpacker = StreamUnpacker(dest_dir, limit_bytes)
     try:
-        with tarfile.open(tar_path, mode="r:", copybufsize=CHUNK_BYTES) as tar:
-            total = check_members(tar, limit_bytes)
-            tmp.mkdir(parents=True)
-            # The data filter re-checks every path against tmp (defence in depth).
-            tar.extractall(tmp, filter="data")
-        os.rename(tmp, dest_dir)
-        return total
-    except ArchiveError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    except tarfile.FilterError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise ArchiveError("unsafe", f"checkpoint archive refused: {exc}") from None
-    except tarfile.TarError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise ArchiveError("corrupt", f"checkpoint archive {tar_path} is not a valid tar: {exc}") from None
+        with open(tar_path, "rb") as f:
+            while block := f.read(CHUNK_BYTES):
+                unpacker.feed(block)
     except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise _disk_error(exc, dest_dir, "unpacking the checkpoint into") from None
+        unpacker.abort()
+        raise ArchiveError("corrupt", f"cannot read checkpoint archive {tar_path}: {exc.strerror}") from None
+    return unpacker.finish()

@@ -8,9 +8,12 @@ Source side (:class:`MigrationSource`), one worker thread per migration::
 
 * checkpointing: the job gets its contract signal (thawed first when paused) and must exit 0
   within the contract's timeout. Timeout: the checkpoint is abandoned and the job keeps
-  running here. The checkpoint directory is packed into one tar with a SHA-256.
-* transferring: offer (size, digest, spec) then chunks, resumable (see transfer.py).
-* committing: the target verifies, unpacks and starts the job with AGENTD_RESUME=1.
+  running here.
+* transferring: offer (exact tar size, spec) then the checkpoint directory as a tar stream
+  read straight from its files, hashed as it goes; resumable (see transfer.py).
+* committing: the commit carries the digest; the target checks the digest of what it unpacked as it arrived, moves
+  the checkpoint into place and starts the job with AGENTD_RESUME=1. A target that restarts
+  mid-transfer receives again from byte 0 (it keeps no tar to resume from).
 * Any failure before the target confirms a start -> the target is told to abort (it then
   refuses a late commit), and the job restarts here from its checkpoint with AGENTD_RESUME=1.
   When the outcome of a commit cannot be learned (target unreachable right after the commit
@@ -41,8 +44,8 @@ from typing import Any, Protocol
 
 import msgspec
 
-from agentd.control.checkpoint_archive import ArchiveError, ArchiveInfo, StreamUnpacker, estimate_tar_bytes, pack, unpack
-from agentd.control.transfer import DEFAULT_RETRY_S, DEFAULT_WINDOW, ClientFactory, IncomingFile, TransferError, remote_code, send_file
+from agentd.control.checkpoint_archive import ArchiveError, CheckpointTar, OrderedDigest, StreamUnpacker
+from agentd.control.transfer import DEFAULT_RETRY_S, DEFAULT_WINDOW, ClientFactory, IncomingStream, TransferError, remote_code, send_stream
 from agentd.protocol.errors import ErrorCode, ProtocolError
 from agentd.protocol.jobs import Event, JobInfo, JobSpec
 from agentd.protocol.messages import Reply
@@ -299,22 +302,24 @@ class MigrationSource:
         ckpt_s = self.clock() - t_ckpt
         ckpt_dir = self.jobs.checkpoint_dir(rec.job_id)
         self.journal.update(rec, checkpoint_dir=str(ckpt_dir), message=f"checkpoint written in {ckpt_s:.2f} s")
-        # Pack and send at once: the packer writes the tar while the sender streams what is
-        # already on disk, so the job's downtime pays for the bytes once, not twice.
         if not ckpt_dir.is_dir():
             self._rollback(rec, f"job '{rec.job_id}' exited 0 but wrote no checkpoint in {ckpt_dir}; restarted here")
             return
-        bound = estimate_tar_bytes(ckpt_dir)
-        packer = _Packer(ckpt_dir, self.work_dir / f"{rec.id}.tar")
-        self.journal.update(rec, phase="transferring", archive_path=str(packer.path), size_bytes=bound)
+        # The tar is streamed from the checkpoint files themselves (never written here), and
+        # hashed as it goes out: the offer carries the exact size, the commit the digest.
+        try:
+            tar = CheckpointTar(ckpt_dir)
+        except (ArchiveError, OSError) as exc:
+            self._rollback(rec, f"cannot pack the checkpoint of job '{rec.job_id}': {_describe(exc)}; restarted here")
+            return
+        self.journal.update(rec, phase="transferring", size_bytes=tar.size_bytes)
         self._progress(rec, t0, "transferring", state="migrating")
         paused = rec.was_paused and not rec.resume
         offer = MigrateOffer(migration_id=rec.id, spec=spec, source_node=self.node, source_job=rec.job_id,
-                             mode="checkpoint", size_bytes=bound, sha256="", paused=paused)
+                             mode="checkpoint", size_bytes=tar.size_bytes, sha256="", paused=paused)
         try:
             accepted: MigrateOfferReply = _call(factory, offer)
         except Exception as exc:  # noqa: BLE001
-            packer.join()
             self._abort_and_rollback(rec, factory, f"target {rec.target} refused job '{rec.job_id}': {_describe(exc)}")
             return
         if accepted.will_queue:
@@ -329,22 +334,25 @@ class MigrationSource:
                     self.journal.update(rec, bytes_done=done)
                 self._progress(rec, t0, "transferring", bytes_sent=done)
 
+        digest = OrderedDigest()
+
+        def read(offset: int, length: int) -> bytes:
+            data = tar.read(offset, length)
+            digest.update(offset, data)
+            return data
+
         try:
-            packer.wait_started()
-            send_file(factory, rec.id, packer.path, bound, start_offset=accepted.next_offset,
+            # From byte 0 even if the target holds a prefix: it skips what it has.
+            send_stream(factory, rec.id, read, tar.size_bytes,
                       window=self.options.window, retry_s=self.options.retry_s, progress=progress,
-                      cancelled=lambda: self._closing.is_set() or packer.error is not None,
-                      clock=self.clock, available=packer.available)
+                      cancelled=self._closing.is_set, clock=self.clock)
         except TransferError as exc:
-            packer.join()
-            why = packer.error or exc.message
-            self._abort_and_rollback(rec, factory, f"transfer of job '{rec.job_id}' to {rec.target} failed: {why}")
+            self._abort_and_rollback(rec, factory, f"transfer of job '{rec.job_id}' to {rec.target} failed: {exc.message}")
             return
-        archive = packer.join()
-        if archive is None:
-            self._abort_and_rollback(rec, factory, f"cannot pack the checkpoint of job '{rec.job_id}': {packer.error}")
+        except ArchiveError as exc:
+            self._abort_and_rollback(rec, factory, f"cannot pack the checkpoint of job '{rec.job_id}': {exc.message}")
             return
-        self.journal.update(rec, bytes_done=archive.size_bytes, size_bytes=archive.size_bytes, sha256=archive.sha256)
+        self.journal.update(rec, bytes_done=tar.size_bytes, sha256=digest.hexdigest())
         self._commit(rec, factory, t0)
 
     def _commit(self, rec: MigrationRecord, factory: ClientFactory, t0: float) -> None:
@@ -370,10 +378,8 @@ class MigrationSource:
             self.jobs.update_migration(rec.job_id, self._migration_dict(rec, t0, "done"))
         self.jobs.finish_migrated(rec.job_id, job.id, reason)
         # The target holds the checkpoint now: only here may ours go.
-        for path in (rec.archive_path, rec.checkpoint_dir):
-            if path:
-                p = Path(path)
-                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        if rec.checkpoint_dir:
+            shutil.rmtree(rec.checkpoint_dir, ignore_errors=True)
         self._finish(rec, "done", f"job '{rec.job_id}' {reason}", data={"new_job": job.id, "target_state": job.state})
 
     def _resolve_commit(self, rec: MigrationRecord, why: str) -> None:
@@ -473,8 +479,6 @@ class MigrationSource:
             self.jobs.abandon_checkpoint(rec.job_id, reason, rec.was_paused)
         elif rec.phase != "requested":
             self.jobs.restart_local(rec.job_id, reason, rec.was_paused, rec.mode == "checkpoint")
-        if rec.archive_path:
-            Path(rec.archive_path).unlink(missing_ok=True)
         self._finish(rec, "rolled_back", reason, ok=False)
 
     def _recover_one(self, rec: MigrationRecord) -> None:
@@ -529,47 +533,6 @@ class MigrationSource:
         self._event(rec, reason, ok=ok, data=data)
 
 
-class _Packer:
-    """Packs a checkpoint in a thread; ``available()`` says how much of the tar is on disk."""
-
-    def __init__(self, src: Path, path: Path) -> None:
-        self.path = path
-        self.error: str | None = None
-        self._written = 0
-        self._done = False
-        self._info: ArchiveInfo | None = None
-        self._started = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(src,), name=f"pack-{path.stem}", daemon=True)
-        self._thread.start()
-
-    def _run(self, src: Path) -> None:
-        try:
-            self._info = pack(src, self.path, on_written=self._on_written)
-        except ArchiveError as exc:
-            self.error = exc.message
-        except Exception as exc:  # noqa: BLE001 - reported through .error
-            self.error = f"packing failed: {exc}"
-        finally:
-            self._done = True
-            self._started.set()
-
-    def _on_written(self, n: int) -> None:
-        self._written = n
-        self._started.set()
-
-    def wait_started(self) -> None:
-        self._started.wait()
-
-    def available(self) -> tuple[int, bool]:
-        if self._done:
-            return (self._info.size_bytes if self._info else self._written), True
-        return self._written, False
-
-    def join(self) -> ArchiveInfo | None:
-        self._thread.join()
-        return self._info
-
-
 def _call(factory: ClientFactory, request: Any) -> Any:
     client = factory()
     try:
@@ -599,7 +562,7 @@ class MigrationTarget:
         self.stale_after_s = stale_after_s
         self.wall = wall
         self._lock = threading.RLock()
-        self._files: dict[str, IncomingFile] = {}
+        self._streams: dict[str, IncomingStream] = {}
         self._unpackers: dict[str, StreamUnpacker] = {}
         self._journaled: dict[str, int] = {}
 
@@ -625,7 +588,7 @@ class MigrationTarget:
             rec = self.journal.get(req.migration_id, "target")
             if rec is not None:
                 if rec.phase in ("receiving", "received") and rec.size_bytes == req.size_bytes and rec.sha256 == req.sha256:
-                    f = self._files.get(rec.id)
+                    f = self._streams.get(rec.id)
                     return MigrateOfferReply(id=req.id, migration_id=rec.id, next_offset=f.next_offset if f else 0)
                 raise ProtocolError(ErrorCode.CONFLICT, f"migration {req.migration_id} is already {rec.phase} on node {self.node}; start a new migration", "migration_id")
             if req.mode == "criu":
@@ -652,13 +615,9 @@ class MigrationTarget:
                 id=req.migration_id, side="target", job_id=req.source_job, phase="receiving", mode=req.mode,
                 spec_json=msgspec.json.encode(req.spec).decode(), source_node=req.source_node,
                 was_paused=req.paused, size_bytes=req.size_bytes, sha256=req.sha256,
-                archive_path=str(self._dir(req.migration_id) / "checkpoint.tar"),
                 extra_json=msgspec.json.encode({"will_queue": will_queue}).decode())
             if req.mode == "checkpoint":
-                # Unpack as the bytes arrive; after a restart (no streaming state) commit unpacks the tar.
-                unpacker = StreamUnpacker(self._dir(rec.id) / "checkpoint", limit_bytes=self.quota_bytes)
-                self._unpackers[rec.id] = unpacker
-                self._files[rec.id] = IncomingFile(Path(rec.archive_path), req.size_bytes, on_contiguous=unpacker.feed)
+                self._start_reception(rec)
             else:
                 rec.phase = "received"
             self.journal.create(rec, f"offer of job '{req.source_job}' from {req.source_node} accepted ({req.mode})")
@@ -666,9 +625,14 @@ class MigrationTarget:
             return MigrateOfferReply(id=req.id, migration_id=rec.id, will_queue=will_queue, message=msg)
 
     def chunk(self, req: MigrateChunk) -> MigrateChunkReply:
-        f = self._files.get(req.migration_id)
+        f = self._streams.get(req.migration_id)
         if f is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"node {self.node} accepted no migration {req.migration_id!r}, or it was aborted; offer it first", "migration_id")
+        unpacker = self._unpackers.get(req.migration_id)
+        if unpacker is not None and unpacker.error is not None:
+            # Refuse at once (disk full, quota, a hostile member): the source stops sending.
+            code = ErrorCode.TOO_LARGE if unpacker.error.reason in ("too_large", "disk_full") else ErrorCode.FAILED
+            raise ProtocolError(code, f"cannot unpack the checkpoint of job '{req.migration_id}' on node {self.node}: {unpacker.error.message}", "migration_id")
         next_offset = f.write(req.offset, req.data)
         if f.complete or next_offset - self._journaled.get(req.migration_id, 0) >= _JOURNAL_EVERY_BYTES:
             with self._lock:
@@ -682,7 +646,7 @@ class MigrationTarget:
         rec = self.journal.get(req.migration_id, "target")
         if rec is None:
             return MigrateStatusReply(id=req.id, migration_id=req.migration_id, phase="unknown", message=f"node {self.node} knows no migration {req.migration_id}")
-        f = self._files.get(rec.id)
+        f = self._streams.get(rec.id)
         job = None
         if rec.phase == "committed" and rec.new_job_id:
             job = self.jobs.find_by_label(MIGRATION_LABEL, rec.id)
@@ -705,36 +669,7 @@ class MigrationTarget:
             spec = msgspec.structs.replace(spec, labels={**spec.labels, MIGRATION_LABEL: rec.id})
             ckpt_dir: Path | None = None
             if rec.mode == "checkpoint":
-                f = self._files.get(rec.id)
-                # A streaming offer gave an upper bound; the commit gives the exact size.
-                size = req.size_bytes or rec.size_bytes
-                if size > rec.size_bytes:
-                    self._drop(rec, f"commit size {size} exceeds the offered bound {rec.size_bytes}")
-                    raise ProtocolError(ErrorCode.TOO_LARGE, f"migration {rec.id}: {size} bytes exceed the {rec.size_bytes} offered", "size_bytes")
-                got = f.next_offset if f else 0
-                if f is None or got != size:
-                    raise ProtocolError(ErrorCode.CONFLICT, f"migration {rec.id}: {got} of {size} checkpoint bytes received; send the rest first", "migration_id")
-                want = req.sha256 or rec.sha256
-                if not want or (rec.sha256 and req.sha256 and rec.sha256 != req.sha256):
-                    self._drop(rec, "no digest, or commit and offer disagree on it")
-                    raise ProtocolError(ErrorCode.INVALID, f"migration {rec.id}: the commit must carry the checkpoint's SHA-256 (matching the offer's, if any)", "sha256")
-                digest = f.digest()
-                if digest != want:
-                    self._drop(rec, f"checkpoint digest mismatch: expected sha256 {want}, received {digest}")
-                    raise ProtocolError(ErrorCode.FAILED, f"checkpoint of job '{rec.job_id}' arrived corrupted on node {self.node} (sha256 {digest} != {want}); migration aborted", "sha256")
-                self.journal.update(rec, size_bytes=size, sha256=want, bytes_done=size)
-                ckpt_dir = self._dir(rec.id) / "checkpoint"
-                unpacker = self._unpackers.pop(rec.id, None)
-                try:
-                    if unpacker is not None:
-                        unpacker.finish()
-                    else:
-                        shutil.rmtree(ckpt_dir, ignore_errors=True)
-                        unpack(Path(rec.archive_path), ckpt_dir, limit_bytes=self.quota_bytes)
-                except ArchiveError as exc:
-                    self._drop(rec, exc.message)
-                    code = ErrorCode.TOO_LARGE if exc.reason in ("too_large", "disk_full") else ErrorCode.FAILED
-                    raise ProtocolError(code, f"cannot unpack the checkpoint of job '{rec.job_id}' on node {self.node}: {exc.message}", "migration_id") from None
+                ckpt_dir = self._verified_checkpoint(rec, req)
             self.journal.update(rec, phase="starting", checkpoint_dir=str(ckpt_dir or ""))
             resumed_from = rec.job_id
             try:
@@ -751,6 +686,44 @@ class MigrationTarget:
                             message=f"job '{rec.job_id}' from {rec.source_node} arrived as {job.id} ({job.state})",
                             data={"migration_id": rec.id, "phase": "committed", "resumed_from": rec.job_id}))
             return MigrateCommitReply(id=req.id, migration_id=rec.id, job=job)
+
+    def _verified_checkpoint(self, rec: MigrationRecord, req: MigrateCommit) -> Path:
+        """The checkpoint directory, complete and matching the commit's digest; raises
+        ProtocolError (dropping the migration when it cannot succeed any more)."""
+        ckpt_dir = self._dir(rec.id) / "checkpoint"
+        if rec.checkpoint_dir and Path(rec.checkpoint_dir).is_dir():
+            return ckpt_dir  # verified and unpacked before a restart interrupted the start
+        f = self._streams.get(rec.id)
+        # A streaming offer may give an upper bound; the commit gives the exact size.
+        size = req.size_bytes or rec.size_bytes
+        if size > rec.size_bytes:
+            self._drop(rec, f"commit size {size} exceeds the offered bound {rec.size_bytes}")
+            raise ProtocolError(ErrorCode.TOO_LARGE, f"migration {rec.id}: {size} bytes exceed the {rec.size_bytes} offered", "size_bytes")
+        got = f.next_offset if f else 0
+        if f is None or got != size:
+            raise ProtocolError(ErrorCode.CONFLICT, f"migration {rec.id}: {got} of {size} checkpoint bytes received; send the rest first", "migration_id")
+        want = req.sha256 or rec.sha256
+        if not want or (rec.sha256 and req.sha256 and rec.sha256 != req.sha256):
+            self._drop(rec, "no digest, or commit and offer disagree on it")
+            raise ProtocolError(ErrorCode.INVALID, f"migration {rec.id}: the commit must carry the checkpoint's SHA-256 (matching the offer's, if any)", "sha256")
+        digest = f.digest()
+        if digest != want:
+            self._drop(rec, f"checkpoint digest mismatch: expected sha256 {want}, received {digest}")
+            raise ProtocolError(ErrorCode.FAILED, f"checkpoint of job '{rec.job_id}' arrived corrupted on node {self.node} (sha256 {digest} != {want}); migration aborted", "sha256")
+        self.journal.update(rec, size_bytes=size, sha256=want, bytes_done=size)
+        try:
+            self._unpackers.pop(rec.id).finish()
+        except ArchiveError as exc:
+            self._drop(rec, exc.message)
+            code = ErrorCode.TOO_LARGE if exc.reason in ("too_large", "disk_full") else ErrorCode.FAILED
+            raise ProtocolError(code, f"cannot unpack the checkpoint of job '{rec.job_id}' on node {self.node}: {exc.message}", "migration_id") from None
+        return ckpt_dir
+
+    def _start_reception(self, rec: MigrationRecord) -> None:
+        """Receive from byte 0: the bytes are unpacked as they arrive, never kept as a tar."""
+        unpacker = StreamUnpacker(self._dir(rec.id) / "checkpoint", limit_bytes=self.quota_bytes)
+        self._unpackers[rec.id] = unpacker
+        self._streams[rec.id] = IncomingStream(rec.size_bytes, unpacker.feed)
 
     def abort(self, req: MigrateAbort) -> MigrateAbortReply:
         with self._lock:
@@ -782,14 +755,12 @@ class MigrationTarget:
             if now - rec.updated_wall_s > self.stale_after_s:
                 self._drop(rec, f"no word from the source for {self.stale_after_s:.0f} s")
                 continue
-            if rec.mode == "checkpoint":
-                path = Path(rec.archive_path)
-                if not path.exists():
-                    self._drop(rec, "received data lost in the restart")
-                    continue
-                have = min(rec.bytes_done, path.stat().st_size)
-                self._files[rec.id] = IncomingFile(path, rec.size_bytes, next_offset=have)
-                self.journal.note(rec, f"resuming reception at byte {have}")
+            if rec.mode == "checkpoint" and not rec.checkpoint_dir:
+                # The unpacker's place in the stream died with the process: start over (the
+                # source asks where to resume and gets 0). Received bytes live only unpacked.
+                self._start_reception(rec)
+                self.journal.update(rec, phase="receiving", bytes_done=0,
+                                    message=f"agentd restarted after {rec.bytes_done} bytes; receiving again from byte 0")
         return out
 
     def expire_stale(self) -> int:
@@ -798,7 +769,7 @@ class MigrationTarget:
         with self._lock:
             for rec in self.journal.unfinished("target"):
                 if rec.phase in ("receiving", "received") and now - rec.updated_wall_s > self.stale_after_s:
-                    f = self._files.get(rec.id)
+                    f = self._streams.get(rec.id)
                     if f is not None and f.next_offset > rec.bytes_done:
                         self.journal.update(rec, bytes_done=f.next_offset)  # still moving: not stale
                         continue
@@ -810,16 +781,16 @@ class MigrationTarget:
         unpacker = self._unpackers.pop(rec.id, None)
         if unpacker is not None:
             unpacker.abort()
-        self._files.pop(rec.id, None)
-        self._journaled.pop(rec.id, None)
+        self._forget(rec.id)
         shutil.rmtree(self._dir(rec.id), ignore_errors=True)
         self.journal.update(rec, phase="aborted", reason=reason)
         self.emit(Event(wall_s=self.wall(), node=self.node, kind="migration", job_id=rec.job_id, ok=False,
                         message=f"incoming migration of job '{rec.job_id}' from {rec.source_node} aborted: {reason}",
                         data={"migration_id": rec.id, "phase": "aborted"}))
 
+    def _forget(self, mid: str) -> None:
+        self._streams.pop(mid, None)
+        self._journaled.pop(mid, None)
+
     def _cleanup_files(self, rec: MigrationRecord) -> None:
-        self._files.pop(rec.id, None)
-        self._journaled.pop(rec.id, None)
-        if rec.archive_path:
-            Path(rec.archive_path).unlink(missing_ok=True)
+        self._forget(rec.id)

@@ -53,7 +53,7 @@ def _request_decoder(n_commands: int) -> msgspec.msgpack.Decoder:
     return msgspec.msgpack.Decoder(union)
 
 
-def decode_request(buf: bytes) -> Request:
+def decode_request(buf: bytes | memoryview) -> Request:
     """Decode a request body; raise ProtocolError (BAD_MESSAGE, VERSION, UNKNOWN_COMMAND)."""
     if len(buf) > MAX_MESSAGE_BYTES:
         raise ProtocolError(ErrorCode.TOO_LARGE, f"request of {len(buf)} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit")
@@ -76,7 +76,7 @@ def decode_request(buf: bytes) -> Request:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"bad {header.cmd!r} request: {exc}", _field_of(exc)) from None
 
 
-def request_id(buf: bytes) -> int:
+def request_id(buf: bytes | memoryview) -> int:
     """Best-effort request id of a body that failed to decode (0 when unreadable)."""
     try:
         return _header_decoder.decode(buf).id

@@ -66,8 +66,9 @@ class MigrateAbortReply(Reply, kw_only=True):
 @command(MigrateOfferReply, role="daemon")
 class MigrateOffer(Request, tag="migrate_offer", kw_only=True):
     """Offer a job to this daemon. ``mode``: "checkpoint" (a checkpoint of ``size_bytes``
-    with digest ``sha256`` follows in chunks; an empty ``sha256`` means the source streams
-    while it packs, ``size_bytes`` is then an upper bound and the commit gives both), "queued" (spec only, joins the queue),
+    (an uncompressed tar) with digest ``sha256`` follows in chunks; an empty ``sha256`` means
+    the source hashes while it streams and the commit gives the digest, and ``size_bytes``
+    may then be an upper bound the commit makes exact), "queued" (spec only, joins the queue),
     "restart" (spec only, starts from scratch), "criu" (a CRIU image follows). ``paused``:
     start it frozen. ``source_node``/``source_job`` say where it came from."""
 

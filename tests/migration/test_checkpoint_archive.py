@@ -7,6 +7,8 @@ import subprocess
 import tarfile
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from agentd.control.checkpoint_archive import CHUNK_BYTES, ArchiveError, iter_chunks, pack, sha256_file, unpack
 
@@ -181,3 +183,93 @@ def test_stream_unpacker_garbage_and_abort(tmp_path):
     u2.feed(b"\x00" * 100)
     u2.abort()
     assert not (tmp_path / ".dst2.unpacking").exists() and not (tmp_path / "dst2").exists()
+
+
+def test_checkpoint_tar_reads_any_range_of_a_valid_tar(tmp_path):
+    from agentd.control.checkpoint_archive import CheckpointTar
+
+    src = _tree(tmp_path / "src")
+    deep = src / ("long-directory-name-" * 6) / "x"
+    deep.mkdir(parents=True)
+    (deep / ("tensor-" * 20 + ".bin")).write_bytes(os.urandom(5000))
+    (src / "empty").write_bytes(b"")
+    tar = CheckpointTar(src)
+    whole = b"".join(tar.read(off, 777_777) for off in range(0, tar.size_bytes, 777_777))
+    assert len(whole) == tar.size_bytes and tar.read(tar.size_bytes - 10, 100) == whole[-10:]
+    assert tar.read(123_456, 1 << 20) == whole[123_456:123_456 + (1 << 20)]
+    info = pack(src, tmp_path / "c.tar")
+    assert (tmp_path / "c.tar").read_bytes() == whole and info.files == tar.files == 5
+    with tarfile.open(tmp_path / "c.tar") as t:
+        names = {m.name: m for m in t.getmembers()}
+        long_name = posixpath_rel(deep, src) + "/" + "tensor-" * 20 + ".bin"
+        assert t.extractfile(names[long_name]).read() == (deep / ("tensor-" * 20 + ".bin")).read_bytes()
+        assert names["latest"].issym() and names["latest"].linkname == "sub/weights.bin"
+        assert names["empty"].size == 0 and names["sub"].isdir()
+
+
+def posixpath_rel(path, root):
+    return path.relative_to(root).as_posix()
+
+
+def test_checkpoint_tar_refuses_fifos_and_files_that_shrink(tmp_path):
+    from agentd.control.checkpoint_archive import CheckpointTar
+
+    src = _tree(tmp_path / "src")
+    tar = CheckpointTar(src)
+    (src / "sub" / "weights.bin").write_bytes(b"short now")
+    with pytest.raises(ArchiveError) as e:
+        b"".join(tar.read(off, CHUNK_BYTES) for off in range(0, tar.size_bytes, CHUNK_BYTES))
+    assert e.value.reason == "corrupt" and "weights.bin shrank" in e.value.message
+    os.mkfifo(src / "pipe")
+    with pytest.raises(ArchiveError) as e:
+        CheckpointTar(src)
+    assert e.value.reason == "unsafe" and "pipe" in e.value.message
+
+
+def test_ordered_digest_hashes_each_byte_once_across_resends():
+    from agentd.control.checkpoint_archive import OrderedDigest
+
+    data = os.urandom(10_000)
+    d = OrderedDigest()
+    for off, n in [(0, 3000), (3000, 3000), (1000, 4000), (4000, 6000), (0, 10_000)]:
+        d.update(off, data[off:off + n])
+    assert d.upto == 10_000 and d.hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_mangled_archives_unpack_inside_or_fail_cleanly(tmp_path_factory, data):
+    """Flip, cut and splice bytes of a real checkpoint tar: the unpacker either succeeds with
+    every entry inside its directory or raises ArchiveError, and never leaves a half tree."""
+    from agentd.control.checkpoint_archive import StreamUnpacker
+
+    root = tmp_path_factory.mktemp("fuzz")
+    src = root / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / ("n" * 120)).write_bytes(b"w" * 700)
+    (src / "state.json").write_text('{"step": 1}')
+    os.symlink("d", src / "link")
+    blob = bytearray((pack(src, root / "c.tar")).path.read_bytes())
+    for _ in range(data.draw(st.integers(1, 6))):
+        pos = data.draw(st.integers(0, len(blob) - 1))
+        kind = data.draw(st.sampled_from(["flip", "cut", "insert"]))
+        if kind == "flip":
+            blob[pos] = data.draw(st.integers(0, 255))
+        elif kind == "cut":
+            del blob[pos:pos + data.draw(st.integers(1, 600))]
+        else:
+            blob[pos:pos] = data.draw(st.binary(min_size=1, max_size=600))
+    (root / "outside").mkdir()
+    dest = root / "outside" / "inner" / "dst"
+    dest.parent.mkdir()
+    u = StreamUnpacker(dest, limit_bytes=1 << 20)
+    step = data.draw(st.integers(1, 4096))
+    for i in range(0, len(blob), step):
+        u.feed(bytes(blob[i:i + step]))
+    try:
+        u.finish()
+    except ArchiveError as exc:
+        assert exc.reason in ("corrupt", "unsafe", "too_large"), exc
+        assert not dest.exists()
+    for p in (root / "outside").rglob("*"):
+        assert p == dest.parent or dest in (p, *p.parents), f"{p} was written outside the checkpoint"

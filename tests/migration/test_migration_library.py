@@ -217,11 +217,10 @@ def test_streaming_offer_needs_exact_size_and_digest_at_commit(cluster, tmp_path
     ckpt = tmp_path / "ck"
     ckpt.mkdir()
     (ckpt / "state.json").write_text('{"step": 5}')
-    from agentd.control.checkpoint_archive import estimate_tar_bytes, pack
+    from agentd.control.checkpoint_archive import pack
 
-    bound = estimate_tar_bytes(ckpt)
     info = pack(ckpt, tmp_path / "c.tar")
-    assert info.size_bytes <= bound
+    bound = info.size_bytes + 4096  # an offer may give an upper bound; the commit the size
     data = info.path.read_bytes()
     b.target.handle(MigrateOffer(migration_id="s1", spec=trainer_spec(tmp_path / "p.txt"), source_node="a",
                                  source_job="a.9", size_bytes=bound, sha256=""))
@@ -233,17 +232,3 @@ def test_streaming_offer_needs_exact_size_and_digest_at_commit(cluster, tmp_path
         b.target.handle(MigrateCommit(migration_id="s1", sha256="", size_bytes=info.size_bytes))
     assert e.value.code == 422 and "SHA-256" in e.value.message
     assert b.journal.get("s1", "target").phase == "aborted"  # a broken commit ends it for good
-
-
-def test_estimate_is_an_upper_bound_for_many_files(tmp_path):
-    import os
-
-    from agentd.control.checkpoint_archive import estimate_tar_bytes, pack
-
-    src = tmp_path / "src"
-    for i in range(50):
-        d = src / f"shard-{i:03d}" / ("x" * 120)
-        d.mkdir(parents=True)
-        (d / f"tensor-{i}.bin").write_bytes(os.urandom(i * 1000 + 1))
-    info = pack(src, tmp_path / "c.tar")
-    assert info.size_bytes <= estimate_tar_bytes(src) < info.size_bytes * 3

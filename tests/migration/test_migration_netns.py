@@ -14,7 +14,7 @@ import pytest
 import zmq.auth
 
 from agentd.protocol.jobs import CheckpointContract, JobSpec
-from agentd.protocol.messages import Hello, Migrate, Show, Submit
+from agentd.protocol.messages import Hello, Jobs, Migrate, Show, Submit
 from agentd.protocol.migration import MigrateStatus
 from tests.agentd_proc import REPO
 
@@ -70,8 +70,8 @@ class NsDaemon:
         d.mkdir(parents=True, exist_ok=True)
         shutil.copy(other.keys / "client.key", d / f"{other.node}.key")
 
-    def start(self):
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+    def start(self, **extra_env):
+        env = {**os.environ, "PYTHONPATH": str(REPO), **extra_env}
         with open(self.log, "ab") as err:
             self.proc = subprocess.Popen(
                 ["ip", "netns", "exec", self.ns, sys.executable, "-m", "agentd.daemon", "--state-dir", str(self.state),
@@ -133,3 +133,81 @@ def test_migration_across_network_namespaces_with_curve(netns, tmp_path):
         for p in psutil.process_iter(["pid", "cmdline"]):
             if str(progress) in (p.info["cmdline"] or []):
                 p.kill()
+
+
+def _trainers(progress):
+    return [p for p in psutil.process_iter(["pid", "cmdline"]) if str(progress) in (p.info["cmdline"] or [])]
+
+
+def _cluster(tmp_path):
+    operator_keys = tmp_path / "operator-keys"
+    operator_keys.mkdir()
+    zmq.auth.create_certificates(str(operator_keys), "client")
+    a, b = NsDaemon(tmp_path, "a", operator_keys), NsDaemon(tmp_path, "b", operator_keys)
+    b.authorize_daemon(a)
+    return a, b
+
+
+BLOCK_PORT = """table inet fleetdeck_test {
+  chain input {
+    type filter hook input priority 0; policy accept;
+    tcp dport 7710 drop
+  }
+}
+"""
+
+
+@pytest.mark.skipif(shutil.which("nft") is None, reason="needs nft (Debian package nftables; make test installs it as root)")
+def test_target_port_blocked_mid_transfer_job_runs_again_here(netns, tmp_path):
+    """A firewall drops the target's control port while the checkpoint is on the wire: the
+    source gives up after its retry window, restarts the job from its checkpoint, and at no
+    poll do two trainers run."""
+    a, b = _cluster(tmp_path)
+    progress = tmp_path / "p.txt"
+    try:
+        a.start(AGENTD_MIGRATION_RETRY_S="3", AGENTD_MIGRATION_CALL_TIMEOUT_S="2")
+        b.start()
+        # 20 MB/s out of a, so the 48 MiB checkpoint is on the wire for a couple of seconds.
+        sh("ip", "netns", "exec", NS["a"][0], "tc", "qdisc", "add", "dev", "fd-veth-a", "root",
+           "tbf", "rate", "160mbit", "burst", "256kb", "latency", "500ms")
+        spec = JobSpec(argv=[sys.executable, str(TRAINER), str(progress)], name="trainer",
+                       env={"PROGRESS_FILE": str(progress), "STEP_S": "0.02", "PAD_BYTES": str(48 << 20)},
+                       checkpoint=CheckpointContract(signal="SIGUSR1", timeout_s=20))
+        job = a.call(Submit(spec=spec))["reply"]["job"]
+        wait_for(lambda: len(steps(progress)) >= 20, timeout_s=20, what="step 20 on a")
+        assert a.call(Migrate(job=job["id"], target=b.ctl, target_key=str(b.keys / "server.key")))["ok"]
+        counts = []
+
+        def sending():
+            counts.append(len(_trainers(progress)))
+            mig = a.call(Show(job=job["id"]))["reply"]["job"].get("migration") or {}
+            return mig.get("phase") == "transferring" and mig.get("bytes_sent", 0) > 0
+
+        wait_for(sending, timeout_s=30, what="the transfer to start", poll_s=0.05)
+        subprocess.run(["ip", "netns", "exec", NS["b"][0], "nft", "-f", "-"], input=BLOCK_PORT.encode(),
+                       check=True, capture_output=True, timeout=10)
+
+        def ended():
+            counts.append(len(_trainers(progress)))
+            j = a.call(Show(job=job["id"]))["reply"]["job"]
+            return j if (j.get("migration") or {}).get("phase") in ("rolled_back", "failed", "done") else None
+
+        info = wait_for(ended, timeout_s=60, what="the migration to give up", poll_s=0.2)
+        mig = info["migration"]
+        assert mig["phase"] == "rolled_back" and "unreachable" in mig["reason"], mig
+        assert mig["bytes_sent"] < mig["bytes_total"], "the block must have landed mid-transfer"
+        assert max(counts) == 1, f"two trainers ran at once: {counts}"
+        before = max(s for s, _ in steps(progress))
+        wait_for(lambda: max(s for s, _ in steps(progress)) > before + 5, timeout_s=20, what="the job to run again on a")
+        first_pid = steps(progress)[0][1]
+        old = [s for s, pid in steps(progress) if pid == first_pid]
+        new = [s for s, pid in steps(progress) if pid != first_pid]
+        assert len(_trainers(progress)) == 1 and len({pid for _, pid in steps(progress)}) == 2
+        assert new[0] == old[-1] + 1, "the restart here must resume from the checkpoint"
+        subprocess.run(["ip", "netns", "exec", NS["b"][0], "nft", "flush", "ruleset"], check=True, capture_output=True, timeout=10)
+        assert b.call(Jobs())["reply"]["jobs"] == [], "the target must not run the job"
+    finally:
+        for d in (a, b):
+            d.stop()
+        for p in _trainers(progress):
+            p.kill()

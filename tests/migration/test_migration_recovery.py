@@ -90,32 +90,50 @@ def test_source_killed_after_target_started_job_finishes_as_migrated(cluster, tm
     assert cluster.alive_total() == 1 and len(b.jobs.alive()) == 1
 
 
-def test_target_killed_mid_reception_resumes_from_journaled_offset(cluster, tmp_path):
+def test_target_killed_mid_reception_receives_again_and_the_digest_holds(cluster, tmp_path):
+    """The target keeps no tar (bytes are unpacked as they land), so a restarted target asks
+    for byte 0 again; the sender rewinds, hashes nothing twice, and the job starts intact."""
+    from agentd.control.checkpoint_archive import CheckpointTar, OrderedDigest
+    from agentd.control.transfer import send_stream
+
     b = cluster.add("b")
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
     (ckpt / "state.json").write_text('{"step": 3}')
     (ckpt / "weights.bin").write_bytes(os.urandom(20 << 20))
-    from agentd.control.checkpoint_archive import iter_chunks, pack
-
-    info = pack(ckpt, tmp_path / "c.tar")
+    tar = CheckpointTar(ckpt)
     spec = trainer_spec(tmp_path / "p.txt")
     b.target.handle(MigrateOffer(migration_id="m1", spec=spec, source_node="a", source_job="a.1",
-                                 size_bytes=info.size_bytes, sha256=info.sha256))
-    chunks = list(iter_chunks(info.path))
-    for off, data in chunks[:18]:
-        b.target.handle(MigrateChunk(migration_id="m1", offset=off, data=data))
-    # kill -9 of the target daemon: a fresh MigrationTarget over the same files.
-    b.journal.close()
-    b.journal = MigrationJournal(b.root / "state.db")
-    b.target = MigrationTarget("b", b.jobs, b.journal, b.root / "incoming", b.events.append)
-    b.target.recover()
-    st = b.target.handle(MigrateStatus(migration_id="m1"))
-    assert st.phase == "receiving" and st.next_offset == 16 << 20
-    for off, data in chunks:
-        if off >= st.next_offset:
-            b.target.handle(MigrateChunk(migration_id="m1", offset=off, data=data))
-    reply = b.target.handle(MigrateCommit(migration_id="m1", sha256=info.sha256))
+                                 size_bytes=tar.size_bytes, sha256=""))
+    sent = []
+
+    class Client:
+        def call(self, req):
+            if isinstance(req, MigrateChunk):
+                sent.append(req.offset)
+                if len(sent) == 12:  # kill -9 of the target: a fresh MigrationTarget, same files
+                    b.journal.close()
+                    b.journal = MigrationJournal(b.root / "state.db")
+                    b.target = MigrationTarget("b", b.jobs, b.journal, b.root / "incoming", b.events.append)
+                    b.target.recover()
+                    raise ConnectionError("target went away")
+            return b.target.handle(req)
+
+        def close(self):
+            pass
+
+    digest = OrderedDigest()
+
+    def read(offset, length):
+        data = tar.read(offset, length)
+        digest.update(offset, data)
+        return data
+
+    assert send_stream(Client, "m1", read, tar.size_bytes, window=1, retry_s=5) == tar.size_bytes
+    assert sent.count(0) == 2, "the restarted target must be sent everything again"
+    rec = b.journal.get("m1", "target")
+    assert any("receiving again from byte 0" in st["message"] for st in b.journal.steps("m1")), rec
+    reply = b.target.handle(MigrateCommit(migration_id="m1", sha256=digest.hexdigest(), size_bytes=tar.size_bytes))
     assert reply.job.state == "running" and reply.job.resumed_from == "a.1"
     got = (b.root / "ckpt" / reply.job.id / "weights.bin").read_bytes()
     assert hashlib.sha256(got).digest() == hashlib.sha256((ckpt / "weights.bin").read_bytes()).digest()
