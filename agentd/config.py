@@ -9,6 +9,8 @@ from pathlib import Path
 
 import msgspec
 
+from agentd.control.spec import parse_size
+
 DEFAULT_CTL = "tcp://127.0.0.1:7710"
 DEFAULT_PUB = "tcp://127.0.0.1:7711"
 DEFAULT_INTERVAL_S = 1.0
@@ -38,7 +40,7 @@ class DaemonConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     authorized_keys: str = ""  # default: STATE_DIR/authorized_keys
     labels: dict[str, str] = {}
     log_level: str = "info"
-    max_checkpoint_bytes: int = 64 * 1024**3
+    migration_quota: int | str = 64 * 1024**3  # bytes, or a size such as "64G"
 
     def resolved(self) -> "DaemonConfig":
         return msgspec.structs.replace(
@@ -75,4 +77,10 @@ def build_config(file_values: dict, overrides: dict) -> DaemonConfig:
         raise ConfigError(f"--simulate-gpus {cfg.simulate_gpus} is out of range; use 0 to 64")
     if cfg.slurm not in ("auto", "on", "off"):
         raise ConfigError(f"slurm = {cfg.slurm!r}; use 'auto', 'on' or 'off'")
-    return cfg.resolved()
+    try:
+        quota = parse_size(cfg.migration_quota)
+    except ValueError as exc:
+        raise ConfigError(f"--migration-quota: {exc}") from None
+    if quota <= 0:
+        raise ConfigError(f"--migration-quota {cfg.migration_quota!r} must be more than 0 bytes")
+    return msgspec.structs.replace(cfg.resolved(), migration_quota=quota)

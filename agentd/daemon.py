@@ -403,6 +403,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--simulate-gpus", type=int, metavar="N", help="simulate N GPUs (demos, tests); marked simulated")
     p.add_argument("--metrics-listen", metavar="HOST:PORT", help="serve Prometheus /metrics there (off by default)")
     p.add_argument("--slurm", choices=["auto", "on", "off"], help="control Slurm jobs on this node (default auto)")
+    p.add_argument("--migration-quota", metavar="SIZE",
+                   help="largest total of incoming migration checkpoints this node holds at once, e.g. 64G (default 64G)")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="node label (repeatable)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--version", action="version", version=f"agentd {__version__}")
@@ -432,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
             "state_dir": args.state_dir, "ctl": args.ctl, "pub": args.pub, "node_name": args.node_name,
             "interval": args.interval, "simulate_gpus": args.simulate_gpus, "metrics_listen": args.metrics_listen,
             "slurm": args.slurm, "log_level": args.log_level, "labels": labels or None,
+            "migration_quota": args.migration_quota,
         })
         state_dir = Path(cfg.state_dir)
         try:

@@ -28,8 +28,7 @@ from agentd.transport.client import NodeClient
 log = logging.getLogger(__name__)
 
 CALL_TIMEOUT_S = 10.0  # one request to a peer daemon (a 1 MiB chunk is well inside it)
-# Until agentd grows options for them (--migration-quota, ...), these come from the environment.
-QUOTA_ENV = "AGENTD_MIGRATION_QUOTA_BYTES"
+# Tuning and test knobs, from the environment (the quota is an option: --migration-quota).
 CALL_TIMEOUT_ENV = "AGENTD_MIGRATION_CALL_TIMEOUT_S"
 RETRY_ENV = "AGENTD_MIGRATION_RETRY_S"
 COMMIT_RESOLVE_ENV = "AGENTD_MIGRATION_COMMIT_RESOLVE_S"
@@ -70,9 +69,8 @@ class MigrationService:
         self.journal = MigrationJournal(db)
         self.hooks = daemon.jobs  # JobManager implements SourceJobs and TargetJobs
         connect = getattr(daemon, "node_client_factory", None) or _default_connector(state_dir)
-        quota = int(os.environ.get(QUOTA_ENV, "0") or 0) or None
         self.target = MigrationTarget(self.node, self.hooks, self.journal, state_dir / "migrations" / "incoming",
-                                      daemon.emit, **({"quota_bytes": quota} if quota else {}))
+                                      daemon.emit, quota_bytes=int(daemon.cfg.migration_quota))
         self.source = MigrationSource(self.node, self.hooks, self.journal, connect, state_dir / "migrations" / "outgoing",
                                       daemon.emit, criu=criu_status, options=SourceOptions(
                                           retry_s=_env_float(RETRY_ENV, SourceOptions.retry_s),

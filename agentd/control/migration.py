@@ -602,7 +602,7 @@ class MigrationTarget:
                     raise ProtocolError(
                         ErrorCode.TOO_LARGE,
                         f"checkpoint of {req.size_bytes} bytes exceeds node {self.node}'s migration quota "
-                        f"({self.quota_bytes} bytes, {in_flight} in use); raise --migration-quota there or pick another node",
+                        f"({self.quota_bytes} bytes, {in_flight} in use); raise its migration_quota (agentd --migration-quota) or pick another node",
                         "size_bytes")
                 self.root.mkdir(parents=True, exist_ok=True)
                 free = shutil.disk_usage(self.root).free

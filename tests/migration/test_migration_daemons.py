@@ -202,17 +202,16 @@ def test_ignored_checkpoint_signal_keeps_running(daemons, tmp_path):
         _kill_trainers(tag)
 
 
-def test_target_quota_refusal_restarts_here(daemons, tmp_path, monkeypatch):
+def test_target_quota_refusal_restarts_here(daemons, tmp_path):
     a = daemons("a")
-    monkeypatch.setenv("AGENTD_MIGRATION_QUOTA_BYTES", str(1 << 20))
-    b = daemons("b")
+    b = daemons("b", extra=["--migration-quota", "1M"])
     progress = tmp_path / "p.txt"
     tag = str(progress)
     try:
         job = _submit_and_reach(a, progress, env={"PAD_BYTES": str(4 << 20)})
         _migrate(a, job.id, b.ctl)
         info, max_alive = _wait_settled(a, job.id, tag)
-        assert info.migration["phase"] == "rolled_back" and "quota" in info.migration["reason"]
+        assert info.migration["phase"] == "rolled_back" and "migration quota (1048576 bytes" in info.migration["reason"], info.migration
         _assert_runs_again_on_a(a, job.id, progress, tag)
         assert max_alive <= 1
     finally:

@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 import msgspec
+import pytest
 
-from agentd.config import DaemonConfig, build_config, load_config_file
+from agentd.config import ConfigError, DaemonConfig, build_config, load_config_file
 from tests.packaging.conftest import ROOT, require_tool
 
 UNIT = ROOT / "packaging" / "systemd" / "agentd.service"
@@ -55,3 +56,15 @@ def test_example_documents_and_loads_every_option():
         # every option has a comment right above it
         idx = text.index(f"\n{name} = " if name != "labels" else "\n[labels]")
         assert text[:idx].rstrip().splitlines()[-1].startswith("#"), name
+
+
+def test_migration_quota_takes_sizes_and_refuses_nonsense(tmp_path):
+    assert build_config({"migration_quota": "512MiB"}, {}).migration_quota == 512 << 20
+    assert build_config({}, {"migration_quota": "2G"}).migration_quota == 2 << 30
+    for bad, words in (("lots", "not a size"), ("0", "more than 0")):
+        with pytest.raises(ConfigError) as e:
+            build_config({}, {"migration_quota": bad})
+        assert "--migration-quota" in str(e.value) and words in str(e.value)
+    out = subprocess.run([sys.executable, "-m", "agentd.daemon", "--state-dir", str(tmp_path), "--migration-quota", "lots"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and out.stderr.startswith("agentd: --migration-quota: size 'lots' is not a size"), out.stderr
