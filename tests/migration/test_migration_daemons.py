@@ -5,6 +5,7 @@ import os
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import psutil
 import pytest
@@ -121,14 +122,16 @@ def test_trainer_migrates_between_real_daemons(daemons, tmp_path):
 
 
 def _wait_settled(a, job_id, tag, timeout_s=40):
-    """Poll until the migration of ``job_id`` ended; max trainers seen alive meanwhile."""
+    """Poll until the migration of ``job_id`` ended; max trainers seen alive meanwhile.
+    ``tag``: the trainers' tag, or a function counting the job's live processes."""
+    count = tag if callable(tag) else (lambda: len(trainers(tag)))
     max_alive, deadline = 0, time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        max_alive = max(max_alive, len(trainers(tag)))
+        max_alive = max(max_alive, count())
         info = _show(a, job_id)
         if info.migration.get("phase") in ("done", "rolled_back", "failed") or info.state == "migrated":
             # Count once more after it settled: a fast migration may end between two polls.
-            return info, max(max_alive, len(trainers(tag)))
+            return info, max(max_alive, count())
         time.sleep(0.05)
     raise AssertionError(f"migration of {job_id} did not settle: {info.state} {info.migration}")
 
@@ -343,3 +346,43 @@ def test_job_without_contract_is_refused_with_the_real_criu_verdict(daemons, tmp
     else:
         assert "CRIU is not installed" in msg, msg
     assert _show(a, job.id).state == "running"
+
+
+EXAMPLE_TRAINER = Path(__file__).resolve().parents[2] / "examples" / "trainer.py"
+
+
+def test_example_trainer_resumes_on_b_at_its_step_and_keeps_reporting_samples(daemons, tmp_path):
+    """The issue's acceptance run with examples/trainer.py: step >= N on A, migrate, B resumes at
+    >= N (not 0) and its samples counter keeps growing; one trainer process at every poll."""
+    a, b = daemons("a"), daemons("b")
+    out = str(tmp_path / "weights.npy")  # unique in the command line: finds our processes
+
+    def alive():
+        return [p for p in psutil.process_iter(["cmdline", "status"])
+                if out in (p.info["cmdline"] or []) and p.info["status"] != psutil.STATUS_ZOMBIE]
+
+    spec = JobSpec(argv=[sys.executable, str(EXAMPLE_TRAINER), "--steps", "1000000", "--step-time", "0.01",
+                         "--checkpoint-mb", "8", "--out", out],
+                   name="example-trainer", counters=["samples"], checkpoint=CheckpointContract(signal="SIGUSR1", timeout_s=30))
+    try:
+        with a.client(timeout_s=10) as c:
+            job = c.call(Submit(spec=spec)).job
+        wait_for(lambda: _show(a, job.id).metrics.get("step", 0) >= N, timeout_s=60, what=f"step {N} on a")
+        with a.client(timeout_s=10) as c:
+            c.call(Migrate(job=job.id, target=b.ctl))
+        info, max_alive = _wait_settled(a, job.id, lambda: len(alive()), timeout_s=60)
+        assert info.state == "migrated", (info.state, info.migration)
+        last_on_a = info.metrics["step"]
+        assert last_on_a >= N
+        new = wait_for(lambda: (lambda j: j if j.metrics.get("step") else None)(_show(b, info.migrated_to)),
+                       timeout_s=30, what="the trainer's first report on b")
+        assert new.resumed_from == job.id and new.state == "running"
+        assert new.metrics["step"] >= last_on_a, f"b started at step {new.metrics['step']}, a had reached {last_on_a}"
+        s0 = new.metrics["samples"]
+        wait_for(lambda: _show(b, new.id).metrics["samples"] > s0 + 32 * 5, timeout_s=20, what="samples to keep growing on b")
+        max_alive = max(max_alive, len(alive()))
+        assert max_alive == 1 and len(alive()) == 1
+    finally:
+        for p in alive():
+            p.kill()
+
