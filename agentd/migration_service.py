@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 
-from agentd.control.migration import MigrationSource, MigrationTarget, SourceOptions, criu_status
+from agentd.control.criu import criu_status
+from agentd.control.migration import MigrationSource, MigrationTarget, SourceOptions
 from agentd.protocol.errors import ErrorCode, ProtocolError
 from agentd.protocol.messages import JobReply, Migrate
 from agentd.protocol.migration import MigrateAbort, MigrateChunk, MigrateCommit, MigrateOffer, MigrateStatus
@@ -59,7 +60,6 @@ def _default_connector(state_dir: Path):
 class MigrationService:
     """The migration extension of one daemon."""
 
-    capabilities = ["migrate"]
 
     def __init__(self, daemon: Any) -> None:
         self.daemon = daemon
@@ -70,7 +70,9 @@ class MigrationService:
         self.hooks = daemon.jobs  # JobManager implements SourceJobs and TargetJobs
         connect = getattr(daemon, "node_client_factory", None) or _default_connector(state_dir)
         self.target = MigrationTarget(self.node, self.hooks, self.journal, state_dir / "migrations" / "incoming",
-                                      daemon.emit, quota_bytes=int(daemon.cfg.migration_quota))
+                                      daemon.emit, quota_bytes=int(daemon.cfg.migration_quota), criu=criu_status)
+        # "criu": this node restores CRIU images (sources check it before dumping a job).
+        self.capabilities = ["migrate", "criu"] if self.target.criu_ok else ["migrate"]
         self.source = MigrationSource(self.node, self.hooks, self.journal, connect, state_dir / "migrations" / "outgoing",
                                       daemon.emit, criu=criu_status, options=SourceOptions(
                                           retry_s=_env_float(RETRY_ENV, SourceOptions.retry_s),

@@ -12,11 +12,16 @@ PKGS=(
   prometheus                        # promtool validates /metrics
   desktop-file-utils appstream      # desktop entry and AppStream validators
 )
+# criu 4.1 for the CRIU migration test, unpacked privately (see the script); as root only.
+criu_for_tests() {
+  [ "$(id -u)" -eq 0 ] && [ ! -x /opt/fleetdeck-test/criu/criu ] && python3 "$(dirname "$0")/criu-for-tests.py"
+  return 0
+}
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+[ ${#missing[@]} -eq 0 ] && { criu_for_tests; exit 0; }
 if [ "$(id -u)" -ne 0 ]; then
   echo "system-deps: not root; missing Debian packages: ${missing[*]} (tests that need them will skip)" >&2
   exit 0
@@ -29,4 +34,5 @@ printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/pol
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/tmp/fleetdeck-apt.log 2>&1 \
   || { echo "system-deps: apt-get failed (see /tmp/fleetdeck-apt.log); dependent tests will skip" >&2; tail -5 /tmp/fleetdeck-apt.log >&2; }
 rm -f /usr/sbin/policy-rc.d
+criu_for_tests
 exit 0

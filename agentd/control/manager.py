@@ -37,7 +37,7 @@ from typing import Any
 
 import msgspec
 
-from agentd.control import procs
+from agentd.control import criu, procs
 from agentd.control.cgroups import CgroupLayout, JobCgroup, detect_layout, remove_layout
 from agentd.control.reports import ReportInbox, report_socket_path
 from agentd.control.spec import signal_number, validate_spec
@@ -105,12 +105,13 @@ class _Job:
     exited: bool = False  # processes gone but not terminal (during a migration)
     held: bool = False  # a migration owns this job's exit: it only records the exit code
     pause_on_start: bool = False
+    restore_images: str = ""  # the next launch restores this CRIU image instead of running argv
 
     def runtime(self) -> dict[str, Any]:
         return {"shim_pid": self.shim_pid, "start_ticks": self.start_ticks, "job_dir": str(self.job_dir),
                 "checkpoint_dir": str(self.checkpoint_dir), "resume": self.resume,
                 "migration": self.migration, "exited": self.exited, "held": self.held,
-                "pause_on_start": self.pause_on_start,
+                "pause_on_start": self.pause_on_start, "restore_images": self.restore_images,
                 "cgroup": None if self.cgroup is None else {"version": self.cgroup.version,
                                                             "paths": {k: str(v) for k, v in self.cgroup.paths.items()}}}
 
@@ -397,6 +398,28 @@ class JobManager:
                     os.kill(job.pid, sig)  # type: ignore[arg-type]
         self._flush()
 
+    def criu_dump(self, job_id: str, images_dir: Path, actor: str = "") -> None:
+        """Dump a running or paused job with CRIU into ``images_dir``; its processes end with the
+        dump, and from then on its exit is only recorded (as after a checkpoint). Raises
+        ProtocolError when it cannot be dumped: the job then runs on as it was."""
+        with self._lock:
+            job = self._find(job_id)
+            if job.cancelling or job.exited or job.state not in ("running", "paused", "checkpointing") or job.pid is None:
+                raise ProtocolError(ErrorCode.CONFLICT, f"job {job_id} is {job.state}; only a running or paused "
+                                    "job can be dumped", "job")
+            was_paused = job.state == "paused" or (job.state == "checkpointing" and self._is_frozen(job))
+            self._freeze(job, False)  # ptrace cannot seize a frozen task
+            job.held = True
+            if job.state != "checkpointing":
+                self._transition(job, job.state, "checkpointing", actor, "CRIU dump")
+            pid = job.pid
+        self._flush()
+        try:
+            criu.dump(pid, images_dir)
+        except criu.CriuError as exc:
+            self.abandon_checkpoint(job_id, exc.message, was_paused)
+            raise ProtocolError(ErrorCode.FAILED, exc.message, "job") from None
+
     def wait_exit(self, job_id: str, timeout_s: float) -> int | None:
         """Wait until the job's main process has exited; its exit code, or None on timeout."""
         with self._lock:
@@ -455,8 +478,10 @@ class JobManager:
         self._flush()
         return info
 
-    def restart_local(self, job_id: str, reason: str, paused: bool, from_checkpoint: bool) -> JobInfo:
-        """Start the same job id here again (AGENTD_RESUME=1 from its checkpoint when asked)."""
+    def restart_local(self, job_id: str, reason: str, paused: bool, from_checkpoint: bool,
+                      restore_images: Path | None = None) -> JobInfo:
+        """Start the same job id here again (AGENTD_RESUME=1 from its checkpoint when asked, or
+        restored from the CRIU image ``restore_images``)."""
         with self._lock:
             job = self._find(job_id)
             if job.state in TERMINAL_STATES or (job.state in LIVE_STATES and not job.exited):
@@ -466,6 +491,7 @@ class JobManager:
             job.held = False
             ckpt = job.checkpoint_dir
             job.resume = from_checkpoint and ckpt.is_dir() and any(ckpt.iterdir())
+            job.restore_images = str(restore_images or "")
             job.pause_on_start = paused
             job.reason = reason
             gpus = list(job.gpus)
@@ -538,8 +564,10 @@ class JobManager:
                               "the job will queue")
             return False, f"node {self.node} can start the job now"
 
-    def start_resumed(self, spec: JobSpec, checkpoint_dir: Path | None, resumed_from: str, paused: bool) -> JobInfo:
-        """Create a job from ``spec``; with ``checkpoint_dir`` adopt (rename) it and start with AGENTD_RESUME=1."""
+    def start_resumed(self, spec: JobSpec, checkpoint_dir: Path | None, resumed_from: str, paused: bool,
+                      criu_image: bool = False) -> JobInfo:
+        """Create a job from ``spec``; with ``checkpoint_dir`` adopt (rename) it and start with
+        AGENTD_RESUME=1, or, with ``criu_image``, restore the CRIU image it holds."""
         with self._lock:
             store = self._need_store()
             n = store.next_job_number()
@@ -550,8 +578,9 @@ class JobManager:
                 os.replace(checkpoint_dir, ckpt)
             job = _Job(n=n, id=job_id, node=self.node, spec=spec, state="queued", priority=spec.priority,
                        submitted_s=self._clock(), job_dir=self.state_dir / "jobs" / str(n), checkpoint_dir=ckpt,
-                       resumed_from=resumed_from, resume=checkpoint_dir is not None, counters=set(spec.counters),
-                       pause_on_start=paused)
+                       resumed_from=resumed_from, resume=checkpoint_dir is not None and not criu_image,
+                       counters=set(spec.counters), pause_on_start=paused,
+                       restore_images=str(ckpt) if criu_image and checkpoint_dir is not None else "")
             job.job_dir.mkdir(parents=True, exist_ok=True)
             self._jobs[job_id] = job
             self._transition(job, "", "queued", "", f"continues {resumed_from}")
@@ -789,6 +818,12 @@ class JobManager:
                   "cgroup_procs": job.cgroup.procs_files() if job.cgroup else [],
                   "report_path": str(self.report_path) if self._inbox else None,
                   "log_max_bytes": LOG_MAX_BYTES, "log_keep": LOG_KEEP}
+        if job.restore_images:
+            try:
+                launch["criu_restore"] = criu.restore_launch(Path(job.restore_images))
+            except (criu.CriuError, OSError, ValueError) as e:
+                self._launch_failed(job, f"cannot restore the job's CRIU image: {e}")
+                return
         (job.job_dir / "launch.json").write_text(json.dumps(launch))
         shim_log = os.open(job.job_dir / "shim.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
@@ -816,7 +851,9 @@ class JobManager:
         data = json.loads(pid_file.read_text())
         job.pid, job.start_ticks = data["pid"], data["start_ticks"]
         job.started_s = self._clock()
-        self._transition(job, job.state, "running", "", f"started on GPUs {gpus}" if gpus else "started")
+        how = "restored from its CRIU image" if job.restore_images else "started"
+        job.restore_images = ""
+        self._transition(job, job.state, "running", "", f"{how} on GPUs {gpus}" if gpus else how)
         self._save(job)
 
     def _launch_failed(self, job: _Job, reason: str) -> None:
@@ -987,7 +1024,8 @@ class JobManager:
                    resume=bool(runtime.get("resume")), migrated_to=info.migrated_to,
                    migration=dict(runtime.get("migration") or info.migration),
                    exited=bool(runtime.get("exited")), held=bool(runtime.get("held")),
-                   pause_on_start=bool(runtime.get("pause_on_start")))
+                   pause_on_start=bool(runtime.get("pause_on_start")),
+                   restore_images=str(runtime.get("restore_images") or ""))
         self._jobs[job.id] = job
         if job.state not in LIVE_STATES or job.exited:
             return

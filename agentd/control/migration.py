@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import subprocess
 import threading
 import time
 import uuid
@@ -44,11 +43,12 @@ from typing import Any, Protocol
 
 import msgspec
 
+from agentd.control.criu import criu_status
 from agentd.control.checkpoint_archive import ArchiveError, CheckpointTar, OrderedDigest, StreamUnpacker
 from agentd.control.transfer import DEFAULT_RETRY_S, DEFAULT_WINDOW, ClientFactory, IncomingStream, TransferError, remote_code, send_stream
 from agentd.protocol.errors import ErrorCode, ProtocolError
 from agentd.protocol.jobs import Event, JobInfo, JobSpec
-from agentd.protocol.messages import Reply
+from agentd.protocol.messages import Hello, Reply
 from agentd.protocol.migration import (
     MigrateAbort,
     MigrateAbortReply,
@@ -89,6 +89,11 @@ class SourceJobs(Protocol):
         to the process group. From now until another hook is called, the job's exit (any
         code) must NOT move it to a terminal state: the manager only records the exit code."""
 
+    def criu_dump(self, job_id: str, images_dir: Path) -> None:
+        """Like begin_checkpoint, for a job without a contract: dump it with CRIU into
+        ``images_dir`` (its processes end with the dump). ProtocolError when the dump fails;
+        the job then runs on as before."""
+
     def wait_exit(self, job_id: str, timeout_s: float) -> int | None:
         """Wait until the job's main process exits; its exit code, or None on timeout."""
 
@@ -99,9 +104,11 @@ class SourceJobs(Protocol):
         """The job did not checkpoint in time and still runs: back to ``running`` (frozen
         again and ``paused`` when ``paused``); ``reason`` goes to JobInfo.reason and an event."""
 
-    def restart_local(self, job_id: str, reason: str, paused: bool, from_checkpoint: bool) -> JobInfo:
+    def restart_local(self, job_id: str, reason: str, paused: bool, from_checkpoint: bool,
+                      restore_images: Path | None = None) -> JobInfo:
         """Start the same job id again here: with AGENTD_RESUME=1 from its checkpoint dir
-        when ``from_checkpoint``, else from scratch; frozen when ``paused``."""
+        when ``from_checkpoint``, restored from the CRIU image ``restore_images`` when given,
+        else from scratch; frozen when ``paused``."""
 
     def hold_queued(self, job_id: str) -> None:
         """Take a queued job out of scheduling (state ``migrating``); CONFLICT if it started."""
@@ -123,10 +130,12 @@ class TargetJobs(Protocol):
         """Can this node take ``spec``? ``(will_queue, message)``; raise ProtocolError
         INVALID naming the field when it never could (more GPUs than the node has)."""
 
-    def start_resumed(self, spec: JobSpec, checkpoint_dir: Path | None, resumed_from: str, paused: bool) -> JobInfo:
+    def start_resumed(self, spec: JobSpec, checkpoint_dir: Path | None, resumed_from: str, paused: bool,
+                      criu_image: bool = False) -> JobInfo:
         """Create a job from ``spec`` (its labels carry ``agentd.migration``). With a
         ``checkpoint_dir``: adopt that directory (rename it) as the job's
-        AGENTD_CHECKPOINT_DIR and start with AGENTD_RESUME=1. ``resumed_from`` goes to
+        AGENTD_CHECKPOINT_DIR and start with AGENTD_RESUME=1, or with ``criu_image`` restore
+        the CRIU image it holds. ``resumed_from`` goes to
         JobInfo.resumed_from. ``paused``: freeze it as soon as it starts. No free GPU: queue it
         (with the same checkpoint and env) and return it queued."""
 
@@ -136,21 +145,6 @@ class TargetJobs(Protocol):
 
 Connector = Callable[[str, str], ClientFactory]  # (endpoint, server key) -> client factory
 Emit = Callable[[Event], None]
-
-
-def criu_status(run: Callable[..., Any] = subprocess.run) -> tuple[bool, str]:
-    """Whether ``criu check`` passes here, and a sentence saying why not."""
-    exe = shutil.which("criu")
-    if exe is None:
-        return False, "CRIU is not installed on this node"
-    try:
-        res = run([exe, "check"], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return False, f"`criu check` could not run: {exc}"
-    if res.returncode != 0:
-        detail = (res.stderr or res.stdout).strip().splitlines()
-        return False, f"`criu check` fails on this kernel: {detail[-1] if detail else 'exit ' + str(res.returncode)}"
-    return True, "criu check passed"
 
 
 # ---- source -----------------------------------------------------------------------------
@@ -212,7 +206,9 @@ class MigrationSource:
                             f"and start it from scratch on {target}")
                     if not ok:
                         raise ProtocolError(ErrorCode.INVALID, f"job '{job_id}' has no checkpoint contract and {why}; {hint}", "job")
-                    raise ProtocolError(ErrorCode.INVALID, f"job '{job_id}' has no checkpoint contract; CRIU passes `criu check` here but CRIU migration is not implemented by this agentd; {hint}", "job")
+                    if info.spec.gpus:
+                        raise ProtocolError(ErrorCode.INVALID, f"job '{job_id}' has no checkpoint contract and uses GPUs, whose state CRIU cannot move; {hint}", "job")
+                    mode = "criu"
             else:
                 raise ProtocolError(ErrorCode.CONFLICT, f"job '{job_id}' is {info.state}; only queued, running or paused jobs can migrate", "job")
             rec = MigrationRecord(
@@ -283,7 +279,41 @@ class MigrationSource:
         if rec.mode == "restart":
             self._run_restart(rec, spec, factory)
             return
+        if rec.mode == "criu":
+            try:
+                caps = _call(factory, Hello()).capabilities
+            except Exception as exc:  # noqa: BLE001
+                caps, why = [], _describe(exc)
+            else:
+                why = "its `criu check` does not pass or it has no CRIU"
+            if "criu" not in caps:
+                self._finish(rec, "failed", f"target {rec.target} cannot restore CRIU images ({why}); job '{rec.job_id}' "
+                             "was not touched: add a checkpoint contract or migrate with --restart", ok=False)
+                return
+            ckpt_dir = self._criu_checkpoint(rec, t0)
+        else:
+            ckpt_dir = self._contract_checkpoint(rec, spec, t0)
+        if ckpt_dir is not None:
+            self._transfer(rec, spec, factory, t0, ckpt_dir)
 
+    def _criu_checkpoint(self, rec: MigrationRecord, t0: float) -> Path | None:
+        """Dump the job with CRIU; the image directory, or None when the job runs on here."""
+        self.journal.update(rec, phase="checkpointing")
+        self._progress(rec, t0, "checkpointing", state="checkpointing")
+        images = self.work_dir / f"{rec.id}.criu"
+        t_dump = self.clock()
+        try:
+            self.jobs.criu_dump(rec.job_id, images)
+        except ProtocolError as exc:
+            shutil.rmtree(images, ignore_errors=True)
+            self._finish(rec, "rolled_back", f"CRIU could not dump job '{rec.job_id}' ({exc.message}); it keeps running here", ok=False)
+            return None
+        self.journal.update(rec, checkpoint_dir=str(images), message=f"CRIU image written in {self.clock() - t_dump:.2f} s")
+        self.jobs.wait_exit(rec.job_id, 30.0)  # the dumped tree was killed: let the manager record it
+        return images
+
+    def _contract_checkpoint(self, rec: MigrationRecord, spec: JobSpec, t0: float) -> Path | None:
+        """Have the job write its checkpoint and exit; the directory, or None (rolled back)."""
         contract = spec.checkpoint
         assert contract is not None
         self.journal.update(rec, phase="checkpointing")
@@ -295,16 +325,20 @@ class MigrationSource:
             reason = (f"job '{rec.job_id}' did not checkpoint within {contract.timeout_s:g} s of {contract.signal}; "
                       f"migration to {rec.target} abandoned, the job keeps running here")
             self._rollback(rec, reason, still_running=True)
-            return
+            return None
         if code != 0:
             self._rollback(rec, f"job '{rec.job_id}' exited with code {code} while checkpointing; restarted here from its last checkpoint")
-            return
+            return None
         ckpt_s = self.clock() - t_ckpt
         ckpt_dir = self.jobs.checkpoint_dir(rec.job_id)
         self.journal.update(rec, checkpoint_dir=str(ckpt_dir), message=f"checkpoint written in {ckpt_s:.2f} s")
         if not ckpt_dir.is_dir():
             self._rollback(rec, f"job '{rec.job_id}' exited 0 but wrote no checkpoint in {ckpt_dir}; restarted here")
-            return
+            return None
+        return ckpt_dir
+
+    def _transfer(self, rec: MigrationRecord, spec: JobSpec, factory: ClientFactory, t0: float, ckpt_dir: Path) -> None:
+        """Offer, stream the checkpoint (or CRIU image) directory, commit."""
         # The tar is streamed from the checkpoint files themselves (never written here), and
         # hashed as it goes out: the offer carries the exact size, the commit the digest.
         try:
@@ -316,7 +350,7 @@ class MigrationSource:
         self._progress(rec, t0, "transferring", state="migrating")
         paused = rec.was_paused and not rec.resume
         offer = MigrateOffer(migration_id=rec.id, spec=spec, source_node=self.node, source_job=rec.job_id,
-                             mode="checkpoint", size_bytes=tar.size_bytes, sha256="", paused=paused)
+                             mode=rec.mode, size_bytes=tar.size_bytes, sha256="", paused=paused)
         try:
             accepted: MigrateOfferReply = _call(factory, offer)
         except Exception as exc:  # noqa: BLE001
@@ -374,7 +408,7 @@ class MigrationSource:
         where = f"{job.id} on {job.node}"
         reason = f"migrated to {where} ({job.state})"
         self.journal.update(rec, new_job_id=job.id)
-        if rec.mode in ("checkpoint",):
+        if rec.mode in ("checkpoint", "criu"):
             self.jobs.update_migration(rec.job_id, self._migration_dict(rec, t0, "done"))
         self.jobs.finish_migrated(rec.job_id, job.id, reason)
         # The target holds the checkpoint now: only here may ours go.
@@ -478,7 +512,14 @@ class MigrationSource:
         elif still_running:
             self.jobs.abandon_checkpoint(rec.job_id, reason, rec.was_paused)
         elif rec.phase != "requested":
-            self.jobs.restart_local(rec.job_id, reason, rec.was_paused, rec.mode == "checkpoint")
+            image = None
+            if rec.mode == "criu":
+                # Journaled after the dump; a daemon killed during it finds the image by name.
+                image = Path(rec.checkpoint_dir or self.work_dir / f"{rec.id}.criu")
+                if not (image / "inventory.img").exists():
+                    image = None
+                    reason += "; no CRIU image was written, so it starts from scratch"
+            self.jobs.restart_local(rec.job_id, reason, rec.was_paused, rec.mode == "checkpoint", restore_images=image)
         self._finish(rec, "rolled_back", reason, ok=False)
 
     def _recover_one(self, rec: MigrationRecord) -> None:
@@ -552,11 +593,13 @@ class MigrationTarget:
 
     def __init__(self, node: str, jobs: TargetJobs, journal: MigrationJournal, root: Path, emit: Emit, *,
                  quota_bytes: int = DEFAULT_QUOTA_BYTES, stale_after_s: float = DEFAULT_STALE_INCOMING_S,
-                 wall: Callable[[], float] = time.time) -> None:
+                 wall: Callable[[], float] = time.time, criu: Callable[[], tuple[bool, str]] | None = None) -> None:
         self.node = node
         self.jobs = jobs
         self.journal = journal
         self.root = Path(root)
+        # Asked once: `criu check` takes a while, and the kernel does not change under us.
+        self.criu_ok, self.criu_why = criu() if criu is not None else (False, "CRIU restore is off on this node")
         self.emit = emit
         self.quota_bytes = quota_bytes
         self.stale_after_s = stale_after_s
@@ -591,10 +634,10 @@ class MigrationTarget:
                     f = self._streams.get(rec.id)
                     return MigrateOfferReply(id=req.id, migration_id=rec.id, next_offset=f.next_offset if f else 0)
                 raise ProtocolError(ErrorCode.CONFLICT, f"migration {req.migration_id} is already {rec.phase} on node {self.node}; start a new migration", "migration_id")
-            if req.mode == "criu":
-                raise ProtocolError(ErrorCode.UNAVAILABLE, f"node {self.node} does not restore CRIU images", "mode")
+            if req.mode == "criu" and not self.criu_ok:
+                raise ProtocolError(ErrorCode.UNAVAILABLE, f"node {self.node} does not restore CRIU images: {self.criu_why}", "mode")
             will_queue, why = self.jobs.admission(req.spec)
-            if req.mode == "checkpoint":
+            if req.mode in ("checkpoint", "criu"):
                 if req.size_bytes <= 0 or len(req.sha256) not in (0, 64):
                     raise ProtocolError(ErrorCode.INVALID, "a checkpoint offer needs size_bytes > 0 and a SHA-256 hex digest (or none, when streaming)", "size_bytes")
                 in_flight = sum(r.size_bytes for r in self.journal.unfinished("target"))
@@ -616,7 +659,7 @@ class MigrationTarget:
                 spec_json=msgspec.json.encode(req.spec).decode(), source_node=req.source_node,
                 was_paused=req.paused, size_bytes=req.size_bytes, sha256=req.sha256,
                 extra_json=msgspec.json.encode({"will_queue": will_queue}).decode())
-            if req.mode == "checkpoint":
+            if req.mode in ("checkpoint", "criu"):
                 self._start_reception(rec)
             else:
                 rec.phase = "received"
@@ -668,12 +711,12 @@ class MigrationTarget:
             spec = msgspec.json.decode(rec.spec_json, type=JobSpec)
             spec = msgspec.structs.replace(spec, labels={**spec.labels, MIGRATION_LABEL: rec.id})
             ckpt_dir: Path | None = None
-            if rec.mode == "checkpoint":
+            if rec.mode in ("checkpoint", "criu"):
                 ckpt_dir = self._verified_checkpoint(rec, req)
             self.journal.update(rec, phase="starting", checkpoint_dir=str(ckpt_dir or ""))
             resumed_from = rec.job_id
             try:
-                job = self.jobs.start_resumed(spec, ckpt_dir, resumed_from, rec.was_paused)
+                job = self.jobs.start_resumed(spec, ckpt_dir, resumed_from, rec.was_paused, criu_image=rec.mode == "criu")
             except ProtocolError as exc:
                 self._drop(rec, exc.message)
                 raise
@@ -755,7 +798,7 @@ class MigrationTarget:
             if now - rec.updated_wall_s > self.stale_after_s:
                 self._drop(rec, f"no word from the source for {self.stale_after_s:.0f} s")
                 continue
-            if rec.mode == "checkpoint" and not rec.checkpoint_dir:
+            if rec.mode in ("checkpoint", "criu") and not rec.checkpoint_dir:
                 # The unpacker's place in the stream died with the process: start over (the
                 # source asks where to resume and gets 0). Received bytes live only unpacked.
                 self._start_reception(rec)

@@ -134,6 +134,55 @@ def _child(launch: dict, out_w: int, err_w: int) -> None:
             os._exit(127)
 
 
+def _restore_child(launch: dict, out_w: int, err_w: int, pidfile: str) -> None:
+    """In the forked child: enter the cgroups and exec ``criu restore`` (the restored tasks are
+    created inside them). ``--inherit-fd`` gives the restored job our pipes for the stdout and
+    stderr pipes it had on the source. Never returns."""
+    try:
+        me = str(os.getpid())
+        for procs in launch["cgroup_procs"]:
+            with open(procs, "w") as f:
+                f.write(me)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_DFL)  # ours are ignored; criu and the job need the defaults
+        restore = launch["criu_restore"]
+        argv = [*restore["criu"], "restore", "-D", restore["images"], "-o", "restore.log", "-d",
+                "--pidfile", pidfile, "--manage-cgroups=ignore"]
+        for fd, key in ((out_w, restore["pipes"].get("1")), (err_w, restore["pipes"].get("2"))):
+            if key:
+                argv += ["--inherit-fd", f"fd[{fd}]:{key}"]
+        os.set_inheritable(out_w, True)
+        os.set_inheritable(err_w, True)
+        os.execvp(argv[0], argv)
+    except BaseException as e:  # noqa: BLE001
+        try:
+            os.write(2, f"agentd: cannot run criu restore: {e}\n".encode())
+        finally:
+            os._exit(127)
+
+
+def _restore(launch: dict, job_dir: str, out_w: int, err_w: int, exec_w: int, closing: list[int]) -> int:
+    """Restore the job from a CRIU image; its pid (our child: we are its subreaper), or exit."""
+    pidfile = os.path.join(job_dir, "restored.pid")
+    criu = os.fork()
+    if criu == 0:
+        for fd in closing:
+            os.close(fd)
+        _restore_child(launch, out_w, err_w, pidfile)
+    os.close(exec_w)
+    _, status = os.waitpid(criu, 0)  # ``restore -d`` exits once the tree runs
+    if status != 0:
+        log = os.path.join(launch["criu_restore"]["images"], "restore.log")
+        detail = ""
+        if os.path.exists(log):
+            with open(log, errors="replace") as f:
+                detail = " ".join(line.strip() for line in f.readlines()[-3:])
+        os.write(2, f"agentd: criu restore failed (status {status}): {detail}\n".encode())
+        sys.exit(1)
+    with open(pidfile) as f:
+        return int(f.read().strip())
+
+
 def main(job_dir: str) -> int:
     with open(os.path.join(job_dir, "launch.json")) as f:
         launch = json.load(f)
@@ -146,15 +195,18 @@ def main(job_dir: str) -> int:
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     exec_r, exec_w = os.pipe()  # close-on-exec: EOF tells us the job has exec'd (or died trying)
-    pid = os.fork()
-    if pid == 0:
-        os.close(out_r)
-        os.close(err_r)
-        os.close(exec_r)
-        _child(launch, out_w, err_w)
+    if launch.get("criu_restore"):
+        pid = _restore(launch, job_dir, out_w, err_w, exec_w, [out_r, err_r, exec_r])
+    else:
+        pid = os.fork()
+        if pid == 0:
+            os.close(out_r)
+            os.close(err_r)
+            os.close(exec_r)
+            _child(launch, out_w, err_w)
+        os.close(exec_w)
     os.close(out_w)
     os.close(err_w)
-    os.close(exec_w)
     while os.read(exec_r, 4096):
         pass
     os.close(exec_r)

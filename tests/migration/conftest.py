@@ -147,7 +147,8 @@ class ProcJobs:
             self.pause(job_id)
         return j.info
 
-    def restart_local(self, job_id: str, reason: str, paused: bool, from_checkpoint: bool) -> JobInfo:
+    def restart_local(self, job_id: str, reason: str, paused: bool, from_checkpoint: bool,
+                      restore_images: Path | None = None) -> JobInfo:  # no CRIU in this fake
         j = self.jobs[job_id]
         assert j.proc is None or j.proc.poll() is not None, "restart_local while the job still runs"
         self._launch(j, resume=from_checkpoint, paused=paused)
@@ -179,7 +180,8 @@ class ProcJobs:
             return True, f"no free GPU on {self.node}: the job will queue"
         return False, ""
 
-    def start_resumed(self, spec: JobSpec, checkpoint_dir: Path | None, resumed_from: str, paused: bool) -> JobInfo:
+    def start_resumed(self, spec: JobSpec, checkpoint_dir: Path | None, resumed_from: str, paused: bool,
+                      criu_image: bool = False) -> JobInfo:
         will_queue, _ = self.admission(spec)
         if checkpoint_dir is not None:
             with self.lock:
