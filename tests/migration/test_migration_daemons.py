@@ -428,11 +428,16 @@ def _need_criu() -> dict[str, str]:
     return {"AGENTD_CRIU": exe}
 
 
-def _start_counting(a, spec, counts):
+def _count_then_migrate(a, b, spec, counts, alive):
+    """Run the counter on A to N, migrate it to B; (job as it ran on A, settled info, max alive)."""
     with a.client(timeout_s=10) as c:
-        job = c.call(Submit(spec=spec)).job
+        c.call(Submit(spec=spec))
     wait_for(lambda: len(counts()) >= N, timeout_s=20, what="counting on a")
-    return job
+    with a.client(timeout_s=10) as c:
+        job = c.call(Jobs(active_only=True)).jobs[0]
+        c.call(Migrate(job=job.id, target=b.ctl))
+    info, max_alive = _wait_settled(a, job.id, lambda: len(alive()), timeout_s=60)
+    return job, info, max_alive
 
 
 def test_job_without_contract_moves_with_criu_and_keeps_counting(daemons, tmp_path):
@@ -443,10 +448,7 @@ def test_job_without_contract_moves_with_criu_and_keeps_counting(daemons, tmp_pa
     a, b = daemons("a", env=env), daemons("b", env=env)
     spec, counts, alive = _counter_job(tmp_path)
     try:
-        job = _start_counting(a, spec, counts)
-        with a.client(timeout_s=10) as c:
-            c.call(Migrate(job=job.id, target=b.ctl))
-        info, max_alive = _wait_settled(a, job.id, lambda: len(alive()), timeout_s=60)
+        job, info, max_alive = _count_then_migrate(a, b, spec, counts, alive)
         assert info.state == "migrated", (info.state, info.reason, info.migration.get("reason"))
         new = _show(b, info.migrated_to)
         assert new.state == "running" and new.resumed_from == job.id
@@ -470,10 +472,7 @@ def test_criu_image_refused_by_the_target_is_restored_here(daemons, tmp_path):
     a, b = daemons("a", env=env), daemons("b", env=env, extra=["--migration-quota", "4K"])
     spec, counts, alive = _counter_job(tmp_path)
     try:
-        job = _start_counting(a, spec, counts)
-        with a.client(timeout_s=10) as c:
-            c.call(Migrate(job=job.id, target=b.ctl))
-        info, max_alive = _wait_settled(a, job.id, lambda: len(alive()), timeout_s=60)
+        job, info, max_alive = _count_then_migrate(a, b, spec, counts, alive)
         assert info.migration["phase"] == "rolled_back" and "quota" in info.migration["reason"], info.migration
         before = len(counts())
         wait_for(lambda: len(counts()) > before + 10, timeout_s=20, what="counting again on a")
@@ -489,13 +488,9 @@ def test_criu_target_that_cannot_restore_leaves_the_job_untouched(daemons, tmp_p
     a, b = daemons("a", env=env), daemons("b", env={"AGENTD_CRIU": "/bin/false"})
     spec, counts, alive = _counter_job(tmp_path)
     try:
-        job = _start_counting(a, spec, counts)
-        pid = _show(a, job.id).pid
-        with a.client(timeout_s=10) as c:
-            c.call(Migrate(job=job.id, target=b.ctl))
-        info, _ = _wait_settled(a, job.id, lambda: len(alive()))
+        job, info, _ = _count_then_migrate(a, b, spec, counts, alive)
         assert info.migration["phase"] == "failed" and "cannot restore CRIU images" in info.migration["reason"], info.migration
-        assert info.state == "running" and info.pid == pid
+        assert info.state == "running" and info.pid == job.pid
     finally:
         for p in alive():
             p.kill()
