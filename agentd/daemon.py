@@ -312,8 +312,7 @@ class Daemon:
         sim = getattr(self.collector, "simulated_gpus", None)
         if sim is not None and self.jobs is not None:
             holders = self.jobs.gpu_assignments()
-            # A paused job keeps its GPU memory but its SMs go idle.
-            running = {g for j in self.jobs.jobs(active_only=True) if j.state == "running" for g in j.gpus}
+            running = self.jobs.running_gpus()  # not jobs(): a JobInfo per job per tick for a set of ints
             for g in self.inventory.gpus:
                 sim.set_load(g.index, g.index in running, holders.get(g.index, []))
         sample = self.collector.sample(jobs=probes, app=app)

@@ -222,6 +222,11 @@ class JobManager:
             return [AppMetric(job_id=j.id, name=k, value=v, counter=k in j.counters)
                     for j in self._jobs.values() if j.state in LIVE_STATES for k, v in sorted(j.metrics.items())]
 
+    def running_gpus(self) -> set[int]:
+        """GPU indices held by running jobs (paused ones hold memory but leave the SMs idle)."""
+        with self._lock:
+            return {g for j in self._jobs.values() if j.state == "running" for g in j.gpus}
+
     def gpu_assignments(self) -> dict[int, list[int]]:
         """GPU index -> pids of the jobs holding it (paused jobs too: they still hold memory)."""
         with self._lock:
