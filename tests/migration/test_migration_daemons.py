@@ -12,7 +12,7 @@ import pytest
 
 from agentd.protocol.jobs import CheckpointContract, JobSpec
 from agentd.protocol import ErrorCode
-from agentd.protocol.messages import Cancel, Jobs, Logs, Migrate, Pause, Show, Submit
+from agentd.protocol.messages import Cancel, Jobs, Logs, Migrate, Pause, Resume, Show, Submit
 from agentd.protocol.migration import MigrateStatus
 from agentd.transport.client import RemoteError
 from tests.agentd_proc import start_agentd
@@ -428,13 +428,16 @@ def _need_criu() -> dict[str, str]:
     return {"AGENTD_CRIU": exe}
 
 
-def _count_then_migrate(a, b, spec, counts, alive):
-    """Run the counter on A to N, migrate it to B; (job as it ran on A, settled info, max alive)."""
+def _count_then_migrate(a, b, spec, counts, alive, pause=False):
+    """Run the counter on A to N (then pause it), migrate it to B; (job as it ran on A,
+    settled info, max alive)."""
     with a.client(timeout_s=10) as c:
         c.call(Submit(spec=spec))
     wait_for(lambda: len(counts()) >= N, timeout_s=20, what="counting on a")
     with a.client(timeout_s=10) as c:
         job = c.call(Jobs(active_only=True)).jobs[0]
+        if pause:
+            c.call(Pause(job=job.id))
         c.call(Migrate(job=job.id, target=b.ctl))
     info, max_alive = _wait_settled(a, job.id, lambda: len(alive()), timeout_s=60)
     return job, info, max_alive
@@ -460,6 +463,26 @@ def test_job_without_contract_moves_with_criu_and_keeps_counting(daemons, tmp_pa
         on_b = [int(line.split()[1]) for line in log.splitlines() if line.startswith("count ")]
         assert on_b and on_b[0] > N, f"b's log must go on from a's count, not restart: {log[:200]!r}"
         assert max(max_alive, len(alive())) == 1
+    finally:
+        for p in alive():
+            p.kill()
+
+
+def test_paused_job_moves_with_criu_and_arrives_paused(daemons, tmp_path):
+    env = _need_criu()
+    a, b = daemons("a", env=env), daemons("b", env=env)
+    spec, counts, alive = _counter_job(tmp_path)
+    try:
+        job, info, max_alive = _count_then_migrate(a, b, spec, counts, alive, pause=True)
+        assert info.state == "migrated", (info.state, info.migration.get("reason"))
+        assert _show(b, info.migrated_to).state == "paused" and max_alive == 1
+        frozen_at = len(counts())
+        time.sleep(0.4)
+        assert len(counts()) <= frozen_at + 2, "restored paused: it must not run on"
+        with b.client(timeout_s=10) as c:
+            c.call(Resume(job=info.migrated_to))
+        wait_for(lambda: len(counts()) > frozen_at + 10, timeout_s=20, what="counting after resume on b")
+        assert counts() == list(range(1, len(counts()) + 1))
     finally:
         for p in alive():
             p.kill()
