@@ -49,16 +49,6 @@ class ArchiveError(Exception):
         self.message = message
 
 
-@dataclass(frozen=True)
-class ArchiveInfo:
-    """A packed checkpoint: where the tar is, its size and its SHA-256 (hex)."""
-
-    path: Path
-    size_bytes: int
-    sha256: str
-    files: int
-
-
 def _disk_error(exc: OSError, where: Path, action: str) -> ArchiveError:
     if exc.errno in _DISK_FULL_ERRNOS:
         return ArchiveError("disk_full", f"disk full while {action} {where}: {exc.strerror}; free space on that filesystem or raise its quota")
@@ -183,49 +173,6 @@ class OrderedDigest:
 
     def hexdigest(self) -> str:
         return self._hash.hexdigest()
-
-
-def pack(src_dir: Path, tar_path: Path) -> ArchiveInfo:
-    """Write ``src_dir``'s contents to ``tar_path`` (uncompressed tar); return size and digest.
-
-    Raises ArchiveError("missing") when ``src_dir`` is not a directory, ("disk_full") when
-    the disk fills.
-    """
-    tar = CheckpointTar(src_dir)
-    tar_path = Path(tar_path)
-    tar_path.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    try:
-        with open(tar_path, "wb") as out:
-            for offset in range(0, tar.size_bytes, CHUNK_BYTES):
-                block = tar.read(offset, CHUNK_BYTES)
-                digest.update(block)
-                out.write(block)
-    except OSError as exc:
-        tar_path.unlink(missing_ok=True)
-        raise _disk_error(exc, tar_path, "packing the checkpoint to") from None
-    return ArchiveInfo(path=tar_path, size_bytes=tar.size_bytes, sha256=digest.hexdigest(), files=tar.files)
-
-
-def iter_chunks(tar_path: Path, offset: int = 0, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[int, bytes]]:
-    """Yield ``(offset, data)`` chunks of ``tar_path`` starting at ``offset``."""
-    with open(tar_path, "rb") as f:
-        f.seek(offset)
-        while True:
-            data = f.read(chunk_bytes)
-            if not data:
-                return
-            yield offset, data
-            offset += len(data)
-
-
-def sha256_file(path: Path) -> str:
-    """SHA-256 (hex) of a whole file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK_BYTES):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _clean_name(name: str) -> str | None:
@@ -502,27 +449,3 @@ class StreamUnpacker:
     def abort(self) -> None:
         self._close_writer()
         shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-def unpack(tar_path: Path, dest_dir: Path, limit_bytes: int | None = None, sha256: str | None = None) -> int:
-    """Unpack ``tar_path`` into ``dest_dir`` (which must not exist yet); return bytes of files.
-
-    When ``sha256`` is given the tar's digest is checked first. On any error nothing is left
-    at ``dest_dir``. Raises ArchiveError ("corrupt", "unsafe", "too_large", "disk_full").
-    """
-    tar_path, dest_dir = Path(tar_path), Path(dest_dir)
-    if dest_dir.exists():
-        raise ArchiveError("corrupt", f"unpack destination {dest_dir} already exists; remove it first")
-    if sha256 is not None:
-        actual = sha256_file(tar_path)
-        if actual != sha256:
-            raise ArchiveError("corrupt", f"checkpoint digest mismatch: expected sha256 {sha256}, received {actual}; the transfer was corrupted")
-    unpacker = StreamUnpacker(dest_dir, limit_bytes)
-    try:
-        with open(tar_path, "rb") as f:
-            while block := f.read(CHUNK_BYTES):
-                unpacker.feed(block)
-    except OSError as exc:
-        unpacker.abort()
-        raise ArchiveError("corrupt", f"cannot read checkpoint archive {tar_path}: {exc.strerror}") from None
-    return unpacker.finish()

@@ -293,7 +293,7 @@ def test_source_killed_mid_migration_recovers_on_restart(daemons, tmp_path, fast
 
 def test_real_target_rejects_corrupted_checkpoint_and_refuses_late_commit(daemons, tmp_path):
     """A source's view over real zmq: a flipped byte is caught by the digest at commit."""
-    from agentd.control.checkpoint_archive import iter_chunks, pack
+    from .tarfiles import iter_chunks, pack
     from agentd.protocol.migration import MigrateAbort, MigrateChunk, MigrateCommit, MigrateOffer
 
     b = daemons("b")

@@ -217,7 +217,7 @@ def test_streaming_offer_needs_exact_size_and_digest_at_commit(cluster, tmp_path
     ckpt = tmp_path / "ck"
     ckpt.mkdir()
     (ckpt / "state.json").write_text('{"step": 5}')
-    from agentd.control.checkpoint_archive import pack
+    from .tarfiles import pack
 
     info = pack(ckpt, tmp_path / "c.tar")
     bound = info.size_bytes + 4096  # an offer may give an upper bound; the commit the size
