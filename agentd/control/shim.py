@@ -88,16 +88,22 @@ class LineForwarder:
                     pass  # daemon gone or its queue full: metrics are best effort
 
 
+def _enter_job(launch: dict) -> None:
+    """In a forked child: join the job's cgroups and take back the signal defaults (the shim
+    ignores some; what runs next, the job or criu, needs them)."""
+    me = str(os.getpid())
+    for procs in launch["cgroup_procs"]:
+        with open(procs, "w") as f:
+            f.write(me)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def _child(launch: dict, out_w: int, err_w: int) -> None:
     """In the forked child: enter the cgroups, set up the session and exec. Never returns."""
     try:
         os.setsid()
-        me = str(os.getpid())
-        for procs in launch["cgroup_procs"]:
-            with open(procs, "w") as f:
-                f.write(me)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE, signal.SIGUSR1, signal.SIGUSR2):
-            signal.signal(sig, signal.SIG_DFL)
+        _enter_job(launch)
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.dup2(out_w, 1)
@@ -139,12 +145,7 @@ def _restore_child(launch: dict, out_w: int, err_w: int, pidfile: str) -> None:
     created inside them). ``--inherit-fd`` gives the restored job our pipes for the stdout and
     stderr pipes it had on the source. Never returns."""
     try:
-        me = str(os.getpid())
-        for procs in launch["cgroup_procs"]:
-            with open(procs, "w") as f:
-                f.write(me)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
-            signal.signal(sig, signal.SIG_DFL)  # ours are ignored; criu and the job need the defaults
+        _enter_job(launch)
         restore = launch["criu_restore"]
         argv = [*restore["criu"], "restore", "-D", restore["images"], "-o", "restore.log", "-d",
                 "--pidfile", pidfile, "--manage-cgroups=ignore"]
