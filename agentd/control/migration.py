@@ -378,8 +378,8 @@ class MigrationSource:
         try:
             # From byte 0 even if the target holds a prefix: it skips what it has.
             send_stream(factory, rec.id, read, tar.size_bytes,
-                      window=self.options.window, retry_s=self.options.retry_s, progress=progress,
-                      cancelled=self._closing.is_set, clock=self.clock)
+                        window=self.options.window, retry_s=self.options.retry_s, progress=progress,
+                        cancelled=self._closing.is_set, clock=self.clock)
         except TransferError as exc:
             self._abort_and_rollback(rec, factory, f"transfer of job '{rec.job_id}' to {rec.target} failed: {exc.message}")
             return
