@@ -723,6 +723,11 @@ class MigrationTarget:
             except Exception as exc:  # noqa: BLE001 - becomes an error reply
                 self._drop(rec, f"start failed: {exc}")
                 raise ProtocolError(ErrorCode.FAILED, f"node {self.node} could not start job '{rec.job_id}': {exc}") from None
+            if job.state == "failed":
+                # It never ran here (shim or criu restore failed): the source still holds the
+                # checkpoint and must run the job itself, so this is a refusal, not a commit.
+                self._drop(rec, f"start failed: {job.reason}")
+                raise ProtocolError(ErrorCode.FAILED, f"node {self.node} could not start job '{rec.job_id}': {job.reason}")
             self.journal.update(rec, phase="committed", new_job_id=job.id, reason=f"running as {job.id} ({job.state})")
             self._cleanup_files(rec)
             self.emit(Event(wall_s=self.wall(), node=self.node, kind="migration", job_id=job.id,

@@ -506,6 +506,29 @@ def test_criu_image_refused_by_the_target_is_restored_here(daemons, tmp_path):
             p.kill()
 
 
+def test_criu_restore_failing_on_the_target_restores_the_job_here(daemons, tmp_path):
+    """`criu restore` fails on B (its criu passes `check` but not `restore`): the commit is
+    refused, B runs nothing, and A restores the job from the image it kept."""
+    env = _need_criu()
+    broken = tmp_path / "criu-no-restore"
+    broken.write_text(f'#!/bin/sh\n[ "$1" = restore ] && {{ echo "injected restore failure" >&2; exit 1; }}\nexec {env["AGENTD_CRIU"]} "$@"\n')
+    broken.chmod(0o755)
+    a, b = daemons("a", env=env), daemons("b", env={"AGENTD_CRIU": str(broken)})
+    spec, counts, alive = _counter_job(tmp_path)
+    try:
+        job, info, max_alive = _count_then_migrate(a, b, spec, counts, alive)
+        assert info.migration["phase"] == "rolled_back" and "could not start" in info.migration["reason"], info.migration
+        before = len(counts())
+        wait_for(lambda: len(counts()) > before + 10, timeout_s=20, what="counting again on a")
+        assert counts() == list(range(1, len(counts()) + 1)), "restored from the image, not restarted"
+        assert _show(a, job.id).state == "running" and max(max_alive, len(alive())) == 1
+        with b.client(timeout_s=10) as c:
+            assert not c.call(Jobs(active_only=True)).jobs
+    finally:
+        for p in alive():
+            p.kill()
+
+
 def test_criu_target_that_cannot_restore_leaves_the_job_untouched(daemons, tmp_path):
     env = _need_criu()
     a, b = daemons("a", env=env), daemons("b", env={"AGENTD_CRIU": "/bin/false"})
