@@ -49,12 +49,13 @@ def free_port() -> int:
 
 
 class Agentd:
-    def __init__(self, root: Path, node: str) -> None:
+    def __init__(self, root: Path, node: str, extra_env: dict[str, str] | None = None) -> None:
         self.node = node
         self.state = root / f"state-{node}"
         self.ctl = f"tcp://127.0.0.1:{free_port()}"
         pub = f"tcp://127.0.0.1:{free_port()}"
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+               **(extra_env or {})}
         self.log = open(root / f"{node}.log", "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "import sys; from agentd.daemon import main; sys.exit(main(sys.argv[1:]))",
@@ -111,7 +112,8 @@ def parse_progress(path: Path) -> tuple[list[tuple[int, int, float]], list[tuple
 
 
 def journal_times(db: Path, mid: str) -> dict[str, float]:
-    """wall time of the first step of each source phase, plus 'written' (checkpoint written)."""
+    """wall time of the first step of each source phase, plus 'written' (checkpoint written)
+    and 'dump_s' (how long a CRIU dump took)."""
     con = sqlite3.connect(db)
     try:
         rows = con.execute("select phase, message, wall_s from job_migration_steps where migration_id = ? and side = 'source' order by rowid", (mid,)).fetchall()
@@ -122,14 +124,18 @@ def journal_times(db: Path, mid: str) -> dict[str, float]:
         out.setdefault(phase, wall)
         if message.startswith("checkpoint written"):
             out["written"] = wall
+        if message.startswith("CRIU image written in "):
+            out["dump_s"] = float(message.split()[4])
     return out
 
 
-def run_one(root: Path, a: Agentd, b: Agentd, size_mib: int, run: int) -> dict[str, float]:
+def run_one(root: Path, a: Agentd, b: Agentd, size_mib: int, run: int, criu: bool = False) -> dict[str, float]:
     progress = root / f"progress-{size_mib}-{run}.txt"
+    # With --criu the job has no contract and holds its state in memory; CRIU moves the process.
+    state = {"HOLD_BYTES" if criu else "PAD_BYTES": str(size_mib * MiB)}
     spec = JobSpec(argv=[sys.executable, str(TRAINER), str(progress)], name=f"bench-{size_mib}",
-                   env={"PROGRESS_FILE": str(progress), "STEP_S": "0.01", "PAD_BYTES": str(size_mib * MiB)},
-                   checkpoint=CheckpointContract(signal="SIGUSR1", timeout_s=120))
+                   env={"PROGRESS_FILE": str(progress), "STEP_S": "0.01", **state},
+                   checkpoint=None if criu else CheckpointContract(signal="SIGUSR1", timeout_s=120))
     job = a.call(Submit(spec=spec)).job
     deadline = time.monotonic() + 30
     while not progress.exists() or len(progress.read_text().splitlines()) < 20:
@@ -148,23 +154,30 @@ def run_one(root: Path, a: Agentd, b: Agentd, size_mib: int, run: int) -> dict[s
     if info.state != "migrated":
         raise RuntimeError(f"migration of {job.id} failed: {info.migration.get('reason')}")
     new = b.call(Show(job=info.migrated_to)).job
+    migrated_at = time.time()
     deadline = time.monotonic() + 30
     while True:
         steps, ckpts = parse_progress(progress)
-        if any(pid == new.pid for _, pid, _ in steps):
+        on_b = [ts > migrated_at for _, _, ts in steps] if criu else [pid == new.pid for _, pid, _ in steps]
+        if any(on_b):
             break
         if time.monotonic() > deadline:
             raise RuntimeError(f"{new.id} did not report on {b.node}")
         time.sleep(0.01)
-    last_a = max(t for _, pid, t in steps if pid != new.pid)
-    first_b = min(t for _, pid, t in steps if pid == new.pid)
     t = journal_times(a.state / "jobs.db", info.migration["id"])
+    if criu:  # the same pid on both nodes: the downtime is the longest pause between two steps
+        times = sorted(ts for _, _, ts in steps)
+        gap, last_a = max((later - earlier, earlier) for earlier, later in zip(times, times[1:]))
+        first_b = last_a + gap
+    else:
+        last_a = max(ts for _, pid, ts in steps if pid != new.pid)
+        first_b = min(ts for _, pid, ts in steps if pid == new.pid)
     b.call(Cancel(job=new.id, grace_s=1))
     size = info.migration.get("bytes_total") or 0
     transfer_s = t["committing"] - t["transferring"]
     return {
         "size_mib": size_mib,
-        "ckpt_write_s": ckpts[0][0] if ckpts else float("nan"),
+        "ckpt_write_s": t.get("dump_s", float("nan")) if criu else (ckpts[0][0] if ckpts else float("nan")),
         "downtime_s": first_b - last_a,
         "transfer_s": transfer_s,
         "commit_s": first_b - t["committing"],
@@ -186,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes-mib", default="1,100,1024", help="checkpoint sizes in MiB, comma-separated")
     ap.add_argument("--repeat", type=int, default=3, help="migrations per size; the table shows the median run (by throughput)")
+    ap.add_argument("--criu", action="store_true",
+                    help="jobs without a checkpoint contract holding SIZE in memory, moved with CRIU "
+                         "($AGENTD_CRIU or /opt/fleetdeck-test/criu/criu); 'write' is then the dump")
     ap.add_argument("--keep", action="store_true", help="keep the temporary state directories")
     ap.add_argument("--prefault-mib", type=int, default=0,
                     help="first write and delete this much page cache, so the runs reuse memory the VM has "
@@ -197,12 +213,13 @@ def main(argv: list[str] | None = None) -> int:
     a = b = None
     rows = []
     try:
-        a, b = Agentd(root, "bench-a"), Agentd(root, "bench-b")
+        env = {"AGENTD_CRIU": os.environ.get("AGENTD_CRIU", "/opt/fleetdeck-test/criu/criu")} if args.criu else {}
+        a, b = Agentd(root, "bench-a", env), Agentd(root, "bench-b", env)
         for size in [int(s) for s in args.sizes_mib.split(",") if s]:
             runs = []
             for run in range(max(1, args.repeat)):
                 print(f"migrating a {size} MiB checkpoint ({run + 1}/{args.repeat})...", file=sys.stderr)
-                runs.append(run_one(root, a, b, size, run))
+                runs.append(run_one(root, a, b, size, run, criu=args.criu))
             runs.sort(key=lambda r: r["throughput_mib_s"])
             median = dict(runs[len(runs) // 2])
             median["range"] = f"{runs[0]['throughput_mib_s']:.0f}–{runs[-1]['throughput_mib_s']:.0f}"
@@ -220,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         overhead = r["downtime_s"] - r["ckpt_write_s"]
         verdict = ""
-        if r["size_mib"] == 100:
+        if r["size_mib"] == 100 and not args.criu:  # the budgets are for checkpoints
             ok = overhead <= DOWNTIME_BUDGET_EXTRA_S and r["throughput_mib_s"] >= THROUGHPUT_BUDGET_MIB_S
             ok_all &= ok
             verdict = "ok" if ok else "MISSED"

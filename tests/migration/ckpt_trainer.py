@@ -2,7 +2,8 @@
 
 Appends ``step N pid`` to $PROGRESS_FILE every STEP_S; on SIGUSR1 writes its step (plus
 $PAD_BYTES of padding) to $AGENTD_CHECKPOINT_DIR and exits 0; with AGENTD_RESUME=1 starts from
-the checkpointed step. IGNORE_CKPT=1 ignores the signal (failure injection).
+the checkpointed step. IGNORE_CKPT=1 ignores the signal (failure injection). $HOLD_BYTES of
+random data are kept in memory only (the bulk of a CRIU image, for jobs without a contract).
 """
 
 import json
@@ -16,6 +17,7 @@ ckpt = Path(os.environ["AGENTD_CHECKPOINT_DIR"])
 progress = Path(os.environ["PROGRESS_FILE"])  # argv[1] may repeat it, to find us by cmdline
 step_s = float(os.environ.get("STEP_S", "0.02"))
 pad = int(os.environ.get("PAD_BYTES", "0"))
+held = os.urandom(int(os.environ.get("HOLD_BYTES", "0")))  # state kept in memory only (a CRIU image's bulk)
 step = 0
 if os.environ.get("AGENTD_RESUME") == "1":
     step = json.loads((ckpt / "state.json").read_text())["step"]
