@@ -192,20 +192,14 @@ def _gpu_metrics(node: str, s: NodeSample, d: DerivedNode) -> Iterator[Metric]:
         "gpu_nvlink_receive_bytes": ("Bytes received over NVLink", lambda g: g.nvlink_rx_bytes),
         "gpu_xid_errors": ("Xid errors the driver reported", lambda g: g.xid_total),
     }
-    for name, (doc, get) in gauges.items():
-        fam = _g(name, doc, labels)
-        for g in s.gpus:
-            v = get(g)
-            if v is not None:
-                fam.add_metric([node, str(g.index), g.uuid], float(v))
-        yield fam
-    for name, (doc, get) in counters.items():
-        fam = _c(name, doc, labels)
-        for g in s.gpus:
-            v = get(g)
-            if v is not None:
-                fam.add_metric([node, str(g.index), g.uuid], float(v))
-        yield fam
+    for family, table in ((_g, gauges), (_c, counters)):
+        for name, (doc, get) in table.items():
+            fam = family(name, doc, labels)
+            for g in s.gpus:
+                v = get(g)
+                if v is not None:
+                    fam.add_metric([node, str(g.index), g.uuid], float(v))
+            yield fam
     ecc = _c("gpu_ecc_errors", "ECC errors (type: corrected or uncorrected)", [*labels, "type"])
     for g in s.gpus:
         for kind, v in (("corrected", g.ecc_corrected_total), ("uncorrected", g.ecc_uncorrected_total)):

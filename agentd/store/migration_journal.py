@@ -48,7 +48,6 @@ class MigrationRecord:
     size_bytes: int = 0
     sha256: str = ""
     bytes_done: int = 0
-    archive_path: str = ""
     checkpoint_dir: str = ""
     new_job_id: str = ""
     reason: str = ""
@@ -90,7 +89,7 @@ class MigrationJournal:
                     "id": str, "side": str, "job_id": str, "phase": str, "mode": str, "spec_json": str,
                     "source_node": str, "target": str, "target_key": str, "was_paused": int,
                     "resume": int, "size_bytes": int, "sha256": str, "bytes_done": int,
-                    "archive_path": str, "checkpoint_dir": str, "new_job_id": str, "reason": str,
+                    "checkpoint_dir": str, "new_job_id": str, "reason": str,
                     "started_wall_s": float, "updated_wall_s": float, "extra_json": str,
                 },
                 pk=("id", "side"),
