@@ -426,7 +426,11 @@ class TopologyCanvas(QGraphicsView):
         jobs_changed = False
         self._seen_structure = self.state.structure_revision
         for key in [k for k in self.cards if k not in self.state.nodes]:
-            self.scene().removeItem(self.cards.pop(key))
+            card = self.cards.pop(key)
+            # Its chips are its children and go with it: forget them before the card is deleted.
+            for k in [k for k, chip in self.chips.items() if chip.parentItem() is card]:
+                del self.chips[k]
+            self.scene().removeItem(card)
             self.slots.pop(key, None)
             structural = True
         for key, node in self.state.nodes.items():
@@ -454,7 +458,7 @@ class TopologyCanvas(QGraphicsView):
             self._layout()
 
     def _sync_chips(self) -> None:
-        want: dict[tuple[str, int | None], tuple[str, NodeCard, QRectF, int, int]] = {}
+        want: dict[tuple[str, int | None], tuple[NodeCard, QRectF]] = {}
         for key, card in self.cards.items():
             active = [j for j in self.state.visible_jobs(key) if j.state not in ("succeeded", "failed", "cancelled", "migrated")]
             cpu_jobs = [j for j in active if not j.gpus]
@@ -466,15 +470,16 @@ class TopologyCanvas(QGraphicsView):
             for g, jobs in per_gpu.items():
                 r = card.tile_rect(g)
                 for n, j in enumerate(jobs[:2]):  # two chips fit a tile; the tree lists all
-                    want[(j.id, g)] = (j.id, card, QRectF(r.left() + 4, r.bottom() - CHIP_H - 8 - n * (CHIP_H + 1) + (0 if len(jobs) == 1 else 0), r.width() - 8, CHIP_H), 0, 0)
+                    want[(j.id, g)] = (card, QRectF(r.left() + 4, r.bottom() - CHIP_H - 8 - n * (CHIP_H + 1), r.width() - 8, CHIP_H))
             if cpu_jobs:
                 strip = card.cpu_strip_rect()
                 w = min(150.0, (strip.width() - 34) / len(cpu_jobs) - 4)
                 for n, j in enumerate(cpu_jobs):
-                    want[(j.id, None)] = (j.id, card, QRectF(strip.left() + 34 + n * (w + 4), strip.top() + 2, w, CHIP_H), 0, 0)
+                    want[(j.id, None)] = (card, QRectF(strip.left() + 34 + n * (w + 4), strip.top() + 2, w, CHIP_H))
         for k in [k for k in self.chips if k not in want]:
             self.scene().removeItem(self.chips.pop(k))
-        for k, (job_id, card, rect, _, _) in want.items():
+        for k, (card, rect) in want.items():
+            job_id = k[0]
             chip = self.chips.get(k)
             if chip is None:
                 chip = self.chips[k] = JobChip(self, job_id)

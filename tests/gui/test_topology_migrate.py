@@ -66,3 +66,27 @@ def test_stable_slots_when_nodes_come_and_go(qtbot, settings):
     st.apply_snapshot("n4", snapshot("n4"))
     canvas.refresh()
     assert canvas.cards["n4"].pos() == before["n2"], "a new node takes the free slot"
+
+
+def test_a_node_that_goes_away_takes_its_job_chips_with_it(qtbot, settings):
+    """Chips are children of their node's card: removing the card must not leave dead chips behind."""
+    from gui.state import ClusterState
+    from gui.views.topology import TopologyCanvas
+
+    from .gui_factories import job, snapshot
+
+    st = ClusterState()
+    canvas = TopologyCanvas(st)
+    qtbot.addWidget(canvas)
+    canvas.resize(1200, 800)
+    st.apply_snapshot("n1", snapshot("n1", jobs=[job("n1.1", gpus=(0,)), job("n1.2", gpus=())]))
+    st.apply_snapshot("n2", snapshot("n2", jobs=[job("n2.1", gpus=(1,))]))
+    canvas.refresh()
+    assert {k[0] for k in canvas.chips} == {"n1.1", "n1.2", "n2.1"}
+    st.remove_node("n1")
+    canvas.refresh()
+    assert {k[0] for k in canvas.chips} == {"n2.1"}
+    st.apply_snapshot("n1", snapshot("n1", jobs=[job("n1.1", gpus=(0,))]))
+    canvas.refresh()  # the node returns: new chips on its new card, the others still drawn
+    assert {k[0] for k in canvas.chips} == {"n1.1", "n2.1"}
+    assert canvas.chips[("n1.1", 0)].parentItem() is canvas.cards["n1"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agentd.store.recording import RecordingReader
+from agentd.store.recording import RecordingError, RecordingReader
 
 from .test_bad_files import agentctl
 
@@ -32,6 +32,15 @@ def _finish(proc: subprocess.Popen, timeout: float = 20) -> tuple[str, str]:
         if proc.poll() is None:
             proc.kill()
             proc.communicate(timeout=5)
+
+
+def _recorded_samples(path: Path) -> int:
+    """Samples in a recording being written; 0 while the recorder has not yet laid out the file."""
+    try:
+        with RecordingReader(path) as r:
+            return sum(r.info().samples.values())
+    except RecordingError:  # not created yet, or still 0 bytes: SQLite writes its header lazily
+        return 0
 
 
 @pytest.mark.slow
@@ -72,17 +81,11 @@ def test_record_ctrl_c_closes_cleanly(agentd, tmp_path):
     rec = _spawn("record", str(out), "--node", agentd.ctl)
     try:
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if out.exists():
-                with RecordingReader(out) as r:
-                    if sum(r.info().samples.values()) >= 3:
-                        break
+        while time.monotonic() < deadline and _recorded_samples(out) < 3:
             time.sleep(0.2)
+    finally:
         rec.send_signal(signal.SIGINT)
         _, err = _finish(rec)
-    finally:
-        if rec.poll() is None:
-            rec.kill()
     assert rec.returncode == 0, err
     assert "interrupted" in err
     assert not Path(f"{out}-wal").exists() or Path(f"{out}-wal").stat().st_size == 0
