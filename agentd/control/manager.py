@@ -373,6 +373,18 @@ class JobManager:
         with self._lock:
             return self._find(job_id).checkpoint_dir
 
+    def checkpoint_handler_missing(self, job_id: str) -> str | None:
+        """None when a process of the job's process group catches its contract signal (so the
+        signal asks for a checkpoint instead of killing the job); else what is wrong, in words."""
+        with self._lock:
+            job = self._find(job_id)
+            if job.spec.checkpoint is None or job.pid is None:
+                return f"job {job_id} has no checkpoint contract or no process"
+            name = job.spec.checkpoint.signal
+            group = {p for p in self._pids(job) if procs.process_group(p) == job.pid}
+        why = procs.why_signal_unhandled(group, signal_number(name), name)
+        return f"job {job_id} {why}" if why else None
+
     def begin_checkpoint(self, job_id: str, actor: str = "") -> None:
         """Thaw if paused, set ``checkpointing`` and signal the job's process group.
 

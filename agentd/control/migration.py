@@ -70,6 +70,7 @@ DEFAULT_QUOTA_BYTES = 64 * 1024**3
 DEFAULT_COMMIT_RESOLVE_S = 120.0  # keep asking a silent target about a sent commit this long
 DEFAULT_STALE_INCOMING_S = 3600.0  # a target drops a half-received migration this old
 PROGRESS_EVERY_S = 0.25
+HANDLER_POLL_S = 0.05  # how often a migration looks whether the job caught its checkpoint signal yet
 _JOURNAL_EVERY_BYTES = 16 * 1024 * 1024
 
 
@@ -83,6 +84,10 @@ class SourceJobs(Protocol):
 
     def checkpoint_dir(self, job_id: str) -> Path:
         """The job's AGENTD_CHECKPOINT_DIR."""
+
+    def checkpoint_handler_missing(self, job_id: str) -> str | None:
+        """None when the job catches its contract signal; else why signalling it now would
+        not produce a checkpoint (no handler yet: the default action would kill it)."""
 
     def begin_checkpoint(self, job_id: str) -> None:
         """Thaw the job if paused, set state ``checkpointing`` and send its contract signal
@@ -316,6 +321,10 @@ class MigrationSource:
         """Have the job write its checkpoint and exit; the directory, or None (rolled back)."""
         contract = spec.checkpoint
         assert contract is not None
+        missing = self._await_checkpoint_handler(rec, contract.timeout_s)
+        if missing:
+            self._finish(rec, "failed", missing, ok=False)
+            return None
         self.journal.update(rec, phase="checkpointing")
         self._progress(rec, t0, "checkpointing", state="checkpointing")
         self.jobs.begin_checkpoint(rec.job_id)
@@ -336,6 +345,28 @@ class MigrationSource:
             self._rollback(rec, f"job '{rec.job_id}' exited 0 but wrote no checkpoint in {ckpt_dir}; restarted here")
             return None
         return ckpt_dir
+
+    def _await_checkpoint_handler(self, rec: MigrationRecord, timeout_s: float) -> str | None:
+        """Wait, up to the contract's timeout, until the job catches its checkpoint signal.
+
+        A job asked to migrate moments after it started may not have installed its handler
+        yet, and the signal's default action would kill it. None when it is ready; else the
+        reason the migration fails, the job untouched (the journal is still at ``requested``).
+        """
+        deadline = self.clock() + timeout_s
+        missing = self.jobs.checkpoint_handler_missing(rec.job_id)
+        if missing and not rec.was_paused:
+            self.journal.note(rec, f"waiting up to {timeout_s:g} s: {missing}")
+            while missing and self.clock() < deadline and not self._closing.is_set():
+                time.sleep(HANDLER_POLL_S)
+                missing = self.jobs.checkpoint_handler_missing(rec.job_id)
+        if not missing:
+            return None
+        if rec.was_paused:
+            return (f"{missing} and is paused, so it cannot install one; it was not signalled: resume it, "
+                    f"then migrate it to {rec.target}")
+        return (f"{missing} (waited {timeout_s:g} s, its checkpoint timeout); it was not signalled and keeps "
+                f"running here, not migrated to {rec.target}")
 
     def _transfer(self, rec: MigrationRecord, spec: JobSpec, factory: ClientFactory, t0: float, ckpt_dir: Path) -> None:
         """Offer, stream the checkpoint (or CRIU image) directory, commit."""

@@ -1,4 +1,5 @@
-"""Small /proc helpers: is a pid still the process we started, who is in a session, CPU time."""
+"""Small /proc helpers: is a pid still the process we started, who is in a session, CPU time,
+what a process does with a signal."""
 
 from __future__ import annotations
 
@@ -59,3 +60,36 @@ def session_pids(sid: int) -> set[int]:
 def live(pids: set[int]) -> set[int]:
     """The pids of ``pids`` that are not zombies."""
     return {p for p in pids if is_alive(p)}
+
+
+def process_group(pid: int) -> int | None:
+    f = _stat_fields(pid)
+    return int(f[2]) if f else None
+
+
+def signal_disposition(pid: int, signum: int) -> str | None:
+    """``caught``, ``ignored`` or ``default``: what ``pid`` does on ``signum`` (None when gone)."""
+    masks: dict[str, int] = {}
+    try:
+        with open(PROC / str(pid) / "status") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in ("SigCgt", "SigIgn"):
+                    masks[key] = int(value, 16)
+    except (OSError, ValueError):
+        return None
+    bit = 1 << (signum - 1)
+    if masks.get("SigCgt", 0) & bit:
+        return "caught"
+    return "ignored" if masks.get("SigIgn", 0) & bit else "default"
+
+
+def why_signal_unhandled(pids: set[int], signum: int, name: str) -> str | None:
+    """None when one of ``pids`` catches ``signum``; else what they do instead, in words
+    (``ignores SIGUSR1`` / ``has not installed a handler for SIGUSR1``)."""
+    seen = {signal_disposition(p, signum) for p in pids}
+    if "caught" in seen:
+        return None
+    if seen == {"ignored"}:
+        return f"ignores {name}, its checkpoint signal"
+    return f"has not installed a handler for {name}, its checkpoint signal"

@@ -2,8 +2,10 @@
 
 Appends ``step N pid`` to $PROGRESS_FILE every STEP_S; on SIGUSR1 writes its step (plus
 $PAD_BYTES of padding) to $AGENTD_CHECKPOINT_DIR and exits 0; with AGENTD_RESUME=1 starts from
-the checkpointed step. IGNORE_CKPT=1 ignores the signal (failure injection). $HOLD_BYTES of
-random data are kept in memory only (the bulk of a CRIU image, for jobs without a contract).
+the checkpointed step. Failure injection: IGNORE_CKPT=1 ignores the signal (SIG_IGN),
+IGNORE_CKPT=catch catches it and never checkpoints, HANDLER_DELAY_S waits that long before
+installing the handler (a job still loading). $HOLD_BYTES of random data are kept in memory
+only (the bulk of a CRIU image, for jobs without a contract).
 """
 
 import json
@@ -29,7 +31,13 @@ def on_signal(signum, frame):
     want_ckpt = True
 
 
-signal.signal(signal.SIGUSR1, signal.SIG_IGN if os.environ.get("IGNORE_CKPT") == "1" else on_signal)
+def on_signal_ignored(signum, frame):
+    pass
+
+
+time.sleep(float(os.environ.get("HANDLER_DELAY_S", "0")))
+handlers = {"1": signal.SIG_IGN, "catch": on_signal_ignored}
+signal.signal(signal.SIGUSR1, handlers.get(os.environ.get("IGNORE_CKPT", ""), on_signal))
 while True:
     if want_ckpt:
         t0 = time.monotonic()

@@ -22,6 +22,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from agentd.control import procs
 from agentd.control.migration import MIGRATION_LABEL, MigrationSource, MigrationTarget, SourceOptions
 from agentd.protocol import ErrorCode, ProtocolError, decode_reply, decode_request, encode
 from agentd.protocol.jobs import CheckpointContract, Event, JobInfo, JobSpec
@@ -117,6 +118,12 @@ class ProcJobs:
 
     def checkpoint_dir(self, job_id: str) -> Path:
         return self.jobs[job_id].ckpt_dir
+
+    def checkpoint_handler_missing(self, job_id: str) -> str | None:
+        j = self.jobs[job_id]
+        name = j.info.spec.checkpoint.signal
+        why = procs.why_signal_unhandled({j.proc.pid}, getattr(signal, name), name)
+        return f"job {job_id} {why}" if why else None
 
     def begin_checkpoint(self, job_id: str) -> None:
         j = self.jobs[job_id]
@@ -313,11 +320,12 @@ def cluster(tmp_path):
     c.close()
 
 
-def trainer_spec(progress: Path, *, timeout_s: float = 10.0, pad_bytes: int = 0, ignore: bool = False,
-                 contract: bool = True, gpus: int = 0) -> JobSpec:
-    env = {"PROGRESS_FILE": str(progress), "PAD_BYTES": str(pad_bytes)}
+def trainer_spec(progress: Path, *, timeout_s: float = 10.0, pad_bytes: int = 0, ignore: str = "",
+                 contract: bool = True, gpus: int = 0, handler_delay_s: float = 0.0) -> JobSpec:
+    """ckpt_trainer.py; ``ignore``: "1" (SIG_IGN) or "catch" (caught, never checkpoints)."""
+    env = {"PROGRESS_FILE": str(progress), "PAD_BYTES": str(pad_bytes), "HANDLER_DELAY_S": str(handler_delay_s)}
     if ignore:
-        env["IGNORE_CKPT"] = "1"
+        env["IGNORE_CKPT"] = ignore
     return JobSpec(argv=[sys.executable, str(TRAINER)], name="trainer", env=env, gpus=gpus,
                    checkpoint=CheckpointContract(signal="SIGUSR1", timeout_s=timeout_s) if contract else None)
 

@@ -194,13 +194,33 @@ def test_ignored_checkpoint_signal_keeps_running(daemons, tmp_path):
     progress = tmp_path / "p.txt"
     tag = str(progress)
     try:
-        job = _submit_and_reach(a, progress, env={"IGNORE_CKPT": "1"}, timeout_s=1.0)
+        job = _submit_and_reach(a, progress, env={"IGNORE_CKPT": "catch"}, timeout_s=1.0)
         pid = _show(a, job.id).pid
         _migrate(a, job.id, b.ctl)
         info, max_alive = _wait_settled(a, job.id, tag)
         assert info.state == "running" and info.pid == pid
         assert "did not checkpoint within 1 s" in info.migration["reason"]
         assert max_alive == 1 and trainers(tag) == [pid]
+    finally:
+        _kill_trainers(tag)
+
+
+def test_migrate_right_after_submit_waits_for_the_checkpoint_handler(daemons, tmp_path):
+    """Asked before the job installed its SIGUSR1 handler, agentd waits instead of killing it."""
+    a, b = daemons("a"), daemons("b")
+    progress = tmp_path / "p.txt"
+    tag = str(progress)
+    try:
+        with a.client(timeout_s=10) as c:
+            job = c.call(Submit(spec=_spec(progress, env={"HANDLER_DELAY_S": "1.5"}))).job
+        wait_for(lambda: trainers(tag), timeout_s=10, what="trainer process on a")
+        _migrate(a, job.id, b.ctl)
+        info, max_alive = _wait_settled(a, job.id, tag)
+        assert info.state == "migrated", (info.state, info.reason, info.migration)
+        assert info.exit_code == 0, "the checkpoint signal must not have killed the job"
+        new = _show(b, info.migrated_to)
+        wait_for(lambda: any(p == new.pid for _, p in steps(progress)), timeout_s=10, what="trainer on b")
+        assert max_alive == 1 and trainers(tag) == [new.pid]
     finally:
         _kill_trainers(tag)
 

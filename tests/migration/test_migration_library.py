@@ -72,9 +72,48 @@ def test_job_moves_and_resumes_at_its_step(cluster, tmp_path):
     assert b.journal.get(rec.id, "target").phase == "committed"
 
 
+def test_job_asked_before_it_handles_the_signal_is_waited_for(cluster, tmp_path):
+    """Signalled before its handler exists, the job would die of SIGUSR1: the source waits."""
+    a, b = cluster.add("a"), cluster.add("b")
+    progress = tmp_path / "progress.txt"
+    job = a.jobs.submit(trainer_spec(progress, handler_delay_s=1.0))
+    watch = OneCopyWatch(cluster)
+    rec = _migrate(a, job.id, "b")
+    assert rec.phase == "done", rec.reason
+    assert a.jobs.get(job.id).exit_code == 0, "the checkpoint signal must not have killed the job"
+    assert any("has not installed a handler for SIGUSR1" in st["message"] for st in a.journal.steps(rec.id))
+    new = b.jobs.get(rec.new_job_id)
+    wait_for(lambda: any(p == new.pid for _, p in steps(progress)), what="trainer on b to step")
+    assert watch.stop() == 1
+
+
+def test_paused_job_without_a_handler_is_refused_untouched(cluster, tmp_path):
+    a, b = cluster.add("a"), cluster.add("b")
+    progress = tmp_path / "progress.txt"
+    job = a.jobs.submit(trainer_spec(progress, handler_delay_s=30.0))
+    wait_for(lambda: a.jobs.get(job.id).pid is not None, what="trainer to start")
+    a.jobs.pause(job.id)
+    rec = _migrate(a, job.id, "b")
+    assert rec.phase == "failed" and "has not installed a handler for SIGUSR1" in rec.reason
+    assert "resume it" in rec.reason
+    info = a.jobs.get(job.id)
+    assert info.state == "paused" and info.exit_code is None and not b.jobs.jobs
+
+
+def test_job_that_ignores_the_signal_is_not_signalled(cluster, tmp_path):
+    a, b = cluster.add("a"), cluster.add("b")
+    job, progress = _start_trainer(a, tmp_path, ignore="1", timeout_s=0.5)
+    pid = a.jobs.get(job.id).pid
+    rec = _migrate(a, job.id, "b")
+    assert rec.phase == "failed" and "ignores SIGUSR1" in rec.reason and "keeps running here" in rec.reason
+    info = a.jobs.get(job.id)
+    assert info.state == "running" and info.pid == pid and info.exit_code is None
+    assert cluster.alive_total() == 1 and not b.jobs.jobs
+
+
 def test_ignored_checkpoint_signal_keeps_job_running_here(cluster, tmp_path):
     a, b = cluster.add("a"), cluster.add("b")
-    job, progress = _start_trainer(a, tmp_path, ignore=True, timeout_s=0.5)
+    job, progress = _start_trainer(a, tmp_path, ignore="catch", timeout_s=0.5)
     rec = _migrate(a, job.id, "b")
     assert rec.phase == "rolled_back" and "did not checkpoint within 0.5 s" in rec.reason
     info = a.jobs.get(job.id)
