@@ -621,9 +621,9 @@ class JobManager:
             if self._inbox is not None:  # before exits: a job's last reports still count
                 members: dict[str, set[int]] = {}
                 for msg in self._inbox.drain():
-                    job = self._jobs.get(msg.get("job", ""))
-                    if job is not None and self._sent_by_job(job, msg.get("sender_pid"), members):
-                        self._apply_report(msg)
+                    job = self._job_of_report(msg, members)
+                    if job is not None:
+                        self._apply_report(job, msg)
             for job in list(self._jobs.values()):
                 if job.state in LIVE_STATES and not job.exited:
                     self._check_exit(job)
@@ -1098,9 +1098,26 @@ class JobManager:
         except OSError:
             return True
 
-    def _apply_report(self, msg: dict[str, Any]) -> None:
-        job = self._jobs.get(msg.get("job", ""))
-        if job is None or job.state not in LIVE_STATES:
+    def _job_of_report(self, msg: dict[str, Any], members: dict[str, set[int]]) -> _Job | None:
+        """The job a report is from: the one it names, if its sender belongs to it; else the
+        live job the sender's process is in. A job restored from a CRIU image elsewhere keeps
+        the environment it was started with, so it names its job id on that node."""
+        pid = msg.get("sender_pid")
+        named = self._jobs.get(msg.get("job", ""))
+        if named is not None and self._sent_by_job(named, pid, members):
+            return named
+        if pid is None:
+            return None
+        for job in self._jobs.values():
+            if job is not named and job.state in LIVE_STATES:
+                if job.id not in members:
+                    members[job.id] = self._pids(job)
+                if pid in members[job.id]:
+                    return job
+        return None
+
+    def _apply_report(self, job: _Job, msg: dict[str, Any]) -> None:
+        if job.state not in LIVE_STATES:
             return
         wall = msg.get("wall_s") or self._clock()
         if msg.get("t") == "metric":

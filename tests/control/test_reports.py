@@ -131,3 +131,12 @@ def test_a_process_cannot_report_for_another_job(manager, monkeypatch):
     honest = m.submit(spec([PY, "-c", "from agentd import report\nreport.metric(honest=1)\nimport time\ntime.sleep(30)"]))
     wait_for(lambda: (m.tick(), "honest" in m.get(honest.id).metrics)[1], 10, "the honest report")
     assert "forged" not in m.get(job.id).metrics
+
+
+def test_a_report_naming_another_nodes_id_counts_for_the_senders_job(manager):
+    """A job restored from a CRIU image keeps AGENTD_JOB_ID from the node it was dumped on."""
+    m, _ = manager
+    code = ("import os, time\nos.environ['AGENTD_JOB_ID'] = 'elsewhere.7'\nfrom agentd import report\n"
+            "while True:\n report.metric(moved=1)\n time.sleep(0.05)")
+    job = m.submit(spec([PY, "-c", code]))
+    wait_for(lambda: (m.tick(), "moved" in m.get(job.id).metrics)[1], 10, "the report under the old id")
