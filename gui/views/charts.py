@@ -309,11 +309,12 @@ class Chart(QWidget):
 
     def _apply_axis_label(self) -> None:
         # Units that take SI prefixes are given as units (MB/s); others go in the label text.
-        unit = self.chart_metric.unit
+        # The metric box names the metric in full; the axis has the height of a short chart.
+        unit, label = self.chart_metric.unit, self.chart_metric.label.split(" (")[0]
         if unit in ("B", "B/s", "W"):
-            self.plot.getPlotItem().setLabel("left", self.chart_metric.label, units=unit)
+            self.plot.getPlotItem().setLabel("left", label, units=unit)
         else:
-            self.plot.getPlotItem().setLabel("left", self.chart_metric.label + (f" ({unit})" if unit else ""))
+            self.plot.getPlotItem().setLabel("left", label + (f" ({unit})" if unit else ""))
         if self.chart_metric.unit == "%":
             self.plot.getPlotItem().setYRange(0, 100, padding=0.02)
             self.plot.getPlotItem().enableAutoRange(axis="y", enable=False)

@@ -154,7 +154,9 @@ class NodeCard(QGraphicsItem):
             sub = "waiting for the first sample"
         else:
             sub = "connecting…"
-        if node and node.inventory and node.inventory.gpu_status not in ("", "ok", "simulated") and not self.n_gpus:
+        if node and node.inventory and node.inventory.gpu_status == "simulated":
+            sub += " · simulated GPUs"  # the demo backend: never let it pass for real hardware
+        elif node and node.inventory and node.inventory.gpu_status not in ("", "ok") and not self.n_gpus:
             sub += " · " + node.inventory.gpu_status
         p.drawText(QRectF(PAD, 22, CARD_W - 2 * PAD, 16), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, sub)
         if not self.n_gpus:
