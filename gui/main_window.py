@@ -39,6 +39,7 @@ class MainWindow(QMainWindow):
         self.source = source
         self.settings = settings
         self.state = state or ClusterState()
+        self.state.live_source = source.capabilities().live
         self.title_label = title_label or source.capabilities().label
         self.actions = Actions(source, self.state, self, confirm=confirm)
         self.logs_dialogs: list[LogsDialog] = []

@@ -161,6 +161,7 @@ class ClusterState:
         # Bumped on every change; views compare it with what they last drew.
         self.revision = 0
         self.structure_revision = 0  # nodes/GPUs/jobs appeared or vanished
+        self.live_source = True  # False in a replay: link states are what was recorded
 
     # ---- applying what a source emits ------------------------------------------------
 

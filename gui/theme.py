@@ -6,6 +6,13 @@ from PySide6.QtGui import QColor, QGuiApplication, QPalette
 
 LINK_COLOURS = {"live": "#2e9e44", "stale": "#d89614", "down": "#d0342c", "connecting": "#7a7f87"}
 LINK_SYMBOLS = {"live": "●", "stale": "◐", "down": "○", "connecting": "◌"}
+
+
+def link_text(link: str, live_source: bool) -> str:
+    """A node's link state for people: in a replay a node that was live then reads "recorded",
+    so a recording never passes for the cluster as it is now."""
+    word = "recorded" if link == "live" and not live_source else link
+    return f"{LINK_SYMBOLS.get(link, '?')} {word}"
 STATE_COLOURS = {
     "running": "#2e9e44", "paused": "#5b7bd5", "queued": "#7a7f87", "checkpointing": "#b07cc6",
     "migrating": "#b07cc6", "succeeded": "#6b8f71", "failed": "#d0342c", "cancelled": "#8a8a8a", "migrated": "#8a8a8a",

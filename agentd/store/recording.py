@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 COMMIT_INTERVAL_S = 1.0
 #: Samples further apart than this many times the node's usual interval count as a gap.
 GAP_FACTOR = 3.0
+#: A replay opens once the nodes recorded from the start (joined within this many s) are known.
+OPENING_SETTLE_S = 10.0
 #: Tail rows are transient: cheap compression keeps their churn small.
 TAIL_ZLIB_LEVEL = 1
 #: Decoded chunk rows a reader keeps (each about CHUNK_ROWS x a few KiB of msgpack).
@@ -685,6 +687,25 @@ class RecordingReader:
         lo = [x for x in lo if x is not None]
         hi = [x for x in hi if x is not None]
         return (min(lo), max(hi)) if lo else None
+
+    def opening_time(self, settle_s: float = OPENING_SETTLE_S) -> float | None:
+        """Where a replay opens: the first moment every node recorded from the start has its
+        first snapshot (jobs), its first sample and (when links were recorded) a live link. A
+        snapshot's sample history is dated before the snapshot itself, so the very first sample
+        comes a moment before anything is known of the jobs. Nodes that joined more than
+        ``settle_s`` after the start do not hold it back."""
+        rng = self.time_range()
+        if rng is None:
+            return None
+        start, end = rng
+        ready = []
+        for n in self._nodes:
+            marks = [self._q(f"SELECT min(wall_s) FROM {table} WHERE node_id = ?", (n.id,))[0][0]
+                     for table in ("samples", "snapshots")]
+            live = self._q("SELECT min(wall_s) FROM links WHERE node_id = ? AND state = 'live'", (n.id,))[0][0]
+            if None not in marks and max(marks) <= start + settle_s:
+                ready.append(max(marks) if live is None or live > start + settle_s else max(*marks, live))
+        return min(end, max(ready, default=start))
 
     def info(self) -> RecordingInfo:
         meta = self.meta()

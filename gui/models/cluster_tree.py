@@ -11,7 +11,7 @@ from PySide6.QtGui import QBrush, QColor, QStandardItem, QStandardItemModel
 
 from gui import fmt
 from gui.state import ClusterState
-from gui.theme import LINK_COLOURS, LINK_SYMBOLS, STATE_COLOURS
+from gui.theme import LINK_COLOURS, STATE_COLOURS, link_text
 
 KEY_ROLE = Qt.ItemDataRole.UserRole + 1  # ("node", key) | ("gpu", key, index) | ("job", key, job_id)
 
@@ -34,7 +34,7 @@ class ClusterTreeModel(QStandardItemModel):
         gpus = len(node.inventory.gpus) if node.inventory else 0
         active = sum(1 for j in node.jobs.values() if j.state in ("running", "paused", "checkpointing", "migrating"))
         name = key if node.name == key else f"{key} ({node.name})"
-        status = f"{LINK_SYMBOLS.get(node.link, '?')} {node.link}"
+        status = link_text(node.link, self.state.live_source)
         if d is not None and node.link == "live":
             status += f" · CPU {fmt.pct(d.cpu_pct)}"
         detail = f"{gpus} GPUs, {active} active jobs"

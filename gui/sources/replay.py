@@ -81,7 +81,7 @@ class _Worker(QThread):
             self.opened.emit(self.start_s, self.end_s, self.reader.nodes())
             self.markers.emit(self.reader.events())
             self.gaps.emit(self.reader.gaps())
-            self._seek(self.start_s)
+            self._seek(self.reader.opening_time() or self.start_s)
             self._loop()
         except RecordingError as exc:
             self.problem.emit(str(exc))
@@ -120,7 +120,7 @@ class _Worker(QThread):
         kind = cmd[0]
         if kind == "play":
             if self.pos >= self.end_s:
-                self._seek(self.start_s)
+                self._seek(self.reader.opening_time() or self.start_s)
             self._set_playing(True)
         elif kind == "pause":
             self._set_playing(False)

@@ -16,7 +16,7 @@ from PySide6.QtWidgets import QApplication, QGraphicsItem, QGraphicsObject, QGra
 
 from gui import fmt
 from gui.state import ClusterState, NodeState, migration_fraction
-from gui.theme import LINK_COLOURS, LINK_SYMBOLS, STATE_COLOURS, is_dark, load_colour, text_on
+from gui.theme import LINK_COLOURS, STATE_COLOURS, is_dark, link_text, load_colour, text_on
 
 JOB_MIME = "application/x-fleetdeck-job"
 TILE_W, TILE_H, GAP = 104, 76, 8
@@ -145,7 +145,7 @@ class NodeCard(QGraphicsItem):
         p.setFont(self.canvas.font())
         p.setPen(border)
         p.drawText(QRectF(CARD_W * 0.55, 4, CARD_W * 0.45 - PAD, 20), Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
-                   f"{LINK_SYMBOLS.get(link, '?')} {link}")
+                   link_text(link, self.canvas.state.live_source))
         d = node.derived if node else None
         p.setPen(dim)
         if d is not None:

@@ -272,6 +272,13 @@ def test_open_recording_from_a_live_window(qtbot, tmp_path, settings):
     assert rw.windowTitle().startswith("Fleetdeck — replay — good.db")
     assert not rw.session_bar.isVisibleTo(rw) and not rw.recorder.act_record.isEnabled()
     wait_until(qtbot, lambda: rw.timeline.bar.markers and rw.timeline.bar.end_s > 0, what="markers on the timeline")
+    # The first frame, before playing, already shows every node's jobs and a sample, and says
+    # the nodes' state is recorded, not live.
+    wait_until(qtbot, lambda: rw.jobs.model.rowCount() == 2, what="the recorded jobs on the first frame")
+    assert not rw.source.is_playing()
+    for key in ("n0", "n1"):
+        assert rw.state.nodes[key].derived is not None
+        assert rw.tree_model._node_texts(key)[1].startswith("● recorded")
     start, end = rw.source.time_range()
     inside = [e for e in rw.timeline.bar.markers if start < e.wall_s < end]
     ev = inside[len(inside) // 2] if inside else rw.timeline.bar.markers[-1]

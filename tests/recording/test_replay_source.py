@@ -64,8 +64,11 @@ def test_play_at_100x_emits_every_sample_in_order(qtbot, source):
     with qtbot.waitSignal(source.playing_changed, timeout=5000):
         source.play()
     qtbot.waitUntil(lambda: not source.is_playing(), timeout=10000)  # 31 s at 100x: about 0.3 s
-    # the first sample (START_S - 1) came with the snapshot; the stream brings the rest
-    assert got.samples("n0") == [START_S + k for k in range(0, 31)]
+    # It opened at the snapshot (START_S), whose history brought the samples up to it; the
+    # stream brings every later one.
+    snap = next(e[2] for e in got.log if e[0] == "snapshot" and e[1] == "n0")
+    assert snap.samples[-1].wall_s == START_S and snap.jobs
+    assert got.samples("n0") == [START_S + k for k in range(1, 31)]
     assert source.now_s() == START_S + 30
 
 

@@ -12,7 +12,7 @@ from agentd.store.recording_schema import SCHEMA_VERSION
 from agentd.store.recording_synth import SyntheticNode
 from agentd.protocol.messages import SampleMsg, SnapshotReply
 
-from .conftest import START_S, make_recording
+from .conftest import START_S, FakeClock, make_recording
 
 
 def test_replay_equals_live(recording):
@@ -68,6 +68,23 @@ def test_state_at_gives_inventory_jobs_and_the_two_samples_around_t(recording):
         assert snap is not None and len(snap.samples) == 2 and snap.inventory.node == "n1"
     finally:
         early.close()
+
+
+def test_replay_opens_when_every_node_has_its_jobs_and_a_sample(tmp_path):
+    """The first sample is snapshot history, dated before the snapshot that lists the jobs."""
+    path = tmp_path / "late.db"
+    make_recording(path, nodes=2, seconds=5)
+    gen = SyntheticNode("late", gpus=1, jobs=1, start_wall_s=START_S + 30)
+    with Recorder(path, clock=FakeClock(START_S + 31)) as rec:  # joined long after the start: not waited for
+        rec.feed("late", SnapshotReply(seq=0, inventory=gen.inventory(), samples=[gen.next()]))
+    with RecordingReader(path) as r:
+        start, _ = r.time_range()
+        opening = r.opening_time()
+        assert start < opening < start + 5
+        assert not any(st.jobs for st in r.state_at(start).values())
+        at_open = r.state_at(opening)
+        assert all(at_open[n].jobs and at_open[n].newer and at_open[n].link == "live" for n in ("n0", "n1"))
+        assert r.opening_time(settle_s=60) >= START_S + 30
 
 
 def test_events_keep_actor_and_result(recording):
