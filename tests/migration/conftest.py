@@ -335,7 +335,7 @@ def steps(progress: Path) -> list[tuple[int, int]]:
     if not progress.exists():
         return []
     out = []
-    for line in progress.read_text().splitlines():
+    for line in progress.read_text().split("\n")[:-1]:  # complete lines: the job may be mid-write
         parts = line.split()
         if len(parts) >= 3 and parts[0] == "step":
             out.append((int(parts[1]), int(parts[2])))
