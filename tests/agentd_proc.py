@@ -46,7 +46,12 @@ class AgentdProc:
                 stdout=subprocess.DEVNULL, stderr=err, env=env,
             )
         if wait:
-            self.wait_ready()
+            try:
+                self.wait_ready()
+            except BaseException:  # no fixture owns a daemon that never answered: reap it here
+                self.proc.kill()
+                self.proc.wait(5)
+                raise
         return self
 
     def wait_ready(self, timeout_s: float = 20.0) -> None:

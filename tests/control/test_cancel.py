@@ -46,7 +46,7 @@ def test_job_ignoring_sigterm_is_killed_after_grace(manager):
     info = m.cancel(job.id, grace_s=0.5)
     took = time.monotonic() - t0
     assert info.state == "cancelled" and info.exit_code == -9
-    assert 0.5 <= took < 5, took
+    assert 0.5 <= took < 15, took
     assert _gone([job.pid])
 
 

@@ -73,7 +73,7 @@ def _procs_mentioning(text: str) -> list[int]:
 def test_demo_screenshot_then_daemons_stopped(tmp_path):
     shot = tmp_path / "shot.png"
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "TMPDIR": str(tmp_path), "PYTHONPATH": str(REPO)}
-    r = subprocess.run([sys.executable, "-m", "gui.app", "--demo", "1", "--screenshot", str(shot), "--after", "4",
+    r = subprocess.run([sys.executable, "-m", "gui.app", "--demo", "1", "--screenshot", str(shot), "--after", "10",
                         "--settings-dir", str(tmp_path / "settings")], env=env, capture_output=True, text=True, timeout=90)
     assert r.returncode == 0, r.stderr
     assert shot.stat().st_size > 10_000

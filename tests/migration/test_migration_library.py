@@ -1,6 +1,7 @@
 """The migration state machine against real trainer processes, two in-process nodes."""
 
 import threading
+import time
 
 import pytest
 
@@ -179,8 +180,16 @@ def test_lost_commit_reply_is_resolved_without_a_second_copy(cluster, tmp_path):
     job, progress = _start_trainer(a, tmp_path)
     link = cluster.link("b")
     link.drop_commit_reply = True
-    threading.Timer(0.5, lambda: setattr(link, "down", False)).start()
+
+    def heal():  # half a second after the reply was dropped (the link then reads down)
+        wait_for(lambda: link.down, timeout_s=30, poll_s=0.005, what="the commit reply to be dropped")
+        time.sleep(0.5)
+        link.down = False
+
+    healer = threading.Thread(target=heal)
+    healer.start()
     rec = _migrate(a, job.id, "b")
+    healer.join(10)
     assert rec.phase == "done", rec.reason
     assert a.jobs.get(job.id).state == "migrated"
     assert cluster.alive_total() == 1

@@ -167,9 +167,10 @@ def test_target_port_blocked_mid_transfer_job_runs_again_here(netns, tmp_path):
     try:
         a.start(AGENTD_MIGRATION_RETRY_S="3", AGENTD_MIGRATION_CALL_TIMEOUT_S="2")
         b.start()
-        # 20 MB/s out of a, so the 48 MiB checkpoint is on the wire for a couple of seconds.
+        # 10 MB/s out of a, so the 48 MiB checkpoint is on the wire for about five seconds: time
+        # for the slow polls (each one an `ip netns exec python`) to see it and block the port.
         sh("ip", "netns", "exec", NS["a"][0], "tc", "qdisc", "add", "dev", "fd-veth-a", "root",
-           "tbf", "rate", "160mbit", "burst", "256kb", "latency", "500ms")
+           "tbf", "rate", "80mbit", "burst", "256kb", "latency", "500ms")
         spec = JobSpec(argv=[sys.executable, str(TRAINER), str(progress)], name="trainer",
                        env={"PROGRESS_FILE": str(progress), "STEP_S": "0.02", "PAD_BYTES": str(48 << 20)},
                        checkpoint=CheckpointContract(signal="SIGUSR1", timeout_s=20))

@@ -24,7 +24,7 @@ def test_real_samples_200ms_apart():
     _burn(0.2)
     newer = c.sample()
     d = derive(newer, older)
-    assert 0.18 < d.interval_s < 1.0
+    assert 0.18 < d.interval_s < 5.0
     # this process spun one core for the whole interval
     assert 100.0 / len(d.cpu_per_core_pct) * 0.5 < d.cpu_pct <= 100.0
     assert all(0.0 <= p <= 100.0 for p in d.cpu_per_core_pct)
