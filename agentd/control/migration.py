@@ -363,8 +363,8 @@ class MigrationSource:
         if not missing:
             return None
         if rec.was_paused:
-            return (f"{missing} and is paused, so it cannot install one; it was not signalled: resume it, "
-                    f"then migrate it to {rec.target}")
+            return (f"{missing}; it was not signalled and stays paused here: resume it so it can handle "
+                    f"the signal, then migrate it to {rec.target}")
         return (f"{missing} (waited {timeout_s:g} s, its checkpoint timeout); it was not signalled and keeps "
                 f"running here, not migrated to {rec.target}")
 

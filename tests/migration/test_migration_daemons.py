@@ -516,6 +516,14 @@ def test_paused_job_moves_with_criu_and_arrives_paused(daemons, tmp_path):
             p.kill()
 
 
+def _assert_restored_here(a, job, counts, alive, max_alive):
+    """The job counts on, on A, from where its image left it; one copy all along."""
+    before = len(counts())
+    wait_for(lambda: len(counts()) > before + 10, timeout_s=20, what="counting again on a")
+    assert _counted_from_one(counts), "restored from the image, not restarted"
+    assert _show(a, job.id).state == "running" and max(max_alive, len(alive())) == 1
+
+
 def test_criu_image_refused_by_the_target_is_restored_here(daemons, tmp_path):
     """The job is dumped, then the target refuses the image (over its quota): the source
     restores the job from its image, so it goes on counting here, never from 1."""
@@ -525,10 +533,7 @@ def test_criu_image_refused_by_the_target_is_restored_here(daemons, tmp_path):
     try:
         job, info, max_alive = _count_then_migrate(a, b, spec, counts, alive)
         assert info.migration["phase"] == "rolled_back" and "quota" in info.migration["reason"], info.migration
-        before = len(counts())
-        wait_for(lambda: len(counts()) > before + 10, timeout_s=20, what="counting again on a")
-        assert _counted_from_one(counts), "restored from the image, not restarted"
-        assert _show(a, job.id).state == "running" and max(max_alive, len(alive())) == 1
+        _assert_restored_here(a, job, counts, alive, max_alive)
     finally:
         for p in alive():
             p.kill()
@@ -546,10 +551,7 @@ def test_criu_restore_failing_on_the_target_restores_the_job_here(daemons, tmp_p
     try:
         job, info, max_alive = _count_then_migrate(a, b, spec, counts, alive)
         assert info.migration["phase"] == "rolled_back" and "could not start" in info.migration["reason"], info.migration
-        before = len(counts())
-        wait_for(lambda: len(counts()) > before + 10, timeout_s=20, what="counting again on a")
-        assert _counted_from_one(counts), "restored from the image, not restarted"
-        assert _show(a, job.id).state == "running" and max(max_alive, len(alive())) == 1
+        _assert_restored_here(a, job, counts, alive, max_alive)
         with b.client(timeout_s=10) as c:
             assert not c.call(Jobs(active_only=True)).jobs
     finally:
