@@ -68,6 +68,7 @@ class JobInfo(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     spec: JobSpec
     priority: int = 0
     backend: str = "local"  # "local" or "slurm"
+    owner: str = ""  # the Unix user the job runs as (its submitter unless an admin chose another)
     pid: int | None = None
     pids: list[int] = []
     gpus: list[int] = []
