@@ -26,6 +26,18 @@ def default_state_dir() -> Path:
     return Path(platformdirs.user_state_dir("fleetdeck"))
 
 
+def default_local_socket(state_dir: Path) -> Path:
+    """``STATE_DIR/agentd.sock``, or, where that path is too long for a Unix socket (108
+    bytes), a short name for it under /run/fleetdeck (root) or the user's runtime dir."""
+    path = state_dir / "agentd.sock"
+    if len(str(path)) <= 100:
+        return path
+    import hashlib
+
+    base = Path("/run/fleetdeck") if os.geteuid() == 0 else Path(os.environ.get("XDG_RUNTIME_DIR") or state_dir)
+    return base / f"agentd-{hashlib.sha256(str(state_dir).encode()).hexdigest()[:12]}.sock"
+
+
 class DaemonConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Every agentd option; packaging/agentd.toml.example documents each one."""
 
@@ -41,12 +53,16 @@ class DaemonConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     labels: dict[str, str] = {}
     log_level: str = "info"
     migration_quota: int | str = 64 * 1024**3  # bytes, or a size such as "64G"
+    local_socket: str = ""  # the ipc socket every local user reaches (default STATE_DIR/agentd.sock; "off": none)
+    operators: list[str] = []  # local users (or @groups) who may control every job
+    admins: list[str] = []  # local users (or @groups) who may also run jobs as others (root always may)
 
     def resolved(self) -> "DaemonConfig":
         return msgspec.structs.replace(
             self,
             state_dir=self.state_dir or str(default_state_dir()),
             node_name=self.node_name or socket.gethostname().split(".")[0],
+            local_socket=self.local_socket or str(default_local_socket(Path(self.state_dir or default_state_dir()))),
         )
 
 

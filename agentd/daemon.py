@@ -26,6 +26,7 @@ from typing import Any, Callable
 import msgspec
 
 from agentd import __version__
+from agentd.access import AccessPolicy, Caller, owner_of, public_job, without_env_values
 from agentd.config import ConfigError, DaemonConfig, build_config, load_config_file
 from agentd.metrics import NodeInventory, NodeSample, derive
 from agentd.protocol import ErrorCode, Event, JobInfo, ProtocolError, decode_request, encode, error_reply
@@ -63,9 +64,11 @@ log = logging.getLogger("agentd")
 HEARTBEAT_S = 1.0
 HISTORY_SAMPLES = 300  # what a late joiner may ask for (5 min at 1 Hz; ~1.7 MiB encoded)
 RECENT_EVENTS = 500
-ROLE_RANK = {"viewer": 0, "operator": 1, "daemon": 2}
 _sample_decoder = msgspec.msgpack.Decoder(NodeSample)
 Handler = Callable[[Any, str], Reply]
+# Requests that act on one job: the daemon checks the caller may act on it before the handler runs.
+JOB_ACTIONS: dict[type[Request], str] = {Pause: "pause", Resume: "resume", Priority: "reprioritise",
+                                         Cancel: "cancel", Migrate: "migrate"}
 
 
 class StartupError(RuntimeError):
@@ -96,7 +99,9 @@ class Daemon:
         # Checks that can refuse to start come before anything that needs undoing.
         self.slurm = self._make_slurm()
         self.exporter = self._make_exporter()
-        self.sockets = DaemonSockets(cfg.ctl, cfg.pub, self.state_dir)
+        local = cfg.local_socket if cfg.local_socket and cfg.local_socket != "off" else ""
+        self.sockets = DaemonSockets(cfg.ctl, cfg.pub, self.state_dir, local=f"ipc://{local}" if local else None)
+        self.access = AccessPolicy(self.state_dir / "authorized_keys", operators=cfg.operators, admins=cfg.admins)
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="agentd-rpc")
         self.audit = open(self.state_dir / "audit.log", "a", buffering=1)
         self.jobs = self._make_job_manager()
@@ -212,41 +217,103 @@ class Daemon:
         try:
             req = decode_request(inc.body)
         except ProtocolError as exc:
+            self._audit_refusal(self.access.caller(inc.peer), "?", "", exc)
             self.sockets.send_reply(inc.identity, error_reply(exc, request_id(inc.body)))
             return
-        role, actor = "operator", req.actor or "anonymous"
-        if inc.user:
-            role, _, name = inc.user.partition(":")
-            actor = name or actor
-        # Without CURVE (loopback only) every local client may do everything, peer daemons
-        # on this host included; with CURVE the key's role decides.
-        if self.sockets.secure and ROLE_RANK.get(role, 0) < ROLE_RANK[req.role]:
-            exc = ProtocolError(ErrorCode.UNAUTHORIZED, f"'{actor}' has role {role!r}; {type(req).__struct_config__.tag!r} needs {req.role!r} (add its key to authorized_keys/{req.role}/)")
+        caller = self.access.caller(inc.peer, req.actor)
+        cmd = str(type(req).__struct_config__.tag)
+        try:
+            hint = f"connect with `agentctl --node {self.sockets.local_endpoint}`" if self.sockets.local_endpoint else ""
+            self.access.require_role(caller, cmd, req.role, hint)
+        except ProtocolError as exc:
+            self._audit_refusal(caller, cmd, getattr(req, "job", ""), exc)
             self.sockets.send_reply(inc.identity, error_reply(exc, req.id))
             return
         if isinstance(req, Hello):
-            self.sockets.send_reply(inc.identity, self._hello(req, role))
+            self.sockets.send_reply(inc.identity, self._hello(req, caller))
         elif isinstance(req, Snapshot):
-            self.sockets.send_reply(inc.identity, self._snapshot(req))
+            self.sockets.send_reply(inc.identity, self._snapshot(req, caller))
         else:
-            self.pool.submit(self._run_handler, inc.identity, req, actor)
+            self.pool.submit(self._run_handler, inc.identity, req, caller)
 
-    def _run_handler(self, identity: bytes, req: Request, actor: str) -> None:
-        cmd = type(req).__struct_config__.tag
+    def _run_handler(self, identity: bytes, req: Request, caller: Caller) -> None:
+        cmd = str(type(req).__struct_config__.tag)
         handler = self.handlers.get(type(req))
+        obj = getattr(req, "job", "") or ""
         try:
             if handler is None:
                 raise ProtocolError(ErrorCode.UNAVAILABLE, f"node {self.node!r} does not offer {cmd!r}")
-            reply = handler(req, actor)
+            req = self._authorize(req, caller)
+            reply = handler(req, caller.name)
             reply = msgspec.structs.replace(reply, id=req.id)
+            reply = self._private_view(reply, caller)
+            if req.role != "viewer":
+                job = getattr(reply, "job", None)
+                self._audit(caller, cmd, obj or (job.id if job is not None else ""), "ok")
         except ProtocolError as exc:
+            self._audit_refusal(caller, cmd, obj, exc)
             reply = error_reply(exc, req.id)
         except Exception as exc:  # never let one request take the daemon down
             log.exception("%s request failed", cmd)
+            self._audit(caller, cmd, obj, f"failed: {exc}")
             reply = error_reply(ProtocolError(ErrorCode.FAILED, f"{cmd} failed inside agentd: {exc}; see {self.state_dir}/agentd.log"), req.id)
         self.sockets.reply_later(identity, reply)
 
-    def _hello(self, req: Hello, role: str) -> HelloReply:
+    def _authorize(self, req: Request, caller: Caller) -> Request:
+        """Check what needs the object (whose job is it?); returns the request to run."""
+        if isinstance(req, Submit):
+            user = self.access.run_as(caller, req.spec.user)
+            self._require_priority(caller, req.spec.priority)
+            return msgspec.structs.replace(req, spec=msgspec.structs.replace(req.spec, user=user))
+        if isinstance(req, Priority):
+            self._require_priority(caller, req.priority)
+        action = JOB_ACTIONS.get(type(req))
+        if action is not None:
+            self.access.require_control(caller, action, self._owner(req.job).get(self._local(req.job)))  # type: ignore[attr-defined]
+        elif isinstance(req, Logs):
+            job = self._owner(req.job).get(self._local(req.job))
+            if not caller.may_see_private(owner_of(job)):
+                raise ProtocolError(ErrorCode.FORBIDDEN, f"the logs of job {job.id} are private to {owner_of(job) or 'its owner'}, "
+                                    f"operators and admins; {caller.name} (role {caller.role}) may not read them", "job")
+            if caller.user != owner_of(job):  # reads of another user's logs leave a trace
+                self._audit(caller, "logs", job.id, "ok (another user's logs)")
+        return req
+
+    @staticmethod
+    def _require_priority(caller: Caller, priority: int) -> None:
+        # As Slurm lets users only lower their jobs' priority: otherwise everyone's jobs are +10.
+        if priority > 0 and not caller.at_least("operator"):
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"priority {priority}: {caller.name} (role {caller.role}) may set "
+                                "priorities up to 0; raising a job above 0 needs an operator", "priority")
+
+    def _private_view(self, reply: Reply, caller: Caller) -> Reply:
+        """Strip what this caller may not see: env values always in lists, and whole argv and
+        env of other users' jobs (the owner, operators and admins see them in ``show``)."""
+        if isinstance(reply, JobsReply):
+            return msgspec.structs.replace(reply, jobs=[self._job_view(j, caller) for j in reply.jobs])
+        if isinstance(reply, JobReply):
+            full = caller.may_see_private(owner_of(reply.job))
+            return msgspec.structs.replace(reply, job=reply.job if full else public_job(reply.job))
+        return reply
+
+    @staticmethod
+    def _job_view(job: JobInfo, caller: Caller) -> JobInfo:
+        return without_env_values(job) if caller.may_see_private(owner_of(job)) else public_job(job)
+
+    def _audit(self, caller: Caller, cmd: str, obj: str, result: str) -> None:
+        entry = {"wall_s": time.time(), "node": self.node, "caller": caller.name, "user": caller.user or "",
+                 "uid": caller.uid, "role": caller.role, "verified_by": caller.verified_by or "unverified",
+                 "note": caller.note, "cmd": cmd, "object": obj, "result": result}
+        try:
+            self.audit.write(json.dumps(entry) + "\n")
+        except (OSError, ValueError) as exc:  # a full disk must not stop the daemon
+            log.warning("audit log write failed: %s", exc)
+
+    def _audit_refusal(self, caller: Caller, cmd: str, obj: str, exc: ProtocolError) -> None:
+        if exc.code in (ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN) or cmd not in ("hello", "snapshot", "jobs", "show"):
+            self._audit(caller, cmd, obj, f"refused {int(exc.code)}: {exc.message}")
+
+    def _hello(self, req: Hello, caller: Caller) -> HelloReply:
         caps = ["telemetry", "snapshot"]
         if self.jobs is not None:
             caps += ["jobs", "pause", "priority", "cancel", "logs"]
@@ -257,14 +324,15 @@ class Daemon:
             caps.append("prometheus")
         return HelloReply(
             id=req.id, node=self.node, agentd_version=__version__, pub_endpoint=self.sockets.pub_endpoint,
-            capabilities=caps, server_time_s=time.time(), role=role,
+            capabilities=caps, server_time_s=time.time(), role=caller.role, user=caller.user or "",
+            verified_by=caller.verified_by, local_endpoint=self.sockets.local_endpoint,
         )
 
-    def _snapshot(self, req: Snapshot) -> SnapshotReply:
+    def _snapshot(self, req: Snapshot, caller: Caller) -> SnapshotReply:
         self._flush_outbox()  # so the snapshot includes everything published up to seq
         n = max(0, min(req.history, HISTORY_SAMPLES))
         samples = [_sample_decoder.decode(b) for b in list(self.history)[-n:]] if n else []
-        jobs = self.all_jobs()
+        jobs = [self._job_view(j, caller) for j in self.all_jobs()]
         return SnapshotReply(id=req.id, seq=self.seq, inventory=self.inventory, samples=samples, jobs=jobs, events=list(self.events)[-200:])
 
     # ---- stream ----------------------------------------------------------------------
@@ -285,7 +353,8 @@ class Daemon:
                     self.audit.write(json.dumps(msgspec.to_builtins(item)) + "\n")
                 self.publish(lambda s, e=item: EventMsg(node=self.node, seq=s, event=e))
             else:
-                self.publish(lambda s, j=item: JobMsg(node=self.node, seq=s, job=j))
+                # The stream reaches every viewer: no env values, no argv beyond the program.
+                self.publish(lambda s, j=public_job(item): JobMsg(node=self.node, seq=s, job=j))
 
     def emit(self, item: Event | JobInfo) -> None:
         """Thread-safe: publish an event or job update from any thread."""

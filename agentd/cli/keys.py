@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import pwd
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,12 @@ def register(sub: Any) -> None:
     show.set_defaults(func=cmd_show)
     auth = ks.add_parser("authorize", help="allow a client (or peer daemon) key on a node: run it on the node")
     auth.add_argument("--state-dir", required=True, help="the daemon's state dir")
-    auth.add_argument("--role", choices=ROLES, default="viewer")
+    auth.add_argument("--role", choices=ROLES, default="viewer",
+                      help="viewer: watch; user: submit and control own jobs; operator: control every job; "
+                           "admin: also run jobs as others; daemon: a peer daemon (migrations only)")
+    auth.add_argument("--user", metavar="UNIX_USER", default="",
+                      help="the Unix user the key's holder acts as on this node (jobs run as that user); "
+                           "without it the key cannot submit jobs")
     auth.add_argument("name", help="a name for the key holder (shown in the audit log)")
     auth.add_argument("keyfile", help="the client's public .key file")
     auth.set_defaults(func=cmd_authorize)
@@ -45,8 +51,18 @@ def cmd_authorize(args: argparse.Namespace) -> int:
         load_public_key(args.keyfile)
     except Exception as exc:
         raise CliError(f"{args.keyfile}: not a CURVE public key file ({exc})", 2) from None
+    if args.user:
+        try:
+            pwd.getpwnam(args.user)
+        except KeyError:
+            raise CliError(f"--user {args.user!r}: no such user on this node; create it or pick an existing one", 2) from None
+    public = load_public_key(args.keyfile).decode()
     dest = Path(args.state_dir) / "authorized_keys" / args.role
     dest.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(args.keyfile, dest / f"{args.name}.key")
-    print(f"authorized {args.name} as {args.role}: {dest / (args.name + '.key')}")
+    os.chmod(dest.parent, 0o700)
+    meta = f'metadata\n    user = "{args.user}"\n' if args.user else "metadata\n"
+    out = dest / f"{args.name}.key"
+    out.write_text(f"#   fleetdeck authorized key {args.name} ({args.role})\n{meta}curve\n    public-key = \"{public}\"\n")
+    as_user = f", acting as Unix user {args.user}" if args.user else ""
+    print(f"authorized {args.name} as {args.role}{as_user}: {out}")
     return 0

@@ -17,6 +17,9 @@ from agentd.transport.client import ClientError, LinkMessage, LinkSet, LinkSnaps
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("nodes", parents=[common], help="one row per node: link, CPU, memory, GPUs, jobs")
     p.set_defaults(func=cmd_nodes)
+    p = sub.add_parser("whoami", parents=[common],
+                       help="who each node says you are: your Unix user, your role there, and how it knows")
+    p.set_defaults(func=cmd_whoami)
     p = sub.add_parser("watch", parents=[common], help="live derived samples (--json: one object per node per tick)")
     p.add_argument("--count", type=int, metavar="N", help="stop after N samples from each node")
     p.set_defaults(func=cmd_watch)
@@ -42,6 +45,27 @@ def _node_row(endpoint: str, hello: HelloReply | None, snap: SnapshotReply | Non
         "jobs": len(active), "agentd_version": hello.agentd_version, "capabilities": hello.capabilities,
         "labels": inv.labels,
     }
+
+
+def cmd_whoami(args: argparse.Namespace) -> int:
+    rows, failed = [], 0
+    for t, c in each_node(args):
+        try:
+            h = c.hello()
+        except ClientError as exc:
+            print(f"agentctl: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        rows.append({"node": h.node, "endpoint": t.endpoint, "user": h.user, "role": h.role,
+                     "verified_by": h.verified_by, "local_endpoint": h.local_endpoint})
+    if args.json:
+        emit_json(rows)
+    for r in rows if not args.json else []:
+        who = r["user"] or "nobody the node can name"
+        how = f"verified by {r['verified_by']}" if r["verified_by"] else (
+            "not verified: you may only watch" + (f"; connect with --node {r['local_endpoint']}" if r["local_endpoint"] else ""))
+        print(f"{r['node']}: {who}, role {r['role']} ({how})")
+    return 2 if failed else 0
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:

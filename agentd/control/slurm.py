@@ -567,7 +567,7 @@ class SlurmBackend:
                 ref.paths.get("memory") or ref.paths.get("cpuacct") or next(iter(ref.paths.values())))
         return JobInfo(
             id=jid, node=self.node, name=j.name or f"slurm-{j.job_id}", state=state,  # type: ignore[arg-type]
-            spec=spec, priority=priority, backend="slurm", pid=pids[0] if pids else None, pids=pids,
+            spec=spec, priority=priority, backend="slurm", owner=j.user, pid=pids[0] if pids else None, pids=pids,
             cgroup=cgroup, control="slurm", exit_code=j.exit_code if state in TERMINAL_STATES else None,
             reason=reason, submitted_s=j.submit_s, started_s=j.start_s if state != "queued" else None,
             ended_s=j.end_s if state in TERMINAL_STATES else None,

@@ -9,7 +9,8 @@ class ErrorCode(IntEnum):
     """Numeric error codes of error replies. Stable: clients switch on them."""
 
     BAD_MESSAGE = 400  # not msgpack, truncated, wrong types; ``field`` names the culprit
-    UNAUTHORIZED = 401  # the client's key may not do this (viewer asking for control)
+    UNAUTHORIZED = 401  # the caller's role may not do this (a viewer asking for control), or it is unverified
+    FORBIDDEN = 403  # the caller is known but the object is not theirs (another user's job)
     NOT_FOUND = 404  # unknown job id, unknown node
     UNKNOWN_COMMAND = 405  # a ``cmd`` this daemon does not know
     CONFLICT = 409  # the object is in a state that forbids the action (resume a queued job)

@@ -2,7 +2,8 @@
 
 Every request names its command in ``cmd`` (the msgspec tag), carries the protocol version
 ``v``, a client-chosen request id ``id`` echoed by the reply, and the role it needs
-(``viewer`` reads, ``operator`` controls, ``daemon`` is for daemon-to-daemon transfers).
+(``viewer`` reads, ``user`` submits and controls its own jobs, ``operator`` controls every job,
+``admin`` may also run jobs as others, ``daemon`` is for daemon-to-daemon transfers only).
 The docstring of each request is its documentation: docs/protocol.md and the CLI help are
 generated from it.
 
@@ -21,7 +22,7 @@ from agentd.protocol.jobs import Event, JobInfo, JobSpec
 PROTOCOL_VERSION = 1
 # Largest frame either side accepts (checkpoint chunks are 1 MiB; leave room for the header).
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
-Role = Literal["viewer", "operator", "daemon"]
+Role = Literal["viewer", "user", "operator", "admin", "daemon"]
 
 
 class Request(msgspec.Struct, kw_only=True, tag_field="cmd"):
@@ -31,7 +32,7 @@ class Request(msgspec.Struct, kw_only=True, tag_field="cmd"):
     reply: ClassVar[type["Reply"]]
     v: int = PROTOCOL_VERSION
     id: int = 0
-    actor: str = ""  # who asks, for the audit log (a CURVE key's name overrides it)
+    actor: str = ""  # a note from the client for the audit log; the daemon names the caller itself
 
 
 class Reply(msgspec.Struct, kw_only=True):
@@ -89,7 +90,10 @@ class HelloReply(Reply, kw_only=True):
     pub_endpoint: str
     capabilities: list[str] = []
     server_time_s: float
-    role: str = "operator"
+    role: str = "viewer"  # what this caller may do here
+    user: str = ""  # the Unix user this caller acts as ("" when none: unverified, or a key without one)
+    verified_by: str = ""  # how the daemon knows: "peer credentials", "kernel TCP table", "CURVE key NAME", ""
+    local_endpoint: str = ""  # the node's ipc socket, where the kernel names every local caller
 
 
 class SnapshotReply(Reply, kw_only=True):
@@ -137,7 +141,7 @@ class Snapshot(Request, tag="snapshot", kw_only=True):
     history: int = 2
 
 
-@command(JobReply, role="operator")
+@command(JobReply, role="user")
 class Submit(Request, tag="submit", kw_only=True):
     """Submit a job. Refused (INVALID, naming the field) when the spec is impossible here."""
 
@@ -158,21 +162,21 @@ class Show(Request, tag="show", kw_only=True):
     job: str
 
 
-@command(JobReply, role="operator")
+@command(JobReply, role="user")
 class Pause(Request, tag="pause", kw_only=True):
     """Freeze a running job; replies once the kernel reports it frozen. No-op when paused."""
 
     job: str
 
 
-@command(JobReply, role="operator")
+@command(JobReply, role="user")
 class Resume(Request, tag="resume", kw_only=True):
     """Thaw a paused job; replies once the kernel reports it thawed. No-op when running."""
 
     job: str
 
 
-@command(JobReply, role="operator")
+@command(JobReply, role="user")
 class Priority(Request, tag="priority", kw_only=True):
     """Set a job's priority (-10..10, higher is more important): queue order when queued,
     nice and cgroup CPU/IO weight when running."""
@@ -181,7 +185,7 @@ class Priority(Request, tag="priority", kw_only=True):
     priority: int
 
 
-@command(JobReply, role="operator")
+@command(JobReply, role="user")
 class Cancel(Request, tag="cancel", kw_only=True):
     """Stop a job: SIGTERM, SIGKILL after ``grace_s``; paused jobs are killed then thawed."""
 
@@ -199,7 +203,7 @@ class Logs(Request, tag="logs", kw_only=True):
     max_bytes: int = 65536
 
 
-@command(JobReply, role="operator")
+@command(JobReply, role="user")
 class Migrate(Request, tag="migrate", kw_only=True):
     """Move a job to another daemon (``target``: its request endpoint). ``restart`` allows
     starting from scratch when the job has no checkpoint contract; ``resume`` makes a paused

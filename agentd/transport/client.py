@@ -19,7 +19,7 @@ import zmq
 
 from agentd.protocol import MAX_MESSAGE_BYTES, ProtocolError, decode_reply, decode_stream, encode
 from agentd.protocol.messages import ErrorReply, Hello, HelloReply, Reply, Request, Snapshot, SnapshotReply, StreamMsg
-from agentd.transport.auth import client_keys_dir, endpoint_host, load_or_create_keypair, load_public_key
+from agentd.transport.auth import client_keys_dir, connect_address, endpoint_host, load_or_create_keypair, load_public_key
 
 log = logging.getLogger(__name__)
 R = TypeVar("R", bound=Reply)
@@ -103,7 +103,7 @@ class NodeClient:
                 s.setsockopt(zmq.LINGER, 0)
                 s.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
                 _apply_curve(s, self.server_key, self.keys_dir)
-                s.connect(self.endpoint)
+                s.connect(self.endpoint if self.server_key else connect_address(self.endpoint))
             except Exception:
                 s.close(linger=0)  # or ctx.term() would wait for it forever
                 raise

@@ -1,26 +1,50 @@
-"""The daemon's sockets: a ROUTER for requests, a PUB for the stream, and a wake-up pipe.
+"""The daemon's sockets: ROUTERs for requests, a PUB for the stream, and a wake-up pipe.
 
 Only the daemon's loop thread touches these sockets; worker threads hand replies and stream
 messages over through thread-safe queues and a wake-up on an inproc PAIR socket.
+
+Two request sockets: ``ctl`` on the configured endpoint (CURVE on any non-loopback address)
+and ``local``, an ``ipc://`` socket every local user can reach, where the kernel names the
+caller. Every connection passes the ZAP handler (:class:`~agentd.transport.auth.ZapHandler`),
+so each request arrives with a verified peer id.
+
+What a hostile client cannot do here:
+
+* send a frame over :data:`MAX_MESSAGE_BYTES` (``ZMQ_MAXMSGSIZE`` drops the connection);
+* queue unbounded replies by never reading them (``SNDHWM`` per peer: replies past it are
+  dropped, the kernel's socket buffer bounds the rest);
+* grow the daemon without bound with a multipart message that never ends: libzmq keeps the
+  frames of an unfinished message and counts them nowhere, so a watchdog thread reads this
+  process's RSS every :data:`WATCHDOG_PERIOD_S` and, past :data:`FLOOD_RSS_BYTES` above the
+  baseline, the loop closes and re-binds the request sockets, which frees what they held.
+  Legitimate clients reconnect by themselves (a request in flight at that moment times out).
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import zmq
 
 from agentd.protocol import MAX_MESSAGE_BYTES, encode, topic_of
 from agentd.protocol.messages import StreamMsg
-from agentd.transport.auth import authorized_keys, is_loopback, load_or_create_keypair, start_role_authenticator
+from agentd.transport.auth import UNVERIFIED, ZapHandler, authorized_keys, is_loopback, keys_signature, load_or_create_keypair
 
 log = logging.getLogger(__name__)
+REPLY_HWM = 8  # replies queued per peer beyond the kernel's buffer; more are dropped
+STREAM_HWM = 1000  # stream messages queued per subscriber (shared between subscribers)
+FLOOD_RSS_BYTES = 32 << 20
+WATCHDOG_PERIOD_S = 0.02
+KEYS_CHECK_S = 0.25
+_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 class BindError(RuntimeError):
@@ -29,35 +53,64 @@ class BindError(RuntimeError):
 
 @dataclass(frozen=True)
 class Incoming:
-    """One request as received: routing identity, body, and the CURVE user ("role:name")."""
+    """One request as received: reply address, body, and the verified peer id.
+
+    ``peer`` is ``unix:UID:ipc|tcp`` (the kernel named the caller), ``key:Z85`` (an authorised CURVE
+    key) or ``unverified``; ``via`` is ``local`` (the ipc socket) or ``ctl``.
+    """
 
     identity: bytes
     body: bytes | memoryview
-    user: str | None
+    peer: str
+    via: str = "ctl"
+
+
+def rss_bytes() -> int:
+    """This process's resident set size, from /proc/self/statm."""
+    with open("/proc/self/statm", "rb") as f:
+        return int(f.read().split()[1]) * _PAGE
+
+
+def _malloc_trim() -> None:
+    """Give freed heap back to the kernel (glibc), so RSS shows what a flood left behind."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 class DaemonSockets:
-    """Owns the ROUTER/PUB sockets of one daemon; call every method from one thread only,
-    except :meth:`reply_later` and :meth:`publish_later`, which any thread may call."""
+    """Owns the request/stream sockets of one daemon; call every method from one thread only,
+    except :meth:`reply_later` and :meth:`wake`, which any thread may call."""
 
-    def __init__(self, ctl: str, pub: str, state_dir: Path, *, require_curve: bool | None = None) -> None:
+    def __init__(self, ctl: str, pub: str, state_dir: Path, *, local: str | None = None,
+                 require_curve: bool | None = None) -> None:
         self.ctx = zmq.Context()
-        self.auth: Any = None  # the ZAP authenticator thread, with CURVE only
-        secure = require_curve if require_curve is not None else not (is_loopback(ctl) and is_loopback(pub))
-        self.secure = secure
+        self.secure = require_curve if require_curve is not None else not (is_loopback(ctl) and is_loopback(pub))
+        self.keys_root = state_dir / "authorized_keys"
+        self.endpoints = {"ctl": ctl, "pub": pub}
+        if local and local != ctl:
+            self.endpoints["local"] = local
+        self._keys: tuple[bytes, bytes] | None = None
         self._replies: queue.SimpleQueue[tuple[bytes, bytes]] = queue.SimpleQueue()
-        self._stream: queue.SimpleQueue[StreamMsg] = queue.SimpleQueue()
         self._wake_addr = f"inproc://wake-{id(self)}"
         self._wake_lock = threading.Lock()
         self.dropped_frames = 0
+        self.rebuilds = 0
+        self.routers: dict[str, zmq.Socket] = {}
+        self.zap: ZapHandler | None = None
+        self._watchdog_stop = threading.Event()
+        self._flood = threading.Event()
         try:
-            if secure:
-                self._start_auth(state_dir)
-            self.router = self._socket(zmq.ROUTER, state_dir)
-            self.pub = self._socket(zmq.PUB, state_dir)
-            self.pub.setsockopt(zmq.SNDHWM, 10000)
-            self._bind(self.router, ctl, "request (--ctl)")
-            self._bind(self.pub, pub, "stream (--pub)")
+            if self.secure:
+                self._check_keys(state_dir)
+            self.zap = ZapHandler(self.ctx, self.keys_root, {})
+            for name in self.endpoints:
+                if name != "pub":
+                    self.routers[name] = self._router(name)
+            self.pub = self._socket(zmq.PUB, "pub", secure=self.secure)
+            self.pub.setsockopt(zmq.SNDHWM, STREAM_HWM)
+            self._bind(self.pub, pub, "stream (--pub)")  # close() closes self.pub on failure
             self.wake_rx = self.ctx.socket(zmq.PULL)
             self.wake_rx.bind(self._wake_addr)
             self._wake_tx = self.ctx.socket(zmq.PUSH)
@@ -66,74 +119,170 @@ class DaemonSockets:
         except Exception:
             self.close()
             raise
-        self.ctl_endpoint = self.router.getsockopt(zmq.LAST_ENDPOINT).decode()
+        for name, sock in self.routers.items():  # a re-bind must get the same port as the first
+            self.endpoints[name] = sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.ctl_endpoint = self.endpoints["ctl"]
         self.pub_endpoint = self.pub.getsockopt(zmq.LAST_ENDPOINT).decode()
-        self.poller = zmq.Poller()
-        self.poller.register(self.router, zmq.POLLIN)
-        self.poller.register(self.wake_rx, zmq.POLLIN)
+        self.local_endpoint = self.endpoints.get("local", "")
+        self.zap.domains.update({name: _port(self.routers[name]) for name in self.routers})
+        self.zap.domains["pub"] = _port(self.pub)
+        self._poller()
+        self._keys_sig = keys_signature(self.keys_root)
+        self._keys_checked = 0.0
+        self._rss_base = 0  # taken at the first poll, once the daemon has finished starting
+        self._watchdog = threading.Thread(target=self._watch_rss, name="agentd-rss-watchdog", daemon=True)
+        self._watchdog.start()
 
-    def _start_auth(self, state_dir: Path) -> None:
-        keys_root = state_dir / "authorized_keys"
+    # ---- set-up ------------------------------------------------------------------------
+    def _check_keys(self, state_dir: Path) -> None:
         self._keys = load_or_create_keypair(state_dir / "keys", "server")
-        if not authorized_keys(keys_root):
+        if not authorized_keys(self.keys_root):
             raise BindError(
-                f"refusing to listen on a non-loopback address with no authorized client keys in {keys_root}; "
+                f"refusing to listen on a non-loopback address with no authorized client keys in {self.keys_root}; "
                 f"add one with `agentctl keys authorize --state-dir {state_dir} --role operator NAME KEYFILE` "
                 f"(server public key: {state_dir / 'keys' / 'server.key'})"
             )
-        self.auth = start_role_authenticator(self.ctx, keys_root)
 
-    def _socket(self, kind: int, state_dir: Path) -> zmq.Socket:
+    def _socket(self, kind: int, domain: str, secure: bool) -> zmq.Socket:
         sock = self.ctx.socket(kind)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
-        if self.secure:
+        sock.zap_domain = domain.encode()  # every connection passes the ZAP handler, NULL ones too
+        if secure:
+            assert self._keys is not None
             sock.curve_server = True
             sock.curve_publickey, sock.curve_secretkey = self._keys
         return sock
 
-    @staticmethod
-    def _bind(sock: zmq.Socket, endpoint: str, what: str) -> None:
+    def _router(self, name: str, retry_s: float = 0.0) -> zmq.Socket:
+        endpoint = self.endpoints[name]
+        sock = self._socket(zmq.ROUTER, name, secure=self.secure and name == "ctl")
+        sock.setsockopt(zmq.SNDHWM, REPLY_HWM)
+        if endpoint.startswith("ipc://"):
+            path = Path(endpoint[len("ipc://"):])
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.unlink(missing_ok=True)  # a socket file left by a daemon that died
+            except OSError as exc:
+                sock.close(linger=0)
+                raise BindError(f"cannot prepare the local socket {path}: {exc.strerror}; pass --local-socket PATH") from None
         try:
-            sock.bind(endpoint)
-        except zmq.ZMQError as exc:
-            hint = "another agentd (or program) uses that port; pick another with" if exc.errno == zmq.EADDRINUSE else "check the address in"
-            raise BindError(f"cannot bind the {what} socket to {endpoint}: {exc.strerror}; {hint} {what.split()[-1]}") from None
+            self._bind(sock, endpoint, "request (--ctl)" if name == "ctl" else "local (--local-socket)", retry_s)
+        except BindError:
+            sock.close(linger=0)
+            raise
+        if endpoint.startswith("ipc://"):
+            # Every local user may connect; the kernel tells who they are (peer credentials).
+            os.chmod(endpoint[len("ipc://"):], 0o666)
+        return sock
 
-    def poll(self, timeout_ms: int) -> list[Incoming]:
+    def _poller(self) -> None:
+        self.poller = zmq.Poller()
+        for sock in self.routers.values():
+            self.poller.register(sock, zmq.POLLIN)
+        self.poller.register(self.wake_rx, zmq.POLLIN)
+
+    @staticmethod
+    def _bind(sock: zmq.Socket, endpoint: str, what: str, retry_s: float = 0.0) -> None:
+        deadline = time.monotonic() + retry_s
+        while True:
+            try:
+                sock.bind(endpoint)
+                return
+            except zmq.ZMQError as exc:
+                # A socket closed a moment ago (a re-bind) frees its port in libzmq's I/O thread.
+                if exc.errno == zmq.EADDRINUSE and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                    continue
+                hint = ("another agentd (or program) uses that port; pick another with" if exc.errno == zmq.EADDRINUSE
+                        else "check the address in")
+                raise BindError(f"cannot bind the {what} socket to {endpoint}: {exc.strerror}; {hint} {what.split()[-1]}") from None
+
+    # ---- guards ------------------------------------------------------------------------
+    def _watch_rss(self) -> None:
+        while not self._watchdog_stop.wait(WATCHDOG_PERIOD_S):
+            try:
+                if self._rss_base and rss_bytes() > self._rss_base + FLOOD_RSS_BYTES and not self._flood.is_set():
+                    self._flood.set()
+                    self.wake()
+            except OSError:
+                return
+
+    def _guard(self, now: float) -> None:
+        """Re-bind the request sockets after a flood, and every socket after a key was removed."""
+        if not self._rss_base:
+            self._rss_base = rss_bytes()
+        if self._flood.is_set():
+            grown = rss_bytes() - self._rss_base
+            self.rebuild(f"memory grew {grown >> 20} MiB with no request to show for it "
+                         "(a multipart message that never ends?)", stream=False)
+            _malloc_trim()
+            # What is still resident after the trim is the daemon's own (jobs, history).
+            self._rss_base = max(self._rss_base, rss_bytes())
+            self._flood.clear()
+        if now - self._keys_checked >= KEYS_CHECK_S:
+            self._keys_checked = now
+            sig = keys_signature(self.keys_root)
+            if sig != self._keys_sig:
+                removed = {name for name, *_ in self._keys_sig} - {name for name, *_ in sig}
+                self._keys_sig = sig
+                if removed and self.secure:
+                    self.rebuild(f"authorized key(s) removed: {', '.join(sorted(removed))}", stream=True)
+
+    def rebuild(self, why: str, stream: bool) -> None:
+        """Close and re-bind the request sockets (and the stream's with ``stream``): every
+        connection is cut; clients reconnect and pass the ZAP handler again."""
+        self.rebuilds += 1
+        log.warning("cutting every client connection: %s", why)
+        for name, sock in list(self.routers.items()):
+            sock.close(linger=0)
+            self.routers[name] = self._router(name, retry_s=2.0)
+        if stream:
+            self.pub.close(linger=0)
+            self.pub = self._socket(zmq.PUB, "pub", secure=self.secure)
+            self.pub.setsockopt(zmq.SNDHWM, STREAM_HWM)
+            self._bind(self.pub, self.pub_endpoint, "stream (--pub)", retry_s=2.0)
+        self._poller()
+
+    # ---- traffic -----------------------------------------------------------------------
+    def poll(self, timeout_ms: int, now: float = 0.0) -> list[Incoming]:
         """Wait up to ``timeout_ms`` and return every request now waiting (drained fully)."""
-        events = dict(self.poller.poll(timeout_ms))
+        events = dict(self.poller.poll(min(timeout_ms, int(KEYS_CHECK_S * 1000))))
         if self.wake_rx in events:
             while True:
                 try:
                     self.wake_rx.recv(zmq.NOBLOCK)
                 except zmq.Again:
                     break
+        self._guard(now or time.monotonic())
         out: list[Incoming] = []
-        while True:
-            try:
-                frames = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                break
-            if len(frames) != 2:
-                # A DEALER sends [body]; anything else cannot be answered sensibly.
-                self.dropped_frames += 1
-                continue
-            user = None
-            if self.secure:
+        for name, sock in self.routers.items():
+            tag = name[0].encode()
+            while True:
                 try:
-                    user = frames[1].get("User-Id")
+                    frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                if len(frames) != 2:
+                    # A DEALER sends [body]; anything else cannot be answered sensibly.
+                    self.dropped_frames += 1
+                    continue
+                try:
+                    peer = frames[1].get("User-Id") or UNVERIFIED
                 except zmq.ZMQError:
-                    user = None
-            # The body as a view of the frame: a 1 MiB checkpoint chunk is not copied to be decoded.
-            out.append(Incoming(frames[0].bytes, frames[1].buffer, user))
+                    peer = UNVERIFIED
+                # The body as a view of the frame: a 1 MiB checkpoint chunk is not copied to be decoded.
+                out.append(Incoming(tag + frames[0].bytes, frames[1].buffer, peer, name))
         return out
 
     def send_reply(self, identity: bytes, reply: msgspec.Struct | bytes) -> None:
         body = reply if isinstance(reply, bytes) else encode(reply)
+        sock = self.routers.get("local" if identity[:1] == b"l" else "ctl")
+        if sock is None:
+            return
         try:
-            self.router.send_multipart([identity, body], zmq.NOBLOCK)
-        except zmq.ZMQError as exc:  # the client went away; nothing to tell it
+            sock.send_multipart([identity[1:], body], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # the client went away, or stopped reading; nothing to tell it
             log.debug("reply dropped: %s", exc)
 
     def publish(self, msg: StreamMsg) -> None:
@@ -151,7 +300,7 @@ class DaemonSockets:
         with self._wake_lock:
             try:
                 self._wake_tx.send(b"", zmq.NOBLOCK)
-            except zmq.ZMQError:
+            except (zmq.ZMQError, AttributeError):
                 pass
 
     def flush_replies(self) -> None:
@@ -163,10 +312,24 @@ class DaemonSockets:
             self.send_reply(identity, body)
 
     def close(self) -> None:
-        for name in ("router", "pub", "wake_rx", "_wake_tx"):
+        self._watchdog_stop.set()
+        for sock in self.routers.values():
+            sock.close(linger=0)
+        for name in ("pub", "wake_rx", "_wake_tx"):
             sock = getattr(self, name, None)
             if sock is not None:
                 sock.close(linger=0)
-        if self.auth is not None:
-            self.auth.stop()
+        if self.zap is not None:
+            self.zap.stop()
         self.ctx.term()
+        local = self.endpoints.get("local", "")
+        if local.startswith("ipc://"):
+            Path(local[len("ipc://"):]).unlink(missing_ok=True)
+
+
+def _port(sock: zmq.Socket) -> int:
+    """The TCP port a socket is bound to (0 for ipc)."""
+    endpoint = sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+    if endpoint.startswith("tcp://"):
+        return int(endpoint.rsplit(":", 1)[1])
+    return 0

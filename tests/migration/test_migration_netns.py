@@ -59,7 +59,9 @@ class NsDaemon:
         zmq.auth.create_certificates(str(self.keys), "client")  # its identity towards peer daemons
         op = self.state / "authorized_keys" / "operator"
         op.mkdir(parents=True)
-        shutil.copy(operator_keys / "client.key", op / "tester.key")
+        # An operator key acting as root on this node (jobs need a Unix user to run as).
+        public, _ = zmq.auth.load_certificate(str(operator_keys / "client.key"))
+        (op / "tester.key").write_text(f'metadata\n    user = "root"\ncurve\n    public-key = "{public.decode()}"\n')
         self.ctl, self.pub = f"tcp://{self.addr}:7710", f"tcp://{self.addr}:7711"
         self.operator_keys = operator_keys
         self.proc = None
