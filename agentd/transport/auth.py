@@ -198,7 +198,7 @@ class ZapHandler:
         poller = zmq.Poller()
         poller.register(self._sock, zmq.POLLIN)
         while not self._stop.is_set():
-            if not poller.poll(100):
+            if not poller.poll(500):
                 continue
             try:
                 frames = self._sock.recv_multipart()

@@ -81,6 +81,33 @@ def _established(proc_root: Path) -> list[tuple[tuple[str, int], tuple[str, int]
     return out
 
 
+def client_connection_inodes(tcp_ports: set[int], unix_paths: set[str],
+                             proc_root: Path = DEFAULT_PROC_ROOT) -> set[int]:
+    """Socket inodes of the connections clients made to a server: established TCP sockets whose
+    local port is one of ``tcp_ports``, and connected Unix stream sockets accepted on one of
+    ``unix_paths`` (the kernel shows an accepted socket under its listener's path)."""
+    inodes: set[int] = set()
+    for name in ("tcp", "tcp6"):
+        try:
+            lines = (proc_root / "net" / name).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if len(f) >= 10 and f[3] == _TCP_ESTABLISHED and int(f[1].rsplit(":", 1)[1], 16) in tcp_ports:
+                inodes.add(int(f[9]))
+    try:
+        lines = (proc_root / "net" / "unix").read_text().splitlines()[1:]
+    except OSError:
+        lines = []
+    for line in lines:
+        f = line.split()
+        # Num RefCount Protocol Flags Type St Inode [Path]
+        if len(f) == 8 and f[4] == "0001" and f[5] == "03" and f[7] in unix_paths:
+            inodes.add(int(f[6]))
+    return inodes
+
+
 def tcp_peer_uid(peer_ip: str, server_port: int, proc_root: Path = DEFAULT_PROC_ROOT) -> int | None:
     """The uid owning every client socket from ``peer_ip`` to ``server_port`` on this host.
 

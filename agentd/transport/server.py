@@ -15,9 +15,11 @@ What a hostile client cannot do here:
   dropped, the kernel's socket buffer bounds the rest);
 * grow the daemon without bound with a multipart message that never ends: libzmq keeps the
   frames of an unfinished message and counts them nowhere, so a watchdog thread reads this
-  process's RSS every :data:`WATCHDOG_PERIOD_S` and, past :data:`FLOOD_RSS_BYTES` above the
-  baseline, the loop closes and re-binds the request sockets, which frees what they held.
-  Legitimate clients reconnect by themselves (a request in flight at that moment times out).
+  process's RSS every :data:`WATCHDOG_PERIOD_S` (more often once it grows) and, past
+  :data:`FLOOD_RSS_BYTES` above the baseline, shuts down every client connection itself
+  (``shutdown(2)`` on the kernel sockets libzmq accepted: no zmq socket changes threads, and
+  nothing waits for the loop thread). libzmq then drops those connections and frees what they
+  held; legitimate clients reconnect by themselves (a request in flight then times out).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import ctypes
 import logging
 import os
 import queue
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -36,13 +39,19 @@ import zmq
 
 from agentd.protocol import MAX_MESSAGE_BYTES, encode, topic_of
 from agentd.protocol.messages import StreamMsg
+from agentd.transport.peers import client_connection_inodes
 from agentd.transport.auth import UNVERIFIED, ZapHandler, authorized_keys, is_loopback, keys_signature, load_or_create_keypair
 
 log = logging.getLogger(__name__)
 REPLY_HWM = 8  # replies queued per peer beyond the kernel's buffer; more are dropped
 STREAM_HWM = 1000  # stream messages queued per subscriber (shared between subscribers)
-FLOOD_RSS_BYTES = 32 << 20
-WATCHDOG_PERIOD_S = 0.02
+# A flood at loopback speed (~600 MiB/s) grows the daemon by about FLOOD_RSS_BYTES plus what
+# arrives in one WATCHDOG_PERIOD_S and in the loop's reaction time: ~50 MiB at worst.
+FLOOD_RSS_BYTES = 12 << 20
+WATCHDOG_PERIOD_S = 0.03  # ~30 µs of CPU a look (thread wake-up included): 0.1 % of a core
+WATCHDOG_ALERT_S = 0.005  # once memory grows, look closely
+WATCHDOG_ALERT_BYTES = 4 << 20
+SETTLE_S = 0.5
 KEYS_CHECK_S = 0.25
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -71,6 +80,15 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * _PAGE
 
 
+def _fixed_mmap_threshold() -> None:
+    """Serve big allocations (message frames) from mmap, so freeing them lowers RSS at once:
+    glibc otherwise raises its threshold after the first free and keeps them in the heap."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, 256 << 10)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 def _malloc_trim() -> None:
     """Give freed heap back to the kernel (glibc), so RSS shows what a flood left behind."""
     try:
@@ -85,6 +103,7 @@ class DaemonSockets:
 
     def __init__(self, ctl: str, pub: str, state_dir: Path, *, local: str | None = None,
                  require_curve: bool | None = None) -> None:
+        _fixed_mmap_threshold()
         self.ctx = zmq.Context()
         self.secure = require_curve if require_curve is not None else not (is_loopback(ctl) and is_loopback(pub))
         self.keys_root = state_dir / "authorized_keys"
@@ -100,7 +119,12 @@ class DaemonSockets:
         self.routers: dict[str, zmq.Socket] = {}
         self.zap: ZapHandler | None = None
         self._watchdog_stop = threading.Event()
+        self.floods = 0
         self._flood = threading.Event()
+        self._flood_cut = 0
+        # Held by the loop thread while it uses the request sockets (polling included), and by
+        # the watchdog only when free: see _free_cut_connections.
+        self._routers_lock = threading.Lock()
         try:
             if self.secure:
                 self._check_keys(state_dir)
@@ -126,6 +150,8 @@ class DaemonSockets:
         self.local_endpoint = self.endpoints.get("local", "")
         self.zap.domains.update({name: _port(self.routers[name]) for name in self.routers})
         self.zap.domains["pub"] = _port(self.pub)
+        self._tcp_ports = {p for p in (_port(sock) for sock in self.routers.values()) if p}
+        self._unix_paths = {e[len("ipc://"):] for e in self.endpoints.values() if e.startswith("ipc://")}
         self._poller()
         self._keys_sig = keys_signature(self.keys_root)
         self._keys_checked = 0.0
@@ -200,25 +226,57 @@ class DaemonSockets:
 
     # ---- guards ------------------------------------------------------------------------
     def _watch_rss(self) -> None:
-        while not self._watchdog_stop.wait(WATCHDOG_PERIOD_S):
+        # Cheap on purpose (it runs 50 times a second): a plain sleep, one pread of an open file.
+        statm = os.open("/proc/self/statm", os.O_RDONLY)
+        period = WATCHDOG_PERIOD_S
+        try:
+            while not self._watchdog_stop.is_set():
+                time.sleep(period)
+                grown = int(os.pread(statm, 64, 0).split()[1]) * _PAGE - self._rss_base if self._rss_base else 0
+                period = self._check_flood(grown)
+        except OSError:
+            return
+        finally:
+            os.close(statm)
+
+    def _check_flood(self, grown: int) -> float:
+        """React to ``grown`` bytes of RSS over the baseline; the period until the next look."""
+        if grown > FLOOD_RSS_BYTES or self._flood.is_set():
+            # Stop the inflow now, from this thread, and keep cutting whoever reconnects
+            # until the loop thread has closed the sockets, freed what they held and re-bound.
+            self._flood_cut += cut_connections(client_connection_inodes(self._tcp_ports, self._unix_paths))
+            self._free_cut_connections()
+            if not self._flood.is_set():
+                self._flood.set()
+                self.wake()
+        return WATCHDOG_ALERT_S if grown > WATCHDOG_ALERT_BYTES else WATCHDOG_PERIOD_S
+
+    def _free_cut_connections(self) -> None:
+        """Let the request sockets process libzmq's commands (the cut connections' ends), which
+        frees what those connections held, when the loop thread is busy elsewhere (a tick). The
+        lock hands the sockets over between threads with the full fence libzmq asks for."""
+        if self._routers_lock.acquire(blocking=False):
             try:
-                if self._rss_base and rss_bytes() > self._rss_base + FLOOD_RSS_BYTES and not self._flood.is_set():
-                    self._flood.set()
-                    self.wake()
-            except OSError:
-                return
+                for sock in self.routers.values():
+                    sock.getsockopt(zmq.EVENTS)
+            finally:
+                self._routers_lock.release()
 
     def _guard(self, now: float) -> None:
-        """Re-bind the request sockets after a flood, and every socket after a key was removed."""
+        """After a flood: close the request sockets, wait for libzmq to free what they held, and
+        re-bind them (nobody reconnects in between). After a key was removed: re-bind every
+        socket. Takes the RSS baseline once the daemon has started."""
         if not self._rss_base:
             self._rss_base = rss_bytes()
         if self._flood.is_set():
             grown = rss_bytes() - self._rss_base
-            self.rebuild(f"memory grew {grown >> 20} MiB with no request to show for it "
-                         "(a multipart message that never ends?)", stream=False)
-            _malloc_trim()
-            # What is still resident after the trim is the daemon's own (jobs, history).
+            self.rebuild(f"memory grew {grown >> 20} MiB with no complete request to show for it (a multipart "
+                         f"message that never ends?); {self._flood_cut} connections were cut at once",
+                         stream=False, settle=True)
+            # What is still resident after that is the daemon's own (jobs, history).
             self._rss_base = max(self._rss_base, rss_bytes())
+            self.floods += 1
+            self._flood_cut = 0
             self._flood.clear()
         if now - self._keys_checked >= KEYS_CHECK_S:
             self._keys_checked = now
@@ -229,13 +287,21 @@ class DaemonSockets:
                 if removed and self.secure:
                     self.rebuild(f"authorized key(s) removed: {', '.join(sorted(removed))}", stream=True)
 
-    def rebuild(self, why: str, stream: bool) -> None:
+    def rebuild(self, why: str, stream: bool, settle: bool = False) -> None:
         """Close and re-bind the request sockets (and the stream's with ``stream``): every
-        connection is cut; clients reconnect and pass the ZAP handler again."""
+        connection is cut; clients reconnect and pass the ZAP handler again. With ``settle``,
+        wait (at most :data:`SETTLE_S`) until the memory the closed sockets held is free."""
         self.rebuilds += 1
         log.warning("cutting every client connection: %s", why)
-        for name, sock in list(self.routers.items()):
+        for sock in self.routers.values():
             sock.close(linger=0)
+        deadline = time.monotonic() + (SETTLE_S if settle else 0.0)
+        while time.monotonic() < deadline:
+            _malloc_trim()
+            if rss_bytes() - self._rss_base < FLOOD_RSS_BYTES // 2:
+                break
+            time.sleep(0.005)
+        for name in self.routers:
             self.routers[name] = self._router(name, retry_s=2.0)
         if stream:
             self.pub.close(linger=0)
@@ -247,6 +313,10 @@ class DaemonSockets:
     # ---- traffic -----------------------------------------------------------------------
     def poll(self, timeout_ms: int, now: float = 0.0) -> list[Incoming]:
         """Wait up to ``timeout_ms`` and return every request now waiting (drained fully)."""
+        with self._routers_lock:
+            return self._poll(timeout_ms, now)
+
+    def _poll(self, timeout_ms: int, now: float) -> list[Incoming]:
         events = dict(self.poller.poll(min(timeout_ms, int(KEYS_CHECK_S * 1000))))
         if self.wake_rx in events:
             while True:
@@ -281,7 +351,8 @@ class DaemonSockets:
         if sock is None:
             return
         try:
-            sock.send_multipart([identity[1:], body], zmq.NOBLOCK)
+            with self._routers_lock:
+                sock.send_multipart([identity[1:], body], zmq.NOBLOCK)
         except zmq.ZMQError as exc:  # the client went away, or stopped reading; nothing to tell it
             log.debug("reply dropped: %s", exc)
 
@@ -325,6 +396,38 @@ class DaemonSockets:
         local = self.endpoints.get("local", "")
         if local.startswith("ipc://"):
             Path(local[len("ipc://"):]).unlink(missing_ok=True)
+
+
+def cut_connections(inodes: set[int]) -> int:
+    """``shutdown(2)`` every socket of this process whose inode is in ``inodes``; the count.
+
+    The fd is duplicated and checked to still be that socket (libzmq may close and reuse an
+    fd number between the listing and the cut); the shutdown reaches libzmq's own descriptor.
+    """
+    cut = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            continue
+        if not target.startswith("socket:[") or int(target[8:-1]) not in inodes:
+            continue
+        try:
+            fd = os.dup(int(name))
+        except OSError:
+            continue
+        try:
+            if os.fstat(fd).st_ino == int(target[8:-1]):
+                with socket.socket(fileno=fd) as s:
+                    fd = -1
+                    s.shutdown(socket.SHUT_RDWR)
+                    cut += 1
+        except OSError:
+            pass
+        finally:
+            if fd >= 0:
+                os.close(fd)
+    return cut
 
 
 def _port(sock: zmq.Socket) -> int:
