@@ -62,10 +62,17 @@ def parse_line(line: str) -> dict[str, Any] | None:
 
 
 class ReportInbox:
-    """Binds the report socket and hands out decoded messages (dicts with at least job and t)."""
+    """Binds the report socket and hands out decoded messages (dicts with at least job and t).
+
+    Malformed datagrams are counted in ``malformed`` and dropped; the first one of each kind
+    is logged (``count_bad``), so a job spamming garbage cannot fill the log either.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.malformed = 0
+        self.unverified = 0  # refused: the kernel could not say which process sent it
+        self._logged: set[str] = set()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -99,9 +106,15 @@ class ReportInbox:
                     sender = _UCRED.unpack_from(cdata)[0]
             try:
                 msg = json.loads(data)
-            except ValueError:
+            except (ValueError, RecursionError):
+                self.count_bad("not JSON")
                 continue
             if not isinstance(msg, dict) or not isinstance(msg.get("job"), str):
+                self.count_bad("not an object with a job id")
+                continue
+            if not sender:  # no credentials, or pid 0: the sender exited before we read it
+                self.unverified += 1
+                self.count_bad("sender unverifiable (no credentials or the sender has exited)")
                 continue
             msg["sender_pid"] = sender
             if msg.get("t") == "line":
@@ -114,6 +127,14 @@ class ReportInbox:
                 msg = parsed
             out.append(msg)
         return out
+
+    def count_bad(self, why: str) -> None:
+        """Count a dropped report; log the first of each kind."""
+        self.malformed += 1
+        kind = why.split(":")[0][:80]
+        if kind not in self._logged and len(self._logged) < 64:
+            self._logged.add(kind)
+            log.warning("report socket: dropped a report (%s); further ones like it are only counted", why[:200])
 
     def close(self) -> None:
         self.sock.close()
