@@ -210,7 +210,7 @@ class JobManager:
 
     def close(self) -> None:
         """Stop listening and close the store. Never touches the jobs: they keep running."""
-        self._closing.set()  # waiting cancels reply now; the next agentd keeps their deadline
+        self._closing.set()  # waiting cancels reply now (a restarted agentd does not know their deadline)
         with self._lock:
             if self._lock_fd is not None:
                 os.close(self._lock_fd)  # releases the flock

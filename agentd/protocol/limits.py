@@ -9,6 +9,7 @@ docs/protocol.md lists the table from :data:`LIMITS`.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 import msgspec
@@ -115,6 +116,15 @@ LIMITS: list[tuple[str, str]] = [
                                      "(`short: true`, no env/labels/cwd, argv[0] only); `show` has all of it"),
     ("ended jobs kept", f"{MAX_ENDED_JOBS}, for `--job-retention` (default {DEFAULT_JOB_RETENTION_S / 3600:g} h)"),
 ]
+
+
+_SAFE_NAME = re.compile(MIGRATION_ID_PATTERN)
+
+
+def is_safe_name(name: object) -> bool:
+    """True when ``name`` can be one path component under a directory of ours: letters,
+    digits, ``_.-``, not starting with a dot (so never ``.`` or ``..``), no ``/`` or NUL."""
+    return isinstance(name, str) and _SAFE_NAME.fullmatch(name) is not None
 
 
 def spec_totals_error(argv: list[str], env: dict[str, str]) -> str | None:
