@@ -735,7 +735,7 @@ class JobManager:
                                 self._pending.append(self._info(job))
             self._schedule()
             if time.monotonic() >= self._next_retention:
-                self._next_retention = time.monotonic() + RETENTION_CHECK_S
+                self._next_retention = time.monotonic() + min(RETENTION_CHECK_S, max(1.0, self.retention_s / 2))
                 self._age_out()
         self._flush()
 
