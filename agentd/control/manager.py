@@ -1198,9 +1198,11 @@ class JobManager:
         return bool(pids) and all(procs.state_of(p) in ("T", "t") for p in pids)
 
     # ---- reports ---------------------------------------------------------------------
-    def _sent_by_job(self, job: _Job, pid: int | None, members: dict[str, set[int]]) -> bool:
-        """Did process ``pid`` (the kernel says) belong to ``job``? Drops reports forged for
-        another job. What cannot be verified (no pid, a sender gone from /proc) is refused."""
+    def _sent_by_job(self, job: _Job, msg: dict[str, Any], members: dict[str, set[int]]) -> bool:
+        """Did the sender of ``msg`` (the kernel says its pid) belong to ``job``? Drops reports
+        forged for another job. Judged by the sender's cgroups and session as the inbox read
+        them when the datagram arrived; what cannot be verified is refused."""
+        pid = msg.get("sender_pid")
         if not pid:
             return False
         if pid == job.shim_pid:
@@ -1209,18 +1211,15 @@ class JobManager:
             members[job.id] = self._pids(job)
         if pid in members[job.id]:
             return True
-        try:
-            text = Path(f"/proc/{pid}/cgroup").read_text()
-        except OSError:
-            return False
+        text = msg.get("sender_cgroup")
         if job.cgroup is not None:
+            if not isinstance(text, str):
+                return False
             mine = f"/agentd-{self.node}/job-{job.n}/"
             # a line is "id:controllers:path"; "/job-1/" must not match ".../job-12"
             return any(mine in line.split(":", 2)[-1] + "/" for line in text.splitlines())
-        try:
-            return os.getsid(pid) == job.pid
-        except OSError:
-            return False
+        sid = msg.get("sender_sid")
+        return sid is not None and sid == job.pid
 
     def _job_of_report(self, msg: dict[str, Any], members: dict[str, set[int]]) -> _Job | None:
         """The job a report is from: the one it names, if its sender belongs to it; else the
@@ -1228,7 +1227,7 @@ class JobManager:
         the environment it was started with, so it names its job id on that node."""
         pid = msg.get("sender_pid")
         named = self._jobs.get(msg.get("job", ""))
-        if named is not None and self._sent_by_job(named, pid, members):
+        if named is not None and self._sent_by_job(named, msg, members):
             return named
         if not pid:
             return None
