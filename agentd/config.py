@@ -10,12 +10,32 @@ from pathlib import Path
 import msgspec
 
 from agentd.control.spec import parse_size
+from agentd.protocol.limits import DEFAULT_JOB_RETENTION_S, MAX_ENDED_JOBS
 
 DEFAULT_CTL = "tcp://127.0.0.1:7710"
 DEFAULT_PUB = "tcp://127.0.0.1:7711"
 DEFAULT_INTERVAL_S = 1.0
 MIN_INTERVAL_S = 0.1
 MAX_INTERVAL_S = 60.0
+_DURATION_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: str | int | float) -> float:
+    """Seconds from ``3600``, ``90m``, ``24h``, ``7d``. Raises ValueError."""
+    if isinstance(value, bool):
+        raise ValueError(f"duration {value!r} is not a number of seconds")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        text = value.strip().lower()
+        unit = text[-1:] if text[-1:] in _DURATION_UNITS else ""
+        try:
+            seconds = float(text[:-1] if unit else text) * _DURATION_UNITS[unit]
+        except ValueError:
+            raise ValueError(f"duration {value!r} is not a duration; write e.g. 3600, 90m, 24h or 7d") from None
+    if not seconds == seconds or seconds < 0 or seconds == float("inf"):
+        raise ValueError(f"duration {value!r} must be a finite number of seconds, 0 or more")
+    return seconds
 
 
 def default_state_dir() -> Path:
@@ -56,6 +76,8 @@ class DaemonConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     local_socket: str = ""  # the ipc socket every local user reaches (default STATE_DIR/agentd.sock; "off": none)
     operators: list[str] = []  # local users (or @groups) who may control every job
     admins: list[str] = []  # local users (or @groups) who may also run jobs as others (root always may)
+    job_retention: float | str = DEFAULT_JOB_RETENTION_S  # seconds, or "24h", "7d": ended jobs are forgotten after it
+    max_ended_jobs: int = MAX_ENDED_JOBS  # ended jobs kept at most (oldest forgotten first)
 
     def resolved(self) -> "DaemonConfig":
         return msgspec.structs.replace(
@@ -99,4 +121,10 @@ def build_config(file_values: dict, overrides: dict) -> DaemonConfig:
         raise ConfigError(f"--migration-quota: {exc}") from None
     if quota <= 0:
         raise ConfigError(f"--migration-quota {cfg.migration_quota!r} must be more than 0 bytes")
-    return msgspec.structs.replace(cfg.resolved(), migration_quota=quota)
+    try:
+        retention = parse_duration(cfg.job_retention)
+    except ValueError as exc:
+        raise ConfigError(f"--job-retention: {exc}") from None
+    if not 0 <= cfg.max_ended_jobs <= 1_000_000:
+        raise ConfigError(f"max_ended_jobs = {cfg.max_ended_jobs} is out of range; use 0 to 1000000")
+    return msgspec.structs.replace(cfg.resolved(), migration_quota=quota, job_retention=retention)

@@ -31,6 +31,7 @@ from agentd.config import ConfigError, DaemonConfig, build_config, load_config_f
 from agentd.metrics import NodeInventory, NodeSample, derive
 from agentd.protocol import ErrorCode, Event, JobInfo, ProtocolError, decode_request, encode, error_reply
 from agentd.protocol.codec import request_id
+from agentd.protocol.fit import REPLY_BUDGET_BYTES, fit_jobs
 from agentd.protocol.messages import (
     Cancel,
     EventMsg,
@@ -64,6 +65,7 @@ log = logging.getLogger("agentd")
 HEARTBEAT_S = 1.0
 HISTORY_SAMPLES = 300  # what a late joiner may ask for (5 min at 1 Hz; ~1.7 MiB encoded)
 RECENT_EVENTS = 500
+SNAPSHOT_EVENTS = 200  # recent events a snapshot carries (fewer when they would not fit)
 _sample_decoder = msgspec.msgpack.Decoder(NodeSample)
 Handler = Callable[[Any, str], Reply]
 # Requests that act on one job: the daemon checks the caller may act on it before the handler runs.
@@ -121,6 +123,7 @@ class Daemon:
             self.node, self.state_dir, len(self.inventory.gpus),
             on_event=self._outbox.put, on_job=self._outbox.put,
             cpu_count=self.inventory.cpu_count, mem_total_bytes=self.inventory.mem_total_bytes,
+            retention_s=float(self.cfg.job_retention), max_ended_jobs=self.cfg.max_ended_jobs,
         )
         mgr.start()
         return mgr
@@ -245,6 +248,9 @@ class Daemon:
                 raise ProtocolError(ErrorCode.UNAVAILABLE, f"node {self.node!r} does not offer {cmd!r}")
             req = self._authorize(req, caller)
             reply = handler(req, caller.name)
+            if isinstance(reply, JobsReply):  # however a handler built it, it fits the frame limit
+                jobs, omitted = fit_jobs(reply.jobs)
+                reply = msgspec.structs.replace(reply, jobs=jobs, omitted=reply.omitted + omitted)
             reply = msgspec.structs.replace(reply, id=req.id)
             reply = self._private_view(reply, caller)
             if req.role != "viewer":
@@ -331,9 +337,20 @@ class Daemon:
     def _snapshot(self, req: Snapshot, caller: Caller) -> SnapshotReply:
         self._flush_outbox()  # so the snapshot includes everything published up to seq
         n = max(0, min(req.history, HISTORY_SAMPLES))
-        samples = [_sample_decoder.decode(b) for b in list(self.history)[-n:]] if n else []
-        jobs = [self._job_view(j, caller) for j in self.all_jobs()]
-        return SnapshotReply(id=req.id, seq=self.seq, inventory=self.inventory, samples=samples, jobs=jobs, events=list(self.events)[-200:])
+        encoded = list(self.history)[-n:] if n else []
+        events = list(self.events)[-SNAPSHOT_EVENTS:]
+        # Samples and events take at most half the frame; jobs fill the rest (fit_jobs).
+        half = REPLY_BUDGET_BYTES // 2
+        while encoded and sum(map(len, encoded)) > half:
+            encoded = encoded[len(encoded) // 2 + 1:]
+        base = SnapshotReply(id=req.id, seq=self.seq, inventory=self.inventory, events=events)
+        while events and len(encode(base)) + sum(map(len, encoded)) > half:
+            events = events[len(events) // 2 + 1:]
+            base = msgspec.structs.replace(base, events=events)
+        samples = [_sample_decoder.decode(b) for b in encoded]
+        visible = [self._job_view(j, caller) for j in self.all_jobs()]
+        jobs, omitted = fit_jobs(visible, REPLY_BUDGET_BYTES - len(encode(base)) - sum(map(len, encoded)))
+        return msgspec.structs.replace(base, samples=samples, jobs=jobs, jobs_omitted=omitted)
 
     # ---- stream ----------------------------------------------------------------------
     def publish(self, make: Callable[[int], StreamMsg]) -> None:
@@ -431,6 +448,8 @@ class Daemon:
         self.sockets.wake()
 
     def close(self) -> None:
+        if self.jobs is not None:
+            self.jobs.stop_waiting()  # a cancel waiting out a grace period must not delay SIGTERM
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.sockets.flush_replies()
         for ext in self.extensions:
@@ -473,6 +492,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--slurm", choices=["auto", "on", "off"], help="control Slurm jobs on this node (default auto)")
     p.add_argument("--migration-quota", metavar="SIZE",
                    help="largest total of incoming migration checkpoints this node holds at once, e.g. 64G (default 64G)")
+    p.add_argument("--job-retention", metavar="DURATION",
+                   help="forget ended jobs (table, store, logs) after this long, e.g. 3600, 90m, 24h, 7d (default 24h)")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="node label (repeatable)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--version", action="version", version=f"agentd {__version__}")
@@ -502,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
             "state_dir": args.state_dir, "ctl": args.ctl, "pub": args.pub, "node_name": args.node_name,
             "interval": args.interval, "simulate_gpus": args.simulate_gpus, "metrics_listen": args.metrics_listen,
             "slurm": args.slurm, "log_level": args.log_level, "labels": labels or None,
-            "migration_quota": args.migration_quota,
+            "migration_quota": args.migration_quota, "job_retention": args.job_retention,
         })
         state_dir = Path(cfg.state_dir)
         try:

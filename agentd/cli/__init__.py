@@ -13,7 +13,7 @@ import sys
 from typing import Any, Callable
 
 from agentd import __version__
-from agentd.cli.common import CliError, GLOBAL_DEFAULTS, add_global_options
+from agentd.cli.common import CliError, GLOBAL_DEFAULTS, add_global_options, clean
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as exc:
         if args.json and exc.code == EXIT_FAILED:
             print(json.dumps({"error": str(exc), "code": exc.remote_code}), file=sys.stdout)
-        print(f"agentctl: {exc}", file=sys.stderr)
+        print(f"agentctl: {clean(exc)}", file=sys.stderr)
         return exc.code
     except KeyboardInterrupt:
         return 130

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -116,6 +117,26 @@ def each_node(args: argparse.Namespace) -> Iterator[tuple[Target, NodeClient]]:
             yield t, c
         finally:
             c.close()
+
+
+# C0 controls but tab and newline, DEL, and C1 controls (0x9b is a one-byte CSI on some
+# terminals): whatever could move the cursor, recolour, retitle or rewrite a terminal.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def clean(text: object) -> str:
+    """``text`` safe to print on a terminal: job names, argv, logs, events and recordings come
+    from other people. Escape sequences and control characters other than newline and tab
+    become visible ``\\xNN``; a carriage return becomes a newline (``\\r\\n`` one newline)."""
+    s = str(text).replace("\r\n", "\n").replace("\r", "\n")
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", s)
+
+
+def cell(text: object) -> str:
+    """``clean(text)`` for a rich table cell: rich markup such as ``[red]`` is shown as typed."""
+    from rich.markup import escape
+
+    return escape(clean(text))
 
 
 def emit_json(obj: Any) -> None:

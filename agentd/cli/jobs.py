@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from agentd.cli.common import CliError, call, client_for_job, connect, each_node, emit_json, human_bytes, targets
+from agentd.cli.common import CliError, call, cell, clean, client_for_job, connect, each_node, emit_json, human_bytes, targets
 from agentd.control.spec import parse_size
 from agentd.protocol import JobInfo, JobSpec
 from agentd.protocol.messages import Cancel, JobReply, Jobs, JobsReply, Logs, LogsReply, Migrate, Pause, Priority, Resume, Show, Submit
@@ -60,6 +60,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--stderr", action="store_true")
     p.add_argument("--follow", "-f", action="store_true")
     p.add_argument("--bytes", type=int, default=65536, help="how much of the end to show first")
+    p.add_argument("--raw", action="store_true",
+                   help="write the log's bytes unchanged (default: escape sequences and control characters are shown as \\xNN)")
     p.set_defaults(func=cmd_logs)
     p = sub.add_parser("migrate", parents=[common], help="move a job to another node without losing progress")
     p.add_argument("job")
@@ -189,16 +191,16 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         for j in jobs:
             metrics = " ".join(f"{k}={v:.4g}" for k, v in sorted(j.metrics.items())[:4])
             state = j.state + (f" (#{j.queue_position})" if j.queue_position else "") + (" [slurm]" if j.backend == "slurm" else "")
-            table.add_row(j.id, j.name, j.node, state, f"{j.priority:+d}", ",".join(map(str, j.gpus)) or "—",
-                          str(j.pid or ""), _age(j), metrics)
+            table.add_row(cell(j.id), cell(j.name), cell(j.node), cell(state), f"{j.priority:+d}",
+                          ",".join(map(str, j.gpus)) or "—", str(j.pid or ""), _age(j), cell(metrics))
         Console().print(table)
     for e in errors:
-        print(f"agentctl: {e}", file=sys.stderr)
+        print(f"agentctl: {clean(e)}", file=sys.stderr)
     return 2 if errors else 0
 
 
 def _print_job(job: JobInfo, message: str = "") -> None:
-    print(f"{job.id}  {job.name}  {job.state}" + (f"  ({message})" if message else "") + (f"  — {job.reason}" if job.reason else ""))
+    print(clean(f"{job.id}  {job.name}  {job.state}" + (f"  ({message})" if message else "") + (f"  — {job.reason}" if job.reason else "")))
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -220,9 +222,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     rows += [(f"metric {k}", f"{v:.6g}") for k, v in sorted(j.metrics.items())]
     for name, value in rows:
         if value not in (None, ""):
-            print(f"{name:>16}: {value}")
+            print(clean(f"{name:>16}: {value}"))
     for tc in j.tool_calls[-10:]:
-        print(f"{'tool call':>16}: {tc.name} exit={tc.exit_code} cpu={tc.cpu_s} peak={human_bytes(tc.mem_peak_bytes)}")
+        print(clean(f"{'tool call':>16}: {tc.name} exit={tc.exit_code} cpu={tc.cpu_s} peak={human_bytes(tc.mem_peak_bytes)}"))
     return 0
 
 
@@ -254,7 +256,7 @@ def cmd_priority(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    args.timeout = max(args.timeout, args.grace + 5)  # the reply comes after the grace period
+    args.timeout = max(args.timeout, min(args.grace, 10.0) + 10)  # the reply waits for the end at most 10 s
     _report(args, [_act(args, j, lambda jid: Cancel(job=jid, grace_s=args.grace)) for j in args.job])
     return 0
 
@@ -268,7 +270,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
         while True:
             reply = call(c, Logs(job=job_id, stream=stream, offset=offset))
             assert isinstance(reply, LogsReply)
-            out.write(reply.data)
+            # a job's output may hold escape sequences aimed at whoever reads it on a terminal
+            out.write(reply.data if args.raw else clean(reply.data.decode("utf-8", "replace")).encode())
             out.flush()
             offset = reply.offset
             if not args.follow:
@@ -308,19 +311,19 @@ def _follow_migration(args: argparse.Namespace, c: Any, job: JobInfo) -> int:
         total, sent = mig.get("bytes_total") or 0, mig.get("bytes_sent") or 0
         line = f"{job.id}: {phase or job.state}" + (f" {human_bytes(sent)}/{human_bytes(total)}" if total else "")
         if line != shown:
-            print(line, file=sys.stderr, flush=True)
+            print(clean(line), file=sys.stderr, flush=True)
             shown = line
         if job.state == "migrated":
             if args.json:
                 emit_json(_job_json(job))
             else:
-                print(f"{job.id} now runs as {job.migrated_to}")
+                print(clean(f"{job.id} now runs as {job.migrated_to}"))
             return 0
         if phase in ("rolled_back", "failed", "refused") or (not phase and job.state in ("succeeded", "failed", "cancelled")):
             reason = mig.get("reason") or job.reason or "the migration did not complete"
             raise CliError(f"migration of {job.id} did not complete: {reason}; the job is {job.state} on {job.node}", 1)
         if job.state == "queued" and job.migrated_to:
-            print(f"{job.id} moved to the queue of {job.migrated_to}")
+            print(clean(f"{job.id} moved to the queue of {job.migrated_to}"))
             return 0
         time.sleep(0.3)
         reply = call(c, Show(job=job.id))

@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Any
 
-from agentd.cli.common import CliError, each_node, emit_json, human_bytes, human_rate, targets
+from agentd.cli.common import CliError, cell, clean, each_node, emit_json, human_bytes, human_rate, targets
 from agentd.cli.watchfmt import derived_to_json
 from agentd.metrics import DerivedNode, NodeInventory, NodeSample, derive
 from agentd.protocol.messages import HelloReply, SampleMsg, Snapshot, SnapshotReply
@@ -89,17 +89,17 @@ def cmd_nodes(args: argparse.Namespace) -> int:
             table.add_column(col)
         for r in rows:
             if r["link"] == "down":
-                table.add_row("?", r["endpoint"], "[red]down[/red]", "", "", r["error"], "")
+                table.add_row("?", cell(r["endpoint"]), "[red]down[/red]", "", "", cell(r["error"]), "")
                 continue
             gpus = f"{len(r['gpus'])} ({r['gpu_status']})" if r["gpus"] else r["gpu_status"] or "none"
             cpu = "—" if r["cpu_pct"] is None else f"{r['cpu_pct']:.0f}% of {r['cpu_count']}"
             mem = f"{human_bytes(r['memory_used_bytes'])} / {human_bytes(r['memory_total_bytes'])}"
-            table.add_row(r["name"], r["endpoint"], "[green]live[/green]", cpu, mem, gpus, str(r["jobs"]))
+            table.add_row(cell(r["name"]), cell(r["endpoint"]), "[green]live[/green]", cpu, mem, cell(gpus), str(r["jobs"]))
         Console().print(table)
     down = [r for r in rows if r["link"] == "down"]
     if down:
         for r in down:
-            print(f"agentctl: {r['error']}", file=sys.stderr)
+            print(f"agentctl: {clean(r['error'])}", file=sys.stderr)
         return 2
     return 0
 
@@ -136,7 +136,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
                     if ev.reply.samples:
                         last[ev.node] = ev.reply.samples[-1]
                 elif isinstance(ev, LinkState) and ev.state == "down":
-                    print(f"agentctl: {ev.endpoint}: link down ({ev.detail})", file=sys.stderr)
+                    print(clean(f"agentctl: {ev.endpoint}: link down ({ev.detail})"), file=sys.stderr)
                 elif isinstance(ev, LinkMessage) and isinstance(ev.msg, SampleMsg):
                     s = ev.msg.sample
                     d = derive(s, last.get(s.node))
@@ -144,7 +144,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
                     if args.json:
                         emit_json(derived_to_json(d))
                     else:
-                        print(_human_watch_line(d), flush=True)
+                        print(clean(_human_watch_line(d)), flush=True)
                     printed[s.node] = printed.get(s.node, 0) + 1
             if args.count and printed and len(printed) >= len(ever_live) and min(printed.values()) >= args.count:
                 return 0

@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any
 
-from agentd.cli.common import CliError, targets
+from agentd.cli.common import CliError, clean, targets
 from agentd.cli.watchfmt import derived_to_json
 from agentd.store.recording import Recorder, RecordingError, RecordingInfo, RecordingReader
 
@@ -170,7 +170,7 @@ def cmd_record(args: argparse.Namespace) -> int:
                 elif isinstance(ev, LinkState):
                     rec.link_state(key, ev.state, ev.detail)
                     if ev.state == "down":
-                        print(f"agentctl: {ev.endpoint}: link down ({ev.detail}); gap recorded, retrying", file=sys.stderr)
+                        print(clean(f"agentctl: {ev.endpoint}: link down ({ev.detail}); gap recorded, retrying"), file=sys.stderr)
             rec.maybe_flush()
             if time.monotonic() >= next_progress:
                 _progress(rec, time.monotonic() - started, tty)
@@ -246,7 +246,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 if as_json:
                     sys.stdout.write(json.dumps(derived_to_json(d)) + "\n")
                 else:
-                    sys.stdout.write(_watch_line(d) + "\n")
+                    sys.stdout.write(clean(_watch_line(d)) + "\n")
             sys.stdout.flush()
         except RecordingError as exc:
             raise CliError(str(exc), EXIT_USAGE) from None
@@ -283,7 +283,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     if getattr(args, "json", False):
         print(json.dumps(info.to_json()))
     else:
-        print(_info_text(info))
+        print(clean(_info_text(info)))
     return EXIT_OK
 
 

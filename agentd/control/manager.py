@@ -24,7 +24,9 @@ import contextlib
 import fcntl
 import json
 import logging
+import math
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -44,6 +46,15 @@ from agentd.control.spec import signal_number, validate_spec
 from agentd.metrics.samples import AppMetric
 from agentd.protocol.errors import ErrorCode, ProtocolError
 from agentd.protocol.jobs import PRIORITY_MAX, PRIORITY_MIN, TERMINAL_STATES, Event, JobInfo, JobSpec, ToolCall
+from agentd.protocol.limits import (
+    DEFAULT_JOB_RETENTION_S,
+    MAX_ENDED_JOBS,
+    MAX_GRACE_S,
+    MAX_METRIC_NAME_CHARS,
+    MAX_METRICS_PER_JOB,
+    MAX_NAME_CHARS,
+    MAX_UNFINISHED_JOBS,
+)
 from agentd.store.jobstore import DB_NAME, JobStore
 from agentd.telemetry.cgroup_paths import CgroupRef
 
@@ -56,6 +67,10 @@ EXIT_FILE_WAIT_S = 1.5
 STOP_TIMEOUT_S = 5.0
 KILL_TIMEOUT_S = 5.0
 MAX_TOOL_CALLS = 100
+CANCEL_REPLY_WAIT_S = 10.0  # a cancel reply waits at most this long for the end of the job
+MAX_WAITING_CANCELS = 4  # cancels waiting at once; half the daemon's request threads at most
+RETENTION_CHECK_S = 30.0
+MAX_REPORT_CLOCK_SKEW_S = 7 * 86400.0  # a report's wall_s further than this from now is malformed  # how often tick looks for ended jobs past their retention
 MAX_LOG_READ = 1 << 20
 LOG_MAX_BYTES = 10 << 20
 LOG_KEEP = 2
@@ -99,6 +114,8 @@ class _Job:
     resumed_from: str | None = None
     resume: bool = False
     cancelling: bool = False
+    cancel_actor: str = ""
+    kill_at: float | None = None  # monotonic time of the SIGKILL a cancel promised
     gpu_mem_bytes: int = 0
     migrated_to: str | None = None
     migration: dict[str, Any] = field(default_factory=dict)
@@ -122,7 +139,8 @@ class JobManager:
     def __init__(self, node: str, state_dir: Path, gpu_count: int, *, on_event: Callable[[Event], None],
                  on_job: Callable[[JobInfo], None], cgroup_root: Path = DEFAULT_CGROUP_ROOT,
                  cpu_count: int | None = None, mem_total_bytes: int | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, retention_s: float = DEFAULT_JOB_RETENTION_S,
+                 max_ended_jobs: int = MAX_ENDED_JOBS) -> None:
         self.node = node
         self.state_dir = Path(state_dir)
         self.gpu_count = gpu_count
@@ -142,6 +160,13 @@ class JobManager:
         self.layout: CgroupLayout | None = None
         self._lock_fd: int | None = None
         self.report_path = report_socket_path(self.state_dir)
+        self.retention_s = retention_s
+        self.max_ended_jobs = max_ended_jobs
+        self._next_retention = 0.0
+        self._cancel_waiters = threading.BoundedSemaphore(MAX_WAITING_CANCELS)
+        self._closing = threading.Event()
+        self._metric_refusals = 0  # metric names over MAX_METRICS_PER_JOB (or too long), all jobs
+        self._metric_refusal_logged: set[str] = set()
 
     # ---- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -179,8 +204,13 @@ class JobManager:
         os.write(fd, str(os.getpid()).encode())
         self._lock_fd = fd
 
+    def stop_waiting(self) -> None:
+        """Make waiting cancels reply now (the daemon is stopping); their SIGKILL deadlines stay."""
+        self._closing.set()
+
     def close(self) -> None:
         """Stop listening and close the store. Never touches the jobs: they keep running."""
+        self._closing.set()  # waiting cancels reply now (a restarted agentd does not know their deadline)
         with self._lock:
             if self._lock_fd is not None:
                 os.close(self._lock_fd)  # releases the flock
@@ -279,6 +309,19 @@ class JobManager:
             self._flush()
             raise
         with self._lock:
+            unfinished = sum(1 for j in self._jobs.values() if j.state not in TERMINAL_STATES)
+            if unfinished >= MAX_UNFINISHED_JOBS and resume_from is None:
+                e = ProtocolError(ErrorCode.TOO_LARGE, f"node {self.node} already has {unfinished} unfinished jobs, "
+                                  f"the limit is {MAX_UNFINISHED_JOBS}; wait for some to end or cancel some", "spec")
+                self._emit(Event(wall_s=self._clock(), node=self.node, kind="action", message=f"submit refused: {e.message}",
+                                 actor=actor, ok=False, data={"action": "submit", "code": int(e.code), "field": e.field}))
+                err: ProtocolError | None = e
+            else:
+                err = None
+        if err is not None:
+            self._flush()
+            raise err
+        with self._lock:
             store = self._need_store()
             n = store.next_job_number()
             job_id = f"{self.node}.{n}"
@@ -310,10 +353,14 @@ class JobManager:
     def cancel(self, job_id: str, grace_s: float = 10.0, actor: str = "") -> JobInfo:
         """SIGTERM everything in the job, SIGKILL after ``grace_s``; paused jobs are killed then thawed.
 
-        Blocks up to ``grace_s`` (+ a few seconds). Cancelling a job that is being cancelled waits
-        for that; a finished job is a CONFLICT.
+        Waits for the end at most ``min(grace_s, CANCEL_REPLY_WAIT_S)`` seconds, and only while
+        fewer than ``MAX_WAITING_CANCELS`` other cancels wait: a slow job never holds a request
+        thread for long. Otherwise it returns the job still live (``reason`` says it is being
+        cancelled); ``tick`` sends SIGKILL at the deadline and ends the job. A finished job is
+        a CONFLICT; cancelling a job already being cancelled keeps the earlier deadline.
         """
         err: ProtocolError | None = None
+        grace_s = _finite_range(grace_s, 0.0, MAX_GRACE_S)
         with self._lock:
             try:
                 job = self._find(job_id)
@@ -336,10 +383,12 @@ class JobManager:
                 info = None
                 if not job.cancelling:
                     job.cancelling = True
+                    job.cancel_actor = actor
                     job.reason = f"cancelled by {actor or 'a client'}"
                     if job.state == "paused":
                         self._kill_now(job)
                     else:
+                        job.kill_at = time.monotonic() + grace_s
                         self._signal_job(job, signal.SIGTERM)
         if err is not None:
             self._flush()
@@ -347,25 +396,56 @@ class JobManager:
         if info is not None:
             self._flush()
             return info
-        deadline = time.monotonic() + max(0.0, grace_s)
-        while time.monotonic() < deadline:
-            with self._lock:
-                if job.state in TERMINAL_STATES or not self._pids(job):
-                    break
-            time.sleep(0.02)
+        if self._cancel_waiters.acquire(blocking=False):
+            try:
+                deadline = time.monotonic() + min(grace_s, CANCEL_REPLY_WAIT_S)
+                while time.monotonic() < deadline and not self._closing.is_set():
+                    with self._lock:
+                        if job.state in TERMINAL_STATES or not self._pids(job):
+                            break
+                    time.sleep(0.02)
+            finally:
+                self._cancel_waiters.release()
         with self._lock:
-            if job.state not in TERMINAL_STATES and self._pids(job):
+            due = job.kill_at is None or time.monotonic() >= job.kill_at
+            if job.state not in TERMINAL_STATES and due and self._pids(job):
                 self._kill_now(job)
+            gone = job.state in TERMINAL_STATES or not self._pids(job)
+        if not gone:
+            with self._lock:
+                self._action(job, "cancel", actor, True, f"cancel {job_id}: SIGTERM sent; SIGKILL in "
+                             f"{max(0.0, (job.kill_at or 0) - time.monotonic()):.0f} s unless it exits first",
+                             {"pending": True})
+                info = self._info(job)
+            self._flush()
+            return info
         self._wait_exit_file(job)
         with self._lock:
-            if job.state not in TERMINAL_STATES:
-                exit_info = self._read_exit(job) or {}
-                self._finish(job, "cancelled", exit_info.get("exit_code"), job.reason, actor)
-            self._action(job, "cancel", actor, job.state == "cancelled", f"cancel {job_id}: {job.state}")
-            self._schedule()
+            self._end_cancelled(job, actor)
             info = self._info(job)
         self._flush()
         return info
+
+    def _end_cancelled(self, job: _Job, actor: str) -> None:
+        """Record the end of a cancelled job whose processes are gone (call with the lock held)."""
+        if job.state not in TERMINAL_STATES:
+            exit_info = self._read_exit(job) or {}
+            self._finish(job, "cancelled", exit_info.get("exit_code"), job.reason, actor)
+        self._action(job, "cancel", actor, job.state == "cancelled", f"cancel {job.id}: {job.state}")
+        job.kill_at = None
+        self._schedule()
+
+    def _cancel_due(self) -> None:
+        """SIGKILL cancelled jobs whose grace period is over (from ``tick``, lock held)."""
+        now = time.monotonic()
+        for job in self._jobs.values():
+            if job.cancelling and job.kill_at is not None and job.state in LIVE_STATES:
+                if now >= job.kill_at and self._pids(job):
+                    self._kill_now(job)
+                if not self._pids(job):
+                    job.kill_at = None
+                    self._wait_exit_file(job)
+                    self._end_cancelled(job, job.cancel_actor)
 
     # ---- migration hooks (agentd.control.migration SourceJobs / TargetJobs) -------------
     def checkpoint_dir(self, job_id: str) -> Path:
@@ -586,6 +666,19 @@ class JobManager:
         """Create a job from ``spec``; with ``checkpoint_dir`` adopt (rename) it and start with
         AGENTD_RESUME=1, or, with ``criu_image``, restore the CRIU image it holds."""
         with self._lock:
+            unfinished = sum(1 for j in self._jobs.values() if j.state not in TERMINAL_STATES)
+            if unfinished >= MAX_UNFINISHED_JOBS and resume_from is None:
+                e = ProtocolError(ErrorCode.TOO_LARGE, f"node {self.node} already has {unfinished} unfinished jobs, "
+                                  f"the limit is {MAX_UNFINISHED_JOBS}; wait for some to end or cancel some", "spec")
+                self._emit(Event(wall_s=self._clock(), node=self.node, kind="action", message=f"submit refused: {e.message}",
+                                 actor=actor, ok=False, data={"action": "submit", "code": int(e.code), "field": e.field}))
+                err: ProtocolError | None = e
+            else:
+                err = None
+        if err is not None:
+            self._flush()
+            raise err
+        with self._lock:
             store = self._need_store()
             n = store.next_job_number()
             job_id = f"{self.node}.{n}"
@@ -621,9 +714,14 @@ class JobManager:
             if self._inbox is not None:  # before exits: a job's last reports still count
                 members: dict[str, set[int]] = {}
                 for msg in self._inbox.drain():
-                    job = self._job_of_report(msg, members)
-                    if job is not None:
-                        self._apply_report(job, msg)
+                    try:
+                        job = self._job_of_report(msg, members)
+                        if job is not None:
+                            self._apply_report(job, msg)
+                    except (TypeError, ValueError, OverflowError, AttributeError) as e:
+                        # a job's bad report never stalls the bookkeeping of every job
+                        self._inbox.count_bad(f"{type(e).__name__}: {e}")
+            self._cancel_due()
             for job in list(self._jobs.values()):
                 if job.state in LIVE_STATES and not job.exited:
                     self._check_exit(job)
@@ -636,7 +734,29 @@ class JobManager:
                             if job.state == "paused":
                                 self._pending.append(self._info(job))
             self._schedule()
+            if time.monotonic() >= self._next_retention:
+                self._next_retention = time.monotonic() + min(RETENTION_CHECK_S, max(1.0, self.retention_s / 2))
+                self._age_out()
         self._flush()
+
+    def _age_out(self) -> None:
+        """Forget ended jobs older than ``retention_s`` and all but the newest ``max_ended_jobs``
+        ended ones: out of memory, out of the store, their job dirs deleted (lock held)."""
+        ended = sorted((j for j in self._jobs.values() if j.state in TERMINAL_STATES),
+                       key=lambda j: (j.ended_s or 0.0, j.n), reverse=True)
+        cutoff = self._clock() - self.retention_s
+        old = [j for i, j in enumerate(ended) if i >= self.max_ended_jobs or (j.ended_s or 0.0) < cutoff]
+        if not old:
+            return
+        for job in old:
+            del self._jobs[job.id]
+            for d, parent in ((job.job_dir, "jobs"), (job.checkpoint_dir, "checkpoints")):
+                if d.parent == self.state_dir / parent:  # never outside our own tree
+                    shutil.rmtree(d, ignore_errors=True)
+        if self._store is not None:
+            self._store.forget([j.id for j in old])
+        log.info("forgot %d ended jobs past their retention (%g s, at most %d kept)",
+                 len(old), self.retention_s, self.max_ended_jobs)
 
     # ---- action plumbing -------------------------------------------------------------
     def _do(self, action: str, job_id: str, actor: str, fn: Callable[[_Job, str], JobInfo]) -> JobInfo:
@@ -1078,25 +1198,28 @@ class JobManager:
         return bool(pids) and all(procs.state_of(p) in ("T", "t") for p in pids)
 
     # ---- reports ---------------------------------------------------------------------
-    def _sent_by_job(self, job: _Job, pid: int | None, members: dict[str, set[int]]) -> bool:
-        """Did process ``pid`` (the kernel says) belong to ``job``? Drops reports forged for
-        another job. A sender that already exited cannot be checked and is believed."""
-        if pid is None or pid == job.shim_pid:
+    def _sent_by_job(self, job: _Job, msg: dict[str, Any], members: dict[str, set[int]]) -> bool:
+        """Did the sender of ``msg`` (the kernel says its pid) belong to ``job``? Drops reports
+        forged for another job. Judged by the sender's cgroups and session as the inbox read
+        them when the datagram arrived; what cannot be verified is refused."""
+        pid = msg.get("sender_pid")
+        if not pid:
+            return False
+        if pid == job.shim_pid:
             return True
         if job.id not in members:
             members[job.id] = self._pids(job)
         if pid in members[job.id]:
             return True
-        try:
-            text = Path(f"/proc/{pid}/cgroup").read_text()
-        except OSError:
-            return True
+        text = msg.get("sender_cgroup")
         if job.cgroup is not None:
-            return f"/agentd-{self.node}/job-{job.n}" in text
-        try:
-            return os.getsid(pid) == job.pid
-        except OSError:
-            return True
+            if not isinstance(text, str):
+                return False
+            mine = f"/agentd-{self.node}/job-{job.n}/"
+            # a line is "id:controllers:path"; "/job-1/" must not match ".../job-12"
+            return any(mine in line.split(":", 2)[-1] + "/" for line in text.splitlines())
+        sid = msg.get("sender_sid")
+        return sid is not None and sid == job.pid
 
     def _job_of_report(self, msg: dict[str, Any], members: dict[str, set[int]]) -> _Job | None:
         """The job a report is from: the one it names, if its sender belongs to it; else the
@@ -1104,9 +1227,9 @@ class JobManager:
         the environment it was started with, so it names its job id on that node."""
         pid = msg.get("sender_pid")
         named = self._jobs.get(msg.get("job", ""))
-        if named is not None and self._sent_by_job(named, pid, members):
+        if named is not None and self._sent_by_job(named, msg, members):
             return named
-        if pid is None:
+        if not pid:
             return None
         for job in self._jobs.values():
             if job is not named and job.state in LIVE_STATES:
@@ -1117,29 +1240,58 @@ class JobManager:
         return None
 
     def _apply_report(self, job: _Job, msg: dict[str, Any]) -> None:
+        """Apply one report. Raises ValueError/TypeError for a malformed one (tick counts it)."""
         if job.state not in LIVE_STATES:
             return
-        wall = msg.get("wall_s") or self._clock()
+        now = self._clock()
+        wall = msg.get("wall_s")
+        if wall is None:
+            wall = now
+        elif not _finite_number(wall) or abs(float(wall) - now) > MAX_REPORT_CLOCK_SKEW_S:
+            raise ValueError(f"job {job.id}: report timestamp {str(wall)[:40]!r} is not a time near now")
+        wall = float(wall)
         if msg.get("t") == "metric":
             values = msg.get("values") or {}
+            if not isinstance(values, dict):
+                raise TypeError(f"job {job.id}: metric values must be a name -> number table")
+            refused = 0
             for k, v in values.items():
-                if isinstance(v, (int, float)) and not isinstance(v, bool):
-                    job.metrics[str(k)] = float(v)
-            job.counters.update(str(c) for c in msg.get("counters") or [] if c in values)
+                if not _finite_number(v):
+                    continue
+                name = str(k)
+                if not name or len(name) > MAX_METRIC_NAME_CHARS:
+                    refused += 1
+                    continue
+                if name not in job.metrics and len(job.metrics) >= MAX_METRICS_PER_JOB:
+                    refused += 1
+                    continue
+                job.metrics[name] = float(v)
+            if refused:
+                self._metric_refusals += refused
+                if job.id not in self._metric_refusal_logged:
+                    self._metric_refusal_logged.add(job.id)
+                    log.warning("job %s reports more than %d metric names (or names over %d characters); "
+                                "the extra ones are dropped", job.id, MAX_METRICS_PER_JOB, MAX_METRIC_NAME_CHARS)
+            counters = msg.get("counters") or []
+            if not isinstance(counters, list):
+                raise TypeError(f"job {job.id}: counters must be a list of metric names")
+            job.counters.update(c for c in counters if isinstance(c, str) and c in job.metrics)
         elif msg.get("t") == "tool":
-            name, call_id = str(msg.get("name", "?")), str(msg.get("id", ""))
+            name, call_id = str(msg.get("name", "?"))[:MAX_NAME_CHARS], str(msg.get("id", ""))[:MAX_NAME_CHARS]
             if msg.get("phase") == "start":
-                job.open_tools[call_id] = ToolCall(name=name, started_s=float(wall))
-                self._emit(Event(wall_s=float(wall), node=self.node, kind="tool_call", job_id=job.id,
+                if call_id not in job.open_tools and len(job.open_tools) >= MAX_TOOL_CALLS:
+                    raise ValueError(f"job {job.id}: more than {MAX_TOOL_CALLS} tool calls open at once")
+                job.open_tools[call_id] = ToolCall(name=name, started_s=wall)
+                self._emit(Event(wall_s=wall, node=self.node, kind="tool_call", job_id=job.id,
                                  message=f"{job.id} tool call {name} started", data={"phase": "start", "name": name}))
             elif msg.get("phase") == "end":
                 start = job.open_tools.pop(call_id, None)
-                call = ToolCall(name=name, started_s=start.started_s if start else float(wall), ended_s=float(wall),
+                call = ToolCall(name=name, started_s=start.started_s if start else wall, ended_s=wall,
                                 exit_code=_opt_int(msg.get("exit_code")), cpu_s=_opt_float(msg.get("cpu_s")),
                                 mem_peak_bytes=_opt_int(msg.get("mem_peak_bytes")))
                 job.tool_calls.append(call)
                 del job.tool_calls[:-MAX_TOOL_CALLS]
-                self._emit(Event(wall_s=float(wall), node=self.node, kind="tool_call", job_id=job.id,
+                self._emit(Event(wall_s=wall, node=self.node, kind="tool_call", job_id=job.id,
                                  message=f"{job.id} tool call {name} ended", ok=call.exit_code in (0, None),
                                  data={"phase": "end", **msgspec.structs.asdict(call)}))
                 self._pending.append(self._info(job))
@@ -1217,9 +1369,26 @@ class JobManager:
                     log.exception("job manager callback failed")
 
 
+def _finite_range(value: float, low: float, high: float) -> float:
+    """``value`` clamped to low..high; NaN becomes ``low`` (callers inside agentd skip the schema)."""
+    if value != value:
+        return low
+    return max(low, min(high, float(value)))
+
+
+def _finite_number(v: Any) -> bool:
+    """A real int or float that is finite and within float range (not bool, NaN or inf)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(v))
+    except OverflowError:  # a huge JSON integer
+        return False
+
+
 def _opt_int(v: Any) -> int | None:
-    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+    return int(v) if _finite_number(v) and abs(v) < 1 << 63 else None
 
 
 def _opt_float(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+    return float(v) if _finite_number(v) else None

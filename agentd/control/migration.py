@@ -48,6 +48,7 @@ from agentd.control.checkpoint_archive import ArchiveError, CheckpointTar, Order
 from agentd.control.transfer import DEFAULT_RETRY_S, DEFAULT_WINDOW, ClientFactory, IncomingStream, TransferError, remote_code, send_stream
 from agentd.protocol.errors import ErrorCode, ProtocolError
 from agentd.protocol.jobs import Event, JobInfo, JobSpec
+from agentd.protocol.limits import is_safe_name
 from agentd.protocol.messages import Hello, Reply
 from agentd.protocol.migration import (
     MigrateAbort,
@@ -655,6 +656,10 @@ class MigrationTarget:
         raise ProtocolError(ErrorCode.UNKNOWN_COMMAND, f"{type(req).__name__} is not a migration command", "cmd")
 
     def _dir(self, mid: str) -> Path:
+        """The directory of incoming migration ``mid``; never anything outside ``root``."""
+        if not is_safe_name(mid):  # the schema refuses such ids; this guards every other way in
+            raise ProtocolError(ErrorCode.INVALID, f"migration id {mid[:80]!r} is not a plain name "
+                                "(letters, digits, '_.-', not starting with '.')", "migration_id")
         return self.root / mid
 
     def offer(self, req: MigrateOffer) -> MigrateOfferReply:
@@ -861,7 +866,8 @@ class MigrationTarget:
         if unpacker is not None:
             unpacker.abort()
         self._forget(rec.id)
-        shutil.rmtree(self._dir(rec.id), ignore_errors=True)
+        if is_safe_name(rec.id):
+            shutil.rmtree(self._dir(rec.id), ignore_errors=True)
         self.journal.update(rec, phase="aborted", reason=reason)
         self.emit(Event(wall_s=self.wall(), node=self.node, kind="migration", job_id=rec.job_id, ok=False,
                         message=f"incoming migration of job '{rec.job_id}' from {rec.source_node} aborted: {reason}",

@@ -14,8 +14,9 @@ from typing import Any
 
 import msgspec
 
+from agentd.protocol.codec import field_of
 from agentd.protocol.errors import ErrorCode, ProtocolError
-from agentd.protocol.jobs import PRIORITY_MAX, PRIORITY_MIN, JobSpec
+from agentd.protocol.jobs import JobSpec
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtTpP]?)(i?)([bB]?)\s*$")
 _SIZE_POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4, "p": 5}
@@ -82,12 +83,11 @@ def spec_from_dict(data: Mapping[str, Any]) -> JobSpec:
 
 def _field_of(message: str) -> str:
     """The dotted field a msgspec validation message is about (``checkpoint.when``)."""
-    where = re.search(r"at `\$\.([A-Za-z_][\w.\[\]]*)`", message)
-    prefix = where.group(1) if where else ""
+    where = field_of(message)
     named = re.search(r"(?:unknown|required) field `([^`]+)`", message)
     if named:
-        return f"{prefix}.{named.group(1)}" if prefix else named.group(1)
-    return prefix
+        return f"{where}.{named.group(1)}" if where else named.group(1)
+    return where
 
 
 def load_spec(path: str | Path) -> JobSpec:
@@ -110,26 +110,23 @@ def load_spec(path: str | Path) -> JobSpec:
 
 def validate_spec(spec: JobSpec, *, gpu_count: int, cpu_count: int | None = None,
                   mem_total_bytes: int | None = None, search_path: str | None = None) -> None:
-    """Check a spec against this node before it is queued. Raises ProtocolError(INVALID, field)."""
-    if not spec.argv or not all(isinstance(a, str) for a in spec.argv):
-        raise _invalid("argv is empty; give the program and its arguments, e.g. ['python', 'train.py']", "argv")
+    """Check a spec against this node before it is queued. Raises ProtocolError(INVALID, field).
+
+    Sizes and ranges (agentd.protocol.limits) are the schema's: a spec decoded from the wire
+    already passed them; one built in Python passes through the schema here once more.
+    """
+    try:
+        msgspec.convert(msgspec.to_builtins(spec), JobSpec)
+    except (msgspec.ValidationError, TypeError, ValueError) as e:
+        raise _invalid(f"job spec: {e}", _field_of(str(e))) from None
     if spec.shell and len(spec.argv) != 1:
         raise _invalid(f"with shell = true argv must hold one command string, not {len(spec.argv)} items", "argv")
-    if not PRIORITY_MIN <= spec.priority <= PRIORITY_MAX:
-        raise _invalid(f"priority {spec.priority} is outside {PRIORITY_MIN}..{PRIORITY_MAX}", "priority")
-    if spec.gpus < 0:
-        raise _invalid(f"gpus {spec.gpus} is negative", "gpus")
     if spec.gpus > gpu_count:
         raise _invalid(f"the job asks for {spec.gpus} GPUs but this node has {gpu_count}; "
                        f"ask for at most {gpu_count} or submit to a bigger node", "gpus")
-    if spec.cpus is not None:
-        if spec.cpus <= 0:
-            raise _invalid(f"cpus {spec.cpus} must be positive", "cpus")
-        if cpu_count is not None and spec.cpus > cpu_count:
-            raise _invalid(f"the job asks for {spec.cpus} CPUs but this node has {cpu_count}", "cpus")
+    if spec.cpus is not None and cpu_count is not None and spec.cpus > cpu_count:
+        raise _invalid(f"the job asks for {spec.cpus} CPUs but this node has {cpu_count}", "cpus")
     if spec.memory_bytes is not None:
-        if spec.memory_bytes <= 0:
-            raise _invalid(f"memory_bytes {spec.memory_bytes} must be positive", "memory_bytes")
         if mem_total_bytes is not None and spec.memory_bytes > mem_total_bytes:
             raise _invalid(f"the job asks for {spec.memory_bytes} bytes of memory but this node has "
                            f"{mem_total_bytes}", "memory_bytes")
@@ -138,8 +135,6 @@ def validate_spec(spec: JobSpec, *, gpu_count: int, cpu_count: int | None = None
             signal_number(spec.checkpoint.signal)
         except ValueError as e:
             raise _invalid(str(e), "checkpoint.signal") from None
-        if spec.checkpoint.timeout_s <= 0:
-            raise _invalid(f"checkpoint.timeout_s {spec.checkpoint.timeout_s} must be positive", "checkpoint.timeout_s")
     if spec.cwd is not None and not Path(spec.cwd).is_dir():
         raise _invalid(f"cwd {spec.cwd!r} is not a directory on this node", "cwd")
     if spec.user is not None:
@@ -149,9 +144,6 @@ def validate_spec(spec: JobSpec, *, gpu_count: int, cpu_count: int | None = None
             pwd.getpwnam(spec.user)
         except KeyError:
             raise _invalid(f"user {spec.user!r} does not exist on this node", "user") from None
-    for key in spec.env:
-        if not key or "=" in key or "\0" in key:
-            raise _invalid(f"env name {key!r} is not a valid variable name", "env")
     if not spec.shell:
         prog = spec.argv[0]
         path = search_path if search_path is not None else spec.env.get("PATH", os.environ.get("PATH", os.defpath))

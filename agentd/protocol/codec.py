@@ -25,7 +25,7 @@ from agentd.protocol.messages import (
 _encoder = msgspec.msgpack.Encoder()
 _header_decoder = msgspec.msgpack.Decoder(Header)
 _stream_decoder = msgspec.msgpack.Decoder(StreamBody)
-_FIELD_RE = re.compile(r"at `\$\.?([^`]*)`")
+_FIELD_RE = re.compile(r"(?:at|in) `\$\.?([^`]*)`")
 R = TypeVar("R", bound=Reply)
 # msgspec raises DecodeError for most bad input, but UnicodeDecodeError for invalid UTF-8 in
 # strings and RecursionError for absurd nesting: all of them are "malformed" to us.
@@ -41,9 +41,15 @@ def topic_of(msg: StreamMsg) -> bytes:
     return TOPICS[type(msg)]
 
 
-def _field_of(err: Exception) -> str:
-    m = _FIELD_RE.search(str(err))
-    return m.group(1) if m else ""
+def field_of(err: Exception | str) -> str:
+    """The dotted field a msgspec error is about. A check in ``__post_init__`` names its own
+    field (``- at `$.argv```) and msgspec appends the outer path (``- at `$.spec```), so the
+    paths join outermost first: ``spec.argv``."""
+    parts = [p for p in _FIELD_RE.findall(str(err)) if p]
+    return ".".join(reversed(parts))
+
+
+_field_of = field_of
 
 
 @lru_cache(maxsize=None)

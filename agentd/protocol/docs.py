@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import inspect
 import sys
+import types
+import typing
 from typing import Any
 
 import msgspec
 
 import agentd.protocol  # noqa: F401  (registers every command module)
 from agentd.protocol.errors import ErrorCode
+from agentd.protocol.limits import LIMITS
 from agentd.protocol.messages import COMMANDS, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, TOPICS, Request, Reply, StreamMsg
 
 try:  # optional command modules register themselves on import
@@ -51,7 +54,21 @@ file and the schemas disagree.
 """
 
 
+_CONSTRAINTS = (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"), ("min_length", "len>="),
+                ("max_length", "len<="), ("pattern", "~"))
+
+
 def _type_name(t: Any) -> str:
+    """A field's type as the docs show it; constraints (agentd.protocol.limits) in brackets."""
+    origin, args = typing.get_origin(t), typing.get_args(t)
+    if origin is typing.Annotated:
+        cons = [f"{sym}{getattr(m, attr)}" for m in args[1:] if isinstance(m, msgspec.Meta)
+                for attr, sym in _CONSTRAINTS if getattr(m, attr) is not None]
+        return f"{_type_name(args[0])}[{', '.join(cons)}]" if cons else _type_name(args[0])
+    if origin in (list, dict) and args:
+        return f"{origin.__name__}[{', '.join(_type_name(a) for a in args)}]"
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join("None" if a is type(None) else _type_name(a) for a in args)
     if getattr(t, "__origin__", None) is not None or "|" in str(t):
         return str(t).replace("typing.", "").replace("agentd.protocol.jobs.", "").replace("agentd.metrics.samples.", "")
     return getattr(t, "__name__", None) or str(t)
@@ -80,6 +97,11 @@ def render() -> str:
     out = [INTRO]
     for code in ErrorCode:
         out.append(f"| {int(code)} | `{code.name}` | {_ERROR_MEANING.get(code, '')} |")
+    out.append("\n## Limits\n")
+    out.append("Everything a client sends is bounded; a request over a limit gets `BAD_MESSAGE` (or "
+               "`INVALID`) with `field` naming the field and the message the limit. Floats are finite "
+               "(NaN and infinity are refused). The constants live in `agentd/protocol/limits.py`.\n")
+    out += ["| what | limit |", "|---|---|", *(f"| {what} | {limit} |" for what, limit in LIMITS), ""]
     out.append("\n## Commands\n")
     for name, cls in sorted(COMMANDS.items()):
         out.append(f"### `{name}` (role: {cls.role})\n\n{_doc(cls)}\n")

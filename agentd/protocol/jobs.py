@@ -6,6 +6,25 @@ from typing import Any, Literal
 
 import msgspec
 
+from agentd.protocol.limits import (
+    PRIORITY_MAX,  # noqa: F401  (re-exported: callers import them from here)
+    PRIORITY_MIN,  # noqa: F401
+    Argv,
+    CheckpointTimeout,
+    Counters,
+    Cpus,
+    Env,
+    GpuCount,
+    Labels,
+    MemoryBytes,
+    Name,
+    PathText,
+    PriorityValue,
+    SignalName,
+    UserName,
+    spec_totals_error,
+)
+
 JobState = Literal[
     "queued", "running", "paused", "checkpointing", "migrating",
     "succeeded", "failed", "cancelled", "migrated",
@@ -13,38 +32,42 @@ JobState = Literal[
 TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled", "migrated"})
 ACTIVE_STATES: frozenset[str] = frozenset({"running", "paused", "checkpointing", "migrating"})
 
-PRIORITY_MIN = -10
-PRIORITY_MAX = 10
-
 
 class CheckpointContract(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """How a job checkpoints: on ``signal`` it writes its state to AGENTD_CHECKPOINT_DIR and
     exits 0 within ``timeout_s`` seconds."""
 
-    signal: str = "SIGUSR1"
-    timeout_s: float = 60.0
+    signal: SignalName = "SIGUSR1"
+    timeout_s: CheckpointTimeout = 60.0
 
 
 class JobSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
     """What to run. ``argv`` is a list; a shell string only with ``shell=True`` (one element).
 
     ``counters`` names the application metrics that only grow (charted as rates).
+    Every field is bounded (agentd.protocol.limits); decoding refuses what is over a limit.
     """
 
-    argv: list[str]
-    name: str = ""
+    argv: Argv
+    name: Name = ""
     shell: bool = False
-    cwd: str | None = None
-    env: dict[str, str] = {}
-    user: str | None = None
-    gpus: int = 0
-    cpus: float | None = None
-    memory_bytes: int | None = None
-    priority: int = 0
+    cwd: PathText | None = None
+    env: Env = {}
+    user: UserName | None = None
+    gpus: GpuCount = 0
+    cpus: Cpus | None = None
+    memory_bytes: MemoryBytes | None = None
+    priority: PriorityValue = 0
     kind: Literal["job", "agent"] = "job"
     checkpoint: CheckpointContract | None = None
-    labels: dict[str, str] = {}
-    counters: list[str] = []
+    labels: Labels = {}
+    counters: Counters = []
+
+    def __post_init__(self) -> None:
+        # Totals the per-field constraints cannot say; msgspec turns this into a ValidationError.
+        problem = spec_totals_error(self.argv, self.env)
+        if problem:
+            raise ValueError(problem)
 
 
 class ToolCall(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -86,6 +109,7 @@ class JobInfo(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     resumed_from: str | None = None  # "node.N" of the job this one continues
     migrated_to: str | None = None  # "node.N" that now runs this job
     migration: dict[str, Any] = {}  # phase, bytes_sent, bytes_total, elapsed_s, target
+    short: bool = False  # listed in short form (over MAX_LISTED_JOB_BYTES): `show` has the whole job
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

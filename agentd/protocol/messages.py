@@ -18,6 +18,17 @@ import msgspec
 
 from agentd.metrics.samples import NodeInventory, NodeSample
 from agentd.protocol.jobs import Event, JobInfo, JobSpec
+from agentd.protocol.limits import (
+    Actor,
+    Endpoint,
+    GraceSeconds,
+    HistoryCount,
+    JobId,
+    KeyText,
+    LogOffset,
+    LogReadBytes,
+    PriorityValue,
+)
 
 PROTOCOL_VERSION = 1
 # Largest frame either side accepts (checkpoint chunks are 1 MiB; leave room for the header).
@@ -32,7 +43,7 @@ class Request(msgspec.Struct, kw_only=True, tag_field="cmd"):
     reply: ClassVar[type["Reply"]]
     v: int = PROTOCOL_VERSION
     id: int = 0
-    actor: str = ""  # a note from the client for the audit log; the daemon names the caller itself
+    actor: Actor = ""  # a note from the client for the audit log; the daemon names the caller itself
 
 
 class Reply(msgspec.Struct, kw_only=True):
@@ -102,6 +113,7 @@ class SnapshotReply(Reply, kw_only=True):
     samples: list[NodeSample] = []
     jobs: list[JobInfo] = []
     events: list[Event] = []
+    jobs_omitted: int = 0  # ended jobs left out to fit the frame limit (ask `jobs` for them)
 
 
 class JobReply(Reply, kw_only=True):
@@ -110,7 +122,11 @@ class JobReply(Reply, kw_only=True):
 
 
 class JobsReply(Reply, kw_only=True):
+    """Every unfinished job, then ended ones newest first as long as the reply fits
+    MAX_MESSAGE_BYTES; ``omitted`` counts the ended jobs left out."""
+
     jobs: list[JobInfo] = []
+    omitted: int = 0
 
 
 class LogsReply(Reply, kw_only=True):
@@ -138,7 +154,7 @@ class Snapshot(Request, tag="snapshot", kw_only=True):
     recent events, and the stream sequence number it is consistent with (Clone pattern:
     drop stream messages with ``seq`` at or below it)."""
 
-    history: int = 2
+    history: HistoryCount = 2
 
 
 @command(JobReply, role="user")
@@ -159,21 +175,21 @@ class Jobs(Request, tag="jobs", kw_only=True):
 class Show(Request, tag="show", kw_only=True):
     """One job in full."""
 
-    job: str
+    job: JobId
 
 
 @command(JobReply, role="user")
 class Pause(Request, tag="pause", kw_only=True):
     """Freeze a running job; replies once the kernel reports it frozen. No-op when paused."""
 
-    job: str
+    job: JobId
 
 
 @command(JobReply, role="user")
 class Resume(Request, tag="resume", kw_only=True):
     """Thaw a paused job; replies once the kernel reports it thawed. No-op when running."""
 
-    job: str
+    job: JobId
 
 
 @command(JobReply, role="user")
@@ -181,26 +197,30 @@ class Priority(Request, tag="priority", kw_only=True):
     """Set a job's priority (-10..10, higher is more important): queue order when queued,
     nice and cgroup CPU/IO weight when running."""
 
-    job: str
-    priority: int
+    job: JobId
+    priority: PriorityValue
 
 
 @command(JobReply, role="user")
 class Cancel(Request, tag="cancel", kw_only=True):
-    """Stop a job: SIGTERM, SIGKILL after ``grace_s``; paused jobs are killed then thawed."""
+    """Stop a job: SIGTERM, SIGKILL after ``grace_s`` (0..3600); paused jobs are killed then
+    thawed. Replies with the ended job when it ends within ``min(grace_s, 10)`` seconds;
+    otherwise (or while 4 other cancels are already waiting) at once with the job still in its
+    state and ``message`` saying it is being cancelled: the daemon sends SIGKILL at the
+    deadline itself and the stream carries the end."""
 
-    job: str
-    grace_s: float = 10.0
+    job: JobId
+    grace_s: GraceSeconds = 10.0
 
 
 @command(LogsReply)
 class Logs(Request, tag="logs", kw_only=True):
     """Read a job's stdout or stderr from ``offset`` (negative: that many bytes from the end)."""
 
-    job: str
+    job: JobId
     stream: Literal["stdout", "stderr"] = "stdout"
-    offset: int = -65536
-    max_bytes: int = 65536
+    offset: LogOffset = -65536
+    max_bytes: LogReadBytes = 65536
 
 
 @command(JobReply, role="user")
@@ -209,9 +229,9 @@ class Migrate(Request, tag="migrate", kw_only=True):
     starting from scratch when the job has no checkpoint contract; ``resume`` makes a paused
     job arrive running."""
 
-    job: str
-    target: str
-    target_key: str = ""
+    job: JobId
+    target: Endpoint
+    target_key: KeyText = ""
     restart: bool = False
     resume: bool = False
 

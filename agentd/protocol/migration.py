@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Literal
 
 from agentd.protocol.jobs import JobInfo, JobSpec
+from agentd.protocol.limits import ByteOffset, ChunkData, JobId, MigrationId, Name, Reason, Sha256
 from agentd.protocol.messages import Reply, Request, command
 
 MigrationMode = Literal["checkpoint", "queued", "restart", "criu"]
@@ -72,13 +73,13 @@ class MigrateOffer(Request, tag="migrate_offer", kw_only=True):
     "restart" (spec only, starts from scratch), "criu" (a CRIU image follows). ``paused``:
     start it frozen. ``source_node``/``source_job`` say where it came from."""
 
-    migration_id: str
+    migration_id: MigrationId
     spec: JobSpec
-    source_node: str
-    source_job: str
+    source_node: Name
+    source_job: JobId
     mode: MigrationMode = "checkpoint"
-    size_bytes: int = 0
-    sha256: str = ""
+    size_bytes: ByteOffset = 0
+    sha256: Sha256 = ""
     paused: bool = False
 
 
@@ -86,16 +87,16 @@ class MigrateOffer(Request, tag="migrate_offer", kw_only=True):
 class MigrateChunk(Request, tag="migrate_chunk", kw_only=True):
     """``data`` (at most 1 MiB) of an accepted migration's checkpoint at byte ``offset``."""
 
-    migration_id: str
-    offset: int
-    data: bytes
+    migration_id: MigrationId
+    offset: ByteOffset
+    data: ChunkData
 
 
 @command(MigrateStatusReply, role="daemon")
 class MigrateStatus(Request, tag="migrate_status", kw_only=True):
     """Where migration ``migration_id`` stands on this daemon."""
 
-    migration_id: str
+    migration_id: MigrationId
 
 
 @command(MigrateCommitReply, role="daemon")
@@ -103,14 +104,14 @@ class MigrateCommit(Request, tag="migrate_commit", kw_only=True):
     """Verify the received checkpoint against ``sha256`` (and ``size_bytes``, which a
     streaming offer left open), unpack it and start the job."""
 
-    migration_id: str
-    sha256: str = ""
-    size_bytes: int = 0
+    migration_id: MigrationId
+    sha256: Sha256 = ""
+    size_bytes: ByteOffset = 0
 
 
 @command(MigrateAbortReply, role="daemon")
 class MigrateAbort(Request, tag="migrate_abort", kw_only=True):
     """Forget migration ``migration_id``: delete what was received; refuse a later commit."""
 
-    migration_id: str
-    reason: str = ""
+    migration_id: MigrationId
+    reason: Reason = ""

@@ -82,6 +82,17 @@ class JobStore:
             rows = list(self.db.execute("SELECT info, n, runtime FROM jobs ORDER BY n"))
         return [(msgspec.json.decode(r[0], type=JobInfo), r[1], json.loads(r[2])) for r in rows]
 
+    def forget(self, job_ids: list[str]) -> None:
+        """Delete ended jobs and their transitions (retention)."""
+        if not job_ids:
+            return
+        with self._lock, self.db.conn:
+            for i in range(0, len(job_ids), 500):  # SQLite's bound-parameter limit
+                chunk = job_ids[i:i + 500]
+                marks = ",".join("?" * len(chunk))
+                self.db.execute(f"DELETE FROM jobs WHERE id IN ({marks})", chunk)
+                self.db.execute(f"DELETE FROM transitions WHERE job_id IN ({marks})", chunk)
+
     def transitions(self, job_id: str) -> list[dict[str, Any]]:
         with self._lock:
             return list(self.db["transitions"].rows_where("job_id = ?", [job_id], order_by="id"))
