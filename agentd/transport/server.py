@@ -18,8 +18,11 @@ What a hostile client cannot do here:
   process's RSS every :data:`WATCHDOG_PERIOD_S` (more often once it grows) and, past
   :data:`FLOOD_RSS_BYTES` above the baseline, shuts down every client connection itself
   (``shutdown(2)`` on the kernel sockets libzmq accepted: no zmq socket changes threads, and
-  nothing waits for the loop thread). libzmq then drops those connections and frees what they
-  held; legitimate clients reconnect by themselves (a request in flight then times out).
+  nothing waits for the loop thread), and the loop closes and re-binds the request sockets once
+  libzmq has freed what they held; legitimate clients reconnect by themselves (a request in
+  flight then times out). Growth that complete requests explain (up to
+  :data:`REQUEST_MEMORY_FACTOR` times their size: many big job specs) moves the baseline
+  instead, so a busy node is not mistaken for a flood.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ WATCHDOG_PERIOD_S = 0.03  # ~30 µs of CPU a look (thread wake-up included): 0.1
 WATCHDOG_ALERT_S = 0.005  # once memory grows, look closely
 WATCHDOG_ALERT_BYTES = 4 << 20
 SETTLE_S = 0.5
+REQUEST_MEMORY_FACTOR = 4  # a request may cost the daemon this many times its size, kept
 KEYS_CHECK_S = 0.25
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -122,6 +126,8 @@ class DaemonSockets:
         self.floods = 0
         self._flood = threading.Event()
         self._flood_cut = 0
+        self.request_bytes = 0  # of every complete request received: what explains growth
+        self._request_bytes_at_base = 0
         # Held by the loop thread while it uses the request sockets (polling included), and by
         # the watchdog only when free: see _free_cut_connections.
         self._routers_lock = threading.Lock()
@@ -241,6 +247,14 @@ class DaemonSockets:
 
     def _check_flood(self, grown: int) -> float:
         """React to ``grown`` bytes of RSS over the baseline; the period until the next look."""
+        if grown > FLOOD_RSS_BYTES and not self._flood.is_set():
+            # Growth that complete requests explain (big job specs, many jobs) is the daemon's
+            # own: it becomes the new baseline. What they do not explain is a flood.
+            explained = REQUEST_MEMORY_FACTOR * (self.request_bytes - self._request_bytes_at_base)
+            if grown <= FLOOD_RSS_BYTES + explained:
+                self._rss_base += grown
+                self._request_bytes_at_base = self.request_bytes
+                return WATCHDOG_PERIOD_S
         if grown > FLOOD_RSS_BYTES or self._flood.is_set():
             # Stop the inflow now, from this thread, and keep cutting whoever reconnects
             # until the loop thread has closed the sockets, freed what they held and re-bound.
@@ -268,6 +282,7 @@ class DaemonSockets:
         socket. Takes the RSS baseline once the daemon has started."""
         if not self._rss_base:
             self._rss_base = rss_bytes()
+            self._request_bytes_at_base = self.request_bytes
         if self._flood.is_set():
             grown = rss_bytes() - self._rss_base
             self.rebuild(f"memory grew {grown >> 20} MiB with no complete request to show for it (a multipart "
@@ -275,6 +290,7 @@ class DaemonSockets:
                          stream=False, settle=True)
             # What is still resident after that is the daemon's own (jobs, history).
             self._rss_base = max(self._rss_base, rss_bytes())
+            self._request_bytes_at_base = self.request_bytes
             self.floods += 1
             self._flood_cut = 0
             self._flood.clear()
@@ -341,6 +357,7 @@ class DaemonSockets:
                     peer = frames[1].get("User-Id") or UNVERIFIED
                 except zmq.ZMQError:
                     peer = UNVERIFIED
+                self.request_bytes += len(frames[1])
                 # The body as a view of the frame: a 1 MiB checkpoint chunk is not copied to be decoded.
                 out.append(Incoming(tag + frames[0].bytes, frames[1].buffer, peer, name))
         return out
