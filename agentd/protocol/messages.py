@@ -90,6 +90,7 @@ class HelloReply(Reply, kw_only=True):
     capabilities: list[str] = []
     server_time_s: float
     role: str = "operator"
+    problems: list[str] = []  # what the daemon could not read or write in its state dir (file, row, why)
 
 
 class SnapshotReply(Reply, kw_only=True):
