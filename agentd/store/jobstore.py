@@ -102,7 +102,7 @@ class JobStore:
         self.problems: list[str] = []
         try:
             self.db = self._open_checked()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:  # OSError: moving a damaged file aside failed
             raise store_error(path, "open the job store", exc) from None
 
     def _connect(self) -> sqlite_utils.Database:
