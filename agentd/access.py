@@ -32,7 +32,7 @@ from pathlib import Path
 import msgspec
 
 from agentd.protocol import ErrorCode, JobInfo, ProtocolError
-from agentd.transport.auth import UNVERIFIED, authorized_keys
+from agentd.transport.auth import authorized_keys
 
 ROLE_RANK = {"viewer": 0, "daemon": 0, "user": 1, "operator": 2, "admin": 3}
 

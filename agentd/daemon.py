@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
+import contextlib
 import logging
 import logging.handlers
 import queue
@@ -58,6 +58,8 @@ from agentd.protocol.messages import (
     StreamMsg,
     Submit,
 )
+from agentd.store.audit import AUDIT_NAME, AuditLog
+from agentd.store.jobstore import is_disk_full
 from agentd.telemetry.collector import NodeCollector
 from agentd.transport.server import BindError, DaemonSockets, Incoming
 
@@ -105,7 +107,7 @@ class Daemon:
         self.sockets = DaemonSockets(cfg.ctl, cfg.pub, self.state_dir, local=f"ipc://{local}" if local else None)
         self.access = AccessPolicy(self.state_dir / "authorized_keys", operators=cfg.operators, admins=cfg.admins)
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="agentd-rpc")
-        self.audit = open(self.state_dir / "audit.log", "a", buffering=1)
+        self.audit = AuditLog(self.state_dir / AUDIT_NAME)
         self.jobs = self._make_job_manager()
         self.extensions: list[Any] = []
         self._register_handlers()
@@ -155,7 +157,11 @@ class Daemon:
                 module = __import__(modname, fromlist=["attach"])
             except ImportError:
                 continue
-            ext = module.attach(self)
+            try:
+                ext = module.attach(self)
+            except Exception as exc:  # e.g. its journal on a full or damaged state disk: run without it
+                log.exception("%s could not start (%s); this node runs without it", modname, exc)
+                continue
             if ext is not None:
                 self.extensions.append(ext)
 
@@ -204,7 +210,11 @@ class Daemon:
         return self.jobs
 
     def _local(self, job_id: str) -> str:
-        """Accept ``node.N`` for this node, or a bare ``N`` as shorthand."""
+        """Accept ``node.N`` for this node, or a bare ``N`` as shorthand; jobs submitted under an
+        earlier node name keep that name's prefix."""
+        known = self.jobs.resolve(job_id) if self.jobs is not None and isinstance(job_id, str) else None
+        if known is not None:
+            return known
         if job_id.isdigit():
             return f"{self.node}.{job_id}"
         if not job_id.startswith(self.node + "."):
@@ -310,10 +320,7 @@ class Daemon:
         entry = {"wall_s": time.time(), "node": self.node, "caller": caller.name, "user": caller.user or "",
                  "uid": caller.uid, "role": caller.role, "verified_by": caller.verified_by or "unverified",
                  "note": caller.note, "cmd": cmd, "object": obj, "result": result}
-        try:
-            self.audit.write(json.dumps(entry) + "\n")
-        except (OSError, ValueError) as exc:  # a full disk must not stop the daemon
-            log.warning("audit log write failed: %s", exc)
+        self.audit.write(entry)  # never raises: a full disk must not stop the daemon
 
     def _audit_refusal(self, caller: Caller, cmd: str, obj: str, exc: ProtocolError) -> None:
         if exc.code in (ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN) or cmd not in ("hello", "snapshot", "jobs", "show"):
@@ -332,6 +339,7 @@ class Daemon:
             id=req.id, node=self.node, agentd_version=__version__, pub_endpoint=self.sockets.pub_endpoint,
             capabilities=caps, server_time_s=time.time(), role=caller.role, user=caller.user or "",
             verified_by=caller.verified_by, local_endpoint=self.sockets.local_endpoint,
+            problems=list(getattr(self.jobs, "problems", None) or []),
         )
 
     def _snapshot(self, req: Snapshot, caller: Caller) -> SnapshotReply:
@@ -367,7 +375,7 @@ class Daemon:
             if isinstance(item, Event):
                 self.events.append(item)
                 if item.kind in ("action", "migration") and item.actor:
-                    self.audit.write(json.dumps(msgspec.to_builtins(item)) + "\n")
+                    self.audit.write(msgspec.to_builtins(item))
                 self.publish(lambda s, e=item: EventMsg(node=self.node, seq=s, event=e))
             else:
                 # The stream reaches every viewer: no env values, no argv beyond the program.
@@ -474,9 +482,26 @@ def _configure_logging(state_dir: Path, level: str) -> None:
     err = logging.StreamHandler(sys.stderr)
     err.setFormatter(fmt)
     root.addHandler(err)
-    fileh = logging.handlers.RotatingFileHandler(state_dir / "agentd.log", maxBytes=5 << 20, backupCount=2)
+    try:
+        fileh = _QuietRotatingFileHandler(state_dir / "agentd.log", maxBytes=5 << 20, backupCount=2)
+    except OSError as exc:
+        log.error("cannot open %s (%s); logging to stderr only", state_dir / "agentd.log", exc)
+        return
     fileh.setFormatter(fmt)
     root.addHandler(fileh)
+
+
+class _QuietRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """The log file on a full state disk: records that cannot be written are counted, and said
+    once on stderr, instead of a traceback per record."""
+
+    dropped = 0
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.dropped += 1
+        if self.dropped == 1:
+            print(f"agentd: cannot write {self.baseFilename} ({sys.exc_info()[1]}); log records are dropped "
+                  "and counted until it works", file=sys.stderr)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -532,7 +557,14 @@ def main(argv: list[str] | None = None) -> int:
             probe.write_text("")
             probe.unlink()
         except OSError as exc:
-            raise ConfigError(f"state dir {state_dir} is not writable ({exc.strerror}); pass --state-dir DIR") from None
+            if not is_disk_full(exc):
+                raise ConfigError(f"state dir {state_dir} is not writable ({exc.strerror}); pass --state-dir DIR") from None
+            # A full disk is not a configuration error: start degraded (telemetry, control of the
+            # jobs already running) rather than crash-looping under systemd.
+            print(f"agentd: state dir {state_dir} is full ({exc.strerror}); starting degraded: telemetry and "
+                  "existing jobs work, new jobs are refused until space is freed", file=sys.stderr)
+            with contextlib.suppress(OSError):
+                (state_dir / ".write-test").unlink()
     except ConfigError as exc:
         print(f"agentd: {exc}", file=sys.stderr)
         return 2

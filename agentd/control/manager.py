@@ -11,7 +11,22 @@ How a job runs (files under ``<state_dir>/jobs/<N>/``):
 - Control is ``cgroup-v2``, ``cgroup-v1`` (freezer, cpu.shares, ...) or ``pgroup`` (signals to
   the session; autogroup nice) when no cgroup is writable.
 - Queue: strict order by priority then submission; GPUs, and declared CPUs/memory, gate starts.
-- Every transition is a row in ``jobs.db`` (agentd.store.jobstore) and an Event.
+- Every transition is a row in ``jobs.db`` (agentd.store.jobstore) and an Event; the job's
+  latest record is also kept in ``jobs/<N>/job.json``, so a lost, damaged or older ``jobs.db``
+  loses no job (the newer of the two wins).
+
+Durability (nothing lost, nothing doubled):
+- Launch journal: before the shim is spawned the job's row gets a fresh ``launch_token``; the
+  shim claims it (symlink ``claim-<token>``) before it forks. A restart that finds a queued job
+  with a token creates the same link as ``revoked``: if it wins, that launch never ran and the job
+  starts once; if the shim won, the job started and is adopted. kill -9 anywhere in between
+  never starts a job twice.
+- Job numbers are never reused: the high-water mark is the largest of ``jobs.db``, the fsync'ed
+  ``job-ids`` file, the job dirs and the job cgroup dirs; a stale cgroup that still holds
+  processes is never adopted by a new job.
+- A store that cannot be written (full disk) leaves jobs running and controllable: rows are
+  retried every tick, submits are refused with the reason; a store that cannot be opened at
+  start gives a degraded manager (existing jobs from their job dirs, no new jobs).
 
 Threads: the daemon calls this from worker threads; one lock guards all job state, and only
 ``cancel``/``stop``/``wait_exit`` wait without holding it. Events and job updates are queued while
@@ -31,6 +46,7 @@ import signal
 import sys
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -55,7 +71,7 @@ from agentd.protocol.limits import (
     MAX_NAME_CHARS,
     MAX_UNFINISHED_JOBS,
 )
-from agentd.store.jobstore import DB_NAME, JobStore
+from agentd.store.jobstore import DB_NAME, JobStore, StoreError, store_error
 from agentd.telemetry.cgroup_paths import CgroupRef
 
 log = logging.getLogger(__name__)
@@ -75,6 +91,9 @@ MAX_LOG_READ = 1 << 20
 LOG_MAX_BYTES = 10 << 20
 LOG_KEEP = 2
 LOCK_NAME = "jobs.lock"
+HIGH_WATER_NAME = "job-ids"  # the highest job number handed out, beside jobs.db
+JOB_FILE = "job.json"  # the job's latest record inside its job dir
+STORE_RETRY_S = 10.0  # how often a store that could not be opened is tried again
 # States with processes on this node. "migrating" is parked: checkpoint written, no process here.
 LIVE_STATES = frozenset({"running", "paused", "checkpointing"})
 
@@ -123,12 +142,14 @@ class _Job:
     held: bool = False  # a migration owns this job's exit: it only records the exit code
     pause_on_start: bool = False
     restore_images: str = ""  # the next launch restores this CRIU image instead of running argv
+    launch_token: str | None = None  # a launch journaled but not yet confirmed (see the module docstring)
 
     def runtime(self) -> dict[str, Any]:
         return {"shim_pid": self.shim_pid, "start_ticks": self.start_ticks, "job_dir": str(self.job_dir),
                 "checkpoint_dir": str(self.checkpoint_dir), "resume": self.resume,
                 "migration": self.migration, "exited": self.exited, "held": self.held,
                 "pause_on_start": self.pause_on_start, "restore_images": self.restore_images,
+                "launch_token": self.launch_token,
                 "cgroup": None if self.cgroup is None else {"version": self.cgroup.version,
                                                             "paths": {k: str(v) for k, v in self.cgroup.paths.items()}}}
 
@@ -167,6 +188,13 @@ class JobManager:
         self._closing = threading.Event()
         self._metric_refusals = 0  # metric names over MAX_METRICS_PER_JOB (or too long), all jobs
         self._metric_refusal_logged: set[str] = set()
+        self._started = False
+        self._high_water = 0
+        self._unsaved: set[str] = set()  # jobs whose latest state is not in jobs.db yet
+        self._store_down: str | None = None  # why the store cannot be written now
+        self._store_retry_at = 0.0
+        self._file_failures: set[str] = set()
+        self.problems: list[str] = []  # what went wrong reading the state at start, for hello/events
 
     # ---- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -176,7 +204,8 @@ class JobManager:
         (self.state_dir / "jobs").mkdir(exist_ok=True)
         (self.state_dir / "checkpoints").mkdir(exist_ok=True)
         with self._lock:
-            self._store = JobStore(self.state_dir / DB_NAME)
+            self._started = True
+            self._open_store()
             self.layout = detect_layout(self.cgroup_root, self.node)
             if self.layout is None:
                 log.warning("no writable cgroup under %s: jobs are controlled by process group only", self.cgroup_root)
@@ -184,10 +213,103 @@ class JobManager:
                 self._inbox = ReportInbox(self.report_path)
             except OSError as e:
                 log.warning("cannot open the report socket %s: %s; jobs' own metrics are off", self.report_path, e)
-            for info, n, runtime in self._store.load():
+            records = self._load_records()
+            self._high_water = max([self._recorded_high_water(), *(n for _, n, _ in records)], default=0)
+            for info, n, runtime in records:
                 self._adopt(info, n, runtime)
             self._schedule()
+        for problem in self.problems:
+            self._emit(Event(wall_s=self._clock(), node=self.node, kind="store", ok=False, message=problem))
         self._flush()
+
+    def _open_store(self) -> bool:
+        """Open jobs.db; on failure run without it (degraded) and say why. True when open."""
+        try:
+            self._store = JobStore(self.state_dir / DB_NAME)
+        except StoreError as e:
+            self._store = None
+            self._store_down = e.message
+            self._store_retry_at = time.monotonic() + STORE_RETRY_S
+            self.problems.append(f"{e.message}; running degraded: existing jobs are controlled, new jobs are refused")
+            log.error("%s", self.problems[-1])
+            return False
+        self.problems.extend(self._store.problems)
+        self._store_down = None
+        return True
+
+    def _load_records(self) -> list[tuple[JobInfo, int, dict[str, Any]]]:
+        """Every job from jobs.db and from the job dirs' job.json, the newer record of each."""
+        best: dict[int, tuple[JobInfo, int, dict[str, Any], float]] = {}
+        if self._store is not None:
+            for info, n, runtime, updated in self._store.load():
+                best[n] = (info, n, runtime, updated)
+        recovered: list[int] = []
+        for n, job_dir in self._job_dirs():
+            path = job_dir / JOB_FILE
+            try:
+                raw = json.loads(path.read_bytes())
+                info = msgspec.convert(raw["info"], type=JobInfo)
+                runtime, updated = dict(raw["runtime"]), float(raw["updated_s"])
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError, KeyError, TypeError, msgspec.ValidationError) as e:
+                if n not in best:
+                    self.problems.append(f"job record {path} cannot be read ({e}); job number {n} is not managed")
+                    log.error("%s", self.problems[-1])
+                continue
+            if n not in best or best[n][3] < updated:
+                if n not in best or best[n][0].state != info.state:
+                    recovered.append(n)
+                best[n] = (info, n, runtime, updated)
+                self._unsaved.add(info.id)  # write it back to jobs.db
+        if recovered:
+            msg = (f"job store {self.state_dir / DB_NAME} lacked or had older records of jobs "
+                   f"{', '.join(best[n][0].id for n in sorted(recovered))}; recovered them from their job dirs")
+            self.problems.append(msg)
+            log.warning("%s", msg)
+        return [(info, n, runtime) for n, (info, _, runtime, _) in sorted(best.items())]
+
+    def _job_dirs(self) -> list[tuple[int, Path]]:
+        try:
+            return sorted((int(d.name), d) for d in (self.state_dir / "jobs").iterdir() if d.name.isdigit())
+        except OSError:
+            return []
+
+    def _recorded_high_water(self) -> int:
+        """The highest job number anything on this node remembers: jobs.db, the job-ids file,
+        the job dirs and the job cgroup dirs (any one of them may be lost or restored old)."""
+        marks = [self._store.high_water() if self._store is not None else 0]
+        with contextlib.suppress(OSError, ValueError):
+            marks.append(int((self.state_dir / HIGH_WATER_NAME).read_text().strip() or 0))
+        marks += [n for n, _ in self._job_dirs()]
+        if self.layout is not None:
+            for base in self.layout.bases.values():
+                with contextlib.suppress(OSError):
+                    marks += [int(d.name[4:]) for d in base.iterdir() if d.name.startswith("job-") and d.name[4:].isdigit()]
+        return max(marks)
+
+    def _allocate_number(self) -> int:
+        """The next job number, recorded in the job-ids file (fsync'ed) and jobs.db before it is
+        handed out. Raises StoreError (a full disk) or ProtocolError (no store)."""
+        store = self._need_store()
+        n = max(self._high_water, store.high_water()) + 1
+        path = self.state_dir / HIGH_WATER_NAME
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, f"{n}\n".encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise store_error(path, "record job number", e) from None
+        self._high_water = n
+        store.set_high_water(n)
+        return n
 
     def _lock_state_dir(self) -> None:
         """One manager per state dir: two would adopt and reap the same jobs."""
@@ -212,6 +334,7 @@ class JobManager:
         """Stop listening and close the store. Never touches the jobs: they keep running."""
         self._closing.set()  # waiting cancels reply now (a restarted agentd does not know their deadline)
         with self._lock:
+            self._started = False
             if self._lock_fd is not None:
                 os.close(self._lock_fd)  # releases the flock
                 self._lock_fd = None
@@ -227,8 +350,18 @@ class JobManager:
 
     @property
     def is_open(self) -> bool:
-        """True between start() and close()."""
-        return self._store is not None
+        """True between start() and close() (also while running degraded without a store)."""
+        return self._started
+
+    def resolve(self, job_id: str) -> str | None:
+        """The id of a job this manager holds, from its id or its bare number; None if unknown.
+        Jobs keep the node prefix they were submitted under, even after the node was renamed."""
+        with self._lock:
+            if job_id in self._jobs:
+                return job_id
+            if job_id.isdigit():
+                return next((j.id for j in self._jobs.values() if j.n == int(job_id)), None)
+        return None
 
     # ---- queries ---------------------------------------------------------------------
     def get(self, job_id: str) -> JobInfo:
@@ -322,20 +455,29 @@ class JobManager:
             self._flush()
             raise err
         with self._lock:
-            store = self._need_store()
-            n = store.next_job_number()
-            job_id = f"{self.node}.{n}"
-            job = _Job(n=n, id=job_id, node=self.node, spec=spec, state="queued", priority=spec.priority,
-                       submitted_s=self._clock(), job_dir=self.state_dir / "jobs" / str(n),
-                       checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else self.state_dir / "checkpoints" / job_id,
-                       resumed_from=resume_from, resume=checkpoint_dir is not None, counters=set(spec.counters))
-            job.job_dir.mkdir(parents=True, exist_ok=True)
-            self._jobs[job_id] = job
-            self._transition(job, "", "queued", actor, "submitted")
-            self._action(job, "submit", actor, True, f"job {job_id} ({job.spec.name or job.spec.argv[0]}) submitted")
-            self._schedule()
-            info = self._info(job)
+            try:
+                n = self._allocate_number()
+                job_id = f"{self.node}.{n}"
+                job = _Job(n=n, id=job_id, node=self.node, spec=spec, state="queued", priority=spec.priority,
+                           submitted_s=self._clock(), job_dir=self.state_dir / "jobs" / str(n),
+                           checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else self.state_dir / "checkpoints" / job_id,
+                           resumed_from=resume_from, resume=checkpoint_dir is not None, counters=set(spec.counters))
+                self._create_job_dir(job)
+            except (StoreError, ProtocolError) as e:
+                err = self._store_refusal(e)
+                self._emit(Event(wall_s=self._clock(), node=self.node, kind="action", actor=actor, ok=False,
+                                 message=f"submit refused: {err.message}",
+                                 data={"action": "submit", "code": int(err.code), "field": err.field}))
+            else:
+                err = None
+                self._jobs[job_id] = job
+                self._transition(job, "", "queued", actor, "submitted")
+                self._action(job, "submit", actor, True, f"job {job_id} ({job.spec.name or job.spec.argv[0]}) submitted")
+                self._schedule()
+                info = self._info(job)
         self._flush()
+        if err is not None:
+            raise err
         return info
 
     def pause(self, job_id: str, actor: str = "") -> JobInfo:
@@ -446,6 +588,20 @@ class JobManager:
                     job.kill_at = None
                     self._wait_exit_file(job)
                     self._end_cancelled(job, job.cancel_actor)
+
+    def _create_job_dir(self, job: _Job) -> None:
+        """Make the job's dir and its first record (job.json, jobs.db row): a job exists only once
+        it is on disk. Raises StoreError."""
+        try:
+            job.job_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise store_error(job.job_dir, "create the job dir", e) from None
+        self._save(job, required=True)
+
+    def _store_refusal(self, e: StoreError | ProtocolError) -> ProtocolError:
+        if isinstance(e, ProtocolError):
+            return e
+        return ProtocolError(ErrorCode.UNAVAILABLE, f"{e.message}; the job was not submitted", "spec")
 
     # ---- migration hooks (agentd.control.migration SourceJobs / TargetJobs) -------------
     def checkpoint_dir(self, job_id: str) -> Path:
@@ -666,21 +822,10 @@ class JobManager:
         """Create a job from ``spec``; with ``checkpoint_dir`` adopt (rename) it and start with
         AGENTD_RESUME=1, or, with ``criu_image``, restore the CRIU image it holds."""
         with self._lock:
-            unfinished = sum(1 for j in self._jobs.values() if j.state not in TERMINAL_STATES)
-            if unfinished >= MAX_UNFINISHED_JOBS and resume_from is None:
-                e = ProtocolError(ErrorCode.TOO_LARGE, f"node {self.node} already has {unfinished} unfinished jobs, "
-                                  f"the limit is {MAX_UNFINISHED_JOBS}; wait for some to end or cancel some", "spec")
-                self._emit(Event(wall_s=self._clock(), node=self.node, kind="action", message=f"submit refused: {e.message}",
-                                 actor=actor, ok=False, data={"action": "submit", "code": int(e.code), "field": e.field}))
-                err: ProtocolError | None = e
-            else:
-                err = None
-        if err is not None:
-            self._flush()
-            raise err
-        with self._lock:
-            store = self._need_store()
-            n = store.next_job_number()
+            try:
+                n = self._allocate_number()
+            except StoreError as e:
+                raise self._store_refusal(e) from None
             job_id = f"{self.node}.{n}"
             ckpt = self.state_dir / "checkpoints" / job_id
             if checkpoint_dir is not None:
@@ -691,7 +836,10 @@ class JobManager:
                        resumed_from=resumed_from, resume=checkpoint_dir is not None and not criu_image,
                        counters=set(spec.counters), pause_on_start=paused,
                        restore_images=str(ckpt) if criu_image and checkpoint_dir is not None else "")
-            job.job_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                self._create_job_dir(job)
+            except StoreError as e:
+                raise self._store_refusal(e) from None
             self._jobs[job_id] = job
             self._transition(job, "", "queued", "", f"continues {resumed_from}")
             self._schedule()
@@ -710,6 +858,7 @@ class JobManager:
     def tick(self, gpu_mem_by_job: Mapping[str, int] | None = None) -> None:
         """Reap exits, drain reports, record GPU memory, start queued jobs. Call every interval."""
         with self._lock:
+            self._retry_store()
             self._reap_children()
             if self._inbox is not None:  # before exits: a job's last reports still count
                 members: dict[str, set[int]] = {}
@@ -915,13 +1064,20 @@ class JobManager:
                 Path(f"/proc/{job.pid}/autogroup").write_text(str(nice))
 
     def _launch(self, job: _Job, gpus: list[int]) -> None:
-        """Start a queued job through the shim. On failure the job ends as failed."""
+        """Start a queued job through the shim. On failure the job ends as failed; when the launch
+        cannot be journaled (full disk) the job stays queued and is tried again later."""
         for stale in ("pid.json", "exit.json"):
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):
                 (job.job_dir / stale).unlink()
         job.gpus = gpus
         job.cgroup, job.control = None, "pgroup"
         if self.layout is not None:
+            stale_pids = self._stale_cgroup_pids(job)
+            if stale_pids:
+                self._launch_failed(job, f"its cgroup job-{job.n} under {self.layout.bases} already holds processes "
+                                    f"{sorted(stale_pids)} that are not this job's; agentd does not adopt them "
+                                    "(end them, then resubmit)")
+                return
             try:
                 job.cgroup = self.layout.create(f"job-{job.n}")
                 job.control = self.layout.control
@@ -961,7 +1117,15 @@ class JobManager:
             except (criu.CriuError, OSError, ValueError) as e:
                 self._launch_failed(job, f"cannot restore the job's CRIU image: {e}")
                 return
-        (job.job_dir / "launch.json").write_text(json.dumps(launch))
+        # Journal the launch before anything can start the job (see the module docstring).
+        launch["launch_token"] = job.launch_token = uuid.uuid4().hex
+        job.shim_pid = None
+        try:
+            self._save(job, required=True)
+            (job.job_dir / "launch.json").write_text(json.dumps(launch))
+        except (StoreError, OSError) as e:
+            self._defer_launch(job, e)
+            return
         shim_log = os.open(job.job_dir / "shim.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             shim_pid = os.posix_spawn(sys.executable, [sys.executable, "-I", "-S", str(SHIM_PATH), str(job.job_dir)],
@@ -990,8 +1154,32 @@ class JobManager:
         job.started_s = self._clock()
         how = "restored from its CRIU image" if job.restore_images else "started"
         job.restore_images = ""
+        job.launch_token = None
         self._transition(job, job.state, "running", "", f"{how} on GPUs {gpus}" if gpus else how)
         self._save(job)
+
+    def _defer_launch(self, job: _Job, e: Exception) -> None:
+        """The launch could not be journaled: nothing was started; the job stays queued."""
+        job.launch_token = None
+        if job.cgroup is not None:
+            job.cgroup.remove()
+        job.cgroup, job.control, job.gpus = None, "", []
+        message = e.message if isinstance(e, StoreError) else str(store_error(job.job_dir, "write launch.json", e))
+        if job.reason != f"not started yet: {message}":
+            job.reason = f"not started yet: {message}"
+            log.warning("job %s %s", job.id, job.reason)
+            self._pending.append(self._info(job))
+
+    def _stale_cgroup_pids(self, job: _Job) -> set[int]:
+        """Live processes already in this job's cgroup dirs (left by a job whose number was
+        reused after a lost state store, or by anyone else): never adopted."""
+        assert self.layout is not None
+        found: set[int] = set()
+        for base in self.layout.bases.values():
+            path = base / f"job-{job.n}"
+            if path.is_dir():
+                found |= procs.live(JobCgroup(version=self.layout.version, paths={"x": path}).pids())
+        return found
 
     def _launch_failed(self, job: _Job, reason: str) -> None:
         log.warning("job %s: %s", job.id, reason)
@@ -1004,10 +1192,29 @@ class JobManager:
         is never starved by a stream of small ones.
         """
         for job in self._queue():
+            never = self._never_fits(job.spec)
+            if never:  # e.g. the node restarted with fewer GPUs: it would block the queue forever
+                self._finish(job, "failed", None, never, "")
+                continue
             gpus = self._free_gpus()
             if len(gpus) < job.spec.gpus or not self._fits_cpu_mem_spec(job.spec):
                 break
             self._start(job, gpus[: job.spec.gpus])
+            if job.state == "queued":
+                break  # its launch was deferred (full disk): keep the order
+
+    def _never_fits(self, spec: JobSpec) -> str:
+        """Why ``spec`` can never start on this node as it is now; "" when it can."""
+        if spec.gpus > self.gpu_count:
+            return (f"asks for {spec.gpus} GPUs but node {self.node} now has {self.gpu_count}; "
+                    f"resubmit it with at most {self.gpu_count} GPUs or on another node")
+        if spec.cpus and self.cpu_count and spec.cpus > self.cpu_count:
+            return (f"asks for {spec.cpus:g} CPUs but node {self.node} now has {self.cpu_count}; "
+                    "resubmit it with fewer CPUs or on another node")
+        if spec.memory_bytes and self.mem_total_bytes and spec.memory_bytes > self.mem_total_bytes:
+            return (f"asks for {spec.memory_bytes} bytes of memory but node {self.node} now has "
+                    f"{self.mem_total_bytes}; resubmit it with less memory or on another node")
+        return ""
 
     def _start(self, job: _Job, gpus: list[int]) -> None:
         job.exited, job.exit_code, job.held = False, None, False
@@ -1162,8 +1369,13 @@ class JobManager:
                    migration=dict(runtime.get("migration") or info.migration),
                    exited=bool(runtime.get("exited")), held=bool(runtime.get("held")),
                    pause_on_start=bool(runtime.get("pause_on_start")),
-                   restore_images=str(runtime.get("restore_images") or ""))
+                   restore_images=str(runtime.get("restore_images") or ""),
+                   launch_token=runtime.get("launch_token") or None)
         self._jobs[job.id] = job
+        if job.id in self._unsaved:
+            self._save(job)  # recovered from its job dir: back into jobs.db
+        if job.state == "queued" and job.launch_token:
+            self._recover_launch(job)
         if job.state not in LIVE_STATES or job.exited:
             return
         if job.shim_pid:
@@ -1188,6 +1400,63 @@ class JobManager:
                          message=f"re-adopted {job.id} ({job.state}, pid {job.pid})",
                          data={"from": job.state, "to": job.state, "reason": "re-adopted after agentd restart"}))
         self._pending.append(self._info(job))
+
+    def _recover_launch(self, job: _Job) -> None:
+        """agentd died during this job's launch: find out whether the shim started it.
+
+        Whoever creates ``claim-<token>`` first decides: we create it as ``revoked`` (the shim
+        then refuses to start), or the shim already has it (the job started, or is starting).
+        """
+        token = job.launch_token
+        link = job.job_dir / f"claim-{token}"
+        try:
+            os.symlink(f"revoked:{os.getpid()}", link)
+            target = "revoked"
+        except FileExistsError:
+            try:
+                target = os.readlink(link)
+            except OSError as e:
+                target = f"unreadable:{e}"
+        except OSError as e:
+            target = f"unreadable:{e}"
+        if target.startswith("unreadable:"):
+            # Neither claimed nor revocable: starting it again could run it twice.
+            self._finish(job, "failed", None, f"agentd was killed while starting it and cannot tell whether it "
+                         f"started ({link}: {target[11:]}); resubmit it if it did not run", "")
+            return
+        if target.startswith("revoked"):
+            log.info("job %s: its launch before the agentd restart never started; starting it now", job.id)
+            job.launch_token = None
+            if job.cgroup is not None:
+                job.cgroup.remove()
+            job.cgroup, job.gpus = None, []
+            self._save(job)
+            return
+        _, _, rest = target.partition(":")
+        shim_pid_s, _, shim_ticks_s = rest.partition(":")
+        shim_pid, shim_ticks = int(shim_pid_s or 0), int(shim_ticks_s or 0)
+        job.shim_pid = shim_pid
+        pid_file = job.job_dir / "pid.json"
+        deadline = time.monotonic() + SHIM_START_TIMEOUT_S
+        while not pid_file.exists() and time.monotonic() < deadline and procs.is_alive(shim_pid, shim_ticks):
+            time.sleep(0.01)
+        try:
+            data = json.loads(pid_file.read_text())
+        except (OSError, ValueError):
+            data = None
+        job.launch_token = None
+        if data is None:
+            if procs.is_alive(shim_pid, shim_ticks):
+                with contextlib.suppress(OSError):
+                    os.killpg(shim_pid, signal.SIGKILL)
+            self._finish(job, "failed", None, "agentd was killed while starting it and its shim never started it; "
+                         "resubmit it", "")
+            return
+        job.pid, job.start_ticks = data["pid"], data["start_ticks"]
+        with contextlib.suppress(OSError):
+            job.started_s = pid_file.stat().st_mtime
+        gpus = f" on GPUs {job.gpus}" if job.gpus else ""
+        self._transition(job, "queued", "running", "", f"started{gpus} (confirmed after an agentd restart)")
 
     def _is_frozen(self, job: _Job) -> bool:
         if job.cgroup is not None and job.cgroup.has_freezer():
@@ -1306,6 +1575,9 @@ class JobManager:
 
     def _need_store(self) -> JobStore:
         if self._store is None:
+            if self._started and self._store_down:
+                raise ProtocolError(ErrorCode.UNAVAILABLE, f"node {self.node} runs degraded without its job store: "
+                                    f"{self._store_down}", "spec")
             raise ProtocolError(ErrorCode.UNAVAILABLE, f"job manager of node {self.node} is not started", "")
         return self._store
 
@@ -1324,13 +1596,95 @@ class JobManager:
                        metrics=dict(job.metrics), tool_calls=calls[-MAX_TOOL_CALLS:], resumed_from=job.resumed_from,
                        migrated_to=job.migrated_to, migration=dict(job.migration))
 
-    def _save(self, job: _Job) -> None:
-        if self._store is not None:
-            self._store.save(self._info(job), job.n, job.runtime())
+    def _save(self, job: _Job, required: bool = False) -> None:
+        """Write the job's record to its job.json and to jobs.db. A failed write (full disk) is
+        logged once, remembered and retried every tick; with ``required`` it raises StoreError."""
+        info, runtime = self._info(job), job.runtime()
+        self._write_job_file(job, info, runtime)
+        if self._store is None:
+            self._unsaved.add(job.id)
+            if required:
+                raise StoreError(self._store_down or f"the job store of node {self.node} is not open")
+            return
+        try:
+            self._store.save(info, job.n, runtime)
+        except StoreError as e:
+            self._unsaved.add(job.id)
+            self._store_failed(e)
+            if required:
+                raise
+            return
+        self._unsaved.discard(job.id)
+
+    def _write_job_file(self, job: _Job, info: JobInfo, runtime: dict[str, Any]) -> None:
+        """The job's latest record in its own dir: the second copy that outlives a lost jobs.db."""
+        path = job.job_dir / JOB_FILE
+        tmp = path.with_name(JOB_FILE + ".tmp")
+        try:
+            tmp.write_bytes(msgspec.json.encode({"info": info, "n": job.n, "runtime": runtime,
+                                                 "updated_s": time.time()}))
+            os.replace(tmp, path)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            kind = f"errno {e.errno}"
+            if kind not in self._file_failures:
+                self._file_failures.add(kind)
+                log.warning("cannot write %s (%s); the job's record is only in jobs.db until this works", path, e)
+            return
+        self._file_failures.clear()
 
     def _store_transition(self, job: _Job, old: str, new: str, actor: str, reason: str) -> None:
-        if self._store is not None:
+        if self._store is None:
+            return
+        try:
             self._store.transition(job.id, old, new, actor, reason)
+        except StoreError as e:
+            self._store_failed(e)  # the job's row (retried) still gets its latest state
+
+    def _store_failed(self, e: StoreError) -> None:
+        """First failure of a run of failures: log it and tell clients (an event)."""
+        if self._store_down is None:
+            self._store_down = e.message
+            log.error("%s; jobs keep running, their records are retried every tick", e.message)
+            self._emit(Event(wall_s=self._clock(), node=self.node, kind="store", ok=False,
+                             message=f"{e.message}; jobs keep running, new jobs are refused until it works again"))
+
+    def _retry_store(self) -> None:
+        """Each tick: write the records that failed; reopen a store that could not be opened."""
+        if self._store is None:
+            if not self._started or time.monotonic() < self._store_retry_at:
+                return
+            self._store_retry_at = time.monotonic() + STORE_RETRY_S
+            try:
+                self._store = JobStore(self.state_dir / DB_NAME)
+            except StoreError:
+                return
+            self.problems.extend(self._store.problems)
+            self._high_water = max(self._high_water, self._store.high_water())
+            self._unsaved.update(self._jobs)
+        if not self._unsaved:
+            if self._store_down is None:
+                return
+            try:  # nothing waits to be written: probe with a harmless write
+                self._store.set_high_water(self._high_water)
+            except StoreError:
+                return
+        for job_id in sorted(self._unsaved):
+            job = self._jobs.get(job_id)
+            if job is None:
+                self._unsaved.discard(job_id)
+                continue
+            try:
+                self._store.save(self._info(job), job.n, job.runtime())
+            except StoreError:
+                return
+            self._unsaved.discard(job_id)
+        if self._store_down is not None:
+            log.warning("job store %s writable again", self._store.path)
+            self._emit(Event(wall_s=self._clock(), node=self.node, kind="store", ok=True,
+                             message=f"job store {self._store.path} is writable again; submits are accepted"))
+            self._store_down = None
 
     def _transition(self, job: _Job, old: str, new: str, actor: str, reason: str) -> None:
         job.state = new

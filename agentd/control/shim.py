@@ -7,7 +7,15 @@ files, forwards ``AGENTD_*`` lines to the report socket, and writes ``exit.json`
 dir when the job ends. It is a child subreaper, so orphaned grandchildren are reaped too.
 
 Usage: ``python -I -S shim.py JOB_DIR`` with ``JOB_DIR/launch.json`` written by the manager.
+Before it forks, the shim claims the launch: it creates the symlink ``JOB_DIR/claim-<token>``
+(``launch_token`` of launch.json) pointing at ``shim:<pid>:<start ticks>``. Creating a symlink is
+atomic and needs no data block, so it works on a full disk too. A restarted agentd that finds a
+launch journaled but unconfirmed creates the same link (``revoked:...``) first: whoever creates
+it decides whether that launch runs, so a job never starts twice.
 Writes ``JOB_DIR/pid.json`` ({"shim_pid", "pid", "start_ticks"}) once the job is forked.
+
+A full disk never kills the job: log output that cannot be written is dropped and counted
+(``log_dropped_bytes`` in exit.json), and pid.json/exit.json are retried until they land.
 """
 
 from __future__ import annotations
@@ -28,13 +36,51 @@ REPORT_PREFIX = b"AGENTD_"
 MAX_LINE = 4096
 
 
+def _warn(text: str) -> None:
+    try:
+        os.write(2, (text + "\n").encode())
+    except OSError:
+        pass  # shim.log is on the same full disk
+
+
 def _atomic_json(path: str, obj: dict) -> None:
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _try_json(path: str, obj: dict) -> bool:
+    """``_atomic_json`` that reports failure (a full disk) instead of raising; the caller retries."""
+    try:
+        _atomic_json(path, obj)
+        return True
+    except OSError as e:
+        _warn(f"agentd shim: cannot write {path} ({e}); retrying")
+        return False
+
+
+def _claim(job_dir: str, token: str) -> bool:
+    """Claim launch ``token`` for this shim; False when agentd revoked it (or another shim has it)."""
+    me = os.getpid()
+    try:
+        ticks = _start_ticks(me)
+    except OSError:
+        ticks = 0
+    try:
+        os.symlink(f"shim:{me}:{ticks}", os.path.join(job_dir, f"claim-{token}"))
+        return True
+    except FileExistsError:
+        return False
 
 
 def _start_ticks(pid: int) -> int:
@@ -47,18 +93,41 @@ class RotatingLog:
 
     def __init__(self, path: str, max_bytes: int, keep: int) -> None:
         self.path, self.max_bytes, self.keep = path, max_bytes, keep
-        self.f = open(path, "ab", buffering=0)
+        self.dropped_bytes = 0
+        self.f = None
+        self._reopen()
+
+    def _reopen(self) -> None:
+        try:
+            self.f = open(self.path, "ab", buffering=0)
+        except OSError:
+            self.f = None
 
     def write(self, data: bytes) -> None:
-        # Rotate before a write that would pass the cap, so the current file never sits empty.
-        if self.f.tell() and self.f.tell() + len(data) > self.max_bytes:
-            self.f.close()
-            for i in range(self.keep - 1, 0, -1):
-                src = self.path if i == 1 else f"{self.path}.{i - 1}"
-                if os.path.exists(src):
-                    os.replace(src, f"{self.path}.{i}")
-            self.f = open(self.path, "ab", buffering=0)
-        self.f.write(data)
+        """Append ``data``; on a write error (full disk) drop it and count it, never raise."""
+        try:
+            if self.f is None:
+                self._reopen()
+                if self.f is None:
+                    raise OSError("log file cannot be opened")
+            # Rotate before a write that would pass the cap, so the current file never sits empty.
+            if self.f.tell() and self.f.tell() + len(data) > self.max_bytes:
+                self.f.close()
+                self.f = None
+                for i in range(self.keep - 1, 0, -1):
+                    src = self.path if i == 1 else f"{self.path}.{i - 1}"
+                    if os.path.exists(src):
+                        os.replace(src, f"{self.path}.{i}")
+                self._reopen()
+                if self.f is None:
+                    raise OSError("log file cannot be opened")
+            done = self.f.write(data) or 0
+            if done < len(data):
+                self.dropped_bytes += len(data) - done
+        except OSError as e:
+            if not self.dropped_bytes:
+                _warn(f"agentd shim: cannot write {self.path} ({e}); output is dropped and counted")
+            self.dropped_bytes += len(data)
 
 
 class LineForwarder:
@@ -193,6 +262,10 @@ def main(job_dir: str) -> int:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     except (OSError, AttributeError):
         pass
+    token = launch.get("launch_token")
+    if token and not _claim(job_dir, str(token)):
+        _warn(f"agentd shim: launch {token} of job {launch.get('job_id')} was revoked by agentd; not starting it")
+        return 3
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     exec_r, exec_w = os.pipe()  # close-on-exec: EOF tells us the job has exec'd (or died trying)
@@ -215,7 +288,8 @@ def main(job_dir: str) -> int:
         ticks = _start_ticks(pid)
     except OSError:
         ticks = 0
-    _atomic_json(os.path.join(job_dir, "pid.json"), {"shim_pid": os.getpid(), "pid": pid, "start_ticks": ticks})
+    pid_info = {"shim_pid": os.getpid(), "pid": pid, "start_ticks": ticks}
+    wrote_pid = _try_json(os.path.join(job_dir, "pid.json"), pid_info)
 
     cap, keep = int(launch.get("log_max_bytes", 10 << 20)), int(launch.get("log_keep", 2))
     logs = {out_r: RotatingLog(os.path.join(job_dir, "stdout.log"), cap, keep),
@@ -225,8 +299,11 @@ def main(job_dir: str) -> int:
     status: int | None = None
     exited_at = 0.0
     wrote_exit = False
+    result: dict = {}
     while True:
         timeout = 0.2
+        if not wrote_pid:
+            wrote_pid = _try_json(os.path.join(job_dir, "pid.json"), pid_info)
         if open_fds:
             ready, _, _ = select.select(list(open_fds), [], [], timeout)
             for fd in ready:
@@ -252,13 +329,15 @@ def main(job_dir: str) -> int:
             if got == pid:
                 status, exited_at = st, time.monotonic()
         if status is not None and not wrote_exit and (not open_fds or time.monotonic() - exited_at > DRAIN_AFTER_EXIT_S):
-            result = {"ended_s": time.time()}
-            if os.WIFSIGNALED(status):
-                result.update(exit_code=-os.WTERMSIG(status), signal=os.WTERMSIG(status))
-            else:
-                result.update(exit_code=os.WEXITSTATUS(status), signal=None)
-            _atomic_json(os.path.join(job_dir, "exit.json"), result)
-            wrote_exit = True
+            if not result:
+                result = {"ended_s": time.time()}
+                if os.WIFSIGNALED(status):
+                    result.update(exit_code=-os.WTERMSIG(status), signal=os.WTERMSIG(status))
+                else:
+                    result.update(exit_code=os.WEXITSTATUS(status), signal=None)
+            result["log_dropped_bytes"] = sum(log.dropped_bytes for log in logs.values())
+            # A full disk: stay and retry, so agentd still learns the exit code once space is back.
+            wrote_exit = wrote_pid and _try_json(os.path.join(job_dir, "exit.json"), result)
         if wrote_exit:
             try:
                 os.waitpid(-1, os.WNOHANG)

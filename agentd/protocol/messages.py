@@ -105,6 +105,7 @@ class HelloReply(Reply, kw_only=True):
     user: str = ""  # the Unix user this caller acts as ("" when none: unverified, or a key without one)
     verified_by: str = ""  # how the daemon knows: "peer credentials", "kernel TCP table", "CURVE key NAME", ""
     local_endpoint: str = ""  # the node's ipc socket, where the kernel names every local caller
+    problems: list[str] = []  # what the daemon could not read or write in its state dir (file, row, why)
 
 
 class SnapshotReply(Reply, kw_only=True):
