@@ -128,7 +128,7 @@ def test_damaged_store_starts_names_the_problem_and_keeps_jobs(tmp_path, damage)
         a = submit(d, SLEEPER, name="a")
         b = submit(d, SLEEPER, name="b")
         for i in range(3):  # make the file a few pages long, so that truncating it loses some
-            submit(d, SHORT, name=f"filler-{i}", labels={"pad": "x" * 3000})
+            submit(d, SHORT, name=f"filler-{i}", labels={f"pad{k}": "x" * 1000 for k in range(3)})
         d.stop(cancel_jobs=False)
         kind = damage(state)
         d.start()
