@@ -58,3 +58,57 @@ def _reap() -> None:
             return
         if pid == 0:
             return
+
+
+# ---- real unprivileged users (tests/users.py) ------------------------------------------------
+from collections.abc import Callable, Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from tests import users as _users  # noqa: E402
+
+
+@pytest.fixture
+def make_user() -> Iterator[Callable[..., _users.TestUser]]:
+    """Factory: ``make_user(group=False, extra_groups=())`` creates a real user ``fdt<hex>`` with a
+    home dir (and a fresh supplementary group with ``group=True``). At the end every such user's
+    processes are killed by pid and the user, its home and its groups are removed."""
+    why = _users.need_root()
+    if why:
+        pytest.skip(f"SKIPPED real-user test: {why}")
+    made: list[_users.TestUser] = []
+
+    def make(**kw) -> _users.TestUser:
+        try:
+            u = _users.create_user(**kw)
+        except _users.UserSetupError as e:
+            pytest.skip(f"SKIPPED real-user test: {e}")
+        made.append(u)
+        return u
+
+    yield make
+    for u in made:
+        _users.remove_user(u)
+    _reap()
+
+
+@pytest.fixture(scope="session")
+def user_python() -> Path:
+    """A Python interpreter an unprivileged user can run, with this repo importable."""
+    why = _users.need_root()
+    if why:
+        pytest.skip(f"SKIPPED real-user test: {why}")
+    try:
+        return _users.build_user_python()
+    except _users.UserSetupError as e:
+        pytest.skip(f"SKIPPED real-user test: no Python a test user can run: {e}")
+
+
+@pytest.fixture
+def public_dir() -> Iterator[Path]:
+    """A dir under /tmp every user can traverse (0711), for state dirs of jobs run as test users
+    (pytest's tmp_path sits under a 0700 dir); removed after."""
+    import shutil
+
+    d = _users.public_tmp()
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
