@@ -14,6 +14,7 @@ import collections
 import json
 import logging
 import logging.handlers
+import os
 import queue
 import signal
 import sys
