@@ -878,6 +878,9 @@ class JobManager:
         try:
             shim_pid = os.posix_spawn(sys.executable, [sys.executable, "-I", "-S", str(SHIM_PATH), str(job.job_dir)],
                                       {"PATH": os.environ.get("PATH", os.defpath)}, setsid=True,
+                                      # whatever thread launches, the shim starts with no blocked
+                                      # signals and default SIGCHLD/SIGPIPE handling
+                                      setsigmask=(), setsigdef=(signal.SIGCHLD, signal.SIGPIPE),
                                       file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                                                     (os.POSIX_SPAWN_DUP2, shim_log, 1),
                                                     (os.POSIX_SPAWN_DUP2, shim_log, 2)])
@@ -891,10 +894,15 @@ class JobManager:
         deadline = time.monotonic() + SHIM_START_TIMEOUT_S
         pid_file = job.job_dir / "pid.json"
         while not pid_file.exists():
-            if time.monotonic() > deadline or not procs.is_alive(shim_pid):
-                self._reap_children()
+            ended = _shim_ended(shim_pid)  # waitpid, not /proc: a reused pid cannot pass for it
+            if ended is not None:
+                self._children.discard(shim_pid)
+                if pid_file.exists():
+                    break  # the job started and ended at once: exit.json tells the rest
+            if ended is not None or time.monotonic() > deadline:
                 detail = (job.job_dir / "shim.log").read_text(errors="replace")[-500:].strip()
-                self._launch_failed(job, f"the job's shim did not start: {detail or 'no output'}")
+                why = ended if ended is not None else f"no job after {SHIM_START_TIMEOUT_S:g} s"
+                self._launch_failed(job, f"the job's shim did not start ({why}): {detail or 'no output'}")
                 return
             time.sleep(0.003)
         data = json.loads(pid_file.read_text())
@@ -1289,6 +1297,19 @@ class JobManager:
                         self._on_job(item)
                 except Exception:  # a broken callback must not break job control
                     log.exception("job manager callback failed")
+
+
+def _shim_ended(pid: int) -> str | None:
+    """None while our child ``pid`` runs; else how it ended, in words (it is reaped here)."""
+    try:
+        got, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return "it is gone" if not procs.is_alive(pid) else None  # not our child (a test's subreaper)
+    if got == 0:
+        return None
+    if os.WIFSIGNALED(status):
+        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exit status {os.WEXITSTATUS(status)}"
 
 
 def _user_name(uid: int) -> str:
