@@ -14,6 +14,7 @@ import collections
 import contextlib
 import logging
 import logging.handlers
+import os
 import queue
 import signal
 import sys
@@ -535,6 +536,9 @@ def _keep_numpy_out() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     _keep_numpy_out()
+    # Private by default: the state dir holds keys, every job's env and the audit log. What
+    # users must reach gets its mode explicitly (agentd.control.statedir); jobs get umask 022.
+    os.umask(0o077)
     args = parse_args(argv)
     try:
         file_values = load_config_file(args.config) if args.config else {}

@@ -42,6 +42,7 @@ import logging
 import math
 import os
 import shutil
+import pwd
 import signal
 import sys
 import threading
@@ -55,7 +56,7 @@ from typing import Any
 
 import msgspec
 
-from agentd.control import criu, procs
+from agentd.control import criu, procs, statedir
 from agentd.control.cgroups import CgroupLayout, JobCgroup, detect_layout, remove_layout
 from agentd.control.reports import ReportInbox, report_socket_path
 from agentd.control.spec import signal_number, validate_spec
@@ -195,17 +196,26 @@ class JobManager:
         self._store_retry_at = 0.0
         self._file_failures: set[str] = set()
         self.problems: list[str] = []  # what went wrong reading the state at start, for hello/events
+        self.own_user = _user_name(os.geteuid())  # the owner of jobs whose spec names no user
 
     # ---- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
         """Open the store, find the cgroup subtree, re-adopt surviving jobs, open the report socket."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._lock_state_dir()
-        (self.state_dir / "jobs").mkdir(exist_ok=True)
-        (self.state_dir / "checkpoints").mkdir(exist_ok=True)
+        statedir.secure_state_dir(self.state_dir)  # an older, looser state dir is tightened here
+        statedir.make_traversable_dir(self.state_dir / "jobs")
+        statedir.make_traversable_dir(self.state_dir / "checkpoints")
+        blocked = statedir.unreachable_by_others(self.state_dir)
+        if blocked is not None:
+            log.warning("%s is not traversable by other users: jobs running as another user cannot reach "
+                        "their checkpoint dir or the report socket in %s; chmod o+x %s or move the state dir",
+                        blocked, self.state_dir, blocked)
         with self._lock:
             self._started = True
             self._open_store()
+            # sqlite creates -wal/-shm with the main file's mode: 0600 here keeps all three private
+            statedir.secure_state_dir(self.state_dir)
             self.layout = detect_layout(self.cgroup_root, self.node)
             if self.layout is None:
                 log.warning("no writable cgroup under %s: jobs are controlled by process group only", self.cgroup_root)
@@ -314,7 +324,7 @@ class JobManager:
     def _lock_state_dir(self) -> None:
         """One manager per state dir: two would adopt and reap the same jobs."""
         path = self.state_dir / LOCK_NAME
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -593,7 +603,7 @@ class JobManager:
         """Make the job's dir and its first record (job.json, jobs.db row): a job exists only once
         it is on disk. Raises StoreError."""
         try:
-            job.job_dir.mkdir(parents=True, exist_ok=True)
+            statedir.make_traversable_dir(job.job_dir)
         except OSError as e:
             raise store_error(job.job_dir, "create the job dir", e) from None
         self._save(job, required=True)
@@ -831,6 +841,13 @@ class JobManager:
             if checkpoint_dir is not None:
                 ckpt.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(checkpoint_dir, ckpt)
+                try:
+                    run_as = self._run_as(spec)
+                except KeyError:
+                    run_as = None  # the launch fails and says why
+                if run_as is not None and not criu_image:
+                    # received as root; no process of the job exists yet, so nothing can move under the walk
+                    statedir.hand_over_tree(ckpt, run_as.pw_uid, run_as.pw_gid)
             job = _Job(n=n, id=job_id, node=self.node, spec=spec, state="queued", priority=spec.priority,
                        submitted_s=self._clock(), job_dir=self.state_dir / "jobs" / str(n), checkpoint_dir=ckpt,
                        resumed_from=resumed_from, resume=checkpoint_dir is not None and not criu_image,
@@ -1086,9 +1103,17 @@ class JobManager:
             except OSError as e:
                 log.warning("cannot create a cgroup for %s (%s); using process-group control", job.id, e)
                 job.cgroup, job.control = None, "pgroup"
-        job.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTD_")}
-        env.setdefault("PYTHONUNBUFFERED", "1")
+        try:
+            run_as = self._run_as(job.spec)
+        except KeyError:
+            self._launch_failed(job, f"user {job.spec.user!r} no longer exists on node {self.node}")
+            return
+        try:
+            self._prepare_checkpoint_dir(job, run_as)
+        except OSError as e:
+            self._launch_failed(job, f"cannot prepare the checkpoint dir {job.checkpoint_dir}: {e.strerror or e}")
+            return
+        env = self._base_env(run_as)
         env.update(job.spec.env)
         env.update({
             "AGENTD_JOB_ID": job.id,
@@ -1104,8 +1129,11 @@ class JobManager:
         if job.cgroup is not None:
             env["AGENTD_CGROUP_DIRS"] = os.pathsep.join(str(p) for k, p in job.cgroup.paths.items()
                                                         if job.cgroup.version == 2 or k != "unified")
-        launch = {"job_id": job.id, "argv": job.spec.argv, "shell": job.spec.shell, "cwd": job.spec.cwd,
+        cwd = job.spec.cwd if job.spec.cwd is not None or run_as is None else run_as.pw_dir
+        launch = {"job_id": job.id, "argv": job.spec.argv, "shell": job.spec.shell, "cwd": cwd,
                   "user": job.spec.user, "env": env, "nice": priority_nice(job.priority),
+                  "run_as": None if run_as is None else {"name": run_as.pw_name, "uid": run_as.pw_uid,
+                                                         "gid": run_as.pw_gid},
                   "autogroup_nice": priority_nice(job.priority)
                   if job.cgroup is None or not job.cgroup.has_cpu_weight() else None,
                   "cgroup_procs": job.cgroup.procs_files() if job.cgroup else [],
@@ -1122,14 +1150,17 @@ class JobManager:
         job.shim_pid = None
         try:
             self._save(job, required=True)
-            (job.job_dir / "launch.json").write_text(json.dumps(launch))
+            statedir.write_private(job.job_dir / "launch.json", json.dumps(launch).encode())
         except (StoreError, OSError) as e:
             self._defer_launch(job, e)
             return
-        shim_log = os.open(job.job_dir / "shim.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        shim_log = os.open(job.job_dir / "shim.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
         try:
             shim_pid = os.posix_spawn(sys.executable, [sys.executable, "-I", "-S", str(SHIM_PATH), str(job.job_dir)],
                                       {"PATH": os.environ.get("PATH", os.defpath)}, setsid=True,
+                                      # whatever thread launches, the shim starts with no blocked
+                                      # signals and default SIGCHLD/SIGPIPE handling
+                                      setsigmask=(), setsigdef=(signal.SIGCHLD, signal.SIGPIPE),
                                       file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                                                     (os.POSIX_SPAWN_DUP2, shim_log, 1),
                                                     (os.POSIX_SPAWN_DUP2, shim_log, 2)])
@@ -1143,10 +1174,15 @@ class JobManager:
         deadline = time.monotonic() + SHIM_START_TIMEOUT_S
         pid_file = job.job_dir / "pid.json"
         while not pid_file.exists():
-            if time.monotonic() > deadline or not procs.is_alive(shim_pid):
-                self._reap_children()
+            ended = _shim_ended(shim_pid)  # waitpid, not /proc: a reused pid cannot pass for it
+            if ended is not None:
+                self._children.discard(shim_pid)
+                if pid_file.exists():
+                    break  # the job started and ended at once: exit.json tells the rest
+            if ended is not None or time.monotonic() > deadline:
                 detail = (job.job_dir / "shim.log").read_text(errors="replace")[-500:].strip()
-                self._launch_failed(job, f"the job's shim did not start: {detail or 'no output'}")
+                why = ended if ended is not None else f"no job after {SHIM_START_TIMEOUT_S:g} s"
+                self._launch_failed(job, f"the job's shim did not start ({why}): {detail or 'no output'}")
                 return
             time.sleep(0.003)
         data = json.loads(pid_file.read_text())
@@ -1180,6 +1216,47 @@ class JobManager:
             if path.is_dir():
                 found |= procs.live(JobCgroup(version=self.layout.version, paths={"x": path}).pids())
         return found
+
+    def _run_as(self, spec: JobSpec) -> pwd.struct_passwd | None:
+        """The account a job drops to, or None when it runs as agentd's own user (today's root
+        jobs: no privilege boundary is crossed, so they keep agentd's environment and cwd)."""
+        if spec.user is None:
+            return None
+        pw = pwd.getpwnam(spec.user)  # checked at submit; a user deleted since fails the launch
+        return None if pw.pw_uid == os.geteuid() else pw
+
+    def _base_env(self, run_as: pwd.struct_passwd | None) -> dict[str, str]:
+        """The environment a job starts from, before its spec's env and the AGENTD_* variables.
+
+        A job of agentd's own user inherits agentd's environment (as before). A job of another
+        user gets none of it (it may hold the service's secrets): only PATH, the locale, and
+        that user's HOME/USER/LOGNAME/SHELL, as a login would give.
+        """
+        if run_as is None:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTD_")}
+        else:
+            env = {k: v for k, v in os.environ.items() if k == "LANG" or k.startswith("LC_")}
+            env.update(PATH=os.environ.get("PATH", os.defpath), HOME=run_as.pw_dir, USER=run_as.pw_name,
+                       LOGNAME=run_as.pw_name, SHELL=run_as.pw_shell or "/bin/sh")
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    def _prepare_checkpoint_dir(self, job: _Job, run_as: pwd.struct_passwd | None) -> None:
+        """Create the job's AGENTD_CHECKPOINT_DIR: 0700, owned by the job's owner so it can write
+        it. A CRIU image stays root's: root restores from it, and an image the user could edit
+        would let them choose the credentials of the restored processes."""
+        ckpt = job.checkpoint_dir
+        ckpt.mkdir(parents=True, exist_ok=True)
+        if job.restore_images:
+            os.chown(ckpt, 0, 0, follow_symlinks=False)
+            os.chmod(ckpt, 0o700)
+            return
+        if run_as is not None:
+            # Only the top: its parent is root's, so the path cannot be swapped under us. Its
+            # contents are the owner's already (written by the job or handed over by
+            # start_resumed before any process of the job existed).
+            os.chown(ckpt, run_as.pw_uid, run_as.pw_gid, follow_symlinks=False)
+        os.chmod(ckpt, 0o700)
 
     def _launch_failed(self, job: _Job, reason: str) -> None:
         log.warning("job %s: %s", job.id, reason)
@@ -1588,6 +1665,7 @@ class JobManager:
         calls = list(job.tool_calls) + list(job.open_tools.values())
         return JobInfo(id=job.id, node=job.node, name=job.spec.name or Path(job.spec.argv[0]).name if job.spec.argv else "",
                        state=job.state, spec=job.spec, priority=job.priority, pid=job.pid,  # type: ignore[arg-type]
+                       owner=job.spec.user or self.own_user,
                        pids=sorted(self._pids(job)), gpus=list(job.gpus),
                        cgroup=job.cgroup.main_path() if job.cgroup else None, control=job.control,
                        exit_code=job.exit_code, reason=job.reason, submitted_s=job.submitted_s,
@@ -1738,6 +1816,27 @@ def _finite_number(v: Any) -> bool:
         return math.isfinite(float(v))
     except OverflowError:  # a huge JSON integer
         return False
+
+
+def _shim_ended(pid: int) -> str | None:
+    """None while our child ``pid`` runs; else how it ended, in words (it is reaped here)."""
+    try:
+        got, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return "it is gone" if not procs.is_alive(pid) else None  # not our child (a test's subreaper)
+    if got == 0:
+        return None
+    if os.WIFSIGNALED(status):
+        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exit status {os.WEXITSTATUS(status)}"
+
+
+def _user_name(uid: int) -> str:
+    """The login name of ``uid`` (its number when it has none)."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
 def _opt_int(v: Any) -> int | None:

@@ -6,6 +6,11 @@ its cgroups BEFORE exec so no child escapes), copies stdout/stderr into size-cap
 files, forwards ``AGENTD_*`` lines to the report socket, and writes ``exit.json`` into the job
 dir when the job ends. It is a child subreaper, so orphaned grandchildren are reaped too.
 
+The shim stays root; with ``launch["run_as"]`` ({"name", "uid", "gid"}) the job drops to that
+user (supplementary groups from initgroups, then gid, then uid) after entering its cgroups and
+before it execs, and its cwd is entered as that user. The logs are written by the shim but owned
+by the job's owner (0600); every other file the shim writes into JOB_DIR is root's (0600).
+
 Usage: ``python -I -S shim.py JOB_DIR`` with ``JOB_DIR/launch.json`` written by the manager.
 Before it forks, the shim claims the launch: it creates the symlink ``JOB_DIR/claim-<token>``
 (``launch_token`` of launch.json) pointing at ``shim:<pid>:<start ticks>``. Creating a symlink is
@@ -20,6 +25,7 @@ A full disk never kills the job: log output that cannot be written is dropped an
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -28,6 +34,7 @@ import signal
 import socket
 import sys
 import time
+import warnings  # noqa: F401 - os.execvpe imports it lazily; after setuid the stdlib may be unreadable
 
 PR_SET_CHILD_SUBREAPER = 36
 READ_CHUNK = 65536
@@ -44,9 +51,13 @@ def _warn(text: str) -> None:
 
 
 def _atomic_json(path: str, obj: dict) -> None:
+    """Write ``obj`` to ``path`` atomically; daemon-private (0600 root) whatever the umask."""
     tmp = path + ".tmp"
     try:
-        with open(tmp, "w") as f:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
             json.dump(obj, f)
             f.flush()
             os.fsync(f.fileno())
@@ -89,19 +100,30 @@ def _start_ticks(pid: int) -> int:
 
 
 class RotatingLog:
-    """Append to ``path``; past ``max_bytes`` rename it to ``path.1`` (``keep`` files kept)."""
+    """Append to ``path``; past ``max_bytes`` rename it to ``path.1`` (``keep`` files kept).
 
-    def __init__(self, path: str, max_bytes: int, keep: int) -> None:
-        self.path, self.max_bytes, self.keep = path, max_bytes, keep
+    The shim (root) writes the file, but it belongs to the job's owner (``owner`` = uid, gid):
+    mode 0600, so the owner can read it and nobody else but root. Opened with O_NOFOLLOW: a
+    link planted in place of a log never makes root write elsewhere. A write the disk refuses
+    (full) is dropped and counted, never raised: the job must not die of its log.
+    """
+
+    def __init__(self, path: str, max_bytes: int, keep: int, owner: tuple[int, int] | None = None) -> None:
+        self.path, self.max_bytes, self.keep, self.owner = path, max_bytes, keep, owner
         self.dropped_bytes = 0
         self.f = None
         self._reopen()
 
     def _reopen(self) -> None:
         try:
-            self.f = open(self.path, "ab", buffering=0)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         except OSError:
             self.f = None
+            return
+        os.fchmod(fd, 0o600)
+        if self.owner is not None:
+            os.fchown(fd, *self.owner)
+        self.f = os.fdopen(fd, "ab", buffering=0)
 
     def write(self, data: bytes) -> None:
         """Append ``data``; on a write error (full disk) drop it and count it, never raise."""
@@ -188,16 +210,17 @@ def _child(launch: dict, out_w: int, err_w: int) -> None:
                     f.write(str(launch["autogroup_nice"]))
             except OSError:
                 pass
+        run_as = launch.get("run_as")
+        if run_as:
+            # Supplementary groups, then gid, then uid: after setuid we could change none of them.
+            os.initgroups(run_as["name"], run_as["gid"])
+            os.setgid(run_as["gid"])
+            os.setuid(run_as["uid"])
+            if os.getuid() != run_as["uid"] or os.geteuid() != run_as["uid"]:
+                raise PermissionError(f"could not drop to uid {run_as['uid']}")
+        os.umask(int(launch.get("umask", 0o022)))  # agentd itself runs with 077
         if launch.get("cwd"):
-            os.chdir(launch["cwd"])
-        user = launch.get("user")
-        if user:
-            import pwd
-
-            pw = pwd.getpwnam(user)
-            os.initgroups(pw.pw_name, pw.pw_gid)
-            os.setgid(pw.pw_gid)
-            os.setuid(pw.pw_uid)
+            os.chdir(launch["cwd"])  # after dropping privileges: the owner must be able to enter it
         argv = launch["argv"]
         if launch.get("shell"):
             argv = ["/bin/sh", "-c", argv[0]]
@@ -292,8 +315,10 @@ def main(job_dir: str) -> int:
     wrote_pid = _try_json(os.path.join(job_dir, "pid.json"), pid_info)
 
     cap, keep = int(launch.get("log_max_bytes", 10 << 20)), int(launch.get("log_keep", 2))
-    logs = {out_r: RotatingLog(os.path.join(job_dir, "stdout.log"), cap, keep),
-            err_r: RotatingLog(os.path.join(job_dir, "stderr.log"), cap, keep)}
+    run_as = launch.get("run_as")
+    owner = (run_as["uid"], run_as["gid"]) if run_as else None
+    logs = {out_r: RotatingLog(os.path.join(job_dir, "stdout.log"), cap, keep, owner),
+            err_r: RotatingLog(os.path.join(job_dir, "stderr.log"), cap, keep, owner)}
     fwd = {fd: LineForwarder(launch["job_id"], launch.get("report_path")) for fd in logs}
     open_fds = set(logs)
     status: int | None = None

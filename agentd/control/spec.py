@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 import shutil
 import signal
+import stat
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -137,19 +139,77 @@ def validate_spec(spec: JobSpec, *, gpu_count: int, cpu_count: int | None = None
             raise _invalid(str(e), "checkpoint.signal") from None
     if spec.cwd is not None and not Path(spec.cwd).is_dir():
         raise _invalid(f"cwd {spec.cwd!r} is not a directory on this node", "cwd")
+    runner: _Runner | None = None
     if spec.user is not None:
-        import pwd
-
         try:
-            pwd.getpwnam(spec.user)
+            pw = pwd.getpwnam(spec.user)
         except KeyError:
             raise _invalid(f"user {spec.user!r} does not exist on this node", "user") from None
+        if pw.pw_uid != os.geteuid():
+            runner = _Runner(pw.pw_name, pw.pw_uid, frozenset(os.getgrouplist(pw.pw_name, pw.pw_gid)), pw.pw_dir)
+    cwd = spec.cwd if spec.cwd is not None or runner is None else runner.home
+    if runner is not None and cwd is not None and not runner.can_enter(cwd):
+        raise _invalid(f"cwd {cwd!r} is not accessible to user {runner.name!r} (a directory on the way lacks "
+                       f"search permission for them); choose a directory they can enter", "cwd")
     if not spec.shell:
         prog = spec.argv[0]
         path = search_path if search_path is not None else spec.env.get("PATH", os.environ.get("PATH", os.defpath))
         if "/" in prog:
-            full = prog if os.path.isabs(prog) or spec.cwd is None else os.path.join(spec.cwd, prog)
+            full = prog if os.path.isabs(prog) or cwd is None else os.path.join(cwd, prog)
             if not (os.path.isfile(full) and os.access(full, os.X_OK)):
                 raise _invalid(f"program {prog!r} does not exist or is not executable", "argv")
-        elif shutil.which(prog, path=path) is None:
-            raise _invalid(f"program {prog!r} is not on PATH ({path}); give its full path", "argv")
+            if runner is not None and not runner.can_exec(full):
+                raise _invalid(f"program {prog!r} is not executable by user {runner.name!r}, who the job runs "
+                               f"as; give a program they can run (check the permissions of {full} and of "
+                               "the directories above it)", "argv")
+        else:
+            found = shutil.which(prog, path=path)
+            if found is None:
+                raise _invalid(f"program {prog!r} is not on PATH ({path}); give its full path", "argv")
+            if runner is not None:
+                mine = [os.path.join(d, prog) for d in path.split(os.pathsep) if d]
+                if not any(os.path.isfile(c) and runner.can_exec(c) for c in mine):
+                    raise _invalid(f"program {prog!r} (found at {found}) is not executable by user "
+                                   f"{runner.name!r}, who the job runs as; give a program they can run", "argv")
+
+
+class _Runner(NamedTuple):
+    """The user a job will run as, for permission checks made by root on their behalf
+    (``os.access`` answers for root). Mode bits only; ACLs are not consulted."""
+
+    name: str
+    uid: int
+    gids: frozenset[int]
+    home: str
+
+    def _allowed(self, st: os.stat_result, bit_owner: int, bit_group: int, bit_other: int) -> bool:
+        if st.st_uid == self.uid:
+            return bool(st.st_mode & bit_owner)
+        if st.st_gid in self.gids:
+            return bool(st.st_mode & bit_group)
+        return bool(st.st_mode & bit_other)
+
+    def _can_search(self, directory: str) -> bool:
+        try:
+            st = os.stat(directory)
+        except OSError:
+            return False
+        return self._allowed(st, stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH)
+
+    def _path_clear(self, path: str) -> bool:
+        """Every directory on the way to ``path``, as written and as resolved, can be searched."""
+        for p in {os.path.abspath(path), os.path.realpath(path)}:
+            parts = Path(p).parents
+            if not all(self._can_search(str(d)) for d in parts):
+                return False
+        return True
+
+    def can_enter(self, directory: str) -> bool:
+        return self._path_clear(directory) and self._can_search(directory)
+
+    def can_exec(self, program: str) -> bool:
+        try:
+            st = os.stat(program)
+        except OSError:
+            return False
+        return self._path_clear(program) and self._allowed(st, stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH)
