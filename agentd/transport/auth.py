@@ -186,6 +186,8 @@ class ZapHandler:
         self.keys_root = keys_root
         self.domains = domains
         self.refused = 0
+        self._accepted: set[bytes] = set()  # CURVE keys let in since the last cut (see take_accepted)
+        self._accepted_lock = threading.Lock()
         self._sock = context.socket(zmq.REP)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.bind(ZAP_ENDPOINT)
@@ -228,6 +230,8 @@ class ZapHandler:
             if key not in authorized_keys(self.keys_root):
                 log.warning("refused CURVE client key %s from %s: not in %s", key.decode(), address, self.keys_root)
                 return b"400", b"key not authorized", b""
+            with self._accepted_lock:
+                self._accepted.add(key)
             return b"200", b"OK", b"key:" + key
         if mechanism != b"NULL":
             return b"400", b"unsupported mechanism", b""
@@ -240,6 +244,16 @@ class ZapHandler:
         port = self.domains.get(domain, 0)
         uid = tcp_peer_uid(address, port) if port else None
         return f"unix:{uid}:tcp" if uid is not None else UNVERIFIED
+
+    def accepted_keys(self) -> set[bytes]:
+        """The CURVE keys let in since the last :meth:`forget_accepted` (z85)."""
+        with self._accepted_lock:
+            return set(self._accepted)
+
+    def forget_accepted(self) -> None:
+        """Every connection was just cut: those keys must pass the handler again."""
+        with self._accepted_lock:
+            self._accepted.clear()
 
     def stop(self) -> None:
         self._stop.set()

@@ -159,7 +159,7 @@ class DaemonSockets:
         self._tcp_ports = {p for p in (_port(sock) for sock in self.routers.values()) if p}
         self._unix_paths = {e[len("ipc://"):] for e in self.endpoints.values() if e.startswith("ipc://")}
         self._poller()
-        self._keys_sig = keys_signature(self.keys_root)
+        self._keys_seen: tuple[object, set[bytes]] = ((), set())
         self._keys_checked = 0.0
         self._rss_base = 0  # taken at the first poll, once the daemon has finished starting
         self._watchdog = threading.Thread(target=self._watch_rss, name="agentd-rss-watchdog", daemon=True)
@@ -297,11 +297,15 @@ class DaemonSockets:
         if now - self._keys_checked >= KEYS_CHECK_S:
             self._keys_checked = now
             sig = keys_signature(self.keys_root)
-            if sig != self._keys_sig:
-                removed = {name for name, *_ in self._keys_sig} - {name for name, *_ in sig}
-                self._keys_sig = sig
-                if removed and self.secure:
-                    self.rebuild(f"authorized key(s) removed: {', '.join(sorted(removed))}", stream=True)
+            accepted = self.zap.accepted_keys() if self.zap is not None and self.secure else set()
+            if (sig, accepted) != self._keys_seen:
+                self._keys_seen = (sig, accepted)
+                # A key that connected and is no longer authorised: cut every connection.
+                gone = accepted - set(authorized_keys(self.keys_root))
+                if gone and self.zap is not None:
+                    names = ", ".join(sorted(k.decode()[:8] + "…" for k in gone))
+                    self.rebuild(f"authorized key(s) removed: {names}", stream=True)
+                    self.zap.forget_accepted()
 
     def rebuild(self, why: str, stream: bool, settle: bool = False) -> None:
         """Close and re-bind the request sockets (and the stream's with ``stream``): every

@@ -101,9 +101,10 @@ def test_a_peer_daemon_key_may_only_migrate(secure):
         with pytest.raises(RemoteError) as err:
             c.call(Submit(spec=JobSpec(argv=["id"], user="root")))
         assert err.value.code == ErrorCode.UNAUTHORIZED
-        with pytest.raises(RemoteError) as err:
+        try:  # allowed: it answers (a migration it does not know), or refuses for another reason
             c.call(MigrateStatus(migration_id="no-such-migration"))
-        assert err.value.code != ErrorCode.UNAUTHORIZED  # allowed: it only does not exist
+        except RemoteError as exc:
+            assert exc.code != ErrorCode.UNAUTHORIZED, exc.message
 
 
 def test_removing_a_key_cuts_its_connections(secure):
@@ -123,7 +124,10 @@ def test_removing_a_key_cuts_its_connections(secure):
             if role != "operator":
                 break
             assert time.monotonic() < deadline, "the removed key still acts as operator"
-    assert "authorized key(s) removed: operator/laptop.key" in secure.proc.stderr()
+    # Within a second every connection is cut (the app and agentctl reconnect; this key cannot).
+    while "authorized key(s) removed" not in secure.proc.stderr():
+        assert time.monotonic() < removed_at + 5, "the connections were not cut after the key was removed"
+        time.sleep(0.05)
     with secure.client("laptop", timeout_s=1.5) as c:  # and it cannot come back
         with pytest.raises(Unreachable):
             c.call(Hello())
