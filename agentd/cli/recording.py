@@ -244,13 +244,35 @@ def cmd_replay(args: argparse.Namespace) -> int:
                     if delay > 0:
                         time.sleep(delay)
                 if as_json:
-                    sys.stdout.write(json.dumps(derived_to_json(d)) + "\n")
+                    sys.stdout.write(_json_line(derived_to_json(d)) + "\n")
                 else:
                     sys.stdout.write(clean(_watch_line(d)) + "\n")
             sys.stdout.flush()
         except RecordingError as exc:
             raise CliError(str(exc), EXIT_USAGE) from None
+        # damaged chunks were skipped, the rest replayed: say so once, on stderr
+        summary = reader.damage_summary()
+        if summary:
+            print(f"agentctl: warning: {summary}", file=sys.stderr)
     return EXIT_OK
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _json_line(obj: Any) -> str:
+    """Strict JSON (a recording's counters may derive to inf or NaN: those become null)."""
+    try:
+        return json.dumps(obj, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(obj), allow_nan=False)
 
 
 # ---- recording info / set ----

@@ -27,7 +27,7 @@ import struct
 import sys
 from array import array
 import zlib
-from typing import Any, Sequence
+from typing import Annotated, Any, Sequence
 
 import msgspec
 
@@ -35,13 +35,21 @@ from agentd.metrics.samples import NodeSample
 
 __all__ = [
     "CHUNK_MAGIC", "CHUNK_ROWS", "KEYFRAME_EVERY", "Shape", "ShapeBook", "SplitSample", "UnknownShape", "decode_chain",
-    "decode_chunk", "decode_sample", "decode_v1_row", "encode_chunk", "shape_of", "split_sample", "xor_bytes",
+    "decode_chunk", "decode_sample", "decode_v1_row", "encode_chunk", "inflate", "shape_of", "split_sample", "xor_bytes",
 ]
 
 #: Samples per chunk row: bigger compresses better; a seek decodes one chunk per node.
 CHUNK_ROWS = 60
 CHUNK_MAGIC = b"C2"
 CHUNK_ZLIB_LEVEL = 9
+#: Bounds on what one chunk may decode to, whatever its header claims: a recording may come
+#: from anyone, and a few KiB of zlib can claim gigabytes (a decompression bomb). Real chunks
+#: are far below these (60 samples of a few KiB each).
+MAX_CHUNK_ROWS = 4096
+MAX_CHUNK_PAYLOAD_BYTES = 32 * 2**20
+MAX_CHUNK_DECODED_BYTES = 64 * 2**20
+#: One sample's msgpack (a tail row, a v1 row) is never bigger than this.
+MAX_SAMPLE_BYTES = 16 * 2**20
 #: Fixed-point exponents tried for float columns (x * 10**e must give back the float exactly).
 FLOAT_EXPONENTS = (0, 2, 1, 3, 4, 6, 5)
 CODE_INT, CODE_FLOAT_BITS, CODE_FIXED = 0, 1, 2
@@ -336,7 +344,34 @@ def encode_chunk(rows: list[tuple[int, SplitSample]]) -> bytes:
     return CHUNK_MAGIC + zlib.compress(payload, CHUNK_ZLIB_LEVEL)
 
 
-_payload_decoder = msgspec.msgpack.Decoder()
+def inflate(data: bytes, limit: int, zdict: bytes | None = None) -> bytes:
+    """zlib-decompress ``data``, refusing (ValueError) output longer than ``limit`` bytes: the
+    output is never allocated past the limit, so a decompression bomb costs ``limit`` at most."""
+    d = zlib.decompressobj(zdict=zdict) if zdict is not None else zlib.decompressobj()
+    try:
+        # no flush(): it would inflate whatever input is left with no bound on the output
+        out = d.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise ValueError(f"data cannot be decompressed ({exc})") from None
+    if len(out) > limit:
+        raise ValueError(f"data decompresses to more than {limit} bytes (a decompression bomb?)")
+    if not d.eof:
+        raise ValueError("data cannot be decompressed (the compressed stream is truncated)")
+    return out
+
+
+class _Payload(msgspec.Struct):
+    """A chunk payload as written by :func:`encode_chunk`; lengths are checked while decoding,
+    so a forged count never allocates more than the payload holds."""
+
+    rows: int
+    shape: Annotated[list[int], msgspec.Meta(max_length=MAX_CHUNK_ROWS)]
+    groups: Annotated[list[tuple[int, bytes, bytes]], msgspec.Meta(max_length=MAX_CHUNK_ROWS)]
+    raw: Annotated[dict[int, bytes], msgspec.Meta(max_length=MAX_CHUNK_ROWS)]
+    procs: Annotated[dict[int, bytes], msgspec.Meta(max_length=MAX_CHUNK_ROWS)]
+
+
+_payload_decoder = msgspec.msgpack.Decoder(_Payload)
 
 
 class UnknownShape(ValueError):
@@ -373,25 +408,43 @@ def _decode_group_py(shape: Shape, codes_b: bytes, planes: bytes, k: int) -> lis
 
 
 def decode_chunk(body: bytes, shapes: dict[int, Shape]) -> list[bytes]:
-    """msgpack of every sample of a chunk, in order. Raises ValueError on a damaged chunk."""
+    """msgpack of every sample of a chunk, in order. Raises ValueError on a damaged chunk, and
+    on one that would decode to more than :data:`MAX_CHUNK_DECODED_BYTES`."""
+    if not isinstance(body, bytes):
+        raise ValueError(f"chunk body is {type(body).__name__}, not a blob")
     if body[: len(CHUNK_MAGIC)] != CHUNK_MAGIC:
         raise ValueError(f"unknown chunk format {body[:2]!r}")
     try:
-        payload = _payload_decoder.decode(zlib.decompress(body[len(CHUNK_MAGIC):]))
-    except (zlib.error, msgspec.DecodeError) as exc:
-        raise ValueError(f"chunk cannot be decompressed ({exc})") from None
-    shape_ids: list[int] = payload["shape"]
-    out: list[bytes | None] = [None] * len(shape_ids)
-    for i, r in payload["raw"].items():
-        out[int(i)] = r
-    procs: dict[int, bytes] = {int(k): v for k, v in payload["procs"].items()}
-    np = _numpy()
-    for sid, codes_b, planes in payload["groups"]:
+        payload = _payload_decoder.decode(inflate(body[len(CHUNK_MAGIC):], MAX_CHUNK_PAYLOAD_BYTES))
+    except msgspec.DecodeError as exc:  # ValidationError included
+        raise ValueError(f"chunk cannot be decoded ({exc})") from None
+    shape_ids = payload.shape
+    n = len(shape_ids)
+    out: list[bytes | None] = [None] * n
+    budget = MAX_CHUNK_DECODED_BYTES
+    for i, r in payload.raw.items():
+        if not 0 <= i < n:
+            raise ValueError(f"chunk has a whole sample for row {i} of {n}")
+        budget -= len(r)
+        out[i] = r
+    procs = payload.procs
+    for sid, codes_b, _ in payload.groups:
         shape = shapes.get(sid)
         if shape is None:
             raise UnknownShape(f"chunk refers to shape {sid}, which the file does not hold")
+        # count the bytes the group will produce before producing them
+        members = sum(1 for s in shape_ids if s == sid)
+        budget -= members * len(shape.template)
+    budget -= sum(len(p) for p in procs.values())
+    if budget < 0:
+        raise ValueError(f"chunk would decode to more than {MAX_CHUNK_DECODED_BYTES} bytes")
+    np = _numpy()
+    for sid, codes_b, planes in payload.groups:
+        shape = shapes[sid]
         if len(codes_b) != len(shape.offsets):
             raise ValueError(f"chunk has {len(codes_b)} numbers for shape {sid} of {len(shape.offsets)} slots")
+        if any(c > CODE_FIXED + max(FLOAT_EXPONENTS) for c in codes_b):
+            raise ValueError(f"chunk group of shape {sid} has an unknown column code")
         members = [i for i, s in enumerate(shape_ids) if s == sid]
         if len(planes) != 8 * len(members) * len(codes_b):
             raise ValueError(f"chunk group of shape {sid} has {len(planes)} bytes of numbers, "
@@ -403,6 +456,8 @@ def decode_chunk(body: bytes, shapes: dict[int, Shape]) -> list[bytes]:
         for i, raw in zip(members, raws):
             p = procs.get(i)
             if p is not None:  # add the "procs" key to the (fix)map
+                if not 0x80 <= raw[0] < 0x8F:
+                    raise ValueError(f"chunk row {i} cannot take a process list (shape {sid} is not a small map)")
                 raw = bytes([raw[0] + 1]) + raw[1:] + _PROCS_KEY + p
             out[i] = raw
     if any(r is None for r in out):
@@ -430,17 +485,16 @@ def decode_v1_row(prev: bytes | None, is_key: bool, body: bytes) -> bytes:
     A v1 keyframe is ``zlib(msgpack)``; a delta row is ``b"x" + zlib(msgpack XOR prev)`` or
     ``b"d" + zlib(msgpack, zdict=prev)``."""
     if is_key:
-        return zlib.decompress(body)
+        return inflate(body, MAX_SAMPLE_BYTES)
     if prev is None:
         raise ValueError("sample chain is broken: a delta row has no keyframe before it")
     if body[:1] == XOR_DELTA:
-        data = zlib.decompress(body[1:])
+        data = inflate(body[1:], MAX_SAMPLE_BYTES)
         if len(prev) != len(data):
             raise ValueError("sample chain is broken: XOR delta and base differ in length")
         return xor_bytes(data, prev)
     if body[:1] == DICT_DELTA:
-        do = zlib.decompressobj(zdict=prev[-32768:])
-        return do.decompress(body[1:]) + do.flush()
+        return inflate(body[1:], MAX_SAMPLE_BYTES, zdict=prev[-32768:])
     raise ValueError(f"unknown sample row type {body[:1]!r}")
 
 

@@ -67,6 +67,7 @@ class _Worker(QThread):
         self._buffer: list[tuple[float, str, Any]] = []
         self._buffered_to = 0.0
         self._links: dict[str, str] = {}
+        self._damage_seen = 0
 
     def request_stop(self) -> None:
         self._stopping = True
@@ -82,6 +83,7 @@ class _Worker(QThread):
             self.markers.emit(self.reader.events())
             self.gaps.emit(self.reader.gaps())
             self._seek(self.reader.opening_time() or self.start_s)
+            self._report_damage()
             self._loop()
         except RecordingError as exc:
             self.problem.emit(str(exc))
@@ -115,6 +117,16 @@ class _Worker(QThread):
             if now - last_report >= POSITION_EVERY_S or cmd is not None:
                 self.position.emit(self.pos)
                 last_report = now
+                self._report_damage()
+
+    def _report_damage(self) -> None:
+        """Damaged chunks were skipped: say so (once per new find) and show them as gaps."""
+        assert self.reader is not None
+        seen = len(self.reader.damage) + self.reader.damaged_rows
+        if seen != self._damage_seen:
+            self._damage_seen = seen
+            self.problem.emit(self.reader.damage_summary())
+            self.gaps.emit(self.reader.gaps())
 
     def _command(self, cmd: tuple[Any, ...]) -> None:
         kind = cmd[0]
@@ -143,7 +155,7 @@ class _Worker(QThread):
         self.reset.emit()
         self._links.clear()
         states = self.reader.state_at(t)
-        events = self.reader.events(None, t)[-SNAPSHOT_EVENTS:]
+        events = self.reader.events(None, t, limit=SNAPSHOT_EVENTS, last=True)
         for name, st in states.items():
             self.node_added.emit(name)
             snap = st.as_snapshot([e for e in events if e.node == (st.inventory.node if st.inventory else name)])

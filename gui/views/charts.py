@@ -412,7 +412,7 @@ class Chart(QWidget):
         else:
             t0, t1 = now_s - span, now_s
             first = min((self._first_time(k) for k in keys), default=None)
-            if first is not None and first > t0:
+            if first is not None and math.isfinite(first) and first > t0:  # inf: no samples yet
                 # A young session: start at its first sample and grow to the right until the
                 # span is full, rather than a strip of data squeezed against the right edge.
                 t0 = first
