@@ -60,7 +60,6 @@ from agentd.protocol.messages import (
     Submit,
 )
 from agentd.store.audit import AUDIT_NAME, AuditLog
-from agentd.store.jobstore import is_disk_full
 from agentd.telemetry.collector import NodeCollector
 from agentd.transport.server import BindError, DaemonSockets, Incoming
 
@@ -561,6 +560,9 @@ def main(argv: list[str] | None = None) -> int:
             probe.write_text("")
             probe.unlink()
         except OSError as exc:
+            # Imported here, after _keep_numpy_out(): sqlite-utils pulls numpy in otherwise.
+            from agentd.store.jobstore import is_disk_full
+
             if not is_disk_full(exc):
                 raise ConfigError(f"state dir {state_dir} is not writable ({exc.strerror}); pass --state-dir DIR") from None
             # A full disk is not a configuration error: start degraded (telemetry, control of the
