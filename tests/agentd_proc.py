@@ -115,6 +115,17 @@ class AgentdProc:
             self.proc.wait(5)
 
 
+def reap_orphans() -> None:
+    """Collect exited orphans (shims of jobs) that were re-parented to this process."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
 def start_agentd(tmp_path: Path, node: str = "n1", simulate_gpus: int = 2, extra: list[str] | None = None,
                  interval: float = 0.5, wait: bool = True, host: str = "127.0.0.1",
                  env: dict[str, str] | None = None) -> AgentdProc:

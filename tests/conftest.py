@@ -21,7 +21,7 @@ _become_subreaper()
 
 import pytest
 
-from tests.agentd_proc import AgentdProc, start_agentd
+from tests.agentd_proc import AgentdProc, reap_orphans, start_agentd
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def agentd(tmp_path):
     proc = start_agentd(tmp_path, node="n1", simulate_gpus=2)
     yield proc
     proc.stop()
-    _reap()
+    reap_orphans()
 
 
 @pytest.fixture
@@ -46,18 +46,8 @@ def agentd_factory(tmp_path):
     yield make
     for p in started:
         p.stop()
-    _reap()
+    reap_orphans()
 
-
-def _reap() -> None:
-    """Collect exited orphans (shims of jobs) that were re-parented to this process."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
 
 
 # ---- real unprivileged users (tests/users.py) ------------------------------------------------
@@ -88,7 +78,7 @@ def make_user() -> Iterator[Callable[..., _users.TestUser]]:
     yield make
     for u in made:
         _users.remove_user(u)
-    _reap()
+    reap_orphans()
 
 
 @pytest.fixture(scope="session")

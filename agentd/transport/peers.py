@@ -62,9 +62,8 @@ def _decode_addr(hex_addr: str) -> tuple[str, int]:
     return ip, int(port, 16)
 
 
-def _established(proc_root: Path) -> list[tuple[tuple[str, int], tuple[str, int], int]]:
-    """(local, remote, uid) of every established TCP socket in this network namespace."""
-    out = []
+def _tcp_rows(proc_root: Path):
+    """The fields of every established row of /proc/net/tcp and tcp6 (this network namespace)."""
     for name in ("tcp", "tcp6"):
         try:
             lines = (proc_root / "net" / name).read_text().splitlines()[1:]
@@ -72,12 +71,18 @@ def _established(proc_root: Path) -> list[tuple[tuple[str, int], tuple[str, int]
             continue
         for line in lines:
             f = line.split()
-            if len(f) < 8 or f[3] != _TCP_ESTABLISHED:
-                continue
-            try:
-                out.append((_decode_addr(f[1]), _decode_addr(f[2]), int(f[7])))
-            except ValueError:
-                continue
+            if len(f) >= 10 and f[3] == _TCP_ESTABLISHED:
+                yield f
+
+
+def _established(proc_root: Path) -> list[tuple[tuple[str, int], tuple[str, int], int]]:
+    """(local, remote, uid) of every established TCP socket in this network namespace."""
+    out = []
+    for f in _tcp_rows(proc_root):
+        try:
+            out.append((_decode_addr(f[1]), _decode_addr(f[2]), int(f[7])))
+        except ValueError:
+            continue
     return out
 
 
@@ -86,16 +91,7 @@ def client_connection_inodes(tcp_ports: set[int], unix_paths: set[str],
     """Socket inodes of the connections clients made to a server: established TCP sockets whose
     local port is one of ``tcp_ports``, and connected Unix stream sockets accepted on one of
     ``unix_paths`` (the kernel shows an accepted socket under its listener's path)."""
-    inodes: set[int] = set()
-    for name in ("tcp", "tcp6"):
-        try:
-            lines = (proc_root / "net" / name).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            f = line.split()
-            if len(f) >= 10 and f[3] == _TCP_ESTABLISHED and int(f[1].rsplit(":", 1)[1], 16) in tcp_ports:
-                inodes.add(int(f[9]))
+    inodes = {int(f[9]) for f in _tcp_rows(proc_root) if int(f[1].rsplit(":", 1)[1], 16) in tcp_ports}
     try:
         lines = (proc_root / "net" / "unix").read_text().splitlines()[1:]
     except OSError:

@@ -16,7 +16,7 @@ import msgspec
 import pytest
 import zmq
 
-from tests.agentd_proc import AgentdProc, start_agentd
+from tests.agentd_proc import AgentdProc, reap_orphans, start_agentd
 
 ROWS: list[tuple[str, str, str]] = []
 RSS_LIMIT_KIB = 64 * 1024  # the bound: growth of at most 64 MiB
@@ -92,7 +92,7 @@ def hostile_agentd(tmp_path):
     yield proc
     kill_jobs_of(proc)
     proc.stop(cancel_jobs=False)
-    _reap()
+    reap_orphans()
 
 
 def kill_jobs_of(proc: AgentdProc) -> None:
@@ -116,16 +116,6 @@ def kill_jobs_of(proc: AgentdProc) -> None:
                         kill(pid, signal.SIGKILL)
                     except (ProcessLookupError, PermissionError):
                         pass
-
-
-def _reap() -> None:
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
 
 
 def wait_for(pred, timeout_s: float, what: str, step_s: float = 0.1):
