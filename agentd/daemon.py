@@ -145,7 +145,8 @@ class Daemon:
         from agentd.exporter import MetricsExporter
 
         try:
-            exp = MetricsExporter(self.node, self.cfg.metrics_listen)
+            exp = MetricsExporter(self.node, self.cfg.metrics_listen, simulated_gpus=self.inventory.gpu_backend == "simulated",
+                                  ended_retention_s=float(self.cfg.metrics_job_retention))
             exp.start()
         except (ValueError, OSError) as exc:
             raise StartupError(f"--metrics-listen {self.cfg.metrics_listen}: {exc}") from None
@@ -379,6 +380,8 @@ class Daemon:
                     self.audit.write(msgspec.to_builtins(item))
                 self.publish(lambda s, e=item: EventMsg(node=self.node, seq=s, event=e))
             else:
+                if self.exporter is not None:
+                    self.exporter.job_changed(item)
                 # The stream reaches every viewer: no env values, no argv beyond the program.
                 self.publish(lambda s, j=public_job(item): JobMsg(node=self.node, seq=s, job=j))
 
@@ -416,7 +419,8 @@ class Daemon:
         self.publish(lambda s: SampleMsg(node=self.node, seq=s, sample=sample))
         if self.exporter is not None:
             jobs = self.all_jobs(active_only=True)
-            self.exporter.update(sample, derive(sample, previous), jobs)
+            self.exporter.update(sample, derive(sample, previous), jobs,
+                                 names_refused=getattr(self.jobs, "metric_refusals", 0))
         for ext in self.extensions:
             on_tick = getattr(ext, "on_tick", None)
             if on_tick is not None:
@@ -515,6 +519,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--interval", type=float, help="seconds between samples, 0.1 to 60 (default 1)")
     p.add_argument("--simulate-gpus", type=int, metavar="N", help="simulate N GPUs (demos, tests); marked simulated")
     p.add_argument("--metrics-listen", metavar="HOST:PORT", help="serve Prometheus /metrics there (off by default)")
+    p.add_argument("--metrics-job-retention", metavar="DURATION",
+                   help="keep an ended job's state in /metrics this long, e.g. 600, 10m (default 10m)")
     p.add_argument("--slurm", choices=["auto", "on", "off"], help="control Slurm jobs on this node (default auto)")
     p.add_argument("--migration-quota", metavar="SIZE",
                    help="largest total of incoming migration checkpoints this node holds at once, e.g. 64G (default 64G)")
@@ -553,6 +559,7 @@ def main(argv: list[str] | None = None) -> int:
             "interval": args.interval, "simulate_gpus": args.simulate_gpus, "metrics_listen": args.metrics_listen,
             "slurm": args.slurm, "log_level": args.log_level, "labels": labels or None,
             "migration_quota": args.migration_quota, "job_retention": args.job_retention,
+            "metrics_job_retention": args.metrics_job_retention,
         })
         state_dir = Path(cfg.state_dir)
         try:

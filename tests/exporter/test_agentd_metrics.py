@@ -27,14 +27,14 @@ def test_running_daemon_serves_node_gpu_and_job_metrics(tmp_path):
         while True:
             samples, _ = scrape(f"http://127.0.0.1:{port}/metrics")
             text = " ".join(samples)
-            if "fleetdeck_gpu_utilization_ratio" in text and any(k.startswith("fleetdeck_job_") for k in samples):
+            if "fleetdeck_gpu_utilization_ratio" in text and "fleetdeck_job_state" in samples:
                 break
             assert time.monotonic() < deadline, sorted(samples)[:40]
             time.sleep(0.5)
         gpu = [s for n, s in samples.items() if n == "fleetdeck_gpu_utilization_ratio"]
         assert gpu and 0.0 <= gpu[0].value <= 1.0 and gpu[0].labels["node"] == "prom"
-        job_samples = [s for n, s in samples.items() if n.startswith("fleetdeck_job_")]
-        assert any(s.labels.get("job") == job.id for s in job_samples)
+        assert gpu[0].labels["simulated"] == "true"  # --simulate-gpus: a simulated GPU says so
+        assert samples["fleetdeck_job_state"].labels["job_id"] == job.id
     finally:
         node.stop()
 
