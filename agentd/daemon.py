@@ -88,6 +88,9 @@ class Daemon:
         self.node = cfg.node_name
         self.state_dir = Path(cfg.state_dir)
         self.seq = 0
+        # This run of the daemon, in every stream message, hello and snapshot: a client sees a
+        # restart as a new epoch (seq starts again at 1) instead of guessing from seq.
+        self.epoch = time.time_ns() // 1000
         # History for late joiners, kept encoded: a decoded NodeSample costs ~16 KiB of Python
         # objects, its msgpack ~6 KiB; snapshots decode the few they send.
         self.history: collections.deque[bytes] = collections.deque(maxlen=HISTORY_SAMPLES)
@@ -341,7 +344,7 @@ class Daemon:
             id=req.id, node=self.node, agentd_version=__version__, pub_endpoint=self.sockets.pub_endpoint,
             capabilities=caps, server_time_s=time.time(), role=caller.role, user=caller.user or "",
             verified_by=caller.verified_by, local_endpoint=self.sockets.local_endpoint,
-            problems=list(getattr(self.jobs, "problems", None) or []),
+            problems=list(getattr(self.jobs, "problems", None) or []), epoch=self.epoch,
         )
 
     def _snapshot(self, req: Snapshot, caller: Caller) -> SnapshotReply:
@@ -353,7 +356,7 @@ class Daemon:
         half = REPLY_BUDGET_BYTES // 2
         while encoded and sum(map(len, encoded)) > half:
             encoded = encoded[len(encoded) // 2 + 1:]
-        base = SnapshotReply(id=req.id, seq=self.seq, inventory=self.inventory, events=events)
+        base = SnapshotReply(id=req.id, seq=self.seq, epoch=self.epoch, inventory=self.inventory, events=events)
         while events and len(encode(base)) + sum(map(len, encoded)) > half:
             events = events[len(events) // 2 + 1:]
             base = msgspec.structs.replace(base, events=events)
@@ -365,7 +368,7 @@ class Daemon:
     # ---- stream ----------------------------------------------------------------------
     def publish(self, make: Callable[[int], StreamMsg]) -> None:
         self.seq += 1
-        self.sockets.publish(make(self.seq))
+        self.sockets.publish(msgspec.structs.replace(make(self.seq), epoch=self.epoch))
         self._last_publish = time.monotonic()
 
     def _flush_outbox(self) -> None:
