@@ -14,8 +14,8 @@ the custom collector formats that snapshot. Names follow Prometheus conventions:
   itself sets ``job`` (the scrape job) on every series and would rename ours ``exported_job``.
 
 Ended jobs: :meth:`MetricsExporter.job_changed` sees every job update; a job that ended keeps
-its ``job_state`` series (its end state at 1) for ``ended_retention_s`` (10 minutes by default),
-so a rule such as ``fleetdeck_job_state{state="failed"} == 1`` fires for it, and
+its ``job_state`` series (its end state at 1) for ``ended_retention_s`` (10 minutes by default;
+the latest ``MAX_ENDED_SHOWN`` of them at most), so a rule such as ``fleetdeck_job_state{state="failed"} == 1`` fires for it, and
 ``fleetdeck_job_ends_total{result}`` counts the ends this daemon saw (every result present from
 the start at 0, so ``increase()`` sees the first failure).
 
@@ -57,6 +57,7 @@ JOB_STATES: tuple[str, ...] = JobState.__args__  # type: ignore[attr-defined]
 CPU_MODES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
 END_RESULTS: tuple[str, ...] = tuple(sorted(TERMINAL_STATES))
 DEFAULT_ENDED_RETENTION_S = 600.0  # an ended job's state series stays this long (alerts see it)
+MAX_ENDED_SHOWN = 1000  # ended jobs kept in job_state at most (the oldest go first): bounded series
 MAX_COUNTED_ENDS = 50_000  # job ids remembered as counted, so a repeated update never counts twice
 
 
@@ -383,7 +384,10 @@ class MetricsExporter:
         if job.state not in TERMINAL_STATES:
             return
         with self._lock:
+            self._ended.pop(job.id, None)  # re-inserted last: the dict stays in order of ending
             self._ended[job.id] = (job, self._clock())
+            while len(self._ended) > MAX_ENDED_SHOWN:
+                del self._ended[next(iter(self._ended))]
             if job.id not in self._counted:
                 self._counted[job.id] = None
                 while len(self._counted) > MAX_COUNTED_ENDS:

@@ -306,3 +306,14 @@ tests:
 ''')
     proc = subprocess.run([promtool, "test", "rules", "test.yml"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_ended_jobs_shown_are_bounded():
+    from agentd.exporter import MAX_ENDED_SHOWN
+
+    exp = MetricsExporter("n1", "127.0.0.1:0", clock=_Clock())
+    for n in range(MAX_ENDED_SHOWN + 50):
+        exp.job_changed(_ended("succeeded", n=n))
+    shown = exp.ended_jobs()
+    assert len(shown) == MAX_ENDED_SHOWN and shown[-1].id == f"n1.{MAX_ENDED_SHOWN + 49}" and shown[0].id == "n1.50"
+    assert exp.ends()["succeeded"] == MAX_ENDED_SHOWN + 50
