@@ -78,6 +78,7 @@ class DaemonConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     admins: list[str] = []  # local users (or @groups) who may also run jobs as others (root always may)
     job_retention: float | str = DEFAULT_JOB_RETENTION_S  # seconds, or "24h", "7d": ended jobs are forgotten after it
     max_ended_jobs: int = MAX_ENDED_JOBS  # ended jobs kept at most (oldest forgotten first)
+    metrics_job_retention: float | str = 600.0  # seconds, or "10m": an ended job's state stays in /metrics this long
 
     def resolved(self) -> "DaemonConfig":
         return msgspec.structs.replace(
@@ -125,6 +126,11 @@ def build_config(file_values: dict, overrides: dict) -> DaemonConfig:
         retention = parse_duration(cfg.job_retention)
     except ValueError as exc:
         raise ConfigError(f"--job-retention: {exc}") from None
+    try:
+        metrics_retention = parse_duration(cfg.metrics_job_retention)
+    except ValueError as exc:
+        raise ConfigError(f"metrics_job_retention: {exc}") from None
     if not 0 <= cfg.max_ended_jobs <= 1_000_000:
         raise ConfigError(f"max_ended_jobs = {cfg.max_ended_jobs} is out of range; use 0 to 1000000")
-    return msgspec.structs.replace(cfg.resolved(), migration_quota=quota, job_retention=retention)
+    return msgspec.structs.replace(cfg.resolved(), migration_quota=quota, job_retention=retention,
+                                  metrics_job_retention=metrics_retention)

@@ -87,6 +87,9 @@ class Daemon:
         self.node = cfg.node_name
         self.state_dir = Path(cfg.state_dir)
         self.seq = 0
+        # This run of the daemon, in every stream message, hello and snapshot: a client sees a
+        # restart as a new epoch (seq starts again at 1) instead of guessing from seq.
+        self.epoch = time.time_ns() // 1000
         # History for late joiners, kept encoded: a decoded NodeSample costs ~16 KiB of Python
         # objects, its msgpack ~6 KiB; snapshots decode the few they send.
         self.history: collections.deque[bytes] = collections.deque(maxlen=HISTORY_SAMPLES)
@@ -144,7 +147,8 @@ class Daemon:
         from agentd.exporter import MetricsExporter
 
         try:
-            exp = MetricsExporter(self.node, self.cfg.metrics_listen)
+            exp = MetricsExporter(self.node, self.cfg.metrics_listen, simulated_gpus=self.inventory.gpu_backend == "simulated",
+                                  ended_retention_s=float(self.cfg.metrics_job_retention))
             exp.start()
         except (ValueError, OSError) as exc:
             raise StartupError(f"--metrics-listen {self.cfg.metrics_listen}: {exc}") from None
@@ -339,7 +343,7 @@ class Daemon:
             id=req.id, node=self.node, agentd_version=__version__, pub_endpoint=self.sockets.pub_endpoint,
             capabilities=caps, server_time_s=time.time(), role=caller.role, user=caller.user or "",
             verified_by=caller.verified_by, local_endpoint=self.sockets.local_endpoint,
-            problems=list(getattr(self.jobs, "problems", None) or []),
+            problems=list(getattr(self.jobs, "problems", None) or []), epoch=self.epoch,
         )
 
     def _snapshot(self, req: Snapshot, caller: Caller) -> SnapshotReply:
@@ -351,7 +355,7 @@ class Daemon:
         half = REPLY_BUDGET_BYTES // 2
         while encoded and sum(map(len, encoded)) > half:
             encoded = encoded[len(encoded) // 2 + 1:]
-        base = SnapshotReply(id=req.id, seq=self.seq, inventory=self.inventory, events=events)
+        base = SnapshotReply(id=req.id, seq=self.seq, epoch=self.epoch, inventory=self.inventory, events=events)
         while events and len(encode(base)) + sum(map(len, encoded)) > half:
             events = events[len(events) // 2 + 1:]
             base = msgspec.structs.replace(base, events=events)
@@ -363,7 +367,7 @@ class Daemon:
     # ---- stream ----------------------------------------------------------------------
     def publish(self, make: Callable[[int], StreamMsg]) -> None:
         self.seq += 1
-        self.sockets.publish(make(self.seq))
+        self.sockets.publish(msgspec.structs.replace(make(self.seq), epoch=self.epoch))
         self._last_publish = time.monotonic()
 
     def _flush_outbox(self) -> None:
@@ -378,6 +382,8 @@ class Daemon:
                     self.audit.write(msgspec.to_builtins(item))
                 self.publish(lambda s, e=item: EventMsg(node=self.node, seq=s, event=e))
             else:
+                if self.exporter is not None:
+                    self.exporter.job_changed(item)
                 # The stream reaches every viewer: no env values, no argv beyond the program.
                 self.publish(lambda s, j=public_job(item): JobMsg(node=self.node, seq=s, job=j))
 
@@ -415,7 +421,8 @@ class Daemon:
         self.publish(lambda s: SampleMsg(node=self.node, seq=s, sample=sample))
         if self.exporter is not None:
             jobs = self.all_jobs(active_only=True)
-            self.exporter.update(sample, derive(sample, previous), jobs)
+            self.exporter.update(sample, derive(sample, previous), jobs,
+                                 names_refused=getattr(self.jobs, "metric_refusals", 0))
         for ext in self.extensions:
             on_tick = getattr(ext, "on_tick", None)
             if on_tick is not None:
@@ -514,6 +521,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--interval", type=float, help="seconds between samples, 0.1 to 60 (default 1)")
     p.add_argument("--simulate-gpus", type=int, metavar="N", help="simulate N GPUs (demos, tests); marked simulated")
     p.add_argument("--metrics-listen", metavar="HOST:PORT", help="serve Prometheus /metrics there (off by default)")
+    p.add_argument("--metrics-job-retention", metavar="DURATION",
+                   help="keep an ended job's state in /metrics this long, e.g. 600, 10m (default 10m)")
     p.add_argument("--slurm", choices=["auto", "on", "off"], help="control Slurm jobs on this node (default auto)")
     p.add_argument("--migration-quota", metavar="SIZE",
                    help="largest total of incoming migration checkpoints this node holds at once, e.g. 64G (default 64G)")
@@ -552,6 +561,7 @@ def main(argv: list[str] | None = None) -> int:
             "interval": args.interval, "simulate_gpus": args.simulate_gpus, "metrics_listen": args.metrics_listen,
             "slurm": args.slurm, "log_level": args.log_level, "labels": labels or None,
             "migration_quota": args.migration_quota, "job_retention": args.job_retention,
+            "metrics_job_retention": args.metrics_job_retention,
         })
         state_dir = Path(cfg.state_dir)
         try:

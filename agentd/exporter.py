@@ -5,13 +5,27 @@ A scrape never measures anything: :meth:`MetricsExporter.update` stores the daem
 the custom collector formats that snapshot. Names follow Prometheus conventions:
 
 * base units in the name: ``_bytes``, ``_seconds``, ``_watts``, ``_joules``, ``_hertz``,
-  ``_celsius``; utilisations are ``_ratio`` from 0 to 1 (a job's ``cpu_usage_ratio`` is in
-  cores, so 2.0 means two full cores);
+  ``_celsius``; every ``_ratio`` is from 0 to 1; a job's CPU use counts cores
+  (``job_cpu_usage_cores``: 2.0 means two full cores);
 * raw cumulative counters end in ``_total`` (rate them in PromQL: ``rate(x_total[1m])``);
-* labels: ``node`` everywhere; ``gpu`` (index) and ``uuid`` on GPU metrics; ``job`` (the
-  cluster-unique id) and ``name`` on job metrics; ``metric`` names a job's own metric.
+* labels: ``node`` everywhere; ``gpu`` (index), ``uuid`` and ``simulated`` ("true" for the
+  simulated GPUs of demos and tests) on GPU metrics; ``job_id`` (the cluster-unique id) and
+  ``name`` on job metrics; ``metric`` names a job's own metric. Not ``job``: Prometheus
+  itself sets ``job`` (the scrape job) on every series and would rename ours ``exported_job``.
 
-docs/install.md lists every metric; packaging/grafana/fleetdeck-dashboard.json charts them.
+Ended jobs: :meth:`MetricsExporter.job_changed` sees every job update; a job that ended keeps
+its ``job_state`` series (its end state at 1) for ``ended_retention_s`` (10 minutes by default;
+the latest ``MAX_ENDED_SHOWN`` of them at most), so a rule such as ``fleetdeck_job_state{state="failed"} == 1`` fires for it, and
+``fleetdeck_job_ends_total{result}`` counts the ends this daemon saw (every result present from
+the start at 0, so ``increase()`` sees the first failure).
+
+A job's own metric names are bounded: the job manager keeps at most ``MAX_METRICS_PER_JOB``
+per job and counts the rest; the exporter applies the same bound to what it formats and adds
+its own refusals to ``fleetdeck_job_metric_names_refused_total``.
+
+docs/install.md lists every metric, docs/metrics.md the ``AGENTD_METRIC`` line format;
+packaging/grafana/fleetdeck-dashboard.json charts them and packaging/prometheus/alerts.yml
+alerts on them.
 
 /metrics has no authentication, so it listens on loopback unless ``allow_remote=True``.
 """
@@ -20,17 +34,20 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import collections
 import socket
 import threading
+import time
 from http.server import ThreadingHTTPServer
-from typing import Iterator
+from typing import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import MetricsHandler
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from agentd.metrics.samples import DerivedNode, NodeSample
-from agentd.protocol.jobs import JobInfo, JobState
+from agentd.protocol.jobs import TERMINAL_STATES, JobInfo, JobState
+from agentd.protocol.limits import MAX_METRICS_PER_JOB
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +55,10 @@ DEFAULT_LISTEN = "127.0.0.1:9810"
 PREFIX = "fleetdeck"
 JOB_STATES: tuple[str, ...] = JobState.__args__  # type: ignore[attr-defined]
 CPU_MODES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+END_RESULTS: tuple[str, ...] = tuple(sorted(TERMINAL_STATES))
+DEFAULT_ENDED_RETENTION_S = 600.0  # an ended job's state series stays this long (alerts see it)
+MAX_ENDED_SHOWN = 1000  # ended jobs kept in job_state at most (the oldest go first): bounded series
+MAX_COUNTED_ENDS = 50_000  # job ids remembered as counted, so a repeated update never counts twice
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -59,10 +80,10 @@ def is_loopback(host: str) -> bool:
 
 
 class _Snapshot:
-    __slots__ = ("sample", "derived", "jobs")
+    __slots__ = ("sample", "derived", "jobs", "names_refused")
 
-    def __init__(self, sample: NodeSample, derived: DerivedNode, jobs: list[JobInfo]) -> None:
-        self.sample, self.derived, self.jobs = sample, derived, jobs
+    def __init__(self, sample: NodeSample, derived: DerivedNode, jobs: list[JobInfo], names_refused: int) -> None:
+        self.sample, self.derived, self.jobs, self.names_refused = sample, derived, jobs, names_refused
 
 
 class NodeCollector(Collector):
@@ -77,11 +98,21 @@ class NodeCollector(Collector):
         up = GaugeMetricFamily(f"{PREFIX}_exporter_has_sample", "1 once agentd has taken a sample to export", labels=["node"])
         up.add_metric([node], 0.0 if snap is None else 1.0)
         yield up
+        ends = _c("job_ends", "Jobs that ended since agentd started, by result "
+                  "(succeeded, failed, cancelled, migrated)", ["node", "result"])
+        for result, n in self.exporter.ends().items():
+            ends.add_metric([node, result], float(n))
+        yield ends
         if snap is None:
             return
         yield from _node_metrics(node, snap.sample, snap.derived)
-        yield from _gpu_metrics(node, snap.sample, snap.derived)
-        yield from _job_metrics(node, snap.sample, snap.derived, snap.jobs)
+        yield from _gpu_metrics(node, snap.sample, snap.derived, self.exporter.simulated_gpus)
+        ended = self.exporter.ended_jobs()
+        yield from _job_metrics(node, snap.sample, snap.derived, snap.jobs, ended, self.exporter)
+        refused = _c("job_metric_names_refused", f"Job-reported metric values dropped because the job already had "
+                     f"{MAX_METRICS_PER_JOB} metric names (or the name was too long)", ["node"])
+        refused.add_metric([node], float(snap.names_refused + self.exporter.names_dropped))
+        yield refused
 
 
 def _g(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
@@ -169,8 +200,9 @@ def _node_metrics(node: str, s: NodeSample, d: DerivedNode) -> Iterator[Metric]:
     yield temp
 
 
-def _gpu_metrics(node: str, s: NodeSample, d: DerivedNode) -> Iterator[Metric]:
-    labels = ["node", "gpu", "uuid"]
+def _gpu_metrics(node: str, s: NodeSample, d: DerivedNode, simulated: bool) -> Iterator[Metric]:
+    labels = ["node", "gpu", "uuid", "simulated"]
+    sim = "true" if simulated else "false"
     gauges = {
         "gpu_utilization_ratio": ("Share of time a kernel ran on the GPU (SM utilisation, 0-1)", lambda g: _pct(g.sm_util_pct)),
         "gpu_memory_utilization_ratio": ("Share of time GPU memory was read or written (0-1)", lambda g: _pct(g.mem_util_pct)),
@@ -198,13 +230,13 @@ def _gpu_metrics(node: str, s: NodeSample, d: DerivedNode) -> Iterator[Metric]:
             for g in s.gpus:
                 v = get(g)
                 if v is not None:
-                    fam.add_metric([node, str(g.index), g.uuid], float(v))
+                    fam.add_metric([node, str(g.index), g.uuid, sim], float(v))
             yield fam
     ecc = _c("gpu_ecc_errors", "ECC errors (type: corrected or uncorrected)", [*labels, "type"])
     for g in s.gpus:
         for kind, v in (("corrected", g.ecc_corrected_total), ("uncorrected", g.ecc_uncorrected_total)):
             if v is not None:
-                ecc.add_metric([node, str(g.index), g.uuid, kind], float(v))
+                ecc.add_metric([node, str(g.index), g.uuid, sim, kind], float(v))
     yield ecc
 
 
@@ -212,12 +244,14 @@ def _pct(v: float | None) -> float | None:
     return None if v is None else v / 100.0
 
 
-def _job_metrics(node: str, s: NodeSample, d: DerivedNode, jobs: list[JobInfo]) -> Iterator[Metric]:
+def _job_metrics(node: str, s: NodeSample, d: DerivedNode, jobs: list[JobInfo], ended: list[JobInfo],
+                 exporter: "MetricsExporter") -> Iterator[Metric]:
     by_id = {j.id: j for j in jobs}
     names = {j.id: j.name for j in jobs}
-    labels = ["node", "job", "name"]
+    labels = ["node", "job_id", "name"]
 
-    state = _g("job_state", "1 for the job's current state, 0 for the others", [*labels, "state", "backend"])
+    state = _g("job_state", "1 for the job's current state, 0 for the others; an ended job stays "
+               "(its end state at 1) for the exporter's retention window", [*labels, "state", "backend"])
     prio = _g("job_priority", "Job priority (-10..10, higher is more important)", labels)
     started = _g("job_start_time_seconds", "Wall-clock time the job started", labels)
     gpus = _g("job_gpus", "GPUs assigned to the job", labels)
@@ -229,6 +263,10 @@ def _job_metrics(node: str, s: NodeSample, d: DerivedNode, jobs: list[JobInfo]) 
         gpus.add_metric(lv, float(len(j.gpus)))
         if j.started_s is not None:
             started.add_metric(lv, j.started_s)
+    for j in ended:
+        if j.id not in by_id:  # the live list wins: a job id is one series set, never two
+            for st in JOB_STATES:
+                state.add_metric([node, j.id, j.name, st, j.backend], 1.0 if j.state == st else 0.0)
     yield from (state, prio, started, gpus)
 
     raw = {c.job_id: c for c in s.jobs}
@@ -259,7 +297,7 @@ def _job_metrics(node: str, s: NodeSample, d: DerivedNode, jobs: list[JobInfo]) 
             if v is not None:
                 fam.add_metric([node, jid, names.get(jid, "")], float(v))
         yield fam
-    usage = _g("job_cpu_usage_ratio", "CPU used by the job over the last interval, in cores (1 = one full core)", labels)
+    usage = _g("job_cpu_usage_cores", "CPU used by the job over the last interval, in cores (1 = one full core)", labels)
     gmem = _g("job_gpu_memory_bytes", "GPU memory held by the job's processes, per GPU", [*labels, "gpu"])
     rate = _g("job_app_rate_per_second", "A job's own counter (tokens, samples, steps...) per second over the last interval",
               [*labels, "metric"])
@@ -269,14 +307,14 @@ def _job_metrics(node: str, s: NodeSample, d: DerivedNode, jobs: list[JobInfo]) 
         for gpu, used in sorted(c.gpu_mem_bytes.items()):
             gmem.add_metric([*lv, str(gpu)], float(used))
         for key, value in sorted(c.app.items()):
-            if key.endswith("_per_s"):
+            if key.endswith("_per_s") and exporter.admit_name(jid, key[: -len("_per_s")]):
                 rate.add_metric([*lv, key[: -len("_per_s")]], value)
     yield from (usage, gmem, rate)
     app_total = _c("job_app", "A job's own counters (tokens, samples, steps...) as reported by the job", [*labels, "metric"])
     app_value = _g("job_app_value", "A job's own gauges (loss, queue length...) as reported by the job", [*labels, "metric"])
     seen: set[tuple[str, str]] = set()
     for m in s.app:
-        if (m.job_id, m.name) in seen:
+        if (m.job_id, m.name) in seen or not exporter.admit_name(m.job_id, m.name):
             continue
         seen.add((m.job_id, m.name))
         (app_total if m.counter else app_value).add_metric([node, m.job_id, names.get(m.job_id, ""), m.name], m.value)
@@ -300,7 +338,9 @@ class MetricsExporter:
     no authentication.
     """
 
-    def __init__(self, node: str, listen: str = DEFAULT_LISTEN, *, allow_remote: bool = False) -> None:
+    def __init__(self, node: str, listen: str = DEFAULT_LISTEN, *, allow_remote: bool = False,
+                 simulated_gpus: bool = False, ended_retention_s: float = DEFAULT_ENDED_RETENTION_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         host, port = parse_listen(listen)
         if not is_loopback(host) and not allow_remote:
             raise ValueError(
@@ -312,13 +352,79 @@ class MetricsExporter:
         self.host, self.port = host, port
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(NodeCollector(self))
+        self.simulated_gpus = simulated_gpus
+        self.ended_retention_s = float(ended_retention_s)
+        self._clock = clock
         self._latest: _Snapshot | None = None
+        self._lock = threading.Lock()  # job_changed (loop thread) against scrapes (HTTP threads)
+        self._ended: dict[str, tuple[JobInfo, float]] = {}
+        self._ends: dict[str, int] = dict.fromkeys(END_RESULTS, 0)
+        self._counted: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._names: dict[str, set[str]] = {}  # job id -> metric names formatted so far (bounded per job)
+        self._names_logged: set[str] = set()
+        self.names_dropped = 0  # names left out of a scrape, counted once per scrape
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
-    def update(self, sample: NodeSample, derived: DerivedNode, jobs: list[JobInfo]) -> None:
-        """Hold the newest sample, its derived values and the job list for the next scrape."""
-        self._latest = _Snapshot(sample, derived, list(jobs))
+    def update(self, sample: NodeSample, derived: DerivedNode, jobs: list[JobInfo], names_refused: int = 0) -> None:
+        """Hold the newest sample, its derived values and the job list (unfinished jobs) for the
+        next scrape. ``names_refused``: metric values the job manager dropped so far for being
+        over the per-job name limit."""
+        self._latest = _Snapshot(sample, derived, list(jobs), names_refused)
+        live = {j.id for j in jobs} | {m.job_id for m in sample.app}
+        with self._lock:
+            for jid in [k for k in self._names if k not in live]:
+                del self._names[jid]
+                self._names_logged.discard(jid)
+
+    def job_changed(self, job: JobInfo) -> None:
+        """Note a job update (every one the daemon publishes). A job that reached an end state
+        is counted once in ``fleetdeck_job_ends_total`` and keeps its state series for the
+        retention window."""
+        if job.state not in TERMINAL_STATES:
+            return
+        with self._lock:
+            self._ended.pop(job.id, None)  # re-inserted last: the dict stays in order of ending
+            self._ended[job.id] = (job, self._clock())
+            while len(self._ended) > MAX_ENDED_SHOWN:
+                del self._ended[next(iter(self._ended))]
+            if job.id not in self._counted:
+                self._counted[job.id] = None
+                while len(self._counted) > MAX_COUNTED_ENDS:
+                    self._counted.popitem(last=False)
+                self._ends[job.state] = self._ends.get(job.state, 0) + 1
+
+    def ended_jobs(self) -> list[JobInfo]:
+        """Jobs that ended within the retention window, oldest first; older ones are forgotten."""
+        cutoff = self._clock() - self.ended_retention_s
+        with self._lock:
+            for jid in [k for k, (_, t) in self._ended.items() if t < cutoff]:
+                del self._ended[jid]
+            return [j for j, _ in self._ended.values()]
+
+    def ends(self) -> dict[str, int]:
+        """Jobs ended since start, by result (every result present)."""
+        with self._lock:
+            return dict(self._ends)
+
+    def admit_name(self, job_id: str, name: str) -> bool:
+        """May the exporter format metric ``name`` of ``job_id``? At most MAX_METRICS_PER_JOB names
+        per job, first come first served, so a job printing random names cannot create
+        unbounded series; the rest are counted and logged once per job."""
+        with self._lock:
+            names = self._names.setdefault(job_id, set())
+            if name in names:
+                return True
+            if len(names) < MAX_METRICS_PER_JOB:
+                names.add(name)
+                return True
+            self.names_dropped += 1
+            first = job_id not in self._names_logged
+            self._names_logged.add(job_id)
+        if first:
+            log.warning("job %s reports more than %d metric names; /metrics leaves out %r and any further new names",
+                        job_id, MAX_METRICS_PER_JOB, name)
+        return False
 
     @property
     def address(self) -> tuple[str, int]:

@@ -389,6 +389,11 @@ class JobManager:
             return {j.id: (j.cgroup.ref() if j.cgroup else None, sorted(self._pids(j)))
                     for j in self._jobs.values() if j.state in LIVE_STATES}
 
+    @property
+    def metric_refusals(self) -> int:
+        """Metric values dropped so far (names over MAX_METRICS_PER_JOB per job, or too long)."""
+        return self._metric_refusals
+
     def app_metrics(self) -> list[AppMetric]:
         """Latest application metrics of live jobs."""
         with self._lock:

@@ -34,6 +34,21 @@ PROTOCOL_VERSION = 1
 # Largest frame either side accepts (checkpoint chunks are 1 MiB; leave room for the header).
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 Role = Literal["viewer", "user", "operator", "admin", "daemon"]
+# What ``hello`` may list in ``capabilities``, and what each promises. A client checks for a
+# capability before offering the action; a daemon lacking it answers UNAVAILABLE.
+CAPABILITIES: dict[str, str] = {
+    "telemetry": "the stream carries node, GPU and job samples (`sample`, `inv`, `hb`)",
+    "snapshot": "`snapshot` answers (always present)",
+    "jobs": "job control: `submit`, `jobs`, `show`",
+    "pause": "`pause` and `resume` (cgroup freezer, SIGSTOP where none)",
+    "priority": "`priority`",
+    "cancel": "`cancel`",
+    "logs": "`logs`",
+    "slurm": "Slurm jobs of this node appear in `jobs` (backend `slurm`) and are controlled through Slurm",
+    "migrate": "`migrate` to and from this daemon (checkpoint contract, or restart)",
+    "criu": "`migrate` also for jobs without a checkpoint contract (CRIU works here)",
+    "prometheus": "agentd serves Prometheus `/metrics` (docs/install.md)",
+}
 
 
 class Request(msgspec.Struct, kw_only=True, tag_field="cmd"):
@@ -95,6 +110,8 @@ def command(reply: type[Reply], role: Role = "viewer"):
 # ---- replies ---------------------------------------------------------------------------
 
 class HelloReply(Reply, kw_only=True):
+    """``epoch`` is the same as in stream messages: a different value means a restarted daemon."""
+
     node: str
     agentd_version: str
     protocol: int = PROTOCOL_VERSION
@@ -106,10 +123,14 @@ class HelloReply(Reply, kw_only=True):
     verified_by: str = ""  # how the daemon knows: "peer credentials", "kernel TCP table", "CURVE key NAME", ""
     local_endpoint: str = ""  # the node's ipc socket, where the kernel names every local caller
     problems: list[str] = []  # what the daemon could not read or write in its state dir (file, row, why)
+    epoch: int = 0  # this run of the daemon (see the stream's `epoch`); 0 from daemons that predate it
 
 
 class SnapshotReply(Reply, kw_only=True):
+    """``seq`` and ``epoch``: the stream position this snapshot is consistent with."""
+
     seq: int
+    epoch: int = 0
     inventory: NodeInventory
     samples: list[NodeSample] = []
     jobs: list[JobInfo] = []
@@ -240,11 +261,15 @@ class Migrate(Request, tag="migrate", kw_only=True):
 # ---- stream ----------------------------------------------------------------------------
 
 class StreamMsg(msgspec.Struct, kw_only=True, tag_field="t"):
-    """Base of stream bodies; ``seq`` grows by one per message of a daemon."""
+    """Base of stream bodies. ``seq`` grows by one per message of a daemon, one counter for
+    every topic, starting at 1 when the daemon starts; ``epoch`` names that run of the daemon
+    (its start time in microseconds since 1970), so a restart shows as a new epoch, not as a
+    guess from ``seq`` going back."""
 
     v: int = PROTOCOL_VERSION
     node: str
     seq: int
+    epoch: int = 0
 
 
 class Heartbeat(StreamMsg, tag="hb", kw_only=True):

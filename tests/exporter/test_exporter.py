@@ -89,23 +89,23 @@ def test_values_follow_prometheus_units(exporter):
     status, text = _scrape(exporter.url)
     assert status == 200
     fams = _families(text)
-    gpu = {"node": "n1", "gpu": "0", "uuid": "GPU-0f0e"}
+    gpu = {"node": "n1", "gpu": "0", "uuid": "GPU-0f0e", "simulated": "false"}
     assert _value(fams, "fleetdeck_gpu_power_watts", **gpu) == pytest.approx(312.5)
     assert _value(fams, "fleetdeck_gpu_utilization_ratio", **gpu) == pytest.approx(0.87)
     assert _value(fams, "fleetdeck_gpu_memory_used_bytes", **gpu) == float(30 << 30)
     assert _value(fams, "fleetdeck_gpu_sm_clock_hertz", **gpu) == pytest.approx(1.98e9)
     assert _value(fams, "fleetdeck_gpu_energy_joules", "fleetdeck_gpu_energy_joules_total", **gpu) == pytest.approx(1000.624)
     assert _value(fams, "fleetdeck_gpu_ecc_errors", type="corrected", **gpu) == 3
-    job = {"node": "n1", "job": "n1.3", "name": "train-3"}
+    job = {"node": "n1", "job_id": "n1.3", "name": "train-3"}
     assert _value(fams, "fleetdeck_job_cpu_seconds", **job) == pytest.approx(6.8)
-    assert _value(fams, "fleetdeck_job_cpu_usage_ratio", **job) == pytest.approx(0.9)  # 0.9 s of CPU per 1 s
+    assert _value(fams, "fleetdeck_job_cpu_usage_cores", **job) == pytest.approx(0.9)  # 0.9 s of CPU per 1 s
     assert _value(fams, "fleetdeck_job_app_rate_per_second", metric="tokens", **job) == pytest.approx(1000.0)
     assert _value(fams, "fleetdeck_job_app", "fleetdeck_job_app_total", metric="tokens", **job) == 2000.0
     assert _value(fams, "fleetdeck_job_app_value", metric="loss", **job) == pytest.approx(2.498)
     assert _value(fams, "fleetdeck_job_gpu_memory_bytes", gpu="0", **job) == float(29 << 30)
     assert _value(fams, "fleetdeck_job_state", state="running", backend="local", **job) == 1.0
     assert _value(fams, "fleetdeck_job_state", state="paused", backend="local", **job) == 0.0
-    assert _value(fams, "fleetdeck_job_state", state="queued", backend="slurm", job="n1.slurm-7") == 1.0
+    assert _value(fams, "fleetdeck_job_state", state="queued", backend="slurm", job_id="n1.slurm-7") == 1.0
     assert _value(fams, "fleetdeck_job_priority", **job) == 2.0
     # node values come from the real /proc reading, in base units
     host = newer.host
@@ -113,6 +113,10 @@ def test_values_follow_prometheus_units(exporter):
     assert _value(fams, "fleetdeck_node_cpu_seconds", mode="user", node="n1") == pytest.approx(host.cpu_total.user_s)
     assert 0.0 <= _value(fams, "fleetdeck_node_cpu_usage_ratio", node="n1") <= 1.0
     for f in fams.values():
+        for sample in f.samples:  # Prometheus owns `job`: ours would arrive as `exported_job`
+            assert "job" not in sample.labels, (f.name, sample.labels)
+        if f.name.endswith("_ratio"):  # a ratio is a share, 0 to 1; counts of cores say so in their name
+            assert all(0.0 <= sample.value <= 1.0 for sample in f.samples), f.name
         if f.type == "counter":
             assert all(s.name.endswith(("_total", "_created")) for s in f.samples), f.name
         assert f.name.startswith("fleetdeck_")
@@ -196,3 +200,120 @@ def test_render_matches_http(exporter):
     exporter.update(s, derive(s, None), [])
     assert b"fleetdeck_gpu_power_watts" in render(exporter)
     assert msgspec.json.encode(s)  # the sample itself stays a plain struct
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _ended(state: str, n: int = 9) -> JobInfo:
+    return JobInfo(id=f"n1.{n}", node="n1", name=f"job-{n}", state=state, spec=JobSpec(argv=["x"]),
+                   started_s=1.7e9, ended_s=1.7e9 + 5)
+
+
+def test_ended_job_state_stays_for_the_retention_window_and_ends_are_counted():
+    clock = _Clock()
+    exp = MetricsExporter("n1", "127.0.0.1:0", ended_retention_s=600, clock=clock)
+    reader = HostReader()
+    sample = _sample(reader, 1)
+    exp.update(sample, derive(sample, None), JOBS)
+    fams = _families(render(exp).decode())
+    for result in ("succeeded", "failed", "cancelled", "migrated"):  # present at 0: increase() sees the first end
+        assert _value(fams, "fleetdeck_job_ends", "fleetdeck_job_ends_total", result=result) == 0.0
+    exp.job_changed(_ended("running"))  # not an end
+    exp.job_changed(_ended("failed"))
+    exp.job_changed(_ended("failed"))  # the same end published twice counts once
+    exp.job_changed(_ended("succeeded", n=10))
+    clock.now += 599
+    fams = _families(render(exp).decode())
+    failed = {"node": "n1", "job_id": "n1.9", "name": "job-9"}
+    assert _value(fams, "fleetdeck_job_state", state="failed", **failed) == 1.0
+    assert _value(fams, "fleetdeck_job_state", state="running", **failed) == 0.0
+    assert _value(fams, "fleetdeck_job_ends", "fleetdeck_job_ends_total", result="failed") == 1.0
+    assert _value(fams, "fleetdeck_job_ends", "fleetdeck_job_ends_total", result="succeeded") == 1.0
+    clock.now += 2  # past the window: the state series goes, the counter stays
+    fams = _families(render(exp).decode())
+    assert not [s for s in fams["fleetdeck_job_state"].samples if s.labels["job_id"] in ("n1.9", "n1.10")]
+    assert _value(fams, "fleetdeck_job_ends", "fleetdeck_job_ends_total", result="failed") == 1.0
+
+
+def test_job_metric_names_are_bounded_per_job(caplog):
+    from agentd.protocol.limits import MAX_METRICS_PER_JOB
+
+    exp = MetricsExporter("n1", "127.0.0.1:0")
+    reader = HostReader()
+    base = _sample(reader, 1)
+    app = [AppMetric(job_id="n1.3", name=f"random_{i}", value=float(i), counter=False) for i in range(MAX_METRICS_PER_JOB + 36)]
+    sample = msgspec.structs.replace(base, app=app)
+    exp.update(sample, derive(sample, None), JOBS, names_refused=7)
+    with caplog.at_level("WARNING", logger="agentd.exporter"):
+        text = render(exp).decode()
+        render(exp)
+    fams = _families(text)
+    names = {s.labels["metric"] for s in fams["fleetdeck_job_app_value"].samples if s.labels["job_id"] == "n1.3"}
+    assert len(names) == MAX_METRICS_PER_JOB and "random_0" in names
+    refused = _value(fams, "fleetdeck_job_metric_names_refused", "fleetdeck_job_metric_names_refused_total", node="n1")
+    assert refused == 7 + 36  # the manager's refusals plus the names this scrape left out
+    warnings = [r for r in caplog.records if "n1.3" in r.getMessage()]
+    assert len(warnings) == 1 and str(MAX_METRICS_PER_JOB) in warnings[0].getMessage()
+
+
+def test_promtool_alert_rules_check_and_fire_on_a_failed_job(tmp_path):
+    """packaging/prometheus/alerts.yml passes `promtool check rules`, and its failed-job alerts fire
+    on the series agentd exports (`promtool test rules` with the exporter's label names)."""
+    from pathlib import Path
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        msg = "PROMTOOL MISSING: apt-get install prometheus (or `make system-deps`) to check the alerting rules"
+        print(f"\n{'!' * 70}\n{msg}\n{'!' * 70}", file=sys.stderr)
+        pytest.skip(msg)
+    rules = Path(__file__).resolve().parents[2] / "packaging" / "prometheus" / "alerts.yml"
+    proc = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "SUCCESS" in proc.stdout, proc.stdout + proc.stderr
+    (tmp_path / "alerts.yml").write_text(rules.read_text())
+    (tmp_path / "test.yml").write_text('''
+rule_files: [alerts.yml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'fleetdeck_job_state{node="n1",job_id="n1.9",name="train",state="failed",backend="local"}'
+        values: '0 0 1 1 1'
+      - series: 'fleetdeck_job_ends_total{node="n1",result="failed"}'
+        values: '0 0 1 1 1'
+    alert_rule_test:
+      - eval_time: 1m
+        alertname: FleetdeckJobFailed
+        exp_alerts: []
+      - eval_time: 3m
+        alertname: FleetdeckJobFailed
+        exp_alerts:
+          - exp_labels: {severity: warning, node: n1, job_id: n1.9, name: train}
+            exp_annotations:
+              summary: "Job n1.9 (train) failed on n1"
+              description: "See `agentctl show n1.9` and `agentctl logs n1.9 --stderr`."
+      - eval_time: 3m
+        alertname: FleetdeckJobsFailing
+        exp_alerts:
+          - exp_labels: {severity: warning, node: n1}
+            exp_annotations:
+              summary: "1 job(s) failed on n1 in the last 15 minutes"
+''')
+    proc = subprocess.run([promtool, "test", "rules", "test.yml"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_ended_jobs_shown_are_bounded():
+    from agentd.exporter import MAX_ENDED_SHOWN
+
+    exp = MetricsExporter("n1", "127.0.0.1:0", clock=_Clock())
+    for n in range(MAX_ENDED_SHOWN + 50):
+        exp.job_changed(_ended("succeeded", n=n))
+    shown = exp.ended_jobs()
+    assert len(shown) == MAX_ENDED_SHOWN and shown[-1].id == f"n1.{MAX_ENDED_SHOWN + 49}" and shown[0].id == "n1.50"
+    assert exp.ends()["succeeded"] == MAX_ENDED_SHOWN + 50

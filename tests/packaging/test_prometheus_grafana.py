@@ -58,3 +58,8 @@ def test_install_doc_lists_every_metric():
     names = [f.name + ("_total" if f.type == "counter" else "") for f in families]
     missing = [n for n in names if f"| `{n}` |" not in doc]
     assert len(names) > 50 and not missing, f"docs/install.md does not list: {missing}"
+    rows = {line.split(" | ")[0].strip("| `"): line.split(" | ")[2] for line in doc.splitlines() if line.startswith("| `fleetdeck_")}
+    for f, name in zip(families, names):
+        labels = sorted({k for s in f.samples for k in s.labels} - {"node"})
+        if labels:  # the labels column says what a query can select on (job_id, simulated...)
+            assert rows[name] == ", ".join(labels), f"docs/install.md: {name} has labels {labels}, the doc says {rows[name]}"
