@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 from agentd.control.criu import criu_status
 from agentd.control.migration import MigrationSource, MigrationTarget, SourceOptions
 from agentd.protocol.errors import ErrorCode, ProtocolError
-from agentd.protocol.messages import JobReply, Migrate
+from agentd.protocol.messages import Migrate, MigrateReply
 from agentd.protocol.migration import MigrateAbort, MigrateChunk, MigrateCommit, MigrateOffer, MigrateStatus
 from agentd.store.migration_journal import MigrationJournal
 from agentd.transport.client import NodeClient
@@ -85,12 +86,37 @@ class MigrationService:
         for req in (MigrateOffer, MigrateChunk, MigrateStatus, MigrateCommit, MigrateAbort):
             daemon.register(req, lambda r, actor: self.target.handle(r))
 
-    def _migrate(self, r: Migrate, actor: str) -> JobReply:
+    def _migrate(self, r: Migrate, actor: str) -> MigrateReply:
         job_id = f"{self.node}.{r.job}" if r.job.isdigit() else r.job
         if not job_id.startswith(self.node + "."):
             raise ProtocolError(ErrorCode.NOT_FOUND, f"job {r.job!r} is not on node {self.node!r}; ask the node that owns it", "job")
+        if self._is_own_endpoint(r.target):
+            raise ProtocolError(ErrorCode.INVALID, f"cannot migrate job {job_id} to {r.target}: that is node {self.node} "
+                                "itself, where the job already is; pick another node", "target")
         rec = self.source.start(job_id, r.target, r.target_key, restart=r.restart, resume=r.resume, actor=actor)
-        return JobReply(job=self.hooks.get(job_id), message=f"migration {rec.id} of {job_id} to {r.target} started ({rec.mode})")
+        return MigrateReply(job=self.hooks.get(job_id), migration_id=rec.id,
+                            message=f"migration {rec.id} of {job_id} to {r.target} started ({rec.mode})")
+
+    def _is_own_endpoint(self, target: str) -> bool:
+        """Whether ``target`` names one of this daemon's own request sockets (any spelling of a
+        local address on our port). The source's preflight also compares the node name the
+        target reports, which catches what an address cannot (a NAT, a DNS alias)."""
+        sockets = getattr(self.daemon, "sockets", None)
+        own = list(getattr(sockets, "endpoints", {}).values()) if sockets is not None else []
+        if target in own:
+            return True
+        host, port = _tcp_host_port(target)
+        if port is None:
+            return False
+        for endpoint in own:
+            own_host, own_port = _tcp_host_port(endpoint)
+            if own_port != port:
+                continue
+            if own_host in ("0.0.0.0", "*", "::", "[::]") and _is_local_address(host):
+                return True
+            if _same_host(own_host, host):
+                return True
+        return False
 
     def on_tick(self, sample: Any) -> None:
         now = time.monotonic()
@@ -102,6 +128,45 @@ class MigrationService:
         self.source.close()
         self._recovery.join(5)
         self.journal.close()
+
+
+def _tcp_host_port(endpoint: str) -> tuple[str, int | None]:
+    """("host", port) of a ``tcp://host:port`` endpoint; ("", None) for anything else."""
+    if not endpoint.startswith("tcp://"):
+        return "", None
+    host, _, port = endpoint[len("tcp://"):].rpartition(":")
+    try:
+        return host.strip("[]"), int(port)
+    except ValueError:
+        return "", None
+
+
+def _addresses(host: str) -> set[str]:
+    try:
+        return {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except (OSError, UnicodeError):
+        return set()
+
+
+def _same_host(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    ours, theirs = _addresses(a), _addresses(b)
+    loopback = {x for x in ours | theirs if x.startswith("127.") or x == "::1"}
+    return bool(ours & theirs) or (bool(ours) and bool(theirs) and ours | theirs == loopback)
+
+
+def _is_local_address(host: str) -> bool:
+    """``host`` resolves to an address of this machine (bind test: only local addresses bind)."""
+    for addr in _addresses(host):
+        family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as s:
+                s.bind((addr, 0))
+            return True
+        except OSError:
+            continue
+    return False
 
 
 def attach(daemon: Any) -> MigrationService | None:

@@ -39,6 +39,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("jobs", parents=[common], help="list jobs on every node")
     p.add_argument("--active", action="store_true", help="hide finished jobs")
+    p.add_argument("--all", action="store_true",
+                   help="also list the superseded hops of migrated jobs (state 'migrated'); by default a job that "
+                        "moved shows once, as its live hop")
     p.set_defaults(func=cmd_jobs)
     p = sub.add_parser("show", parents=[common], help="one job in full")
     p.add_argument("job")
@@ -153,7 +156,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def _age(job: JobInfo) -> str:
-    start = job.started_s or job.submitted_s
+    # A migrated job's age counts from its first submit, wherever that was.
+    start = job.first_submitted_s if job.lineage and job.first_submitted_s else (job.started_s or job.submitted_s)
     if not start:
         return ""
     secs = int((job.ended_s or time.time()) - start)
@@ -179,6 +183,12 @@ def cmd_jobs(args: argparse.Namespace) -> int:
             continue
         assert isinstance(reply, JobsReply)
         jobs += reply.jobs
+    if not args.all:
+        hidden = [j for j in jobs if j.state == "migrated"]
+        jobs = [j for j in jobs if j.state != "migrated"]
+        if hidden and not args.json:
+            print(f"agentctl: {len(hidden)} superseded hop{'s' if len(hidden) != 1 else ''} of migrated jobs hidden "
+                  "(--all lists them)", file=sys.stderr)
     if args.json:
         emit_json([_job_json(j) for j in jobs])
     else:
@@ -218,7 +228,10 @@ def cmd_show(args: argparse.Namespace) -> int:
             ("control", j.control), ("cgroup", j.cgroup), ("exit code", j.exit_code), ("age", _age(j)),
             ("gpu memory held", human_bytes(j.gpu_mem_held_bytes) if j.gpu_mem_held_bytes else ""),
             ("checkpoint", f"{j.spec.checkpoint.signal}, {j.spec.checkpoint.timeout_s:g} s" if j.spec.checkpoint else "none"),
-            ("resumed from", j.resumed_from), ("migrated to", j.migrated_to)]
+            ("resumed from", j.resumed_from), ("migrated to", j.migrated_to),
+            ("lineage", " → ".join([*j.lineage, j.id] + ([j.migrated_to] if j.migrated_to else [])) if j.lineage or j.migrated_to else ""),
+            ("first submitted", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(j.first_submitted_s))
+             if j.lineage and j.first_submitted_s else "")]
     rows += [(f"metric {k}", f"{v:.6g}") for k, v in sorted(j.metrics.items())]
     for name, value in rows:
         if value not in (None, ""):
@@ -293,20 +306,36 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             raise CliError(f"--to {target!r} is neither an endpoint (tcp://HOST:PORT) nor a node in the cluster file", 2)
         target, server_key = named[0].endpoint, named[0].server_key
     c, job_id = client_for_job(args, args.job)
+    if _same_node(args, c, job_id, args.to, target):
+        raise CliError(f"cannot migrate {job_id} to {args.to}: the job already runs on that node; "
+                       "pick another node with --to", 1)
     with c:
         reply = call(c, Migrate(job=job_id, target=target, target_key=server_key, restart=args.restart, resume=args.resume))
         assert isinstance(reply, JobReply)
         if args.no_wait:
             _report(args, [reply])
             return 0
-        return _follow_migration(args, c, reply.job)
+        return _follow_migration(args, c, reply.job, getattr(reply, "migration_id", "") or "")
 
 
-def _follow_migration(args: argparse.Namespace, c: Any, job: JobInfo) -> int:
-    """Progress on stderr until the job runs elsewhere (0) or the migration rolled back (1)."""
+def _same_node(args: argparse.Namespace, c: Any, job_id: str, to: str, endpoint: str) -> bool:
+    """Whether ``--to`` names the node that holds ``job_id`` (by name, or by its endpoint)."""
+    node = job_id.rpartition(".")[0]
+    if node and to == node:
+        return True
+    return endpoint == getattr(c, "endpoint", None)
+
+
+def _follow_migration(args: argparse.Namespace, c: Any, job: JobInfo, migration_id: str = "") -> int:
+    """Progress on stderr until the job runs elsewhere (0) or this migration rolled back (1).
+
+    Only this attempt counts: until the job's ``migration`` names ``migration_id``, what it
+    holds is an earlier attempt's outcome (a failure then says nothing about this one)."""
     shown = ""
     while True:
         mig = job.migration
+        if migration_id and mig.get("id") != migration_id:
+            mig = {"phase": "requested"}
         phase = mig.get("phase", "")
         total, sent = mig.get("bytes_total") or 0, mig.get("bytes_sent") or 0
         line = f"{job.id}: {phase or job.state}" + (f" {human_bytes(sent)}/{human_bytes(total)}" if total else "")

@@ -62,7 +62,7 @@ from agentd.control.reports import ReportInbox, report_socket_path
 from agentd.control.spec import signal_number, validate_spec
 from agentd.metrics.samples import AppMetric
 from agentd.protocol.errors import ErrorCode, ProtocolError
-from agentd.protocol.jobs import PRIORITY_MAX, PRIORITY_MIN, TERMINAL_STATES, Event, JobInfo, JobSpec, ToolCall
+from agentd.protocol.jobs import PRIORITY_MAX, PRIORITY_MIN, TERMINAL_STATES, Event, JobInfo, JobSpec, ToolCall, trim_lineage
 from agentd.protocol.limits import (
     DEFAULT_JOB_RETENTION_S,
     MAX_ENDED_JOBS,
@@ -143,6 +143,8 @@ class _Job:
     held: bool = False  # a migration owns this job's exit: it only records the exit code
     pause_on_start: bool = False
     restore_images: str = ""  # the next launch restores this CRIU image instead of running argv
+    lineage: list[str] = field(default_factory=list)  # earlier hops' ids, oldest first
+    first_submitted_s: float = 0.0  # wall time of the first submit (0: this job's own)
     launch_token: str | None = None  # a launch journaled but not yet confirmed (see the module docstring)
 
     def runtime(self) -> dict[str, Any]:
@@ -530,6 +532,7 @@ class JobManager:
             if err is not None:
                 info = None
             elif job.state == "queued":
+                self._drop_image(job)
                 self._transition(job, job.state, "cancelled", actor, f"cancelled by {actor or 'a client'} while queued")
                 job.ended_s = self._clock()
                 self._save(job)
@@ -666,6 +669,26 @@ class JobManager:
                     os.kill(job.pid, sig)  # type: ignore[arg-type]
         self._flush()
 
+    def criu_obstacle(self, job_id: str) -> str | None:
+        """None when ``criu dump`` of the job's main process carries every process of the job;
+        else why not, naming the processes it would leave behind (pid and command). CRIU dumps
+        one process tree; a daemon that double-forked out of it was reparented to the shim
+        (the subreaper), is still in the job's cgroup, and would be lost."""
+        with self._lock:
+            job = self._find(job_id)
+            if job.pid is None:
+                return None
+            members = self._pids(job)
+            root = job.pid
+        left = sorted(procs.outside_tree(root, members))
+        if not left:
+            return None
+        named = ", ".join(f"{p} ({procs.command_name(p) or '?'})" for p in left[:10])
+        more = f" and {len(left) - 10} more" if len(left) > 10 else ""
+        return (f"job {job_id} has {len(left)} process{'es' if len(left) != 1 else ''} outside the process tree of "
+                f"its main process {root} that CRIU would leave behind (they left the job's session, e.g. "
+                f"double-forked daemons): {named}{more}")
+
     def criu_dump(self, job_id: str, images_dir: Path, actor: str = "") -> None:
         """Dump a running or paused job with CRIU into ``images_dir``; its processes end with the
         dump, and from then on its exit is only recorded (as after a checkpoint). Raises
@@ -675,6 +698,12 @@ class JobManager:
             if job.cancelling or job.exited or job.state not in ("running", "paused", "checkpointing") or job.pid is None:
                 raise ProtocolError(ErrorCode.CONFLICT, f"job {job_id} is {job.state}; only a running or paused "
                                     "job can be dumped", "job")
+        # Again right before the dump: the job may have forked a daemon since the request.
+        obstacle = self.criu_obstacle(job_id)
+        if obstacle:
+            raise ProtocolError(ErrorCode.INVALID, f"{obstacle}; nothing was dumped", "job")
+        with self._lock:
+            job = self._find(job_id)
             was_paused = job.state == "paused" or (job.state == "checkpointing" and self._is_frozen(job))
             self._freeze(job, False)  # ptrace cannot seize a frozen task
             job.held = True
@@ -833,9 +862,12 @@ class JobManager:
             return False, f"node {self.node} can start the job now"
 
     def start_resumed(self, spec: JobSpec, checkpoint_dir: Path | None, resumed_from: str, paused: bool,
-                      criu_image: bool = False) -> JobInfo:
-        """Create a job from ``spec``; with ``checkpoint_dir`` adopt (rename) it and start with
-        AGENTD_RESUME=1, or, with ``criu_image``, restore the CRIU image it holds."""
+                      criu_image: bool = False, lineage: list[str] | None = None,
+                      first_submitted_s: float = 0.0) -> JobInfo:
+        """Create a job from ``spec`` (priority, limits and labels as the job had them when it
+        left); with ``checkpoint_dir`` adopt (rename) it and start with AGENTD_RESUME=1, or, with
+        ``criu_image``, restore the CRIU image it holds (deleted once restored, or when the job
+        ends first). ``lineage``/``first_submitted_s``: the job's identity so far."""
         with self._lock:
             try:
                 n = self._allocate_number()
@@ -857,7 +889,9 @@ class JobManager:
                        submitted_s=self._clock(), job_dir=self.state_dir / "jobs" / str(n), checkpoint_dir=ckpt,
                        resumed_from=resumed_from, resume=checkpoint_dir is not None and not criu_image,
                        counters=set(spec.counters), pause_on_start=paused,
-                       restore_images=str(ckpt) if criu_image and checkpoint_dir is not None else "")
+                       restore_images=str(ckpt) if criu_image and checkpoint_dir is not None else "",
+                       lineage=trim_lineage(list(lineage or [resumed_from])),
+                       first_submitted_s=float(first_submitted_s or 0.0))
             try:
                 self._create_job_dir(job)
             except StoreError as e:
@@ -868,6 +902,32 @@ class JobManager:
             info = self._info(job)
         self._flush()
         return info
+
+    def held_image_bytes(self) -> int:
+        """Bytes of CRIU images held for jobs not restored yet (they count against the quota)."""
+        with self._lock:
+            dirs = [Path(j.restore_images) for j in self._jobs.values() if j.restore_images and j.state == "queued"]
+        total = 0
+        for d in dirs:
+            with contextlib.suppress(OSError):
+                for f in d.rglob("*"):
+                    with contextlib.suppress(OSError):
+                        if f.is_file() and not f.is_symlink():
+                            total += f.stat().st_size
+        return total
+
+    def _drop_image(self, job: _Job) -> None:
+        """Delete the job's CRIU image: restored, or the job ended first (lock held)."""
+        if not job.restore_images:
+            return
+        image = Path(job.restore_images)
+        job.restore_images = ""
+        # Only what agentd made: images live in its state dir (received ones under
+        # checkpoints/, a source's own under migrations/outgoing/).
+        if self.state_dir in image.parents:
+            shutil.rmtree(image, ignore_errors=True)
+        else:
+            log.warning("job %s: not deleting CRIU image %s outside %s", job.id, image, self.state_dir)
 
     def find_by_label(self, key: str, value: str) -> JobInfo | None:
         """The newest job whose spec has label ``key=value``."""
@@ -1193,10 +1253,14 @@ class JobManager:
         data = json.loads(pid_file.read_text())
         job.pid, job.start_ticks = data["pid"], data["start_ticks"]
         job.started_s = self._clock()
-        how = "restored from its CRIU image" if job.restore_images else "started"
-        job.restore_images = ""
+        restored = bool(job.restore_images)
+        how = "restored from its CRIU image" if restored else "started"
+        self._drop_image(job)  # criu restore -d has returned: the image is spent
         job.launch_token = None
         self._transition(job, job.state, "running", "", f"{how} on GPUs {gpus}" if gpus else how)
+        if restored:
+            # The restored tasks keep the nice they had on the source: give them this job's.
+            self._apply_priority(job)
         self._save(job)
 
     def _defer_launch(self, job: _Job, e: Exception) -> None:
@@ -1424,6 +1488,7 @@ class JobManager:
             for pid in procs.session_pids(job.pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+        self._drop_image(job)
         job.exit_code = exit_code
         job.ended_s = ended_s or self._clock()
         job.gpu_mem_bytes = 0
@@ -1452,12 +1517,15 @@ class JobManager:
                    exited=bool(runtime.get("exited")), held=bool(runtime.get("held")),
                    pause_on_start=bool(runtime.get("pause_on_start")),
                    restore_images=str(runtime.get("restore_images") or ""),
-                   launch_token=runtime.get("launch_token") or None)
+                   launch_token=runtime.get("launch_token") or None,
+                   lineage=list(info.lineage), first_submitted_s=info.first_submitted_s)
         self._jobs[job.id] = job
         if job.id in self._unsaved:
             self._save(job)  # recovered from its job dir: back into jobs.db
         if job.state == "queued" and job.launch_token:
             self._recover_launch(job)
+        if job.state != "queued":
+            self._drop_image(job)  # restored (or ended) while agentd was down: the image is spent
         if job.state not in LIVE_STATES or job.exited:
             return
         if job.shim_pid:
@@ -1677,7 +1745,9 @@ class JobManager:
                        started_s=job.started_s, ended_s=job.ended_s, queue_position=position,
                        gpu_mem_held_bytes=job.gpu_mem_bytes if job.state in LIVE_STATES else 0,
                        metrics=dict(job.metrics), tool_calls=calls[-MAX_TOOL_CALLS:], resumed_from=job.resumed_from,
-                       migrated_to=job.migrated_to, migration=dict(job.migration))
+                       migrated_to=job.migrated_to, migration=dict(job.migration), lineage=list(job.lineage),
+                       origin=job.lineage[0] if job.lineage else job.id,
+                       first_submitted_s=job.first_submitted_s or job.submitted_s)
 
     def _save(self, job: _Job, required: bool = False) -> None:
         """Write the job's record to its job.json and to jobs.db. A failed write (full disk) is

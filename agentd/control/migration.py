@@ -31,6 +31,7 @@ The job machinery is reached through two small hook interfaces, :class:`SourceJo
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import threading
@@ -47,7 +48,7 @@ from agentd.control.criu import criu_status
 from agentd.control.checkpoint_archive import ArchiveError, CheckpointTar, OrderedDigest, StreamUnpacker
 from agentd.control.transfer import DEFAULT_RETRY_S, DEFAULT_WINDOW, ClientFactory, IncomingStream, TransferError, remote_code, send_stream
 from agentd.protocol.errors import ErrorCode, ProtocolError
-from agentd.protocol.jobs import Event, JobInfo, JobSpec
+from agentd.protocol.jobs import Event, JobInfo, JobSpec, trim_lineage
 from agentd.protocol.limits import is_safe_name
 from agentd.protocol.messages import Hello, Reply
 from agentd.protocol.migration import (
@@ -95,10 +96,15 @@ class SourceJobs(Protocol):
         to the process group. From now until another hook is called, the job's exit (any
         code) must NOT move it to a terminal state: the manager only records the exit code."""
 
+    def criu_obstacle(self, job_id: str) -> str | None:
+        """None when CRIU can carry every process of the job; else why not, naming the
+        processes it would leave behind (pid and command), e.g. daemons that double-forked
+        out of the job's process tree."""
+
     def criu_dump(self, job_id: str, images_dir: Path) -> None:
         """Like begin_checkpoint, for a job without a contract: dump it with CRIU into
-        ``images_dir`` (its processes end with the dump). ProtocolError when the dump fails;
-        the job then runs on as before."""
+        ``images_dir`` (its processes end with the dump). ProtocolError when the dump fails or
+        would leave processes of the job behind (criu_obstacle); the job then runs on as before."""
 
     def wait_exit(self, job_id: str, timeout_s: float) -> int | None:
         """Wait until the job's main process exits; its exit code, or None on timeout."""
@@ -137,13 +143,21 @@ class TargetJobs(Protocol):
         INVALID naming the field when it never could (more GPUs than the node has)."""
 
     def start_resumed(self, spec: JobSpec, checkpoint_dir: Path | None, resumed_from: str, paused: bool,
-                      criu_image: bool = False) -> JobInfo:
-        """Create a job from ``spec`` (its labels carry ``agentd.migration``). With a
+                      criu_image: bool = False, lineage: list[str] | None = None,
+                      first_submitted_s: float = 0.0) -> JobInfo:
+        """Create a job from ``spec`` (its labels carry ``agentd.migration``; its priority is
+        the job's current one, applied to the new processes, CRIU-restored ones included). With a
         ``checkpoint_dir``: adopt that directory (rename it) as the job's
         AGENTD_CHECKPOINT_DIR and start with AGENTD_RESUME=1, or with ``criu_image`` restore
         the CRIU image it holds. ``resumed_from`` goes to
         JobInfo.resumed_from. ``paused``: freeze it as soon as it starts. No free GPU: queue it
-        (with the same checkpoint and env) and return it queued."""
+        (with the same checkpoint and env) and return it queued. ``lineage`` (earlier ids,
+        oldest first) and ``first_submitted_s`` go to the new JobInfo: one identity across hops.
+        A CRIU image is deleted once restored, or when the job ends without being restored."""
+
+    def held_image_bytes(self) -> int:
+        """Bytes of received CRIU images this node still holds for jobs not yet restored
+        (queued ones): they count against the migration quota."""
 
     def find_by_label(self, key: str, value: str) -> JobInfo | None:
         """The job whose spec has label ``key=value`` (for recovery after a crash)."""
@@ -217,11 +231,25 @@ class MigrationSource:
                     mode = "criu"
             else:
                 raise ProtocolError(ErrorCode.CONFLICT, f"job '{job_id}' is {info.state}; only queued, running or paused jobs can migrate", "job")
+            if mode == "criu":
+                obstacle = self.jobs.criu_obstacle(job_id)
+                if obstacle:
+                    raise ProtocolError(ErrorCode.INVALID, f"{obstacle}; nothing was dumped and the job keeps running "
+                                        f"here. Add a checkpoint contract, or migrate with --restart to cancel it here "
+                                        f"and start it from scratch on {target}", "job")
+            # What travels is the job as it is now: a priority changed after submit included.
+            spec = msgspec.structs.replace(info.spec, priority=info.priority)
+            extra = {"lineage": trim_lineage([*info.lineage, info.id]),
+                     "first_submitted_s": info.first_submitted_s or info.submitted_s}
             rec = MigrationRecord(
                 id=f"{self.node}-{uuid.uuid4().hex[:12]}", side="source", job_id=job_id, phase="requested",
-                mode=mode, spec_json=msgspec.json.encode(info.spec).decode(), source_node=self.node,
-                target=target, target_key=target_key, was_paused=info.state == "paused", resume=resume)
+                mode=mode, spec_json=msgspec.json.encode(spec).decode(), source_node=self.node,
+                target=target, target_key=target_key, was_paused=info.state == "paused", resume=resume,
+                extra_json=json.dumps(extra))
             self.journal.create(rec, f"migrate {job_id} ({mode}) to {target} requested by {actor or 'unknown'}")
+            # From now on the job's ``migration`` describes this attempt, not an earlier one
+            # (a client following this attempt compares the id).
+            self.jobs.update_migration(job_id, self._migration_dict(rec, None, "requested"))
         self._event(rec, f"migrating job '{job_id}' to {target} ({mode})")
         if background:
             t = threading.Thread(target=self._run_guarded, args=(rec,), name=f"migrate-{rec.id}", daemon=True)
@@ -273,11 +301,16 @@ class MigrationSource:
         spec = msgspec.json.decode(rec.spec_json, type=JobSpec)
         factory = self.connect(rec.target, rec.target_key)
         t0 = self.clock()
-        # Preflight: is the target there, and does it let us in as a daemon?
+        # Preflight: is the target there, is it another node, does it let us in as a daemon?
         try:
+            hello = _call(factory, Hello())
             _call(factory, MigrateStatus(migration_id=rec.id))
         except Exception as exc:  # noqa: BLE001
             self._finish(rec, "failed", f"target {rec.target} cannot take migrations: {_describe(exc)}; job '{rec.job_id}' was not touched", ok=False)
+            return
+        if hello.node == self.node:
+            self._finish(rec, "failed", f"target {rec.target} is node {self.node} itself, where job '{rec.job_id}' already "
+                         "runs; it was not touched: migrate it to another node", ok=False)
             return
         if rec.mode == "queued":
             self._run_queued(rec, spec, factory)
@@ -286,12 +319,7 @@ class MigrationSource:
             self._run_restart(rec, spec, factory)
             return
         if rec.mode == "criu":
-            try:
-                caps = _call(factory, Hello()).capabilities
-            except Exception as exc:  # noqa: BLE001
-                caps, why = [], _describe(exc)
-            else:
-                why = "its `criu check` does not pass or it has no CRIU"
+            caps, why = hello.capabilities, "its `criu check` does not pass or it has no CRIU"
             if "criu" not in caps:
                 self._finish(rec, "failed", f"target {rec.target} cannot restore CRIU images ({why}); job '{rec.job_id}' "
                              "was not touched: add a checkpoint contract or migrate with --restart", ok=False)
@@ -382,7 +410,7 @@ class MigrationSource:
         self._progress(rec, t0, "transferring", state="migrating")
         paused = rec.was_paused and not rec.resume
         offer = MigrateOffer(migration_id=rec.id, spec=spec, source_node=self.node, source_job=rec.job_id,
-                             mode=rec.mode, size_bytes=tar.size_bytes, sha256="", paused=paused)
+                             mode=rec.mode, size_bytes=tar.size_bytes, sha256="", paused=paused, **_identity(rec))
         try:
             accepted: MigrateOfferReply = _call(factory, offer)
         except Exception as exc:  # noqa: BLE001
@@ -500,7 +528,8 @@ class MigrationSource:
         self.jobs.hold_queued(rec.job_id)
         self.journal.update(rec, phase="committing")
         try:
-            _call(factory, MigrateOffer(migration_id=rec.id, spec=spec, source_node=self.node, source_job=rec.job_id, mode="queued"))
+            _call(factory, MigrateOffer(migration_id=rec.id, spec=spec, source_node=self.node, source_job=rec.job_id, mode="queued",
+                                        **_identity(rec)))
             reply: MigrateCommitReply = _call(factory, MigrateCommit(migration_id=rec.id))
         except Exception as exc:  # noqa: BLE001
             if remote_code(exc) is None:
@@ -513,7 +542,7 @@ class MigrationSource:
     def _run_restart(self, rec: MigrationRecord, spec: JobSpec, factory: ClientFactory) -> None:
         try:
             _call(factory, MigrateOffer(migration_id=rec.id, spec=spec, source_node=self.node, source_job=rec.job_id,
-                                        mode="restart", paused=rec.was_paused and not rec.resume))
+                                        mode="restart", paused=rec.was_paused and not rec.resume, **_identity(rec)))
         except Exception as exc:  # noqa: BLE001
             self._finish(rec, "failed", f"target {rec.target} refused job '{rec.job_id}': {_describe(exc)}; the job keeps running here", ok=False)
             return
@@ -614,6 +643,13 @@ def _call(factory: ClientFactory, request: Any) -> Any:
         client.close()
 
 
+def _identity(rec: MigrationRecord) -> dict[str, Any]:
+    """The lineage fields of an offer, from a source record (older records have none)."""
+    extra = rec.extra
+    return {"lineage": list(extra.get("lineage") or [rec.job_id]),
+            "first_submitted_s": float(extra.get("first_submitted_s") or 0.0)}
+
+
 def _describe(exc: BaseException) -> str:
     return getattr(exc, "message", None) or str(exc) or type(exc).__name__
 
@@ -670,13 +706,18 @@ class MigrationTarget:
                     f = self._streams.get(rec.id)
                     return MigrateOfferReply(id=req.id, migration_id=rec.id, next_offset=f.next_offset if f else 0)
                 raise ProtocolError(ErrorCode.CONFLICT, f"migration {req.migration_id} is already {rec.phase} on node {self.node}; start a new migration", "migration_id")
+            if req.source_node == self.node:
+                raise ProtocolError(ErrorCode.INVALID, f"job '{req.source_job}' already runs on node {self.node}; "
+                                    "a job cannot migrate to its own node: pick another node", "source_node")
             if req.mode == "criu" and not self.criu_ok:
                 raise ProtocolError(ErrorCode.UNAVAILABLE, f"node {self.node} does not restore CRIU images: {self.criu_why}", "mode")
             will_queue, why = self.jobs.admission(req.spec)
             if req.mode in ("checkpoint", "criu"):
                 if req.size_bytes <= 0 or len(req.sha256) not in (0, 64):
                     raise ProtocolError(ErrorCode.INVALID, "a checkpoint offer needs size_bytes > 0 and a SHA-256 hex digest (or none, when streaming)", "size_bytes")
-                in_flight = sum(r.size_bytes for r in self.journal.unfinished("target"))
+                # Incoming checkpoints, and CRIU images received earlier that wait for their
+                # restore (a queued job): both are on this node's disk.
+                in_flight = sum(r.size_bytes for r in self.journal.unfinished("target")) + self.jobs.held_image_bytes()
                 if in_flight + req.size_bytes > self.quota_bytes:
                     raise ProtocolError(
                         ErrorCode.TOO_LARGE,
@@ -694,7 +735,8 @@ class MigrationTarget:
                 id=req.migration_id, side="target", job_id=req.source_job, phase="receiving", mode=req.mode,
                 spec_json=msgspec.json.encode(req.spec).decode(), source_node=req.source_node,
                 was_paused=req.paused, size_bytes=req.size_bytes, sha256=req.sha256,
-                extra_json=msgspec.json.encode({"will_queue": will_queue}).decode())
+                extra_json=msgspec.json.encode({"will_queue": will_queue, "lineage": req.lineage or [req.source_job],
+                                                "first_submitted_s": req.first_submitted_s}).decode())
             if req.mode in ("checkpoint", "criu"):
                 self._start_reception(rec)
             else:
@@ -752,7 +794,10 @@ class MigrationTarget:
             self.journal.update(rec, phase="starting", checkpoint_dir=str(ckpt_dir or ""))
             resumed_from = rec.job_id
             try:
-                job = self.jobs.start_resumed(spec, ckpt_dir, resumed_from, rec.was_paused, criu_image=rec.mode == "criu")
+                extra = rec.extra
+                job = self.jobs.start_resumed(spec, ckpt_dir, resumed_from, rec.was_paused, criu_image=rec.mode == "criu",
+                                              lineage=list(extra.get("lineage") or [rec.job_id]),
+                                              first_submitted_s=float(extra.get("first_submitted_s") or 0.0))
             except ProtocolError as exc:
                 self._drop(rec, exc.message)
                 raise

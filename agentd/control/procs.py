@@ -62,6 +62,44 @@ def live(pids: set[int]) -> set[int]:
     return {p for p in pids if is_alive(p)}
 
 
+def parent_of(pid: int) -> int | None:
+    """The parent pid of ``pid`` (None when it is gone)."""
+    f = _stat_fields(pid)
+    return int(f[1]) if f else None
+
+
+def command_name(pid: int) -> str:
+    """The kernel's short command name of ``pid`` (``comm``), "" when it is gone."""
+    try:
+        return (PROC / str(pid) / "comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def outside_tree(root: int, pids: set[int]) -> set[int]:
+    """The pids of ``pids`` that are not ``root`` nor descended from it (by parent links)."""
+    parents = {p: parent_of(p) for p in pids}
+    inside = {root}
+    changed = True
+    while changed:  # parents may themselves be in ``pids``: grow the tree to a fixed point
+        changed = False
+        for p, pp in parents.items():
+            if p not in inside and pp in inside:
+                inside.add(p)
+                changed = True
+    # A process whose parent chain leaves ``pids`` may still descend from root through
+    # processes outside them (not the case for one cgroup, but be exact): walk up.
+    out = set()
+    for p in pids - inside:
+        seen, cur = set(), parent_of(p)
+        while cur and cur > 1 and cur not in seen and cur not in inside:
+            seen.add(cur)
+            cur = parent_of(cur)
+        if cur not in inside:
+            out.add(p)
+    return out
+
+
 def process_group(pid: int) -> int | None:
     f = _stat_fields(pid)
     return int(f[2]) if f else None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -15,6 +15,7 @@ from agentd.protocol.limits import (
     Cpus,
     Env,
     GpuCount,
+    JobId,
     Labels,
     MemoryBytes,
     Name,
@@ -24,6 +25,17 @@ from agentd.protocol.limits import (
     UserName,
     spec_totals_error,
 )
+
+MAX_LINEAGE = 64  # earlier hops a job remembers: the first, then the latest (see trim_lineage)
+Lineage = Annotated[list[JobId], msgspec.Meta(max_length=MAX_LINEAGE)]
+
+
+def trim_lineage(ids: list[str]) -> list[str]:
+    """``ids`` (oldest first) within MAX_LINEAGE: the origin is kept, then the newest hops."""
+    if len(ids) <= MAX_LINEAGE:
+        return list(ids)
+    return [ids[0], *ids[len(ids) - MAX_LINEAGE + 1:]]
+
 
 JobState = Literal[
     "queued", "running", "paused", "checkpointing", "migrating",
@@ -108,7 +120,13 @@ class JobInfo(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     tool_calls: list[ToolCall] = []
     resumed_from: str | None = None  # "node.N" of the job this one continues
     migrated_to: str | None = None  # "node.N" that now runs this job
-    migration: dict[str, Any] = {}  # phase, bytes_sent, bytes_total, elapsed_s, target
+    migration: dict[str, Any] = {}  # id (of the attempt), phase, bytes_sent, bytes_total, elapsed_s, target
+    # One identity across migrations: the ids of the earlier hops, oldest first (the first is
+    # where it was submitted), and when that first submit was (wall seconds). A job never
+    # migrated has no lineage; ``origin`` and ``first_submitted_s`` are then its own.
+    lineage: Lineage = []
+    origin: str = ""  # the job's first id ("node.N" where it was submitted); "" = ``id``
+    first_submitted_s: float = 0.0  # wall time of the first submit; 0 = ``submitted_s``
     short: bool = False  # listed in short form (over MAX_LISTED_JOB_BYTES): `show` has the whole job
 
 

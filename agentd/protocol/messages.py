@@ -245,11 +245,19 @@ class Logs(Request, tag="logs", kw_only=True):
     max_bytes: LogReadBytes = 65536
 
 
-@command(JobReply, role="user")
+class MigrateReply(JobReply, kw_only=True):
+    """A migration started: ``migration_id`` names this attempt; the job's ``migration["id"]``
+    equals it while the job's ``migration`` describes this attempt (not an earlier one)."""
+
+    migration_id: str = ""
+
+
+@command(MigrateReply, role="user")
 class Migrate(Request, tag="migrate", kw_only=True):
     """Move a job to another daemon (``target``: its request endpoint). ``restart`` allows
     starting from scratch when the job has no checkpoint contract; ``resume`` makes a paused
-    job arrive running."""
+    job arrive running. Refused (INVALID) when ``target`` is the job's own node. The reply
+    names this attempt (``migration_id``): follow the job only while ``migration["id"]`` is it."""
 
     job: JobId
     target: Endpoint

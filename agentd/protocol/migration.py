@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from agentd.protocol.jobs import JobInfo, JobSpec
+from agentd.protocol.jobs import JobInfo, JobSpec, Lineage
 from agentd.protocol.limits import ByteOffset, ChunkData, JobId, MigrationId, Name, Reason, Sha256
 from agentd.protocol.messages import Reply, Request, command
 
@@ -71,7 +71,11 @@ class MigrateOffer(Request, tag="migrate_offer", kw_only=True):
     the source hashes while it streams and the commit gives the digest, and ``size_bytes``
     may then be an upper bound the commit makes exact), "queued" (spec only, joins the queue),
     "restart" (spec only, starts from scratch), "criu" (a CRIU image follows). ``paused``:
-    start it frozen. ``source_node``/``source_job`` say where it came from."""
+    start it frozen. ``source_node``/``source_job`` say where it came from. The spec carries
+    the job's *current* priority (set after submit too), limits and labels; the target applies
+    them to the new job (nice, cgroup CPU/IO weights, limits). ``lineage``: the job's ids so
+    far, oldest first, ``source_job`` last; ``first_submitted_s``: wall time of its first submit
+    (the new job keeps both: one identity across hops)."""
 
     migration_id: MigrationId
     spec: JobSpec
@@ -81,6 +85,8 @@ class MigrateOffer(Request, tag="migrate_offer", kw_only=True):
     size_bytes: ByteOffset = 0
     sha256: Sha256 = ""
     paused: bool = False
+    lineage: Lineage = []
+    first_submitted_s: float = 0.0
 
 
 @command(MigrateChunkReply, role="daemon")

@@ -26,7 +26,7 @@ from agentd.control import procs
 from agentd.control.migration import MIGRATION_LABEL, MigrationSource, MigrationTarget, SourceOptions
 from agentd.protocol import ErrorCode, ProtocolError, decode_reply, decode_request, encode
 from agentd.protocol.jobs import CheckpointContract, Event, JobInfo, JobSpec
-from agentd.protocol.messages import ErrorReply
+from agentd.protocol.messages import ErrorReply, Hello, HelloReply
 from agentd.store.migration_journal import MigrationJournal
 
 TRAINER = Path(__file__).with_name("ckpt_trainer.py")
@@ -62,6 +62,7 @@ class ProcJobs:
         self.jobs: dict[str, _Job] = {}
         self.lock = threading.Lock()
         self.n = 0
+        self.arrivals: list[dict[str, Any]] = []  # what start_resumed was given, in order
 
     # -- plain job control used by the tests --
     def submit(self, spec: JobSpec, *, queued: bool = False, resumed_from: str | None = None,
@@ -118,6 +119,12 @@ class ProcJobs:
 
     def checkpoint_dir(self, job_id: str) -> Path:
         return self.jobs[job_id].ckpt_dir
+
+    def criu_obstacle(self, job_id: str) -> str | None:
+        return None  # no CRIU in this fake
+
+    def held_image_bytes(self) -> int:
+        return 0
 
     def checkpoint_handler_missing(self, job_id: str) -> str | None:
         j = self.jobs[job_id]
@@ -188,7 +195,9 @@ class ProcJobs:
         return False, ""
 
     def start_resumed(self, spec: JobSpec, checkpoint_dir: Path | None, resumed_from: str, paused: bool,
-                      criu_image: bool = False) -> JobInfo:
+                      criu_image: bool = False, lineage: list[str] | None = None,
+                      first_submitted_s: float = 0.0) -> JobInfo:
+        self.arrivals.append({"spec": spec, "lineage": list(lineage or []), "first_submitted_s": first_submitted_s})
         will_queue, _ = self.admission(spec)
         if checkpoint_dir is not None:
             with self.lock:
@@ -219,6 +228,12 @@ class DirectClient:
 
     def call(self, req: Any) -> Any:
         link = self.link
+        if isinstance(req, Hello):
+            # The source's preflight; not counted, so the fault schedules count migration calls.
+            if link.down:
+                raise StubUnreachable(f"target {link.name} did not answer")
+            return HelloReply(node=link.target.node, agentd_version="test", pub_endpoint="", server_time_s=time.time(),
+                              capabilities=["migrate", "criu"] if link.target.criu_ok else ["migrate"], role="daemon")
         with link.lock:
             link.calls += 1
             n = link.calls

@@ -101,7 +101,7 @@ def test_trainer_migrates_between_real_daemons(daemons, tmp_path):
         while time.monotonic() < deadline:
             max_alive = max(max_alive, len(trainers(tag)))
             info = _show(a, job.id)
-            if info.state in ("migrated", "running", "failed") and info.migration.get("phase") not in (None, "checkpointing", "transferring", "committing"):
+            if info.state in ("migrated", "running", "failed") and info.migration.get("phase") not in (None, "requested", "checkpointing", "transferring", "committing"):
                 break
             time.sleep(0.05)
         assert info.state == "migrated", (info.state, info.reason, info.migration)
