@@ -8,9 +8,9 @@ import time
 from typing import Any
 
 from agentd.cli.common import CliError, cell, clean, each_node, emit_json, human_bytes, human_rate, targets
-from agentd.cli.watchfmt import derived_to_json
+from agentd.cli.watchfmt import derived_to_json, event_to_json, job_to_json, link_to_json
 from agentd.metrics import DerivedNode, NodeInventory, NodeSample, derive
-from agentd.protocol.messages import HelloReply, SampleMsg, Snapshot, SnapshotReply
+from agentd.protocol.messages import EventMsg, HelloReply, JobMsg, SampleMsg, Snapshot, SnapshotReply
 from agentd.transport.client import ClientError, LinkMessage, LinkSet, LinkSnapshot, LinkState
 
 
@@ -122,6 +122,10 @@ def _human_watch_line(d: DerivedNode) -> str:
             f"disk r {human_rate(d.disk_read_bytes_per_s)} w {human_rate(d.disk_write_bytes_per_s)}  {gpus}")
 
 
+def _human_event_line(ts: float, node: str, text: str) -> str:
+    return f"{time.strftime('%H:%M:%S', time.localtime(ts))} {node:<12} {text}"
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
     links = _links(args)
     last: dict[str, NodeSample] = {}
@@ -135,8 +139,11 @@ def cmd_watch(args: argparse.Namespace) -> int:
                     ever_live.add(ev.endpoint)
                     if ev.reply.samples:
                         last[ev.node] = ev.reply.samples[-1]
-                elif isinstance(ev, LinkState) and ev.state == "down":
-                    print(clean(f"agentctl: {ev.endpoint}: link down ({ev.detail})"), file=sys.stderr)
+                elif isinstance(ev, LinkState):
+                    if args.json:
+                        emit_json(link_to_json(ev.node or ev.endpoint, time.time(), ev.state, ev.detail))
+                    if ev.state == "down":
+                        print(clean(f"agentctl: {ev.endpoint}: link down ({ev.detail})"), file=sys.stderr)
                 elif isinstance(ev, LinkMessage) and isinstance(ev.msg, SampleMsg):
                     s = ev.msg.sample
                     d = derive(s, last.get(s.node))
@@ -146,6 +153,18 @@ def cmd_watch(args: argparse.Namespace) -> int:
                     else:
                         print(clean(_human_watch_line(d)), flush=True)
                     printed[s.node] = printed.get(s.node, 0) + 1
+                elif isinstance(ev, LinkMessage) and isinstance(ev.msg, JobMsg):
+                    j = ev.msg.job
+                    if args.json:
+                        emit_json(job_to_json(j, time.time()))
+                    else:
+                        print(clean(_human_event_line(time.time(), j.node, f"job {j.id} {j.name}: {j.state}")), flush=True)
+                elif isinstance(ev, LinkMessage) and isinstance(ev.msg, EventMsg):
+                    e = ev.msg.event
+                    if args.json:
+                        emit_json(event_to_json(e))
+                    else:
+                        print(clean(_human_event_line(e.wall_s, e.node, f"{e.kind}: {e.message}")), flush=True)
             if args.count and printed and len(printed) >= len(ever_live) and min(printed.values()) >= args.count:
                 return 0
             if not ever_live and time.monotonic() - start > args.timeout:
