@@ -12,13 +12,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[gui,nvidia,dev]'
 	touch $@
 
-## run: a local agentd and the app connected to it (falls back to `agentctl top` without a display)
+## run: a local agentd and the app connected to it (falls back to `agentctl top` without a display);
+##      PORT=7720 picks the agentd port (a taken default port is replaced by a free one, and said so)
 run: $(STAMP)
-	$(PY) -m agentd.runlocal
+	$(PY) -m agentd.runlocal $(if $(PORT),--port $(PORT))
 
-## demo: the app with 3 local daemons on simulated GPUs and example workloads
+## demo: the app with 3 local daemons on simulated GPUs and example workloads; writes
+##       ./demo-cluster.toml (or demo-cluster-2.toml... when another demo runs) for agentctl --cluster
 demo: $(STAMP)
-	$(VENV)/bin/fleetdeck --demo 3
+	$(VENV)/bin/fleetdeck --demo $(or $(N),3)
 
 ## system-deps: Debian packages the tests use (Slurm, promtool, Xvfb libs, validators)
 system-deps:

@@ -152,6 +152,11 @@ def _run_demo(agents, n: int, bridge: _Bridge, workloads, submit) -> None:
     try:
         bridge.busy.emit(f"Starting {n} demo daemons…")
         started = [agents.start(f"sim-{i + 1}", simulate_gpus=4, cancel_jobs_on_stop=True) for i in range(n)]
+        # agentctl --cluster FILE reaches the demo: the file names its daemons (removed on quit).
+        cluster_file = agents.write_cluster_file(Path.cwd())
+        print(f"fleetdeck demo: cluster file {cluster_file}; try: agentctl --cluster {cluster_file} nodes",
+              file=sys.stderr, flush=True)
+        bridge.notice.emit(f"Demo cluster file: {cluster_file} (agentctl --cluster {cluster_file.name} ...)")
         told = False
         for i, a in enumerate(started):
             agents.wait_ready(a)

@@ -1,6 +1,12 @@
 """Start agentd processes on this machine for the app: the local daemon on request, and the
 demo cluster (N daemons with simulated GPUs on free loopback ports). Processes are stopped by
-pid when the app exits. Runs in a plain thread: nothing here may touch Qt widgets."""
+pid when the app exits. Runs in a plain thread: nothing here may touch Qt widgets.
+
+The demo writes a cluster file (``demo-cluster.toml`` in the current directory, or
+``demo-cluster-2.toml``... when another running demo owns that name) so that
+``agentctl --cluster demo-cluster.toml ...`` reaches its daemons; the file is removed when the
+demo stops. ``python -m gui.local_agents --demo N`` runs the demo's daemons without the app.
+"""
 
 from __future__ import annotations
 
@@ -32,6 +38,8 @@ DEMO_GPUS = 4
 DEMO_INTERVAL_S = 1.0
 DEMO_TRAIN_STEPS = 1_000_000  # effectively forever; the demo cancels its jobs on exit
 DEMO_JOB_CPUS = 0.3
+DEMO_CLUSTER_NAME = "demo-cluster"
+DEMO_CLUSTER_TRIES = 50
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO_ROOT / "examples"
 
@@ -70,6 +78,7 @@ class LocalAgents:
 
     agents: list[LocalAgent] = field(default_factory=list)
     temp_root: Path | None = None
+    cluster_file: Path | None = None  # the demo's, removed by stop_all
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self, name: str, *, ctl: str | None = None, pub: str | None = None, simulate_gpus: int = 0,
@@ -133,6 +142,52 @@ class LocalAgents:
         if self.temp_root is not None:
             shutil.rmtree(self.temp_root, ignore_errors=True)
             self.temp_root = None
+        if self.cluster_file is not None:
+            self.cluster_file.unlink(missing_ok=True)
+            self.cluster_file = None
+
+    def write_cluster_file(self, directory: Path, name: str = "") -> Path:
+        """Write the cluster file of the running agents into ``directory`` under the first free
+        name (``demo-cluster.toml``, ``demo-cluster-2.toml``...): a name is free when no file
+        has it or when none of the daemons that file lists answers (a demo that ended)."""
+        from agentd.clusterfile import ClusterNode, dump_cluster
+
+        with self._lock:
+            nodes = [ClusterNode(name=a.name, endpoint=a.ctl, labels={"demo": "1"}) for a in self.agents]
+        path = demo_cluster_path(directory)
+        header = (f"# Fleetdeck demo cluster, written by pid {os.getpid()}; removed when the demo stops.\n"
+                  "# agentctl --cluster THIS_FILE nodes | jobs | submit --node NAME ... | migrate JOB --to NAME\n")
+        path.write_text(header + dump_cluster(nodes, name=name or path.stem))
+        self.cluster_file = path
+        return path
+
+
+def _live_cluster_file(path: Path) -> bool:
+    """Whether some daemon that the cluster file ``path`` lists answers now."""
+    from agentd.clusterfile import ClusterFileError, load_cluster
+
+    try:
+        nodes = load_cluster(path).node
+    except ClusterFileError:
+        return False
+    for n in nodes:
+        try:
+            with NodeClient(n.endpoint, timeout_s=0.5) as c:
+                c.hello()
+            return True
+        except (ClientError, ValueError):
+            continue
+    return False
+
+
+def demo_cluster_path(directory: Path) -> Path:
+    """The first name in ``directory`` that no running demo owns: demo-cluster.toml, -2, -3..."""
+    for i in range(1, DEMO_CLUSTER_TRIES + 1):
+        path = directory / (f"{DEMO_CLUSTER_NAME}.toml" if i == 1 else f"{DEMO_CLUSTER_NAME}-{i}.toml")
+        if not path.exists() or not _live_cluster_file(path):
+            return path
+    raise RuntimeError(f"{DEMO_CLUSTER_TRIES} demo cluster files in {directory} all belong to running demos; "
+                       "stop one or remove its file")
 
 
 def demo_workloads(node_index: int) -> list[JobSpec]:
@@ -183,3 +238,50 @@ def cancel_all_jobs(agent: LocalAgent, timeout_s: float = CANCEL_TIMEOUT_S) -> N
                 time.sleep(0.1)
     except ClientError as exc:
         log.warning("could not cancel the jobs of %s: %s", agent.name, exc)
+
+
+def run_headless_demo(n: int, directory: Path, with_jobs: bool = True) -> int:
+    """The demo without the app: start ``n`` daemons (sim-1..sim-n), write the cluster file,
+    submit the example jobs, then wait for SIGINT/SIGTERM and stop everything by pid."""
+    agents = LocalAgents()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        started = [agents.start(f"sim-{i + 1}", simulate_gpus=DEMO_GPUS, cancel_jobs_on_stop=True) for i in range(n)]
+        path = agents.write_cluster_file(directory)
+        for a in started:
+            agents.wait_ready(a)
+            print(f"fleetdeck demo: node {a.name} at {a.ctl} (state {a.state_dir})", file=sys.stderr, flush=True)
+        print(f"fleetdeck demo: cluster file {path}; try: agentctl --cluster {path} nodes", file=sys.stderr, flush=True)
+        if with_jobs:
+            for i, a in enumerate(started):
+                for problem in submit(a, demo_workloads(i)):
+                    print(f"fleetdeck demo: {problem}", file=sys.stderr, flush=True)
+        print("fleetdeck demo: ready; Ctrl-C stops it", file=sys.stderr, flush=True)
+        while not stop.wait(0.5):
+            pass
+        return 0
+    except RuntimeError as exc:
+        print(f"fleetdeck demo: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        agents.stop_all()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m gui.local_agents --demo N``: the demo's daemons and cluster file, no window."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m gui.local_agents", description="Run the demo's daemons without the app.")
+    p.add_argument("--demo", type=int, default=3, metavar="N", help="how many daemons (1 to 16, default 3)")
+    p.add_argument("--dir", type=Path, default=Path.cwd(), help="where to write the cluster file (default: here)")
+    p.add_argument("--no-jobs", action="store_true", help="do not submit the example jobs")
+    args = p.parse_args(argv)
+    if not 1 <= args.demo <= 16:
+        p.error(f"--demo {args.demo}: choose between 1 and 16 daemons")
+    return run_headless_demo(args.demo, args.dir, with_jobs=not args.no_jobs)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -21,8 +21,11 @@ ADDRESS_CHOICES = ("addr", "hostname", "name")
 
 def register(subparsers: Any) -> None:
     """Add ``cluster from-slurm`` to agentctl's verbs."""
-    p = subparsers.add_parser("cluster", help="build a cluster file", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "cluster", help="build a cluster file",
+        description="Build the cluster file the app and agentctl read. 'agentctl cluster from-slurm > cluster.toml' "
+                    "asks sinfo for every node of the Slurm cluster and writes one [[node]] per node, with its agentd "
+                    "endpoint and its partitions as labels. Run it on any host where sinfo works (a login node).")
     sub = p.add_subparsers(dest="cluster_verb", metavar="ACTION")
     sub.required = True
     fs = sub.add_parser(

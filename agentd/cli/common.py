@@ -13,6 +13,7 @@ import msgspec
 
 from agentd.clusterfile import ClusterFileError, load_cluster
 from agentd.config import DEFAULT_CTL
+from agentd.protocol.limits import PRIORITY_MAX, PRIORITY_MIN
 from agentd.protocol.messages import Reply, Request
 from agentd.transport.client import ClientError, NodeClient, RemoteError, Unreachable
 
@@ -30,11 +31,48 @@ class CliError(Exception):
 
 def add_global_options(p: argparse.ArgumentParser, suppress: bool) -> None:
     d = (lambda v: argparse.SUPPRESS) if suppress else (lambda v: v)
-    p.add_argument("--node", action="append", metavar="ENDPOINT", default=d(None),
-                   help="agentd request endpoint, repeatable (default tcp://127.0.0.1:7710)")
+    p.add_argument("--node", action="append", metavar="NODE", default=d(None),
+                   help="an agentd request endpoint (tcp://HOST:PORT) or a node name from --cluster; "
+                        "repeatable (default tcp://127.0.0.1:7710)")
     p.add_argument("--cluster", metavar="FILE", default=d(None), help="cluster file (TOML, [[node]] tables)")
     p.add_argument("--json", action="store_true", default=d(False), help="machine-readable output on stdout")
-    p.add_argument("--timeout", type=float, metavar="S", default=d(5.0), help="seconds to wait for a node (default 5)")
+    p.add_argument("--timeout", type=float_over(0, "--timeout"), metavar="S", default=d(5.0), help="seconds to wait for a node (default 5)")
+
+
+def int_in(lo: int | None, hi: int | None, what: str) -> Any:
+    """An argparse ``type``: an integer in [lo, hi]; anything else is a usage error (exit 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} {text!r} is not a whole number") from None
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            span = f"{lo} to {hi}" if lo is not None and hi is not None else (f"{lo} or more" if lo is not None else f"{hi} or less")
+            raise argparse.ArgumentTypeError(f"{what} {value} is out of range; use {span}")
+        return value
+
+    return parse
+
+
+def float_over(lo: float, what: str, *, inclusive: bool = False) -> Any:
+    """An argparse ``type``: a finite number above ``lo`` (or equal, when ``inclusive``)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} {text!r} is not a number") from None
+        if value != value or value in (float("inf"), float("-inf")) or value < lo or (value == lo and not inclusive):
+            raise argparse.ArgumentTypeError(f"{what} {text} is out of range; use a number {'of at least' if inclusive else 'above'} {lo:g}")
+        return value
+
+    return parse
+
+
+def priority_value(text: str) -> int:
+    """An argparse ``type`` for a priority: -10..10, higher is more important."""
+    return int_in(PRIORITY_MIN, PRIORITY_MAX, "priority")(text)
 
 
 @dataclass(frozen=True)
@@ -45,16 +83,40 @@ class Target:
 
 
 def targets(args: argparse.Namespace) -> list[Target]:
+    """The nodes a command addresses: the cluster file's nodes, narrowed to the ones named by
+    ``--node NAME``, plus every ``--node ENDPOINT``; the default endpoint when none is given."""
     out: list[Target] = []
+    given = list(args.node or [])
+    endpoints = [v for v in given if "://" in v]
+    names = [v for v in given if "://" not in v]
     if args.cluster:
         try:
             cluster = load_cluster(args.cluster)
         except ClusterFileError as exc:
             raise CliError(str(exc), 2) from None
-        out += [Target(n.name, n.endpoint, n.server_key) for n in cluster.node]
-    for ep in args.node or []:
+        known = {n.name: n for n in cluster.node}
+        for name in names:
+            if name not in known:
+                raise CliError(f"--node {name!r} is not a node of {args.cluster}; it lists: "
+                               f"{', '.join(known)} (or give an endpoint tcp://HOST:PORT)", 2)
+        wanted = [known[n] for n in dict.fromkeys(names)] if names else list(cluster.node)
+        out += [Target(n.name, n.endpoint, n.server_key) for n in wanted]
+    elif names:
+        raise CliError(f"--node {names[0]!r} is neither an endpoint (tcp://HOST:PORT) nor, without --cluster FILE, "
+                       "a node name; give the endpoint, or the cluster file that names it", 2)
+    for ep in endpoints:
         out.append(Target("", ep))
     return out or [Target("", DEFAULT_CTL)]
+
+
+def cluster_targets(args: argparse.Namespace) -> list[Target]:
+    """Every node of ``--cluster`` (none without it), whatever ``--node`` narrowed to."""
+    if not args.cluster:
+        return []
+    try:
+        return [Target(n.name, n.endpoint, n.server_key) for n in load_cluster(args.cluster).node]
+    except ClusterFileError as exc:
+        raise CliError(str(exc), 2) from None
 
 
 def connect(args: argparse.Namespace, target: Target) -> NodeClient:
@@ -64,8 +126,18 @@ def connect(args: argparse.Namespace, target: Target) -> NodeClient:
         raise CliError(str(exc), 2) from None
 
 
+def check_request(req: Request) -> None:
+    """Validate ``req`` against its schema before it is sent: a value out of range is a usage
+    error here (exit 2), not a refusal by the node (exit 1)."""
+    try:
+        msgspec.msgpack.decode(msgspec.msgpack.encode(req), type=type(req))
+    except msgspec.ValidationError as exc:
+        raise CliError(f"{req.__class__.__name__.lower()}: {exc}", 2) from None
+
+
 def call(client: NodeClient, req: Request) -> Reply:
     """One request; errors become CliError with the right exit code."""
+    check_request(req)
     try:
         return client.call(req)
     except Unreachable as exc:

@@ -12,26 +12,34 @@ from typing import Any
 
 import msgspec
 
-from agentd.cli.common import CliError, call, cell, clean, client_for_job, connect, each_node, emit_json, human_bytes, targets
+from agentd.cli.common import (CliError, call, cell, clean, client_for_job, cluster_targets, connect, each_node, emit_json, float_over,
+                               human_bytes, int_in, priority_value, targets)
 from agentd.control.spec import parse_size
+from agentd.cli.watchfmt import job_json as _job_json
 from agentd.protocol import JobInfo, JobSpec
+from agentd.protocol.limits import MAX_GPUS, PRIORITY_MAX, PRIORITY_MIN
 from agentd.protocol.messages import Cancel, JobReply, Jobs, JobsReply, Logs, LogsReply, Migrate, Pause, Priority, Resume, Show, Submit
 from agentd.transport.client import ClientError
 
+
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("submit", parents=[common], help="run a job: submit [options] -- ARGV...")
+    p = sub.add_parser("submit", parents=[common], help="run a job: submit [options] -- ARGV...",
+                       description="Run ARGV as a job on one node (--node NAME from --cluster, or an endpoint). "
+                                   "Prints the job id (NODE.N).")
     p.add_argument("--spec", metavar="FILE", help="job spec file (TOML or JSON); flags override it")
-    p.add_argument("--name")
-    p.add_argument("--gpus", type=int, metavar="K")
-    p.add_argument("--priority", type=int, metavar="P", help="-10..10, higher is more important (default 0)")
-    p.add_argument("--cpus", type=float, metavar="C", help="CPU limit in cores")
+    p.add_argument("--name", help="a name for the job, shown in lists")
+    p.add_argument("--gpus", type=int_in(0, MAX_GPUS, "--gpus"), metavar="K", help="how many GPUs the job gets (default 0)")
+    p.add_argument("--priority", type=priority_value, metavar="P",
+                   help=f"{PRIORITY_MIN}..{PRIORITY_MAX}, higher is more important (default 0)")
+    p.add_argument("--cpus", type=float_over(0, "--cpus"), metavar="C", help="CPU limit in cores")
     p.add_argument("--memory", metavar="SIZE", help="memory limit: bytes or 4G, 512MiB...")
-    p.add_argument("--kind", choices=["job", "agent"])
+    p.add_argument("--kind", choices=["job", "agent"], help="job (default) or agent (an LLM agent reporting tool calls)")
     p.add_argument("--checkpoint-signal", metavar="SIG", help="declares a checkpoint contract (e.g. SIGUSR1)")
-    p.add_argument("--checkpoint-timeout", type=float, metavar="S")
-    p.add_argument("--cwd")
-    p.add_argument("--env", action="append", default=[], metavar="K=V")
-    p.add_argument("--label", action="append", default=[], metavar="K=V")
+    p.add_argument("--checkpoint-timeout", type=float_over(0, "--checkpoint-timeout"), metavar="S",
+                   help="seconds the job has to write its checkpoint after the signal")
+    p.add_argument("--cwd", metavar="DIR", help="working directory of the job (default: the home directory of its owner)")
+    p.add_argument("--env", action="append", default=[], metavar="K=V", help="an environment variable for the job, repeatable")
+    p.add_argument("--label", action="append", default=[], metavar="K=V", help="a label on the job, repeatable")
     p.add_argument("--counter", action="append", default=[], metavar="NAME", help="an app metric that only grows (charted as a rate)")
     p.add_argument("--shell", action="store_true", help="run ARGV as one shell command line")
     p.add_argument("argv", nargs=argparse.REMAINDER, help="the command, after --")
@@ -44,30 +52,33 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                         "moved shows once, as its live hop")
     p.set_defaults(func=cmd_jobs)
     p = sub.add_parser("show", parents=[common], help="one job in full")
-    p.add_argument("job")
+    p.add_argument("job", help="job id NODE.N (a bare N with one node)")
     p.set_defaults(func=cmd_show)
     for verb, helptext in (("pause", "freeze a job (cgroup freezer)"), ("resume", "thaw a paused job")):
         p = sub.add_parser(verb, parents=[common], help=helptext)
-        p.add_argument("job", nargs="+")
+        p.add_argument("job", nargs="+", help="job ids NODE.N (a bare N with one node)")
         p.set_defaults(func=cmd_pause_resume, verb=verb)
-    p = sub.add_parser("priority", parents=[common], help="set priority -10..10 (negative numbers are values)")
-    p.add_argument("job")
-    p.add_argument("priority", type=int)
+    p = sub.add_parser("priority", parents=[common],
+                       help=f"set priority {PRIORITY_MIN}..{PRIORITY_MAX} (negative numbers are values)")
+    p.add_argument("job", help="job id NODE.N (a bare N with one node)")
+    p.add_argument("priority", type=priority_value, help=f"{PRIORITY_MIN}..{PRIORITY_MAX}, higher is more important")
     p.set_defaults(func=cmd_priority)
     p = sub.add_parser("cancel", parents=[common], help="stop a job: SIGTERM, then SIGKILL after --grace")
-    p.add_argument("job", nargs="+")
-    p.add_argument("--grace", type=float, default=10.0, metavar="S")
+    p.add_argument("job", nargs="+", help="job ids NODE.N (a bare N with one node)")
+    p.add_argument("--grace", type=float_over(0, "--grace", inclusive=True), default=10.0, metavar="S",
+                   help="seconds between SIGTERM and SIGKILL (default 10)")
     p.set_defaults(func=cmd_cancel)
     p = sub.add_parser("logs", parents=[common], help="a job's stdout (or --stderr)")
-    p.add_argument("job")
-    p.add_argument("--stderr", action="store_true")
-    p.add_argument("--follow", "-f", action="store_true")
-    p.add_argument("--bytes", type=int, default=65536, help="how much of the end to show first")
+    p.add_argument("job", help="job id NODE.N (a bare N with one node)")
+    p.add_argument("--stderr", action="store_true", help="show the job's stderr instead of its stdout")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing what the job writes until it ends")
+    p.add_argument("--bytes", type=int_in(1, None, "--bytes"), default=65536, metavar="N",
+                   help="how much of the end to show first (default 65536)")
     p.add_argument("--raw", action="store_true",
                    help="write the log's bytes unchanged (default: escape sequences and control characters are shown as \\xNN)")
     p.set_defaults(func=cmd_logs)
     p = sub.add_parser("migrate", parents=[common], help="move a job to another node without losing progress")
-    p.add_argument("job")
+    p.add_argument("job", help="job id NODE.N")
     p.add_argument("--to", required=True, metavar="NODE", help="a node name from --cluster, or an endpoint")
     p.add_argument("--restart", action="store_true", help="allow starting from scratch when the job cannot checkpoint")
     p.add_argument("--resume", action="store_true", help="a paused job arrives running")
@@ -144,7 +155,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     spec = build_spec(args)
     ts = targets(args)
     if len(ts) != 1:
-        raise CliError(f"submit goes to one node; {len(ts)} were given (use --node ENDPOINT)", 2)
+        names = ", ".join(t.name or t.endpoint for t in ts)
+        raise CliError(f"submit goes to one node; {len(ts)} were given ({names}): pick one with --node NAME or --node ENDPOINT", 2)
     with connect(args, ts[0]) as c:
         reply = call(c, Submit(spec=spec))
     assert isinstance(reply, JobReply)
@@ -162,14 +174,6 @@ def _age(job: JobInfo) -> str:
         return ""
     secs = int((job.ended_s or time.time()) - start)
     return f"{secs // 3600}h{secs % 3600 // 60:02d}m" if secs >= 3600 else f"{secs // 60}m{secs % 60:02d}s"
-
-
-def _job_json(job: JobInfo) -> dict[str, Any]:
-    out = msgspec.to_builtins(job)
-    for key, default in (("pid", None), ("pids", []), ("gpus", []), ("cgroup", None), ("exit_code", None),
-                         ("started", job.started_s), ("metrics", {}), ("priority", 0)):
-        out.setdefault(key, default)
-    return out
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
@@ -301,9 +305,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     target = args.to
     server_key = ""
     if "://" not in target:
-        named = [t for t in targets(args) if t.name == target]
+        named = [t for t in cluster_targets(args) if t.name == target]
         if not named:
-            raise CliError(f"--to {target!r} is neither an endpoint (tcp://HOST:PORT) nor a node in the cluster file", 2)
+            where = f"a node in {args.cluster}" if args.cluster else "a node name (that needs --cluster FILE)"
+            raise CliError(f"--to {target!r} is neither an endpoint (tcp://HOST:PORT) nor {where}", 2)
         target, server_key = named[0].endpoint, named[0].server_key
     c, job_id = client_for_job(args, args.job)
     if _same_node(args, c, job_id, args.to, target):

@@ -7,10 +7,10 @@ import sys
 import time
 from typing import Any
 
-from agentd.cli.common import CliError, cell, clean, each_node, emit_json, human_bytes, human_rate, targets
-from agentd.cli.watchfmt import derived_to_json
+from agentd.cli.common import CliError, cell, clean, each_node, emit_json, human_bytes, human_rate, int_in, targets
+from agentd.cli.watchfmt import derived_to_json, event_to_json, job_to_json, link_to_json
 from agentd.metrics import DerivedNode, NodeInventory, NodeSample, derive
-from agentd.protocol.messages import HelloReply, SampleMsg, Snapshot, SnapshotReply
+from agentd.protocol.messages import EventMsg, HelloReply, JobMsg, SampleMsg, Snapshot, SnapshotReply
 from agentd.transport.client import ClientError, LinkMessage, LinkSet, LinkSnapshot, LinkState
 
 
@@ -21,10 +21,14 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                        help="who each node says you are: your Unix user, your role there, and how it knows")
     p.set_defaults(func=cmd_whoami)
     p = sub.add_parser("watch", parents=[common], help="live derived samples (--json: one object per node per tick)")
-    p.add_argument("--count", type=int, metavar="N", help="stop after N samples from each node")
+    p.add_argument("--count", type=int_in(1, None, "--count"), metavar="N", help="stop after N samples from each node")
     p.set_defaults(func=cmd_watch)
-    p = sub.add_parser("top", parents=[common], help="live terminal view of nodes, GPUs, jobs and busiest processes")
-    p.add_argument("--count", type=int, metavar="N", help="stop after N refreshes (for scripts and tests)")
+    p = sub.add_parser("top", parents=[common], help="live terminal view of nodes, GPUs, jobs and busiest processes",
+                       description="On a terminal: interactive (arrows select a job, / filter, s sort, p pause/resume, "
+                                   "+/- priority, c cancel, ? help, q quit). Not on a terminal, or with --count: "
+                                   "plain refreshes for scripts (one, once every node answered, without --count).")
+    p.add_argument("--count", type=int_in(1, None, "--count"), metavar="N",
+                   help="refresh N times without keys, then exit (for scripts and tests)")
     p.set_defaults(func=cmd_top)
 
 
@@ -122,6 +126,10 @@ def _human_watch_line(d: DerivedNode) -> str:
             f"disk r {human_rate(d.disk_read_bytes_per_s)} w {human_rate(d.disk_write_bytes_per_s)}  {gpus}")
 
 
+def _human_event_line(ts: float, node: str, text: str) -> str:
+    return f"{time.strftime('%H:%M:%S', time.localtime(ts))} {node:<12} {text}"
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
     links = _links(args)
     last: dict[str, NodeSample] = {}
@@ -135,8 +143,11 @@ def cmd_watch(args: argparse.Namespace) -> int:
                     ever_live.add(ev.endpoint)
                     if ev.reply.samples:
                         last[ev.node] = ev.reply.samples[-1]
-                elif isinstance(ev, LinkState) and ev.state == "down":
-                    print(clean(f"agentctl: {ev.endpoint}: link down ({ev.detail})"), file=sys.stderr)
+                elif isinstance(ev, LinkState):
+                    if args.json:
+                        emit_json(link_to_json(ev.node or ev.endpoint, time.time(), ev.state, ev.detail))
+                    if ev.state == "down":
+                        print(clean(f"agentctl: {ev.endpoint}: link down ({ev.detail})"), file=sys.stderr)
                 elif isinstance(ev, LinkMessage) and isinstance(ev.msg, SampleMsg):
                     s = ev.msg.sample
                     d = derive(s, last.get(s.node))
@@ -146,6 +157,18 @@ def cmd_watch(args: argparse.Namespace) -> int:
                     else:
                         print(clean(_human_watch_line(d)), flush=True)
                     printed[s.node] = printed.get(s.node, 0) + 1
+                elif isinstance(ev, LinkMessage) and isinstance(ev.msg, JobMsg):
+                    j = ev.msg.job
+                    if args.json:
+                        emit_json(job_to_json(j, time.time()))
+                    else:
+                        print(clean(_human_event_line(time.time(), j.node, f"job {j.id} {j.name}: {j.state}")), flush=True)
+                elif isinstance(ev, LinkMessage) and isinstance(ev.msg, EventMsg):
+                    e = ev.msg.event
+                    if args.json:
+                        emit_json(event_to_json(e))
+                    else:
+                        print(clean(_human_event_line(e.wall_s, e.node, f"{e.kind}: {e.message}")), flush=True)
             if args.count and printed and len(printed) >= len(ever_live) and min(printed.values()) >= args.count:
                 return 0
             if not ever_live and time.monotonic() - start > args.timeout:
@@ -176,70 +199,67 @@ def render_top(inventories: dict[str, NodeInventory], derived: dict[str, Derived
         d = derived.get(endpoint)
         colour = {"live": "green", "stale": "yellow"}.get(state, "red")
         if inv is None or d is None:
-            nodes.add_row(inv.node if inv else endpoint, f"[{colour}]{state}[/{colour}]", "", "", "", "", "")
+            nodes.add_row(cell(inv.node if inv else endpoint), f"[{colour}]{state}[/{colour}]", "", "", "", "", "")
             continue
         gpu_note = inv.gpu_status if not inv.gpus else f"{len(inv.gpus)}{' (simulated)' if inv.gpu_backend == 'simulated' else ''}"
-        nodes.add_row(inv.node, f"[{colour}]{state}[/{colour}]", f"{d.cpu_pct:.0f}", f"{d.mem_used_pct:.0f}%",
+        nodes.add_row(cell(inv.node), f"[{colour}]{state}[/{colour}]", f"{d.cpu_pct:.0f}", f"{d.mem_used_pct:.0f}%",
                       f"{human_rate(d.net_rx_bytes_per_s)} / {human_rate(d.net_tx_bytes_per_s)}",
-                      f"{human_rate(d.disk_read_bytes_per_s)} / {human_rate(d.disk_write_bytes_per_s)}", gpu_note)
+                      f"{human_rate(d.disk_read_bytes_per_s)} / {human_rate(d.disk_write_bytes_per_s)}", cell(gpu_note))
         names = {g.index: g.name for g in inv.gpus}
         for g in d.gpus:
-            gpus.add_row(inv.node, str(g.index), names.get(g.index, ""), f"{g.sm_util_pct or 0:.0f}%",
+            gpus.add_row(cell(inv.node), str(g.index), cell(names.get(g.index, "")), f"{g.sm_util_pct or 0:.0f}%",
                          f"{human_bytes(g.mem_used_bytes)} / {human_bytes(g.mem_total_bytes)}",
                          "—" if g.power_w is None else f"{g.power_w:.0f} W", "—" if g.temp_c is None else f"{g.temp_c:.0f}°C",
                          str(len(g.processes)))
         for p in sorted(d.procs, key=lambda p: -p.cpu_pct)[:8]:
-            procs.add_row(inv.node, str(p.pid), p.user, f"{p.cpu_pct:.1f}", human_bytes(p.rss_bytes),
-                          human_bytes(p.gpu_mem_bytes) if p.gpu_mem_bytes else "", p.name)
+            procs.add_row(cell(inv.node), str(p.pid), cell(p.user), f"{p.cpu_pct:.1f}", human_bytes(p.rss_bytes),
+                          human_bytes(p.gpu_mem_bytes) if p.gpu_mem_bytes else "", cell(p.name))
         by_job = {j.job_id: j for j in d.jobs}
         for j in jobs.get(endpoint, []):
             if j.state in ("succeeded", "failed", "cancelled", "migrated"):
                 continue
             dj = by_job.get(j.id)
             thr = ", ".join(f"{k.removesuffix('_per_s')} {v:.1f}/s" for k, v in (dj.app if dj else {}).items() if k.endswith("_per_s"))
-            job_table.add_row(j.id, j.name, j.state, f"{j.priority:+d}", ",".join(map(str, j.gpus)) or "—",
-                              f"{dj.cpu_pct:.0f}" if dj else "", human_bytes(dj.mem_current_bytes) if dj else "", thr)
+            job_table.add_row(cell(j.id), cell(j.name), cell(j.state), f"{j.priority:+d}", ",".join(map(str, j.gpus)) or "—",
+                              f"{dj.cpu_pct:.0f}" if dj else "", human_bytes(dj.mem_current_bytes) if dj else "", cell(thr))
     return Group(nodes, gpus, job_table, procs)
 
 
 def cmd_top(args: argparse.Namespace) -> int:
+    """Interactive on a terminal (see agentd.cli.toptui); ``--count N`` refreshes N times and
+    exits; with stdout not a terminal and no ``--count``, one view once every node answered."""
     from rich.console import Console
-    from rich.live import Live
 
-    from agentd.protocol.messages import JobMsg
-
-    links = _links(args)
-    inventories: dict[str, NodeInventory] = {}
-    last: dict[str, NodeSample] = {}
-    derived: dict[str, DerivedNode] = {}
-    states = {ep: "connecting" for ep in links.links}
-    jobs: dict[str, dict[str, Any]] = {}
-    refreshes = 0
     console = Console()
+    interactive = sys.stdout.isatty() and not args.count
+    links = _links(args)
     try:
-        with Live(console=console, auto_refresh=False, screen=console.is_terminal and not args.count) as live:
-            while True:
-                for ev in links.poll(1.0):
-                    if isinstance(ev, LinkSnapshot):
-                        inventories[ev.endpoint] = ev.reply.inventory
-                        jobs[ev.endpoint] = {j.id: j for j in ev.reply.jobs}
-                        if ev.reply.samples:
-                            s = ev.reply.samples
-                            last[ev.endpoint] = s[-1]
-                            derived[ev.endpoint] = derive(s[-1], s[-2] if len(s) > 1 else None)
-                    elif isinstance(ev, LinkState):
-                        states[ev.endpoint] = ev.state
-                    elif isinstance(ev, LinkMessage):
-                        if isinstance(ev.msg, SampleMsg):
-                            derived[ev.endpoint] = derive(ev.msg.sample, last.get(ev.endpoint))
-                            last[ev.endpoint] = ev.msg.sample
-                        elif isinstance(ev.msg, JobMsg):
-                            jobs.setdefault(ev.endpoint, {})[ev.msg.job.id] = ev.msg.job
-                for ep, link in links.links.items():
-                    states[ep] = link.state
-                live.update(render_top(inventories, derived, states, {k: list(v.values()) for k, v in jobs.items()}), refresh=True)
-                refreshes += 1
-                if args.count and refreshes >= args.count:
-                    return 0
+        if interactive:
+            from agentd.cli.toptui import run_interactive
+
+            return run_interactive(args, links)
+        from agentd.cli.toptui import TopState
+
+        st = TopState(states={ep: "connecting" for ep in links.links})
+        refreshes = 0
+        start = time.monotonic()
+        # plain prints: a pipe or a file gets every refresh, each ending in a newline
+        while True:
+            for ev in links.poll(1.0 if args.count else 0.3):
+                st.feed(ev)
+            for ep, link in links.links.items():
+                st.states[ep] = link.state
+            if not args.count:
+                settled = all(ep in st.derived or st.states.get(ep) == "down" for ep in links.links)
+                if not settled and time.monotonic() - start < args.timeout:
+                    continue
+                if not st.derived:
+                    eps = ", ".join(links.links)
+                    raise CliError(f"no agentd answered at {eps} within {args.timeout:g} s", 2)
+            console.print(render_top(st.inventories, st.derived, st.states,
+                                     {k: list(v.values()) for k, v in st.jobs.items()}))
+            refreshes += 1
+            if refreshes >= (args.count or 1):
+                return 0
     finally:
         links.close()

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import heapq
 import json
 import re
 import signal
 import sys
 import time
-from typing import Any
+from typing import Any, Iterator
 
 from agentd.cli.common import CliError, clean, targets
-from agentd.cli.watchfmt import derived_to_json
+from agentd.cli.watchfmt import derived_to_json, event_to_json, gap_to_json, job_to_json, link_to_json
 from agentd.store.recording import Recorder, RecordingError, RecordingInfo, RecordingReader
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -37,9 +38,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--notes", default="", help="free-form notes stored with the session")
     p.set_defaults(func=cmd_record)
 
-    p = subparsers.add_parser("replay", help="print a recording as `agentctl watch` lines",
-                              description="Print a recording as the same lines `agentctl watch` prints live "
-                                          "(--json: one object per node per tick).")
+    p = subparsers.add_parser("replay", help="print a recording as 'agentctl watch' lines",
+                              description="Print a recording as the same lines 'agentctl watch' prints live: samples, "
+                                          "jobs, events, link changes and gaps in time order (--json: one object per "
+                                          "line, each with a type).")
     p.add_argument("file", metavar="FILE", help="recording file")
     p.add_argument("--from", dest="t_from", metavar="T", help="start: seconds from the start, 5m, epoch seconds or ISO time")
     p.add_argument("--to", dest="t_to", metavar="T", help="end, same forms as --from")
@@ -50,11 +52,11 @@ def register(subparsers: Any) -> None:
     sub = p.add_subparsers(dest="recording_verb", metavar="ACTION")
     sub.required = True
     q = sub.add_parser("info", help="title, time span, nodes, sample counts, events, gaps, size")
-    q.add_argument("file", metavar="FILE")
+    q.add_argument("file", metavar="FILE", help="recording file")
     q.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
     q.set_defaults(func=cmd_info)
     q = sub.add_parser("set", help="edit the title and notes of a recording")
-    q.add_argument("file", metavar="FILE")
+    q.add_argument("file", metavar="FILE", help="recording file")
     q.add_argument("--title", help="new title")
     q.add_argument("--notes", help="new notes")
     q.set_defaults(func=cmd_set)
@@ -215,7 +217,49 @@ def _watch_line(d: Any) -> str:
         return f"{time.strftime('%H:%M:%S', time.localtime(d.wall_s))} {d.node:<12} cpu {d.cpu_pct:5.1f}%"
 
 
+def _replay_items(reader: RecordingReader, t1: float, t2: float, nodes: list[str] | None) -> Iterator[tuple[float, dict[str, Any] | Any]]:
+    """Everything recorded in [t1, t2] in time order: (wall_s, item), item a DerivedNode or a
+    ready JSON object (job, event, link, gap). Samples come from the one derive()."""
+    from agentd.protocol.messages import EventMsg, JobMsg
+    from agentd.store.recording import LinkChange
+
+    wanted = set(nodes) if nodes else None
+    samples = ((d.wall_s, 1, d) for d in reader.iter_derived(t1, t2, nodes))
+
+    def others() -> Iterator[tuple[float, int, Any]]:
+        for w, node, item in reader.messages(t1 - 1e-6, t2):
+            if wanted is not None and node not in wanted:
+                continue
+            if isinstance(item, JobMsg):
+                yield w, 0, job_to_json(item.job, w)
+            elif isinstance(item, EventMsg):
+                yield w, 2, event_to_json(item.event)
+            elif isinstance(item, LinkChange):
+                yield w, 0, link_to_json(node, w, item.state, item.detail)
+
+    gaps = sorted(((g.start_s, 0, gap_to_json(g.node, g.start_s, g.end_s, g.reason)) for g in reader.gaps()
+                   if t1 <= g.start_s <= t2 and (wanted is None or g.node in wanted)), key=lambda x: x[0])
+    for w, _, item in heapq.merge(samples, others(), gaps, key=lambda x: (x[0], x[1])):
+        yield w, item
+
+
+def _human_item(item: dict[str, Any]) -> str:
+    when = time.strftime("%H:%M:%S", time.localtime(item["ts"]))
+    kind = item["type"]
+    if kind == "job":
+        text = f"job {item['job']['id']} {item['job']['name']}: {item['job']['state']}"
+    elif kind == "event":
+        text = f"{item['kind']}: {item['message']}"
+    elif kind == "link":
+        text = f"link {item['state']}" + (f" ({item['detail']})" if item["detail"] else "")
+    else:
+        text = f"gap of {item['end'] - item['ts']:.1f} s ({item['reason']})"
+    return f"{when} {item['node']:<12} {text}"
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
+    from agentd.metrics import DerivedNode
+
     with _open(args.file) as reader:
         try:
             rng = reader.time_range()
@@ -224,6 +268,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
                                EXIT_USAGE)
             t1 = parse_time(args.t_from, rng[0])
             t2 = parse_time(args.t_to, rng[0])
+            span = f"it runs from {_when(rng[0])} to {_when(rng[1])} ({rng[1] - rng[0]:.0f} s)"
+            if t1 is not None and t1 > rng[1]:
+                raise CliError(f"--from {args.t_from} is past the end of {args.file}; {span}", EXIT_USAGE)
+            if t2 is not None and t2 < rng[0]:
+                raise CliError(f"--to {args.t_to} is before the start of {args.file}; {span}", EXIT_USAGE)
             if t1 is not None and t2 is not None and t2 < t1:
                 raise CliError(f"--to {args.t_to} is before --from {args.t_from}", EXIT_USAGE)
             # The global --node names recorded nodes here (repeatable), not endpoints.
@@ -236,17 +285,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 raise CliError(f"--speed {speed:g} must be greater than 0", EXIT_USAGE)
             as_json = getattr(args, "json", False)
             t0_wall = t0_play = None
-            for d in reader.iter_derived(t1, t2, wanted or None):
+            lo = rng[0] if t1 is None else max(t1, rng[0])
+            hi = rng[1] if t2 is None else min(t2, rng[1])
+            for w, item in _replay_items(reader, lo, hi, wanted or None):
                 if speed:
                     if t0_wall is None:
-                        t0_wall, t0_play = d.wall_s, time.monotonic()
-                    delay = t0_play + (d.wall_s - t0_wall) / speed - time.monotonic()
+                        t0_wall, t0_play = w, time.monotonic()
+                    delay = t0_play + (w - t0_wall) / speed - time.monotonic()
                     if delay > 0:
                         time.sleep(delay)
-                if as_json:
-                    sys.stdout.write(_json_line(derived_to_json(d)) + "\n")
+                if isinstance(item, DerivedNode):
+                    line = _json_line(derived_to_json(item)) if as_json else clean(_watch_line(item))
                 else:
-                    sys.stdout.write(clean(_watch_line(d)) + "\n")
+                    line = _json_line(item) if as_json else clean(_human_item(item))
+                sys.stdout.write(line + "\n")
             sys.stdout.flush()
         except RecordingError as exc:
             raise CliError(str(exc), EXIT_USAGE) from None

@@ -1003,7 +1003,8 @@ class RecordingReader:
                 self._damaged(node, n0, n1, f"chunk holds {len(raws)} samples for {n1 - n0 + 1} numbers", key=chunk_id)
                 continue
             out += [(n0 + i, r) for i, r in enumerate(raws[max(0, n_from - n0): n_to - n0 + 1], max(0, n_from - n0))]
-        if not chunks or chunks[-1][2] < n_to:
+        # the last chunk's n1 may itself be damaged (not an integer): then the tail is read too
+        if not chunks or not isinstance(chunks[-1][2], int) or chunks[-1][2] < n_to:
             for n, b in self._q("SELECT n, body FROM tail WHERE node_id = ? AND n BETWEEN ? AND ? ORDER BY n",
                                 (node.id, n_from, n_to)):
                 try:

@@ -40,7 +40,9 @@ def test_nodes_json_either_side_of_the_verb(agentd):
 def test_watch_json_prints_one_object_per_tick(agentd):
     r = agentctl("--node", agentd.ctl, "watch", "--json", "--count", "3")
     assert r.returncode == 0, r.stderr
-    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    everything = [json.loads(line) for line in r.stdout.splitlines()]
+    assert {d["type"] for d in everything} <= {"sample", "job", "event", "link"}
+    lines = [d for d in everything if d["type"] == "sample"]
     assert len(lines) >= 3
     assert all(line["node"] == "n1" and "ts" in line and "cpu_pct" in line for line in lines)
     assert [line["ts"] for line in lines] == sorted(line["ts"] for line in lines)

@@ -74,9 +74,13 @@ def test_demo_screenshot_then_daemons_stopped(tmp_path):
     shot = tmp_path / "shot.png"
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "TMPDIR": str(tmp_path), "PYTHONPATH": str(REPO)}
     r = subprocess.run([sys.executable, "-m", "gui.app", "--demo", "1", "--screenshot", str(shot), "--after", "10",
-                        "--settings-dir", str(tmp_path / "settings")], env=env, capture_output=True, text=True, timeout=90)
+                        "--settings-dir", str(tmp_path / "settings")], env=env, capture_output=True, text=True, timeout=90,
+                       cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert shot.stat().st_size > 10_000
+    # it told where its cluster file was (for agentctl --cluster), and removed it on quit
+    assert f"cluster file {tmp_path / 'demo-cluster.toml'}" in r.stderr
+    assert not (tmp_path / "demo-cluster.toml").exists()
     assert not _procs_mentioning(str(tmp_path)), "demo daemons must be stopped when the app exits"
 
 
