@@ -7,6 +7,7 @@ under "## Hostile clients".
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -96,26 +97,35 @@ def hostile_agentd(tmp_path):
 
 
 def kill_jobs_of(proc: AgentdProc) -> None:
-    """SIGKILL the process group of every job the daemon's store knows (jobs outlive agentd)."""
-    import sqlite3
+    """SIGKILL every process in the daemon's job cgroups, then thaw them (a frozen process
+    never acts on its SIGKILL); jobs outlive agentd by design, so the test must end them."""
+    for job_dir in _job_cgroups(proc.node):
+        try:
+            pids = [int(p) for p in (job_dir / "cgroup.procs").read_text().split()]
+        except OSError:
+            continue
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        for name, thawed in (("freezer.state", "THAWED"), ("cgroup.freeze", "0")):
+            with contextlib.suppress(OSError):
+                (job_dir / name).write_text(thawed)
 
-    db = proc.state_dir / "jobs.db"
-    if not db.exists():
-        return
-    try:
-        with sqlite3.connect(db) as conn:
-            rows = conn.execute("SELECT info FROM jobs").fetchall()
-    except sqlite3.Error:
-        return
-    for (info,) in rows:
-        data = msgspec.json.decode(info)
-        for pid in [data.get("pid"), *data.get("pids", [])]:
-            if pid:
-                for kill in (os.killpg, os.kill):
-                    try:
-                        kill(pid, signal.SIGKILL)
-                    except (ProcessLookupError, PermissionError):
-                        pass
+
+def _job_cgroups(node: str) -> list[Path]:
+    """``job-*`` dirs of the daemon named ``node`` beneath this test process's own cgroups."""
+    root = Path("/sys/fs/cgroup")
+    found: list[Path] = []
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, rel = line.split(":", 2)
+        if controllers.startswith("name="):
+            continue
+        mounts = [root / "unified", root] if not controllers else [root / c for c in controllers.split(",")]
+        for mount in mounts:
+            base = mount / rel.lstrip("/") / f"agentd-{node}"
+            if base.is_dir():
+                found += sorted(base.glob("job-*"))
+    return found
 
 
 def wait_for(pred, timeout_s: float, what: str, step_s: float = 0.1):
