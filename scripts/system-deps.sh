@@ -4,6 +4,7 @@
 set -u
 PKGS=(
   iproute2 procps psmisc            # ip netns for multi-host tests
+  tmux                              # drives `agentctl top` on a real terminal
   nftables                          # blocks a daemon's port inside its own namespace (migration faults)
   criu                              # the real `criu check` verdict (Debian 12's 3.17 fails on new kernels)
   xvfb x11-apps imagemagick xdotool libxcb-icccm4 libxcb-keysyms1 libxcb-cursor0
