@@ -62,10 +62,12 @@ class EventLog(QWidget):
         for text, value in SEVERITIES:
             self.severity_box.addItem(text, value)
         self.job_edit = QLineEdit()
-        self.job_edit.setPlaceholderText("Job id…")
+        self.job_edit.setPlaceholderText("Job…")
+        self.job_edit.setMinimumWidth(60)
         self.job_edit.setClearButtonEnabled(True)
         self.search = QLineEdit()
-        self.search.setPlaceholderText("Search events…")
+        self.search.setPlaceholderText("Search…")
+        self.search.setMinimumWidth(80)
         self.search.setClearButtonEnabled(True)
         for box in (self.kind_box, self.node_box, self.severity_box):
             box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
@@ -80,8 +82,11 @@ class EventLog(QWidget):
         self.view.setUniformRowHeights(True)
         self.view.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.view.setAlternatingRowColors(True)
-        for col, w in enumerate((62, 70, 70)):
-            self.view.setColumnWidth(col, w)
+        # Time fits whole (it sits after the fold arrow); node and job get what an id needs.
+        fm = self.view.fontMetrics()
+        self.view.setColumnWidth(0, fm.horizontalAdvance("00:00:00") + self.view.indentation() + 14)
+        for col in (1, 2):
+            self.view.setColumnWidth(col, fm.horizontalAdvance("gpu-node-1") + 8)
 
         bar = QHBoxLayout()
         bar.setContentsMargins(2, 2, 2, 0)
@@ -177,9 +182,10 @@ class EventLog(QWidget):
                 group.setData(0, Qt.ItemDataRole.UserRole, ev.wall_s)  # first call
             n = group.childCount() + 1
             first = group.data(0, Qt.ItemDataRole.UserRole)
-            group.setText(0, cols[0])
+            # The line stands where the first call was (time order); the range is in the tooltip.
+            group.setText(0, _stamp(first))
             group.setToolTip(0, f"{_stamp(first)} – {cols[0]}")
-            group.setText(3, f"{n} tool call{'s' if n != 1 else ''} — last: {cols[3]}")
+            group.setText(3, f"{n} tool call{'s' if n != 1 else ''} (until {cols[0]}) — last: {cols[3]}")
             child = QTreeWidgetItem(group, cols)
             self._colour(child, ev)
             if not ev.ok:

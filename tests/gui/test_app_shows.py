@@ -235,6 +235,8 @@ def test_event_log_folds_tool_calls_per_job_in_time_order_with_names_and_bytes(q
     assert "1.2 GiB" in lines[3] and "1288490188" not in lines[3]
     assert "failed" in lines[4]
     assert log.view.topLevelItem(1).childCount() == 6
+    stamps = [line.split("\t")[0] for line in lines]
+    assert stamps == sorted(stamps), "lines in time order (a folded line stands at its first call)"
     # nodes by name, not by address
     assert all(line.split("\t")[1] == "gpu-a" for line in lines)
     assert len(log.lines) == len(st.events) == 12
