@@ -9,7 +9,7 @@ import time
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
-    QDockWidget, QFileDialog, QLineEdit, QMainWindow, QMessageBox, QToolBar, QTreeView, QVBoxLayout, QWidget,
+    QDockWidget, QFileDialog, QLineEdit, QMainWindow, QMenu, QMessageBox, QToolBar, QTreeView, QVBoxLayout, QWidget,
 )
 
 from gui.actions import Actions
@@ -61,6 +61,8 @@ class MainWindow(QMainWindow):
         self.tree.setAlternatingRowColors(True)
         self.tree.header().resizeSection(0, 150)
         self.tree.doubleClicked.connect(self._tree_activated)
+        self.tree.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.tree.customContextMenuRequested.connect(self._tree_menu)
         self.tree_search = QLineEdit()
         self.tree_search.setPlaceholderText("Search nodes, GPUs, jobs…")
         self.tree_search.setClearButtonEnabled(True)
@@ -259,6 +261,28 @@ class MainWindow(QMainWindow):
         if key and key[0] == "job":
             self.jobs.select([key[2]])
             self.dock_jobs.raise_()
+
+    def _tree_menu(self, pos) -> None:
+        key = self.tree.indexAt(pos).siblingAtColumn(0).data(KEY_ROLE)
+        if not key or key[0] != "node" or not self.source.capabilities().can_control:
+            return
+        menu = QMenu(self)
+        act = menu.addAction(f"Remove node {key[1]}")
+        act.setToolTip("Stop following this node and forget it (the node itself keeps running)")
+        act.triggered.connect(lambda _=False, k=key[1]: self.remove_node(k))
+        menu.popup(self.tree.viewport().mapToGlobal(pos))
+
+    def remove_node(self, key: str) -> None:
+        """Stop following a node and forget it, also from the remembered nodes."""
+        addr = self.source.address(key)
+        self.source.remove_node(key)
+        self._links.pop(key, None)
+        saved = self.remembered_nodes()
+        kept = [a for a in saved if a.key != key and (addr is None or a.endpoint != addr.endpoint)]
+        if len(kept) != len(saved):
+            self.settings.setValue("nodes/remembered", json.dumps(
+                [{"key": a.key, "endpoint": a.endpoint, "server_key": a.server_key} for a in kept]))
+        self.state.add_local_event(f"node {key!r} removed", node="", kind="node")
 
     def _show_failure(self, message: str) -> None:
         self.status.showMessage("⚠ " + message, 15000)

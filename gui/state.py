@@ -8,6 +8,7 @@ anything changed, so a burst of messages costs one redraw, not one per message.
 
 from __future__ import annotations
 
+import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from agentd.protocol.messages import (
     SnapshotReply,
     StreamMsg,
 )
+from gui import fmt
 from gui.series import DEFAULT_HISTORY_S, DEFAULT_INTERVAL_S, SeriesStore
 
 MAX_EVENTS = 5000
@@ -105,6 +107,27 @@ class NodeState:
     derived: DerivedNode | None = None
     jobs: dict[str, JobInfo] = field(default_factory=dict)
     last_heard_s: float = 0.0
+    ever_live: bool = False  # the link has been live at least once (this session)
+    failed_once: bool = False  # the link has been stale or down at least once
+
+    @property
+    def status(self) -> str:
+        """One word for the node's state, the same in every view.
+
+        A node that never answered reads "unreachable" for as long as it keeps failing, instead
+        of cycling connecting -> stale -> down on every retry; a node that once answered reads its
+        link state ("stale", "down", "connecting" while reconnecting)."""
+        if self.link == "live":
+            return "live"
+        if not self.ever_live and self.failed_once and self.inventory is None:
+            return "unreachable"
+        return self.link
+
+    @property
+    def is_stale(self) -> bool:
+        """What we know about this node's jobs is old: the node answered once and its link is
+        stale or down now."""
+        return self.link in ("stale", "down") and (self.ever_live or self.inventory is not None)
 
     @property
     def name(self) -> str:
@@ -146,6 +169,10 @@ class JobRow:
     kind: str
     migration: dict
     backend: str = "local"
+    stale: bool = False  # the node is not live: the state and numbers are as last seen
+    last_seen_s: float | None = None  # when the node was last heard from (wall clock)
+    reason: str = ""  # why a queued job waits (from the daemon)
+    queue_position: int | None = None
 
 
 class ClusterState:
@@ -187,6 +214,10 @@ class ClusterState:
         node = self.add_node(key)
         node.link = state
         node.link_detail = detail
+        if state == "live":
+            node.ever_live = True
+        elif state in ("stale", "down"):
+            node.failed_once = True
         self._bump()
 
     def apply_snapshot(self, key: str, snap: SnapshotReply) -> None:
@@ -297,8 +328,11 @@ class ClusterState:
     def job_rows(self) -> list[JobRow]:
         rows = []
         for key, node in self.nodes.items():
+            # A node that stopped answering: its jobs keep their last known state, marked stale,
+            # and show no live-looking numbers.
+            stale = node.is_stale and self.live_source
             for j in self.visible_jobs(key):
-                m = node.job_metrics(j.id) if j.state in ACTIVE_STATES else None
+                m = node.job_metrics(j.id) if j.state in ACTIVE_STATES and not stale else None
                 tp = throughput_of(m.app) if m is not None else None
                 rows.append(JobRow(
                     id=j.id, name=j.name or j.spec.name or j.id, node=key, state=j.state,
@@ -308,6 +342,8 @@ class ClusterState:
                     throughput=None if tp is None else tp[0], throughput_unit="" if tp is None else tp[1],
                     started_s=j.started_s if j.started_s else j.submitted_s or None,
                     kind=j.spec.kind, migration=dict(j.migration), backend=j.backend,
+                    stale=stale and j.state not in TERMINAL_STATES,
+                    last_seen_s=node.last_heard_s or None, reason=j.reason, queue_position=j.queue_position,
                 ))
         return rows
 
@@ -318,13 +354,45 @@ class ClusterState:
         """Counts for the title bar: nodes, by link state."""
         out = {"nodes": len(self.nodes)}
         for n in self.nodes.values():
-            out[n.link] = out.get(n.link, 0) + 1
+            out[n.status] = out.get(n.status, 0) + 1
         return out
 
+    def stale_job(self, job_id: str) -> bool:
+        """The job's node is not live (in a live session): what is shown is as last seen."""
+        key = self.node_of_job(job_id)
+        if key is None or not self.live_source:
+            return False
+        node = self.nodes[key]
+        return node.is_stale and node.jobs[job_id].state not in TERMINAL_STATES
 
-def _job_sort_key(job_id: str) -> tuple[str, int, str]:
-    prefix, _, num = job_id.rpartition(".")
-    return (prefix, int(num), "") if num.isdigit() else (job_id, 0, job_id)
+    def last_seen_text(self, key: str) -> str:
+        """"last seen 2 m 05 s ago" for a node, or "never seen"."""
+        node = self.nodes.get(key)
+        if node is None or not node.last_heard_s:
+            return "never seen"
+        return f"last seen {fmt.duration(max(0.0, self.clock() - node.last_heard_s))} ago"
+
+    def node_display_name(self, key: str) -> str:
+        """A node key as people know it: the daemon's node name when known."""
+        node = self.nodes.get(key)
+        return node.name if node is not None else key
+
+
+_DIGITS = re.compile(r"(\d+)")
+
+
+def natural_key(text: str) -> tuple:
+    """Sort key that orders digit runs as numbers: gpu-a.2 < gpu-a.10, node2.1 < node10.1."""
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p.lower()) for p in _DIGITS.split(text) if p)
+
+
+def natural_sort_text(text: str) -> str:
+    """``natural_key`` as a string (for Qt's string comparison): digit runs zero-padded."""
+    return _DIGITS.sub(lambda m: m.group(1).rjust(12, "0"), text.lower())
+
+
+def _job_sort_key(job_id: str) -> tuple:
+    return natural_key(job_id)
 
 
 def migration_fraction(migration: dict) -> float | None:

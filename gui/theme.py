@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from PySide6.QtGui import QColor, QGuiApplication, QPalette
 
-LINK_COLOURS = {"live": "#2e9e44", "stale": "#d89614", "down": "#d0342c", "connecting": "#7a7f87"}
-LINK_SYMBOLS = {"live": "●", "stale": "◐", "down": "○", "connecting": "◌"}
+LINK_COLOURS = {"live": "#2e9e44", "stale": "#d89614", "down": "#d0342c", "connecting": "#7a7f87", "unreachable": "#d0342c"}
+LINK_SYMBOLS = {"live": "●", "stale": "◐", "down": "○", "connecting": "◌", "unreachable": "○"}
 
 
 def link_text(link: str, live_source: bool) -> str:
@@ -16,6 +16,7 @@ def link_text(link: str, live_source: bool) -> str:
 STATE_COLOURS = {
     "running": "#2e9e44", "paused": "#5b7bd5", "queued": "#7a7f87", "checkpointing": "#b07cc6",
     "migrating": "#b07cc6", "succeeded": "#6b8f71", "failed": "#d0342c", "cancelled": "#8a8a8a", "migrated": "#8a8a8a",
+    "stale": "#d89614",
 }
 # Distinct, colour-blind-friendlier series colours (Okabe-Ito, then Tableau).
 SERIES_COLOURS = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000",

@@ -34,13 +34,15 @@ class ClusterTreeModel(QStandardItemModel):
         gpus = len(node.inventory.gpus) if node.inventory else 0
         active = sum(1 for j in node.jobs.values() if j.state in ("running", "paused", "checkpointing", "migrating"))
         name = key if node.name == key else f"{key} ({node.name})"
-        status = link_text(node.link, self.state.live_source)
+        status = link_text(node.status, self.state.live_source)
         if d is not None and node.link == "live":
             status += f" · CPU {fmt.pct(d.cpu_pct)}"
         detail = f"{gpus} GPUs, {active} active jobs"
         if node.inventory and node.inventory.gpu_status not in ("", "ok", "simulated"):
             detail += f" — {node.inventory.gpu_status}"
-        return (name, status, LINK_COLOURS.get(node.link), detail)
+        if node.status != "live" and node.last_heard_s:
+            detail += f" — {self.state.last_seen_text(key)}"
+        return (name, status, LINK_COLOURS.get(node.status), detail)
 
     def _node_children(self, key: str):
         node = self.state.nodes[key]
@@ -51,12 +53,21 @@ class ClusterTreeModel(QStandardItemModel):
             jobs = self.state.jobs_on_gpu(key, g.index)
             util = None if dg is None else dg.sm_util_pct
             mem = "" if dg is None or dg.mem_used_bytes is None else f" · {fmt.bytes_(dg.mem_used_bytes)}"
-            children = [(("job", key, j.id, g.index), (j.name or j.id, f"{j.state} · {j.id}", STATE_COLOURS.get(j.state), f"{j.name} ({j.id}): {j.state}"), []) for j in jobs]
+            children = [(("job", key, j.id, g.index), self._job_texts(key, j.id, "")) for j in jobs]
+            children = [(k, t, []) for k, t in children]
             out.append((("gpu", key, g.index), (f"GPU{g.index}", f"{fmt.pct(util)}{mem}", None, f"{g.name} — {g.uuid}"), children))
         for j in self.state.visible_jobs(key):
             if not j.gpus:
-                out.append((("job", key, j.id, None), (j.name or j.id, f"{j.state} · {j.id}", STATE_COLOURS.get(j.state), f"{j.name} ({j.id}): {j.state}, CPU only"), []))
+                out.append((("job", key, j.id, None), self._job_texts(key, j.id, ", CPU only"), []))
         return out
+
+    def _job_texts(self, key: str, job_id: str, note: str):
+        j = self.state.nodes[key].jobs[job_id]
+        if self.state.stale_job(job_id):
+            seen = self.state.last_seen_text(key)
+            return (j.name or j.id, f"stale ({j.state}) · {j.id}", STATE_COLOURS["stale"],
+                    f"{j.name} ({j.id}): last known state {j.state}{note}; node not answering, {seen}")
+        return (j.name or j.id, f"{j.state} · {j.id}", STATE_COLOURS.get(j.state), f"{j.name} ({j.id}): {j.state}{note}")
 
 
 def _sync(parent: QStandardItem, desired) -> None:

@@ -8,7 +8,7 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyMod
 from PySide6.QtGui import QColor
 
 from gui import fmt
-from gui.state import ClusterState, JobRow, migration_fraction
+from gui.state import ClusterState, JobRow, migration_fraction, natural_sort_text
 from gui.theme import STATE_COLOURS
 
 COLUMNS = ("ID", "Name", "Node", "State", "Priority", "GPUs", "CPU", "Memory", "Throughput", "Age")
@@ -77,12 +77,19 @@ class JobTableModel(QAbstractTableModel):
         if role == JOB_ID_ROLE:
             return r.id
         if role == Qt.ItemDataRole.ForegroundRole and col == 3:
-            return QColor(STATE_COLOURS.get(r.state, "#888888"))
+            return QColor(STATE_COLOURS.get("stale" if r.stale else r.state, "#888888"))
+        if role == Qt.ItemDataRole.ForegroundRole and r.stale:
+            return QColor("#8a8a8a")  # old news: greyed, so it does not pass for live numbers
         if role == Qt.ItemDataRole.TextAlignmentRole and col in (4, 6, 7, 8, 9):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == Qt.ItemDataRole.ToolTipRole:
             note = " — a Slurm job: actions go through scontrol/scancel" if r.backend == "slurm" else (" — " + r.kind if r.kind == "agent" else "")
-            return f"{r.name} ({r.id}) on {r.node}: {r.state}" + note
+            tip = f"{r.name} ({r.id}) on {r.node}: {r.state}" + note
+            if r.stale:
+                tip += f"\nThe node is not answering; {r.state} is its last known state ({self._last_seen(r)})."
+            if r.state == "queued" and (r.reason or r.queue_position is not None):
+                tip += "\nWaiting: " + (r.reason or "in the queue") + (f" (position {r.queue_position})" if r.queue_position is not None else "")
+            return tip
         return None
 
     def _display(self, r: JobRow, col: int) -> str:
@@ -93,6 +100,11 @@ class JobTableModel(QAbstractTableModel):
         if col == 2:
             return r.node
         if col == 3:
+            if r.stale:
+                return f"stale ({r.state}) · {self._last_seen(r)}"
+            if r.state == "queued" and (r.reason or r.queue_position is not None):
+                pos = f" #{r.queue_position}" if r.queue_position is not None else ""
+                return f"queued{pos}" + (f" — {r.reason}" if r.reason else "")
             if r.state == "migrating":
                 f = migration_fraction(r.migration)
                 return f"migrating {f * 100:.0f}%" if f is not None else "migrating"
@@ -111,10 +123,14 @@ class JobTableModel(QAbstractTableModel):
             return fmt.duration(None if r.started_s is None else self.clock() - r.started_s)
         return ""
 
+    def _last_seen(self, r: JobRow) -> str:
+        if r.last_seen_s is None:
+            return "never seen"
+        return f"last seen {fmt.duration(max(0.0, self.clock() - r.last_seen_s))} ago"
+
     def _sort(self, r: JobRow, col: int):
-        if col == 0:
-            prefix, _, num = r.id.rpartition(".")
-            return f"{prefix}.{int(num):09d}" if num.isdigit() else r.id
+        if col in (0, 1, 2):
+            return natural_sort_text(self._display(r, col))
         if col == 4:
             return r.priority
         if col == 5:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
-    QAbstractItemView, QHBoxLayout, QHeaderView, QInputDialog, QLabel, QLineEdit, QMenu, QSpinBox, QStyle, QTableView,
-    QToolBar, QVBoxLayout, QWidget,
+    QAbstractItemView, QDialog, QDialogButtonBox, QFormLayout, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QMenu,
+    QSpinBox, QStyle, QTableView, QToolBar, QVBoxLayout, QWidget,
 )
 
 from agentd.protocol.jobs import PRIORITY_MAX, PRIORITY_MIN
@@ -51,25 +51,21 @@ class JobsPanel(QWidget):
         self.filter = QLineEdit()
         self.filter.setPlaceholderText("Filter jobs (id, name, node, state)…")
         self.filter.setClearButtonEnabled(True)
-        self.filter.textChanged.connect(self.proxy.setFilterFixedString)
+        self.filter.textChanged.connect(self._filter)
 
         sp = QStyle.StandardPixmap
         self.act_pause = self._action("Pause", "Space", "Pause the selected jobs (cgroup freezer)", lambda: self.actions.pause(self.selected()), sp.SP_MediaPause)
         self.act_resume = self._action("Resume", "Ctrl+R", "Resume the selected jobs", lambda: self.actions.resume(self.selected()), sp.SP_MediaPlay)
         self.act_migrate = self._action("Migrate to…", "Ctrl+M", "Move the selected job to another node", self._migrate, sp.SP_ArrowRight)
-        self.act_priority = self._action("Set priority", "Ctrl+P", "Set the priority of the selected jobs to the value beside", self._priority, None)
+        self.act_priority = self._action("Set priority…", "Ctrl+P", "Set the priority of the selected jobs (asks for the value)", self._ask_priority, None)
         self.act_cancel = self._action("Cancel…", QKeySequence.StandardKey.Delete, "Cancel the selected jobs (asks first)", lambda: self.actions.cancel(self.selected()), sp.SP_DialogCancelButton)
         self.act_logs = self._action("Logs", "Ctrl+L", "Follow the selected job's output", self._logs, sp.SP_FileDialogDetailedView)
-        self.prio_spin = QSpinBox()
-        self.prio_spin.setRange(PRIORITY_MIN, PRIORITY_MAX)
-        self.prio_spin.setToolTip("Priority to set with ⇅ (higher is more important)")
-        
+        self.priority_dialog: PriorityDialog | None = None  # the open "Set priority" dialog
         bar = QToolBar()
         bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         bar.setIconSize(bar.iconSize() * 0.75)
         for a in (self.act_pause, self.act_resume, self.act_migrate, self.act_priority):
             bar.addAction(a)
-        bar.addWidget(self.prio_spin)
         for a in (self.act_cancel, self.act_logs):
             bar.addAction(a)
         self.count = QLabel()
@@ -100,11 +96,19 @@ class JobsPanel(QWidget):
 
     def refresh(self) -> None:
         self.model.refresh()
-        n = self.model.rowCount()
-        text = f"{n} job{'s' if n != 1 else ''}"
+        self._update_count()
+        self.update_enabled()
+
+    def _filter(self, text: str) -> None:
+        self.proxy.setFilterFixedString(text)
+        self._update_count()
+
+    def _update_count(self) -> None:
+        """The count says what the table shows: "3 of 12 jobs" while a filter hides some."""
+        n, shown = self.model.rowCount(), self.proxy.rowCount()
+        text = f"{n} job{'s' if n != 1 else ''}" if shown == n else f"{shown} of {n} jobs"
         if self.count.text() != text:
             self.count.setText(text)
-        self.update_enabled()
 
     def selected(self) -> list[str]:
         rows = {i.row() for i in self.table.selectionModel().selectedRows()}
@@ -133,11 +137,6 @@ class JobsPanel(QWidget):
             self._read_only_shown = True
             for a in (self.act_pause, self.act_resume, self.act_migrate, self.act_priority, self.act_cancel):
                 a.setToolTip(READ_ONLY_TIP)
-            self.prio_spin.setEnabled(False)
-            self.prio_spin.setToolTip(READ_ONLY_TIP)
-
-    def _priority(self) -> None:
-        self.actions.set_priority(self.selected(), self.prio_spin.value())
 
     def _migrate(self) -> None:
         ids = self.selected()
@@ -161,7 +160,7 @@ class JobsPanel(QWidget):
             act = prio.addAction(f"{p:+d}" if p else "0")
             act.triggered.connect(lambda _=False, p=p: self.actions.set_priority(self.selected(), p))
         other = prio.addAction("Other…")
-        other.triggered.connect(self._ask_priority)
+        other.triggered.connect(lambda _=False: self._ask_priority())
         menu.addSeparator()
         menu.addAction(self.act_logs)
         menu.addSeparator()
@@ -169,7 +168,40 @@ class JobsPanel(QWidget):
         menu.popup(self.table.viewport().mapToGlobal(pos))
 
     def _ask_priority(self) -> None:
-        value, ok = QInputDialog.getInt(self, "Set priority", f"Priority ({PRIORITY_MIN}..{PRIORITY_MAX}, higher is more important):",
-                                        self.prio_spin.value(), PRIORITY_MIN, PRIORITY_MAX)
-        if ok:
-            self.actions.set_priority(self.selected(), value)
+        """Ask for the value in a small dialog (not modal-blocking: the table keeps updating)."""
+        ids = self.selected()
+        if not ids or not self.actions.can_control():
+            return
+        jobs = [self.state.job(j) for j in ids]
+        current = jobs[0].priority if jobs[0] is not None else 0
+        dlg = PriorityDialog(ids, current, self)
+        dlg.accepted.connect(lambda: self.actions.set_priority(ids, dlg.value()))
+        dlg.finished.connect(lambda *_: setattr(self, "priority_dialog", None))
+        self.priority_dialog = dlg
+        dlg.open()
+
+
+class PriorityDialog(QDialog):
+    """A priority for one or more jobs: a spin box over the daemon's range."""
+
+    def __init__(self, job_ids: list[str], current: int, parent=None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Set priority")
+        self.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        self.spin = QSpinBox()
+        self.spin.setRange(PRIORITY_MIN, PRIORITY_MAX)
+        self.spin.setValue(current)
+        self.spin.setToolTip(f"{PRIORITY_MIN}..{PRIORITY_MAX}; higher is more important")
+        what = job_ids[0] if len(job_ids) == 1 else f"{len(job_ids)} jobs"
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form = QFormLayout(self)
+        form.addRow(QLabel(f"Priority of {what} ({PRIORITY_MIN}..{PRIORITY_MAX}, higher is more important):"))
+        form.addRow("Priority", self.spin)
+        form.addRow(buttons)
+        self.spin.setFocus()
+        self.spin.selectAll()
+
+    def value(self) -> int:
+        return self.spin.value()

@@ -32,7 +32,9 @@ class StatusBar(QStatusBar):
         self.recording.setVisible(False)
         self.recording.setToolTip("This session is being recorded")
         self.clock_label = QLabel()
-        self.addWidget(self.links, 1)
+        # Permanent, not a normal widget: QStatusBar hides normal widgets while a message shows,
+        # and the node link dots must stay visible. Messages take the space to their left.
+        self.addPermanentWidget(self.links)
         self.addPermanentWidget(self.busy_label)
         self.addPermanentWidget(self.busy)
         self.addPermanentWidget(self.recording)
@@ -41,18 +43,19 @@ class StatusBar(QStatusBar):
     def refresh(self) -> None:
         parts = []
         for key, node in list(self.state.nodes.items())[:MAX_NODES_LISTED]:
-            colour = LINK_COLOURS.get(node.link, "#888")
-            parts.append(f"<span style='color:{colour}'>{LINK_SYMBOLS.get(node.link, '?')}</span> {key}")
+            colour = LINK_COLOURS.get(node.status, "#888")
+            parts.append(f"<span style='color:{colour}'>{LINK_SYMBOLS.get(node.status, '?')}</span> {key}")
         extra = len(self.state.nodes) - MAX_NODES_LISTED
         if extra > 0:
             s = self.state.summary()
-            parts.append(f"+{extra} more ({s.get('live', 0)} live, {s.get('stale', 0)} stale, {s.get('down', 0)} down in all)")
+            parts.append(f"+{extra} more ({s.get('live', 0)} live, {s.get('stale', 0)} stale, "
+                         f"{s.get('down', 0) + s.get('unreachable', 0)} down in all)")
         if not parts:
             parts.append("no nodes — use Cluster ▸ Connect to node…")
         html = " &nbsp; ".join(parts)
         if self.links.text() != html:
             self.links.setText(html)
-            self.links.setToolTip("\n".join(f"{k}: {n.link}" + (f" ({n.link_detail})" if n.link_detail else "") for k, n in self.state.nodes.items()))
+            self.links.setToolTip("\n".join(f"{k}: {n.status}" + (f" ({n.link_detail})" if n.link_detail else "") for k, n in self.state.nodes.items()))
 
     def tick_clock(self, now_s: float | None = None) -> None:
         text = time.strftime("%H:%M:%S", time.localtime(self.clock() if now_s is None else now_s))

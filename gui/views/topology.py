@@ -125,7 +125,7 @@ class NodeCard(QGraphicsItem):
             return
         pal = self.canvas.palette()
         node = self.node
-        link = node.link if node else "connecting"
+        link = node.status if node else "connecting"
         rect = self.boundingRect()
         p.setRenderHint(QPainter.RenderHint.Antialiasing, True)
         border = QColor(LINK_COLOURS.get(link, "#888"))
@@ -219,7 +219,7 @@ class NodeCard(QGraphicsItem):
     def _paint_overview(self, p: QPainter) -> None:
         """Zoomed far out, text is unreadable: the card is its outline, name and load colours."""
         node = self.node
-        link = node.link if node else "connecting"
+        link = node.status if node else "connecting"
         border = QColor(LINK_COLOURS.get(link, "#888"))
         p.setPen(QPen(QColor("#3d7eff") if self.drop_highlight else border, 3))
         p.setBrush(self.canvas.palette().color(QPalette.ColorRole.Base))
@@ -490,7 +490,9 @@ class TopologyCanvas(QGraphicsView):
             if chip.pos() != rect.topLeft():
                 chip.setPos(rect.topLeft())
             j = self.state.nodes[card.key].jobs[job_id]
-            chip.set_job(j.name or j.id, j.state, migration_fraction(j.migration), rect.width())
+            # A job on a node that stopped answering is drawn as stale, not as running.
+            shown = "stale" if self.state.stale_job(job_id) else j.state
+            chip.set_job(j.name or j.id, shown, migration_fraction(j.migration), rect.width())
 
     def _layout(self) -> None:
         cols = max(1, int((self.viewport().width() - CARD_GAP) // (CARD_W + CARD_GAP)))

@@ -69,10 +69,12 @@ def test_pause_resume_priority_cancel_from_the_table(qtbot, agentd, open_window)
     assert w.jobs.act_resume.isEnabled() and not w.jobs.act_pause.isEnabled()
     w.jobs.act_resume.trigger()
     wait_until(qtbot, lambda: all(w.state.job(j).state == "running" for j in (a, b)), what="both running again")
-    # priority through the spin box
+    # priority: the action asks for the value
     w.jobs.select([b])
-    w.jobs.prio_spin.setValue(5)
     w.jobs.act_priority.trigger()
+    assert w.jobs.priority_dialog is not None, "Set priority opens a dialog"
+    w.jobs.priority_dialog.spin.setValue(5)
+    w.jobs.priority_dialog.accept()
     wait_until(qtbot, lambda: w.state.job(b).priority == 5, what="priority 5")
     wait_until(qtbot, lambda: w.jobs.model.data(w.jobs.model.index(_row_of(w, b), 4)) == "+5", what="table shows +5")
     # cancel asks first, then the daemon cancels

@@ -151,7 +151,8 @@ def test_record_from_the_app_then_replay_shows_the_same_numbers(qtbot, tmp_path,
         assert rw.jobs.selected() == [job]
         for a in (rw.jobs.act_pause, rw.jobs.act_resume, rw.jobs.act_migrate, rw.jobs.act_priority, rw.jobs.act_cancel):
             assert not a.isEnabled() and a.toolTip() == CONTROL_TIP
-        assert not rw.jobs.prio_spin.isEnabled()
+        rw.jobs.act_priority.trigger()
+        assert rw.jobs.priority_dialog is None, "no priority dialog in a replay"
         assert not rw.topology.acceptDrops() and CONTROL_TIP in rw.topology.toolTip()
         assert not rw.recorder.act_record.isEnabled()
         rw._migrate_drop(job, "n1", "n2")
