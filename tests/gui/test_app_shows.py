@@ -157,3 +157,31 @@ def test_theme_setting_persists_and_dark_palette_is_readable(qtbot, settings):
         assert app.palette().color(R.Window) == before.color(R.Window)
     finally:
         app.setPalette(before)
+
+
+def test_replay_seek_keeps_the_recorded_history_before_the_playhead(qtbot, tmp_path, settings):
+    from agentd.store.recording import RecordingReader
+    from gui.replay_mode import open_replay_window
+    from tests.gui.conftest import wait_until
+    from tests.recording.conftest import make_recording
+
+    path = tmp_path / "long.db"
+    make_recording(path, nodes=1, seconds=90)
+    with RecordingReader(path) as r:
+        start, end = r.time_range()
+        t_mid = r.samples("n0", start, end)[60].wall_s
+        recorded_before = len(r.samples("n0", start, t_mid))
+    rw = open_replay_window(path, settings, confirm=lambda *a: True)
+    qtbot.addWidget(rw)
+    try:
+        wait_until(qtbot, lambda: rw.source.time_range() is not None, what="recording opened")
+        rw.source.seek(t_mid)
+        wait_until(qtbot, lambda: rw.source.now_s() == t_mid and (ns := rw.state.series.nodes.get("n0")) is not None
+                   and ns.count > 0 and float(ns.times[(ns.head - 1) % ns.capacity]) == t_mid, what="state at the seek time")
+        ns = rw.state.series.nodes["n0"]
+        # every recorded sample up to the playhead is charted (the first one has no rate to derive)
+        assert ns.count >= recorded_before - 1 > 50
+        t, v = ns.get("gpu0", "sm_util_pct")
+        assert t[0] <= start + 2 and t[-1] == t_mid and np.isfinite(v[1:]).all()
+    finally:
+        rw.close()
