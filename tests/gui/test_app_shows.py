@@ -185,3 +185,33 @@ def test_replay_seek_keeps_the_recorded_history_before_the_playhead(qtbot, tmp_p
         assert t[0] <= start + 2 and t[-1] == t_mid and np.isfinite(v[1:]).all()
     finally:
         rw.close()
+
+
+def test_laptop_screen_shows_the_main_views_unclipped(qtbot, tmp_path, settings):
+    """1366x768: the side docks get their proportions (before the first show they were squeezed
+    to a 264 px chart dock with elided pickers and a clipped Pause button)."""
+    from gui.replay_mode import open_replay_window
+    from tests.gui.conftest import wait_until
+    from tests.recording.conftest import make_recording
+
+    path = tmp_path / "r.db"
+    make_recording(path, nodes=3, seconds=20)
+    w = open_replay_window(path, settings, confirm=lambda *a: True)
+    qtbot.addWidget(w)
+    try:
+        w.resize(1366, 768)
+        w.show()
+        qtbot.waitExposed(w)
+        wait_until(qtbot, lambda: w.dock_charts.width() > 400, what="the chart dock at its default width")
+        assert w.width() <= 1366 and w.height() <= 768
+        assert w.dock_tree.width() >= 250
+        tree = w.dock_tree.widget()
+        for chart in w.charts.charts:
+            for b in (chart.pause_btn, chart.close_btn, chart.span_box):
+                right = b.mapTo(chart, b.rect().topRight()).x()
+                assert right < chart.width(), (b, right, chart.width())
+            assert chart.pause_btn.width() >= chart.pause_btn.sizeHint().width(), "Pause reads in full"
+            assert chart.metric_box.width() >= chart.metric_box.fontMetrics().horizontalAdvance("GPU utilisation")
+        assert tree.width() >= 250
+    finally:
+        w.close()
