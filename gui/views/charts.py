@@ -596,10 +596,10 @@ class Chart(QWidget):
             self.hovered.emit(None)
             return
         x = vb.mapSceneToView(pos).x()
-        self.show_hover_at(x, from_mouse=True)
+        self.show_hover_at(x)
         self.hovered.emit(x)
 
-    def show_hover_at(self, x: float | None, from_mouse: bool = False) -> None:
+    def show_hover_at(self, x: float | None) -> None:
         """The crosshair and the read-out of every shown series at time ``x`` (None hides them).
         Linked charts call this with the time under the mouse in another chart."""
         if x is None or not self.curves:

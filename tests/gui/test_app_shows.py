@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PySide6.QtCore import QEvent, QPointF
-from PySide6.QtGui import QEnterEvent
 from PySide6.QtWidgets import QApplication
 
 from agentd.protocol.messages import SampleMsg, SnapshotReply

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PySide6.QtCore import QPointF
-from PySide6.QtGui import QColor, QImage, QPainter
+from PySide6.QtGui import QColor
 
 from gui.series import NodeSeries, decimate_minmax, decimate_minmax_rows
 from gui.state import ClusterState, gpu_scope
