@@ -41,6 +41,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--replay", type=Path, metavar="FILE", help="replay a recording")
     p.add_argument("--screenshot", type=Path, metavar="PATH", help="save the main window as PNG and exit")
     p.add_argument("--after", type=float, default=3.0, metavar="S", help="seconds to wait before --screenshot (default 3)")
+    p.add_argument("--theme", choices=("system", "light", "dark"),
+                   help="colours: follow the system, or light or dark; remembered for the next start")
     p.add_argument("--settings-dir", type=Path, help=argparse.SUPPRESS)  # tests: keep QSettings away from $HOME
     args = p.parse_args(argv)
     if args.demo is not None and not 1 <= args.demo <= 16:
@@ -82,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     app.setApplicationName("Fleetdeck")
     app.setOrganizationName(ORG)
     settings = make_settings(args.settings_dir)
+    from gui.views.theme_setting import apply_theme, load_theme, save_theme
+    if args.theme is not None:
+        save_theme(settings, args.theme)
+    apply_theme(app, load_theme(settings))
 
     from gui.local_agents import LocalAgents, demo_workloads, submit
     from gui.main_window import MainWindow

@@ -127,10 +127,8 @@ class MainWindow(QMainWindow):
         else:
             self.resize(*DEFAULT_SIZE)
         # Default proportions (a saved layout replaces them): the topology keeps the middle.
-        w, h = self.width(), self.height()
-        self.resizeDocks([self.dock_tree, self.dock_charts], [int(w * 0.21), int(w * 0.33)], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.dock_charts, self.dock_events, self.dock_jobs], [int(h * 0.62), int(h * 0.2), int(h * 0.3)],
-                         Qt.Orientation.Vertical)
+        self._default_docks()
+        self._layout_saved = isinstance(self.settings.value("window/state"), QByteArray)
         self.restore_settings()
         # After the saved layout: a replay window hides Record (File ▸ Record… says why), and a
         # layout saved by a replay window must not hide it in a live one.
@@ -367,6 +365,20 @@ class MainWindow(QMainWindow):
             return [NodeAddress(key=d["key"], endpoint=d["endpoint"], server_key=d.get("server_key")) for d in raw]
         except (ValueError, KeyError, TypeError):
             return []
+
+    def _default_docks(self) -> None:
+        w, h = self.width(), self.height()
+        self.resizeDocks([self.dock_tree, self.dock_charts], [int(w * 0.21), int(w * 0.33)], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.dock_charts, self.dock_events, self.dock_jobs], [int(h * 0.62), int(h * 0.2), int(h * 0.3)],
+                         Qt.Orientation.Vertical)
+
+    def showEvent(self, ev) -> None:
+        super().showEvent(ev)
+        # Before the first show the dock layout has no size and squeezes the side docks (a
+        # 1366x768 laptop got a 264 px chart dock): apply the proportions again, once.
+        if not self._layout_saved and not getattr(self, "_docks_sized", False):
+            self._docks_sized = True
+            QTimer.singleShot(0, self._default_docks)
 
     # ---- settings ----
     def restore_settings(self) -> None:

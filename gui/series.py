@@ -224,3 +224,54 @@ def decimate_minmax_rows(t: np.ndarray, rows: np.ndarray, n_bins: int) -> tuple[
         out_t[2 * n_bins :] = t[m:]
         out_v[:, 2 * n_bins :] = rows[:, m:]
     return out_t, out_v
+
+
+RATE_WINDOW_S = 30.0  # bursty agents: a rate is shown as its mean over this window
+
+
+def smooth_rate_rows(t: np.ndarray, rows: np.ndarray, window_s: float = RATE_WINDOW_S) -> np.ndarray:
+    """Each point of each row (series x points, sharing times ``t``) replaced by the
+    time-weighted mean of that row over the trailing ``window_s`` seconds.
+
+    A per-interval rate of a bursty counter is 0 between bursts; its mean over a window is
+    what a person means by "its rate". Each sample covers the interval since the previous
+    one, so for a counter the mean is exactly (change over the window) / (time it covers).
+    NaN stays NaN (the job was not there: a gap, not a zero) and does not count in the mean.
+    This is the one smoothing: the jobs table (:meth:`NodeSeries.smoothed_last`) and the
+    charts both call it, so they agree.
+    """
+    n = t.size
+    if n == 0:
+        return rows.astype(np.float64)
+    dt = np.empty(n, dtype=np.float64)
+    dt[1:] = np.diff(t)
+    dt[0] = dt[1] if n > 1 else 1.0
+    np.clip(dt, 0.0, window_s, out=dt)  # a long pause in samples weighs no more than the window
+    finite = np.isfinite(rows)
+    w = np.where(finite, dt, 0.0)
+    s = np.where(finite, np.nan_to_num(rows.astype(np.float64)) * dt, 0.0)
+    k = rows.shape[0]
+    cw = np.zeros((k, n + 1))
+    cs = np.zeros((k, n + 1))
+    np.cumsum(w, axis=1, out=cw[:, 1:])
+    np.cumsum(s, axis=1, out=cs[:, 1:])
+    first = np.searchsorted(t, t - window_s, side="right")  # first sample inside (t_i - W, t_i]
+    last = np.arange(1, n + 1)
+    den = cw[:, last] - cw[:, first]
+    num = cs[:, last] - cs[:, first]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = num / den
+    out[~finite | (den <= 0)] = np.nan
+    return out
+
+
+def smoothed_last(ns: NodeSeries, scope: str, metric: str, window_s: float = RATE_WINDOW_S) -> float | None:
+    """The latest point of :func:`smooth_rate_rows` for one metric of a node (None: no value now)."""
+    if ns.count == 0 or (scope, metric) not in ns.values:
+        return None
+    t_last = float(ns.times[(ns.head - 1) % ns.capacity])
+    t, rows = ns.get_rows([(scope, metric)], t_last - window_s - 1e-9, t_last)
+    if t.size == 0:
+        return None
+    v = float(smooth_rate_rows(t, rows, window_s)[0, -1])
+    return None if math.isnan(v) else v

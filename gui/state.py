@@ -26,7 +26,7 @@ from agentd.protocol.messages import (
     StreamMsg,
 )
 from gui import fmt
-from gui.series import DEFAULT_HISTORY_S, DEFAULT_INTERVAL_S, SeriesStore
+from gui.series import DEFAULT_HISTORY_S, DEFAULT_INTERVAL_S, SeriesStore, smoothed_last
 
 MAX_EVENTS = 5000
 # Finished jobs stay visible this long so a person sees how they ended.
@@ -45,6 +45,12 @@ class Metric:
     name: str
     label: str
     unit: str  # "%", "B", "B/s", "W", "°C", "" (plain number), "/s"
+
+    @property
+    def smoothed(self) -> bool:
+        """Application rates (tokens/s of a bursty agent) are shown as a mean over a window
+        (:func:`gui.series.smooth_rate_rows`), in the charts and the jobs table alike."""
+        return self.scope == "job" and (self.name == "throughput" or self.name.startswith("app:"))
 
 
 METRICS: tuple[Metric, ...] = (
@@ -334,6 +340,10 @@ class ClusterState:
             for j in self.visible_jobs(key):
                 m = node.job_metrics(j.id) if j.state in ACTIVE_STATES and not stale else None
                 tp = throughput_of(m.app) if m is not None else None
+                if tp is not None:  # the windowed mean the charts draw, not the last interval's rate
+                    ns = self.series.nodes.get(key)
+                    mean = None if ns is None else smoothed_last(ns, j.id, "throughput")
+                    tp = (tp[0] if mean is None else mean, tp[1])
                 rows.append(JobRow(
                     id=j.id, name=j.name or j.spec.name or j.id, node=key, state=j.state,
                     priority=j.priority, gpus=tuple(j.gpus),

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from PySide6.QtCore import QThread, QTimer, Qt, Signal
 
 from agentd.protocol.jobs import Event
@@ -36,6 +37,7 @@ TICK_S = 0.02  # how often the worker advances the playhead while playing
 POSITION_EVERY_S = 0.05  # how often it reports the playhead (20 Hz is enough for a timeline)
 READ_AHEAD_S = 10.0  # recording seconds read per disk access while playing
 SNAPSHOT_EVENTS = 200  # recent events handed over with each (seek) snapshot
+SEEK_HISTORY_S = 3600.0  # a seek hands over this much recorded history, so the charts keep it
 STOP_WAIT_MS = 3000
 
 
@@ -159,6 +161,12 @@ class _Worker(QThread):
         for name, st in states.items():
             self.node_added.emit(name)
             snap = st.as_snapshot([e for e in events if e.node == (st.inventory.node if st.inventory else name)])
+            if snap is not None:
+                # The recorded samples before the playhead ride along (as a live snapshot's
+                # history does): the charts show the recording up to t, not two points.
+                history = self.reader.samples(name, t - SEEK_HISTORY_S, t, before=1)
+                if len(history) > len(snap.samples):
+                    snap = msgspec.structs.replace(snap, samples=history)
             self._emit_link(name, st.link or "live")
             if snap is not None:
                 self.snapshot.emit(name, snap)

@@ -13,15 +13,16 @@ import time
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QRectF, Qt, Signal
-from PySide6.QtGui import QPainter, QPalette, QPen, QPolygonF, QTransform
+from PySide6.QtCore import QEvent, QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QIcon, QPainter, QPalette, QPen, QPixmap, QPolygonF, QTransform
 from PySide6.QtWidgets import QGraphicsObject
 from PySide6.QtWidgets import (
-    QComboBox, QHBoxLayout, QLabel, QScrollArea, QSizePolicy, QSplitter, QStyle, QToolButton, QVBoxLayout, QWidget,
+    QComboBox, QFrame, QGridLayout, QHBoxLayout, QLabel, QScrollArea, QSizePolicy, QSplitter, QStyle, QToolButton,
+    QVBoxLayout, QWidget,
 )
 
 from gui import fmt
-from gui.series import SeriesKey, decimate_minmax_rows
+from gui.series import RATE_WINDOW_S, SeriesKey, decimate_minmax_rows, smooth_rate_rows
 from gui.state import METRIC_BY_KEY, METRICS, ClusterState, Metric, gpu_scope
 from gui.theme import series_colour
 
@@ -30,11 +31,10 @@ SPANS_S = {"5 min": 300.0, "15 min": 900.0, "1 h": 3600.0}
 DEFAULT_SPAN = "15 min"
 SCROLL_REDRAW_S = 1.0  # with no new data, move the time window at most this often
 SCROLL_PIXELS = 2  # ... and only once it moved this many pixels
-HOVER_LINES = 10
-LEGEND_COLUMNS = 4
-LEGEND_COLUMN_PX = 140
-LEGEND_MAX = 16
-LEGEND_MIN_CHART_H = 300  # px; below this the legend would squeeze the plot to a strip
+LEGEND_COLUMN_PX = 230  # one legend entry: swatch, name, last/min/max
+LEGEND_MAX = 48  # entries; past this the legend says how many more (the read-out names them all)
+LEGEND_ROWS = 2  # the legend's height in entries; more scroll, so the plot keeps its height
+READOUT_MAX_ROWS = 12  # hover read-out lines per column before it starts another column
 CROWDED_CURVES = 64
 RECOMPUTE_IDLE_S = 30.0  # with no new data, re-read the rings this often anyway
 MIN_WINDOW_S = 60.0  # a young session shows at least this much time, then grows to the span
@@ -184,10 +184,92 @@ class CurveSet(pg.GraphicsObject):
                     p.drawPolyline(_device_polyline(c.t[a:b], c.v[a:b], 1.0, 0.0, 1.0, 0.0))
 
 
+def _swatch(colour: QColor) -> QIcon:
+    pm = QPixmap(10, 10)
+    pm.fill(colour)
+    return QIcon(pm)
+
+
+class ChartLegend(QScrollArea):
+    """The chart's legend below the plot, as plain widgets: a colour swatch, the series name and
+    its last/min/max in the window, in the window's font and text colour whatever the chart's
+    height. Clicking an entry hides or shows its curve. A fixed height of LEGEND_ROWS entries
+    (more entries scroll), so the plot never shrinks as series come and go."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.inner = QWidget()
+        self.grid = QGridLayout(self.inner)
+        self.grid.setContentsMargins(0, 0, 0, 0)
+        self.grid.setHorizontalSpacing(8)
+        self.grid.setVerticalSpacing(0)
+        self.setWidget(self.inner)
+        self.buttons: list[QToolButton] = []
+        self.curves: list[Curve] = []
+        self._conns: list = []
+        self.more = QLabel("")
+        self.more.setStyleSheet("color: palette(placeholder-text);")
+        self._cols = 1
+        row_h = self.fontMetrics().height() + 6
+        self.setFixedHeight(row_h * LEGEND_ROWS + 2)
+
+    @property
+    def items(self) -> list[tuple[QToolButton, Curve]]:
+        return list(zip(self.buttons, self.curves))
+
+    def set_curves(self, curves: list[Curve], total: int) -> None:
+        from PySide6.QtCore import QObject
+        for conn in self._conns:
+            QObject.disconnect(conn)
+        for b in self.buttons:
+            b.setParent(None)
+            b.deleteLater()
+        self.buttons, self.curves, self._conns = [], list(curves), []
+        for c in curves:
+            b = QToolButton()
+            b.setAutoRaise(True)
+            b.setCheckable(True)
+            b.setChecked(c.isVisible())
+            b.setIcon(_swatch(c.opts["pen"].color()))
+            b.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+            b.setToolTip(f"{c.name()}: click to hide or show")
+            b.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+            b.toggled.connect(c.setVisible)
+            self._conns.append(c.visibleChanged.connect(lambda b=b, c=c: b.setChecked(c.isVisible())))
+            self.buttons.append(b)
+        self.more.setText(f"+{total - len(curves)} more: hover the plot" if total > len(curves) else "")
+        self._layout()
+
+    def set_stats(self, texts: list[str]) -> None:
+        for b, c, t in zip(self.buttons, self.curves, texts):
+            b.setText(f"{c.name()}  {t}")
+
+    def _layout(self) -> None:
+        while self.grid.count():
+            self.grid.takeAt(0)
+        cols = self._cols
+        for i, b in enumerate(self.buttons):
+            self.grid.addWidget(b, i // cols, i % cols)
+        if self.more.text():
+            n = len(self.buttons)
+            self.grid.addWidget(self.more, n // cols + (1 if n % cols else 0), 0, 1, cols)
+
+    def resizeEvent(self, ev) -> None:
+        super().resizeEvent(ev)
+        cols = max(1, self.viewport().width() // LEGEND_COLUMN_PX)
+        if cols != self._cols:
+            self._cols = cols
+            self._layout()
+
+
 class Chart(QWidget):
     """One plot: a metric of a scope (all nodes, one node, its GPUs, jobs...)."""
 
     closed = Signal(object)
+    hovered = Signal(object)  # view x (wall seconds) under the mouse, or None when it left
 
     def __init__(self, state: ClusterState, metric: tuple[str, str] = ("gpu", "sm_util_pct"), scope: str = "*",
                  span: str = DEFAULT_SPAN, parent=None) -> None:
@@ -247,10 +329,7 @@ class Chart(QWidget):
         pi.setMenuEnabled(False)
         pi.hideButtons()
         # The legend sits below the plot, not over the data; click an entry to hide its curve.
-        self.legend = pg.LegendItem(labelTextSize="7pt", colCount=LEGEND_COLUMNS, verSpacing=-8, horSpacing=12,
-                                    labelTextColor=pal.color(QPalette.ColorRole.Text))
-        pi.layout.addItem(self.legend, 5, 1)
-        pi.legend = self.legend
+        self.legend = ChartLegend()
         fg = pal.color(QPalette.ColorRole.Text)
         for ax in ("left", "bottom"):
             pi.getAxis(ax).setTextPen(fg)
@@ -259,12 +338,20 @@ class Chart(QWidget):
         self.hover_line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen(pal.color(QPalette.ColorRole.Mid), width=1))
         self.hover_line.setVisible(False)
         self.plot.addItem(self.hover_line, ignoreBounds=True)
-        self.readout = QLabel(" ")
+        # The hover read-out floats over the plot (it is no part of the layout, so showing it
+        # never resizes the plot) and goes away when the mouse leaves.
+        self.readout = QLabel(self.plot)
         self.readout.setTextFormat(Qt.TextFormat.RichText)
-        self.readout.setWordWrap(True)
-        self.readout.setMinimumHeight(18)
-        self.readout.setStyleSheet("color: palette(placeholder-text);")
+        self.readout.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+        self.readout.setAutoFillBackground(True)
+        self.readout.setFrameShape(QFrame.Shape.StyledPanel)
+        self.readout.setBackgroundRole(QPalette.ColorRole.ToolTipBase)
+        self.readout.setForegroundRole(QPalette.ColorRole.ToolTipText)
+        self.readout.setMargin(3)
+        self.readout.hide()
         self.plot.scene().sigMouseMoved.connect(self._on_hover)
+        self.plot.installEventFilter(self)
+        self.plot.viewport().installEventFilter(self)
         self.curve_set = CurveSet()
         self.plot.addItem(self.curve_set)
 
@@ -273,7 +360,7 @@ class Chart(QWidget):
         lay.setSpacing(2)
         lay.addLayout(head)
         lay.addWidget(self.plot, 1)
-        lay.addWidget(self.readout)
+        lay.addWidget(self.legend)
 
         self.metric_box.currentIndexChanged.connect(self._on_metric)
         self.scope_box.currentIndexChanged.connect(self._on_scope)
@@ -375,7 +462,7 @@ class Chart(QWidget):
         return f"{j.name} ({scope})" if j is not None and j.name else scope
 
     def _clear_curves(self) -> None:
-        self.legend.clear()
+        self.legend.set_curves([], 0)
         self.curves.clear()
         self._cache.clear()
         self._legend_keys = []
@@ -436,7 +523,15 @@ class Chart(QWidget):
                 for k in nkeys:
                     self._cache[k] = (np.empty(0), np.empty(0))
                 continue
-            t, rows = ns.get_rows([(k[1], k[2]) for k in nkeys], t0, t1)
+            if self.chart_metric.smoothed:
+                # A rate is drawn as its mean over RATE_WINDOW_S (as the jobs table shows it):
+                # read a window's worth before t0 so the left edge is smoothed too.
+                t, rows = ns.get_rows([(k[1], k[2]) for k in nkeys], t0 - RATE_WINDOW_S, t1)
+                rows = smooth_rate_rows(t, rows)
+                i0 = max(0, int(np.searchsorted(t, t0, side="left")) - 1)
+                t, rows = t[i0:], rows[:, i0:]
+            else:
+                t, rows = ns.get_rows([(k[1], k[2]) for k in nkeys], t0, t1)
             t, rows = decimate_minmax_rows(t, rows, bins)
             if rows.shape[1]:
                 finite = np.isfinite(rows).all(axis=1).tolist()
@@ -456,56 +551,88 @@ class Chart(QWidget):
             item.setData(t, v, *stats.get(k, (None, None, None)))
         self.curve_set.set_curves([self.curves[k] for k in keys])
         self._sync_legend(keys)
-        self._update_legend_visibility()
-        if not paused:
+        if not paused and not self.follows_leader:
             vb.setXRange(t0, t1, padding=0)
         return True
 
     def _sync_legend(self, keys: list[SeriesKey]) -> None:
-        # Past LEGEND_MAX curves the legend is hidden, so it is not even filled.
-        want = keys if len(keys) <= LEGEND_MAX else []
+        want = keys[:LEGEND_MAX]
         if want != self._legend_keys:
-            self.legend.clear()
-            for k in want:
-                self.legend.addItem(self.curves[k], self.curves[k].name())
+            self.legend.set_curves([self.curves[k] for k in want], len(keys))
             self._legend_keys = list(want)
-
-    def _update_legend_visibility(self) -> None:
-        # Past a dozen entries a legend hides the data and costs more to paint than the curves;
-        # the hover read-out names the curves instead.
-        # A short chart keeps its height for the data (the hover read-out names the curves).
-        self.legend.setVisible(len(self.curves) <= LEGEND_MAX and self.height() >= LEGEND_MIN_CHART_H)
-
-    def resizeEvent(self, ev) -> None:
-        super().resizeEvent(ev)
-        # As many legend columns as fit, so the legend never makes the chart wider than its dock.
-        cols = max(1, min(LEGEND_COLUMNS, self.width() // LEGEND_COLUMN_PX))
-        if cols != self.legend.columnCount:  # attribute set by LegendItem.setColumnCount
-            self.legend.setColumnCount(cols)
-        self._update_legend_visibility()
+        unit = self.chart_metric.unit
+        texts = []
+        for k in want:
+            t, v = self._cache.get(k, (np.empty(0), np.empty(0)))
+            fin = v[np.isfinite(v)] if v.size else v
+            if fin.size == 0:
+                texts.append(fmt.DASH)
+                continue
+            last = fmt.value(float(fin[-1]), unit)
+            texts.append(f"{last}  ({fmt.value(float(fin.min()), unit)} – {fmt.value(float(fin.max()), unit)})")
+        self.legend.set_stats(texts)
 
     def _first_time(self, k: SeriesKey) -> float:
         ns = self.state.series.nodes.get(k[0])
         t = None if ns is None else ns.first_time()
         return math.inf if t is None else t
 
+    follows_leader = False  # set by ChartsPanel when time axes are linked: the first chart moves the window
+
+    def eventFilter(self, obj, ev) -> bool:
+        if ev.type() == QEvent.Type.Leave:
+            self.hide_hover()
+            self.hovered.emit(None)
+        return super().eventFilter(obj, ev)
+
+    def hide_hover(self) -> None:
+        self.hover_line.setVisible(False)
+        self.readout.hide()
+
     def _on_hover(self, pos) -> None:
         vb = self.plot.getPlotItem().getViewBox()
         if not self.plot.sceneBoundingRect().contains(pos) or not self.curves:
-            self.hover_line.setVisible(False)
+            self.hide_hover()
+            self.hovered.emit(None)
             return
         x = vb.mapSceneToView(pos).x()
+        self.show_hover_at(x)
+        self.hovered.emit(x)
+
+    def show_hover_at(self, x: float | None) -> None:
+        """The crosshair and the read-out of every shown series at time ``x`` (None hides them).
+        Linked charts call this with the time under the mouse in another chart."""
+        if x is None or not self.curves:
+            self.hide_hover()
+            return
+        vb = self.plot.getPlotItem().getViewBox()
         self.hover_line.setPos(x)
         self.hover_line.setVisible(True)
         parts = []
-        for k, (t, v) in list(self._cache.items())[:HOVER_LINES]:
-            if t.size == 0 or not self.curves[k].isVisible():
+        for k, (t, v) in list(self._cache.items()):
+            c = self.curves.get(k)
+            if t.size == 0 or c is None or not c.isVisible():
                 continue
             i = int(np.clip(np.searchsorted(t, x), 0, t.size - 1))
-            colour = self.curves[k].opts["pen"].color().name()
-            parts.append(f"<span style='color:{colour}'>■</span> {self._label(k)}: <b>{fmt.value(float(v[i]), self.chart_metric.unit)}</b>")
+            colour = c.opts["pen"].color().name()
+            parts.append(f"<span style='color:{colour}'>■</span>&nbsp;{self._label(k)}:&nbsp;<b>{fmt.value(float(v[i]), self.chart_metric.unit)}</b>")
         stamp = time.strftime("%H:%M:%S", time.localtime(x)) if x > 0 else ""
-        self.readout.setText(f"{stamp} &nbsp; " + " &nbsp; ".join(parts))
+        # Every series, in columns of READOUT_MAX_ROWS lines (a table: Qt's rich text has no flow).
+        line_h = self.readout.fontMetrics().height() + 2
+        rows = max(1, min(READOUT_MAX_ROWS, (self.plot.height() - 30) // line_h - 1))
+        cols = [parts[i:i + rows] for i in range(0, len(parts), rows)] or [[]]
+        cells = "".join("<td style='padding-right:8px'>" + "<br>".join(col) + "</td>" for col in cols)
+        self.readout.setText(f"<b>{stamp}</b><table><tr>{cells}</tr></table>")
+        self.readout.adjustSize()
+        w = min(self.readout.width(), self.plot.width() - 8)
+        h = min(self.readout.height(), self.plot.height() - 8)
+        self.readout.resize(w, h)
+        # Put it on the side away from the crosshair, so it never covers the point being read.
+        px = vb.mapViewToScene(pg.Point(x, 0)).x()
+        left = px > self.plot.width() / 2
+        self.readout.move(40 if left else max(4, self.plot.width() - w - 4), 4)
+        self.readout.show()
+        self.readout.raise_()
 
 
 class ChartsPanel(QWidget):
@@ -521,6 +648,7 @@ class ChartsPanel(QWidget):
         super().__init__(parent)
         self.state = state
         self.charts: list[Chart] = []
+        self._wired: Chart | None = None
         self.splitter = QSplitter(Qt.Orientation.Vertical)
         self.splitter.setChildrenCollapsible(False)
         add = QToolButton()
@@ -528,8 +656,14 @@ class ChartsPanel(QWidget):
         add.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
         add.clicked.connect(lambda: self.add_chart())
         self.add_btn = add
+        self.link_btn = QToolButton()
+        self.link_btn.setText("Link time axes")
+        self.link_btn.setCheckable(True)
+        self.link_btn.setToolTip("One time window and one crosshair for every chart: pan, zoom or hover one, all follow")
+        self.link_btn.toggled.connect(lambda *_: self._relink())
         top = QHBoxLayout()
         top.setContentsMargins(4, 0, 4, 0)
+        top.addWidget(self.link_btn)
         top.addStretch(1)
         top.addWidget(add)
         lay = QVBoxLayout(self)
@@ -549,8 +683,10 @@ class ChartsPanel(QWidget):
         chart = Chart(self.state, tuple(metric), scope, span)
         chart.setMinimumHeight(170)
         chart.closed.connect(self.remove_chart)
+        chart.hovered.connect(lambda x, c=chart: self._on_hovered(c, x))
         self.charts.append(chart)
         self.splitter.addWidget(chart)
+        self._relink()
         return chart
 
     def remove_chart(self, chart: Chart) -> None:
@@ -558,6 +694,47 @@ class ChartsPanel(QWidget):
             self.charts.remove(chart)
             chart.setParent(None)
             chart.deleteLater()
+            self._relink()
+
+    @property
+    def linked(self) -> bool:
+        return self.link_btn.isChecked()
+
+    def _relink(self) -> None:
+        """Linked: every chart shows the first chart's time window (its span, its pan and
+        zoom) and its crosshair; unlinked, each chart keeps its own."""
+        leader = self.charts[0] if self.charts else None
+        for c in self.charts:
+            vb = c.plot.getPlotItem().getViewBox()
+            follow = self.linked and c is not leader
+            vb.setXLink(leader.plot.getPlotItem().getViewBox() if follow else None)
+            c.follows_leader = follow
+            c.span_box.setEnabled(not follow)
+            if follow:
+                c.span_box.setCurrentText(leader.span_box.currentText())
+                c.pause_btn.setChecked(leader.pause_btn.isChecked())
+            c.invalidate()
+        if leader is not None and leader is not self._wired:
+            # Each chart is wired once when it becomes the leader; a former leader is gone.
+            leader.span_box.currentTextChanged.connect(self._leader_span)
+            leader.pause_btn.toggled.connect(self._leader_pause)
+            self._wired = leader
+
+    def _leader_span(self, text: str) -> None:
+        if self.linked:
+            for c in self.charts[1:]:
+                c.span_box.setCurrentText(text)
+
+    def _leader_pause(self, paused: bool) -> None:
+        if self.linked:
+            for c in self.charts[1:]:
+                c.pause_btn.setChecked(paused)
+
+    def _on_hovered(self, source: Chart, x) -> None:
+        if self.linked:
+            for c in self.charts:
+                if c is not source:
+                    c.show_hover_at(x)
 
     def settings(self) -> list[dict]:
         return [c.settings() for c in self.charts]

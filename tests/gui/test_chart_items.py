@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PySide6.QtCore import QPointF
-from PySide6.QtGui import QColor, QImage, QPainter
+from PySide6.QtGui import QColor
 
 from gui.series import NodeSeries, decimate_minmax, decimate_minmax_rows
 from gui.state import ClusterState, gpu_scope
@@ -23,8 +23,9 @@ def _state(n_points: int = 300) -> ClusterState:
     st.apply_snapshot("n1", SnapshotReply(seq=1, inventory=inventory("n1", gpus=2), samples=[sample("n1", 0.0), sample("n1", 1.0)], jobs=[]))
     ns = NodeSeries(n_points)
     ns.times[:] = NOW - n_points + np.arange(n_points)
-    ns.values[(gpu_scope(0), "sm_util_pct")] = np.full(n_points, 20.0, dtype=np.float32)
-    gap = np.full(n_points, 80.0, dtype=np.float32)
+    # (values off the grid lines: a grid line over a curve tints its pixels)
+    ns.values[(gpu_scope(0), "sm_util_pct")] = np.full(n_points, 23.0, dtype=np.float32)
+    gap = np.full(n_points, 77.0, dtype=np.float32)
     gap[100:150] = np.nan  # a gap must stay a gap
     ns.values[(gpu_scope(1), "sm_util_pct")] = gap
     ns.count, ns.head = n_points, 0
@@ -33,11 +34,8 @@ def _state(n_points: int = 300) -> ClusterState:
 
 
 def _colours(chart: Chart) -> set[str]:
-    img = QImage(chart.plot.size(), QImage.Format.Format_RGB32)
-    p = QPainter(img)
-    chart.plot.render(p)
-    p.end()
-    return {QColor(img.pixel(x, y)).name() for x in range(0, img.width(), 2) for y in range(0, img.height(), 2)}
+    img = chart.plot.grab().toImage();   # pixel exact (render() into an image may rescale the lines)
+    return {QColor(img.pixel(x, y)).name() for x in range(0, img.width(), 2) for y in range(img.height())}  # 1-px lines: every row
 
 
 def test_legend_toggle_hover_and_pause(qtbot):
@@ -46,6 +44,7 @@ def test_legend_toggle_hover_and_pause(qtbot):
     qtbot.addWidget(chart)
     chart.resize(700, 320)
     chart.show()
+    qtbot.waitExposed(chart)  # laid out: the plot has its final size before it draws
     assert chart.redraw(NOW, force=True)
     keys = chart.series_keys()
     assert len(chart.curves) == 2 and len(chart.legend.items) == 2
@@ -55,20 +54,22 @@ def test_legend_toggle_hover_and_pause(qtbot):
     t1, v1 = c1.getData()
     assert np.isnan(v1).any() and len(c1.polys) == 2, "NaN gap splits the line"
 
-    # clicking a legend sample hides its curve
-    sample_item = chart.legend.items[0][0]
-    assert sample_item.item is c0
-    sample_item.item.setVisible(not sample_item.item.isVisible())  # what a click on the sample does
+    # clicking a legend entry hides its curve
+    button, curve = chart.legend.items[0]
+    assert curve is c0
+    button.click()
+    assert not c0.isVisible() and not button.isChecked()
     seen = _colours(chart)
     assert col0 not in seen and col1 in seen
-    c0.setVisible(True)
+    button.click()
+    assert c0.isVisible() and button.isChecked()
     assert col0 in _colours(chart)
 
     # hover names the curves and their values at the cursor
     vb = chart.plot.getPlotItem().getViewBox()
     chart._on_hover(vb.mapViewToScene(QPointF(NOW - 10, 50)))
     text = chart.readout.text()
-    assert "n1 GPU0" in text and "20" in text and "n1 GPU1" in text
+    assert "n1 GPU0" in text and "23" in text and "n1 GPU1" in text
 
     # paused: new data does not move the window
     chart.pause_btn.setChecked(True)
