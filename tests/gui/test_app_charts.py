@@ -201,7 +201,8 @@ def test_laptop_screen_shows_the_main_views_unclipped(qtbot, tmp_path, settings)
         w.resize(1366, 768)
         w.show()
         qtbot.waitExposed(w)
-        wait_until(qtbot, lambda: w.dock_charts.width() > 400, what="the chart dock at its default width")
+        wait_until(qtbot, lambda: w.dock_charts.width() > 400 and w.dock_tree.width() >= 250,
+                   what="the side docks at their default widths")
         assert w.width() <= 1366 and w.height() <= 768
         assert w.dock_tree.width() >= 250
         tree = w.dock_tree.widget()
