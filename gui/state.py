@@ -327,6 +327,17 @@ class ClusterState:
         key = self.node_of_job(job_id)
         return None if key is None else self.nodes[key].jobs[job_id]
 
+    def live_hop(self, identity: str) -> JobInfo | None:
+        """The hop of a job (by its first id) that is not superseded: where it is now."""
+        found = None
+        for node in self.nodes.values():
+            for j in node.jobs.values():
+                if job_identity(j) == identity:
+                    if j.state != "migrated":
+                        return j
+                    found = j
+        return found
+
     def visible_jobs(self, key: str) -> list[JobInfo]:
         """Jobs of a node worth showing: active and queued ones, plus recently finished."""
         now = self.clock()

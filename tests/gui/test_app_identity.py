@@ -4,11 +4,14 @@ checkpoint contract, and the View > Theme menu."""
 from __future__ import annotations
 
 import msgspec
+import pytest
 from agentd.protocol.errors import ErrorCode
 from agentd.protocol.messages import JobMsg, Migrate, SnapshotReply
 from gui.sources.base import DataSource, NodeAddress, RequestFailure
 from gui.state import ClusterState
 from tests.gui.gui_factories import job, snapshot
+
+pytestmark = [pytest.mark.gui, pytest.mark.qt_log_ignore("does not support propagateSizeHints")]
 
 T0 = 1_000_000.0
 CRIU_REFUSAL = ("job 'n1.1' has no checkpoint contract and criu check failed: Error (criu/cr-check.c:1203): "
@@ -173,3 +176,40 @@ def test_view_theme_menu_applies_and_persists(qtbot, settings):
         assert load_theme(settings) == "light"
     finally:
         apply_theme(QApplication.instance(), "system")
+
+
+def test_chart_keeps_one_line_and_colour_across_a_migration(qtbot):
+    import numpy as np
+
+    from agentd.protocol.messages import SampleMsg
+    from gui.views.charts import Chart
+    from tests.gui.gui_factories import sample
+
+    st = ClusterState(clock=lambda: T0 + 40)
+    st.apply_snapshot("n1", snapshot("n1", samples=[sample("n1", 0.0, jobs={"n1.2": 0, "n1.1": 0})],
+                                     jobs=[job("n1.2", name="other"), job("n1.1")]))
+    st.apply_snapshot("n2", snapshot("n2", jobs=[]))
+    for t in range(1, 20):
+        st.apply_message("n1", SampleMsg(node="n1", seq=10 + t, sample=sample("n1", float(t), jobs={"n1.2": t * 1000, "n1.1": t * 500_000})))
+    chart = Chart(st, ("job", "cpu_pct"), "*", "5 min")
+    qtbot.addWidget(chart)
+    chart.resize(600, 300)
+    chart.show()
+    assert chart.redraw(T0 + 20, force=True)
+    assert len(chart.curves) == 2
+    colour = {c.opts["name"]: c.opts["pen"].color().name() for c in chart.curves.values()}
+    before = next(col for name, col in colour.items() if "n1.1" in name)
+    # The job moves: n1.1 is superseded, n2.7 carries on with the same identity.
+    _, b = migrated_pair()
+    st.apply_message("n2", JobMsg(seq=30, node="n2", job=b.jobs[0]))
+    st.apply_message("n1", JobMsg(seq=31, node="n1", job=job("n1.1", state="migrated", migrated_to="n2.7")))
+    for t in range(20, 40):
+        st.apply_message("n1", SampleMsg(node="n1", seq=40 + t, sample=sample("n1", float(t), jobs={"n1.2": t * 1000})))
+        st.apply_message("n2", SampleMsg(node="n2", seq=40 + t, sample=sample("n2", float(t), jobs={"n2.7": (t - 20) * 500_000})))
+    assert chart.redraw(T0 + 40, force=True)
+    assert len(chart.curves) == 2, f"one line per job across the hop, got {list(chart.curves)}"
+    moved = next(c for c in chart.curves.values() if "other" not in c.opts["name"])
+    assert moved.opts["pen"].color().name() == before
+    t, v = moved.getData()
+    fin = t[np.isfinite(v)]
+    assert fin.min() < T0 + 20 <= fin.max(), "the line holds both hops' samples"
