@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QMessageBox, QWidget
 
+from agentd.protocol.errors import ErrorCode
 from agentd.protocol.jobs import PRIORITY_MAX, PRIORITY_MIN
 from agentd.protocol.messages import Cancel, JobReply, Migrate, Pause, Priority, Request, Resume
 from gui.sources.base import DataSource, RequestFailure
@@ -23,6 +24,21 @@ PROGRESS_AFTER_S = 1.0
 class _Pending:
     what: str  # "pausing job 'train' (n1.3)"
     started: float
+    target_key: str = ""  # a migration's target node (for the restart question)
+
+
+def readable(message: str) -> str:
+    """A daemon's error as one readable sentence: its first line (raw tool output such as
+    CRIU's log follows on later lines), without the CLI-only remedy, ending in a full stop."""
+    first = (message or "").strip().splitlines()[0].strip() if (message or "").strip() else "no reason given"
+    for cli in ("; add a checkpoint contract", ". Add a checkpoint contract", ": add a checkpoint contract",
+                " — add a checkpoint contract"):
+        i = first.find(cli)
+        if i > 0 and "--restart" in first[i:]:
+            first = first[:i]
+    if len(first) > 300:
+        first = first[:297].rstrip() + "…"
+    return first if first.endswith((".", "…", "?", "!")) else first + "."
 
 
 def ask_user(parent: QWidget | None, title: str, text: str, detail: str = "") -> bool:
@@ -113,8 +129,36 @@ class Actions(QObject):
             what += " The job is paused now and will arrive paused."
         if ask and not self.confirm("Migrate job", f"Migrate {self._describe(job_id)} from {source_key} to {target_key}?", what):
             return None
-        return self._send(job_id, Migrate(job=job_id, target=addr.endpoint, target_key=addr.server_key or ""),
-                          f"migrating {self._describe(job_id)} to {target_key}")
+        return self._send_migrate(job_id, target_key, restart=False)
+
+    def _send_migrate(self, job_id: str, target_key: str, restart: bool) -> int | None:
+        addr = self.source.address(target_key)
+        if addr is None:
+            self._report_failure(f"cannot migrate {self._describe(job_id)} to {target_key!r}: the app has no address for that node")
+            return None
+        how = " (restart from scratch)" if restart else ""
+        token = self._send(job_id, Migrate(job=job_id, target=addr.endpoint, target_key=addr.server_key or "", restart=restart),
+                           f"migrating {self._describe(job_id)} to {target_key}{how}")
+        if token is not None:
+            self.pending[token].target_key = target_key
+        return token
+
+    def _offer_restart(self, p: _Pending, failure: RequestFailure) -> bool:
+        """A job without a checkpoint contract that could not be moved as it runs (no CRIU on
+        either side, GPUs, the daemon refused): offer what the CLI's --restart does. True when
+        the user chose it and the request went out again."""
+        req = failure.request
+        if not isinstance(req, Migrate) or req.restart or not p.target_key or failure.code != ErrorCode.INVALID:
+            return False
+        job = self.state.job(req.job)
+        if job is None or job.spec.checkpoint is not None:
+            return False
+        if not self.confirm("Migrate job", f"Restart from scratch on {p.target_key}?",
+                            f"{self._describe(req.job)} cannot be moved as it runs: {readable(failure.message)} "
+                            f"Restarting cancels it on {self.state.node_of_job(req.job)} and starts it anew on "
+                            f"{p.target_key}; its progress so far is lost."):
+            return False
+        return self._send_migrate(req.job, p.target_key, restart=True) is not None
 
     # ---- outcomes ----
     def _on_done(self, token: int, key: str, reply) -> None:
@@ -135,7 +179,10 @@ class Actions(QObject):
         p = self.pending.pop(token, None)
         if p is None:
             return
-        self._report_failure(f"{p.what[0].upper() + p.what[1:]} failed: {failure.message}", node=failure.node,
+        if self._offer_restart(p, failure):
+            self.tick()
+            return
+        self._report_failure(f"{p.what[0].upper() + p.what[1:]} failed: {readable(failure.message)}", node=failure.node,
                              job_id=getattr(failure.request, "job", ""))
         self.tick()
 

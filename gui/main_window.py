@@ -186,10 +186,37 @@ class MainWindow(QMainWindow):
         fit = view.addAction("Fit topology")
         fit.setShortcut(QKeySequence("Ctrl+0"))
         fit.triggered.connect(self.topology.fit)
+        self._theme_menu(view)
         find = QAction("Search", self)
         find.setShortcut(QKeySequence.StandardKey.Find)
         find.triggered.connect(lambda: (self.dock_tree.show(), self.tree_search.setFocus()))
         self.addAction(find)
+
+    def _theme_menu(self, view: QMenu) -> None:
+        """View > Theme > System/Light/Dark: applied at once and kept in the settings."""
+        from PySide6.QtGui import QActionGroup
+        from PySide6.QtWidgets import QApplication
+
+        from gui.views.theme_setting import THEMES, apply_theme, load_theme, save_theme
+
+        menu = view.addMenu("Theme")
+        group = QActionGroup(self)
+        group.setExclusive(True)
+        current = load_theme(self.settings)
+        self.theme_actions: dict[str, QAction] = {}
+        for theme in THEMES:
+            a = menu.addAction(theme.capitalize())
+            a.setCheckable(True)
+            a.setChecked(theme == current)
+            a.setToolTip("Follow the desktop's colours" if theme == "system" else f"Always use the {theme} theme")
+            group.addAction(a)
+
+            def chosen(on: bool, theme=theme) -> None:
+                if on:
+                    save_theme(self.settings, theme)
+                    apply_theme(QApplication.instance(), theme)
+            a.toggled.connect(chosen)
+            self.theme_actions[theme] = a
 
     # ---- running ----
     def start(self) -> None:

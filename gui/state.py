@@ -179,6 +179,12 @@ class JobRow:
     last_seen_s: float | None = None  # when the node was last heard from (wall clock)
     reason: str = ""  # why a queued job waits (from the daemon)
     queue_position: int | None = None
+    origin: str = ""  # the job's first id: one identity across migrations ("" = ``id``)
+
+    @property
+    def identity(self) -> str:
+        """What stays the same when the job migrates: its first id."""
+        return self.origin or self.id
 
 
 class ClusterState:
@@ -321,6 +327,17 @@ class ClusterState:
         key = self.node_of_job(job_id)
         return None if key is None else self.nodes[key].jobs[job_id]
 
+    def live_hop(self, identity: str) -> JobInfo | None:
+        """The hop of a job (by its first id) that is not superseded: where it is now."""
+        found = None
+        for node in self.nodes.values():
+            for j in node.jobs.values():
+                if job_identity(j) == identity:
+                    if j.state != "migrated":
+                        return j
+                    found = j
+        return found
+
     def visible_jobs(self, key: str) -> list[JobInfo]:
         """Jobs of a node worth showing: active and queued ones, plus recently finished."""
         now = self.clock()
@@ -331,13 +348,17 @@ class ClusterState:
             out.append(j)
         return sorted(out, key=lambda j: _job_sort_key(j.id))
 
-    def job_rows(self) -> list[JobRow]:
+    def job_rows(self, show_migrated: bool = False) -> list[JobRow]:
+        """One row per job shown. A migrated job is one job: its live hop is listed and the
+        superseded hops (state ``migrated``) only when ``show_migrated`` asks for them."""
         rows = []
         for key, node in self.nodes.items():
             # A node that stopped answering: its jobs keep their last known state, marked stale,
             # and show no live-looking numbers.
             stale = node.is_stale and self.live_source
             for j in self.visible_jobs(key):
+                if j.state == "migrated" and not show_migrated:
+                    continue
                 m = node.job_metrics(j.id) if j.state in ACTIVE_STATES and not stale else None
                 tp = throughput_of(m.app) if m is not None else None
                 if tp is not None:  # the windowed mean the charts draw, not the last interval's rate
@@ -350,10 +371,12 @@ class ClusterState:
                     cpu_pct=None if m is None else m.cpu_pct,
                     mem_bytes=None if m is None else m.mem_current_bytes,
                     throughput=None if tp is None else tp[0], throughput_unit="" if tp is None else tp[1],
-                    started_s=j.started_s if j.started_s else j.submitted_s or None,
+                    # Age counts from the first submit, so a migration does not make a job young.
+                    started_s=(j.first_submitted_s or j.submitted_s) if j.lineage else (j.started_s if j.started_s else j.submitted_s or None),
                     kind=j.spec.kind, migration=dict(j.migration), backend=j.backend,
                     stale=stale and j.state not in TERMINAL_STATES,
                     last_seen_s=node.last_heard_s or None, reason=j.reason, queue_position=j.queue_position,
+                    origin=job_identity(j),
                 ))
         return rows
 
@@ -403,6 +426,12 @@ def natural_sort_text(text: str) -> str:
 
 def _job_sort_key(job_id: str) -> tuple:
     return natural_key(job_id)
+
+
+def job_identity(job: JobInfo) -> str:
+    """A job's one identity across migrations: its first id (``origin``, else the oldest
+    lineage entry, else its own id)."""
+    return job.origin or (job.lineage[0] if job.lineage else job.id)
 
 
 def migration_fraction(migration: dict) -> float | None:

@@ -25,9 +25,10 @@ class JobTableModel(QAbstractTableModel):
         self.state = state
         self.clock = clock
         self.rows: list[JobRow] = []
+        self.show_migrated = False  # list the superseded hops of migrated jobs too
 
     def refresh(self) -> None:
-        new = self.state.job_rows()
+        new = self.state.job_rows(show_migrated=self.show_migrated)
         if [r.id for r in new] == [r.id for r in self.rows]:
             self.rows = new
             if new:
@@ -85,6 +86,8 @@ class JobTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.ToolTipRole:
             note = " — a Slurm job: actions go through scontrol/scancel" if r.backend == "slurm" else (" — " + r.kind if r.kind == "agent" else "")
             tip = f"{r.name} ({r.id}) on {r.node}: {r.state}" + note
+            if r.identity != r.id:
+                tip += f"\nSubmitted as {r.identity}; migrated since (Age counts from that submit)."
             if r.stale:
                 tip += f"\nThe node is not answering; {r.state} is its last known state ({self._last_seen(r)})."
             if r.state == "queued" and (r.reason or r.queue_position is not None):

@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 
 from gui import fmt
 from gui.series import RATE_WINDOW_S, SeriesKey, decimate_minmax_rows, smooth_rate_rows
-from gui.state import METRIC_BY_KEY, METRICS, ClusterState, Metric, gpu_scope
+from gui.state import METRIC_BY_KEY, METRICS, ClusterState, Metric, gpu_scope, job_identity
 from gui.theme import series_colour
 
 MAX_CURVES = 256
@@ -458,6 +458,9 @@ class Chart(QWidget):
             return node
         if self.chart_metric.scope == "gpu":
             return f"{node} {scope.upper()}"
+        if node == "":  # a job's curve across its hops: named by where it runs now
+            j = self.state.live_hop(scope)
+            return f"{j.name} ({j.id})" if j is not None and j.name else (j.id if j is not None else scope)
         j = self.state.nodes[node].jobs.get(scope) if node in self.state.nodes else None
         return f"{j.name} ({scope})" if j is not None and j.name else scope
 
@@ -508,10 +511,7 @@ class Chart(QWidget):
         # detail is lost under the neighbours anyway): the envelope looks the same, far fewer points.
         px_per_bin = 2 if len(keys) <= CROWDED_CURVES else 4
         bins = max(25, (int(vb.width()) or 600) // px_per_bin)
-        wanted = set(keys)
-        for k in [k for k in self.curves if k not in wanted]:
-            self.curves.pop(k)
-            self._cache.pop(k, None)
+        data: dict[SeriesKey, tuple[np.ndarray, np.ndarray]] = {}
         # The curves of one node share its time ring: cut and decimate them together.
         by_node: dict[str, list[SeriesKey]] = {}
         stats: dict[SeriesKey, tuple[bool, float, float]] = {}
@@ -521,7 +521,7 @@ class Chart(QWidget):
             ns = self.state.series.nodes.get(node)
             if ns is None:
                 for k in nkeys:
-                    self._cache[k] = (np.empty(0), np.empty(0))
+                    data[k] = (np.empty(0), np.empty(0))
                 continue
             if self.chart_metric.smoothed:
                 # A rate is drawn as its mean over RATE_WINDOW_S (as the jobs table shows it):
@@ -539,10 +539,15 @@ class Chart(QWidget):
             else:
                 finite, lo, hi = [True] * len(nkeys), [math.nan] * len(nkeys), [math.nan] * len(nkeys)
             for k, v, f, a, b in zip(nkeys, rows, finite, lo, hi):
-                self._cache[k] = (t, v)
+                data[k] = (t, v)
                 stats[k] = (f, a, b)
+        keys, stats = self._merge_hops(keys, data, stats)
+        wanted = set(keys)
+        for k in [k for k in self.curves if k not in wanted]:
+            self.curves.pop(k)
+        self._cache = {k: data[k] for k in keys}
         for k in keys:
-            t, v = self._cache[k]
+            t, v = data[k]
             item = self.curves.get(k)
             if item is None:
                 # A 1-px cosmetic pen keeps Qt on its fast line path (wider pens cost 5-10x).
@@ -554,6 +559,38 @@ class Chart(QWidget):
         if not paused and not self.follows_leader:
             vb.setXRange(t0, t1, padding=0)
         return True
+
+    def _curve_key(self, k: SeriesKey) -> SeriesKey:
+        """The curve a series is drawn in. A job keeps one curve (one line, one colour) across
+        migrations: its hops' series, on different nodes, are keyed by its first id."""
+        node, scope, name = k
+        if self.chart_metric.scope != "job" or node not in self.state.nodes:
+            return k
+        j = self.state.nodes[node].jobs.get(scope)
+        return ("", job_identity(j), name) if j is not None else k
+
+    def _merge_hops(self, keys: list[SeriesKey], data: dict, stats: dict) -> tuple[list[SeriesKey], dict]:
+        """Join the series of one job's hops (in time order) into its identity's curve."""
+        groups: dict[SeriesKey, list[SeriesKey]] = {}
+        for k in keys:
+            groups.setdefault(self._curve_key(k), []).append(k)
+        out_stats: dict[SeriesKey, tuple] = {}
+        for ck, ks in groups.items():
+            if len(ks) == 1:
+                data[ck] = data[ks[0]]
+                if ks[0] in stats:
+                    out_stats[ck] = stats[ks[0]]
+                continue
+            t = np.concatenate([data[k][0] for k in ks])
+            v = np.concatenate([np.asarray(data[k][1], dtype=np.float64) for k in ks])
+            order = np.argsort(t, kind="stable")
+            data[ck] = (t[order], v[order])
+            parts = [stats[k] for k in ks if k in stats]
+            if parts:
+                los = [p[1] for p in parts if p[1] is not None and not math.isnan(p[1])]
+                his = [p[2] for p in parts if p[2] is not None and not math.isnan(p[2])]
+                out_stats[ck] = (all(p[0] for p in parts), min(los) if los else math.nan, max(his) if his else math.nan)
+        return list(groups), out_stats
 
     def _sync_legend(self, keys: list[SeriesKey]) -> None:
         want = keys[:LEGEND_MAX]

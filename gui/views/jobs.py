@@ -5,7 +5,7 @@ from __future__ import annotations
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
-    QAbstractItemView, QDialog, QDialogButtonBox, QFormLayout, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QMenu,
+    QAbstractItemView, QCheckBox, QDialog, QDialogButtonBox, QFormLayout, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QMenu,
     QSpinBox, QStyle, QTableView, QToolBar, QVBoxLayout, QWidget,
 )
 
@@ -52,6 +52,10 @@ class JobsPanel(QWidget):
         self.filter.setPlaceholderText("Filter jobs (id, name, node, state)…")
         self.filter.setClearButtonEnabled(True)
         self.filter.textChanged.connect(self._filter)
+        self.show_migrated = QCheckBox("Show migrated")
+        self.show_migrated.setToolTip("Also list the earlier hops of migrated jobs (state 'migrated'); "
+                                      "normally a migrated job is one row: where it runs now")
+        self.show_migrated.toggled.connect(self._set_show_migrated)
 
         sp = QStyle.StandardPixmap
         self.act_pause = self._action("Pause", "Space", "Pause the selected jobs (cgroup freezer)", lambda: self.actions.pause(self.selected()), sp.SP_MediaPause)
@@ -74,6 +78,7 @@ class JobsPanel(QWidget):
         top.addWidget(QLabel("<b>Jobs</b>"))
         top.addWidget(self.count)
         top.addWidget(bar, 1)
+        top.addWidget(self.show_migrated)
         top.addWidget(self.filter)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -95,9 +100,23 @@ class JobsPanel(QWidget):
         return a
 
     def refresh(self) -> None:
+        # The selection follows a job across a migration: its row id changes (a new hop),
+        # its identity (first id) does not.
+        before = self.selected()
+        identity_of = {r.id: r.identity for r in self.model.rows}
         self.model.refresh()
+        now = {r.id for r in self.model.rows}
+        gone = {identity_of[j] for j in before if j not in now and j in identity_of}
+        if gone:
+            follow = [r.id for r in self.model.rows if r.identity in gone and r.state != "migrated"]
+            if follow:
+                self.select([j for j in before if j in now] + follow)
         self._update_count()
         self.update_enabled()
+
+    def _set_show_migrated(self, on: bool) -> None:
+        self.model.show_migrated = on
+        self.refresh()
 
     def _filter(self, text: str) -> None:
         self.proxy.setFilterFixedString(text)
