@@ -30,16 +30,18 @@ PEAK_RSS_LIMIT_MIB = 250
 #: Generous: these take well under 5 s; the limit only catches an endless loop or wait.
 TIME_LIMIT_S = 90
 
+# VmHWM, not getrusage's ru_maxrss: the child is forked from pytest (preexec_fn) and Linux
+# carries the forking process's high-water mark into ru_maxrss across exec.
 _RUNNER = """
-import os, resource, sys
+import os, re, sys
 from agentd.cli import main
 try:
     rc = main()
 except SystemExit as e:
     rc = e.code
 finally:
-    with open(os.environ["RSS_OUT"], "w") as f:
-        f.write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+    with open("/proc/self/status") as st, open(os.environ["RSS_OUT"], "w") as f:
+        f.write(re.search(r"VmHWM:\\s+(\\d+)", st.read()).group(1))
 sys.exit(rc)
 """
 
