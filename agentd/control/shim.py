@@ -363,6 +363,9 @@ def main(job_dir: str) -> int:
             result["log_dropped_bytes"] = sum(log.dropped_bytes for log in logs.values())
             # A full disk: stay and retry, so agentd still learns the exit code once space is back.
             wrote_exit = wrote_pid and _try_json(os.path.join(job_dir, "exit.json"), result)
+            if not wrote_exit and not os.path.isdir(job_dir):
+                return 1  # the job's dir was removed (its state dir deleted): nobody can read it
+
         if wrote_exit:
             try:
                 os.waitpid(-1, os.WNOHANG)

@@ -35,6 +35,13 @@ class SecureNode:
                 "--node-name", "sec", "--interval", "0.5", "--slurm", "off"]
         self.proc = AgentdProc("sec", self.state, f"tcp://127.0.0.1:{ctl_port}", f"tcp://127.0.0.1:{pub_port}", args)
         self.proc.start(wait=False)
+        try:
+            self._wait_ready()
+        except BaseException:  # no fixture owns a daemon that never answered: stop it here
+            self.proc.kill9()
+            raise
+
+    def _wait_ready(self) -> None:
         self.server_key = str(self.state / "keys" / "server.key")
         deadline = time.monotonic() + 20
         while not Path(self.server_key).exists():  # agentd makes its key pair as it starts
