@@ -253,8 +253,10 @@ class JobManager:
         """Every job from jobs.db and from the job dirs' job.json, the newer record of each."""
         best: dict[int, tuple[JobInfo, int, dict[str, Any], float]] = {}
         if self._store is not None:
+            seen = len(self._store.problems)
             for info, n, runtime, updated in self._store.load():
                 best[n] = (info, n, runtime, updated)
+            self.problems.extend(self._store.problems[seen:])  # rows that could not be read, by id
         recovered: list[int] = []
         for n, job_dir in self._job_dirs():
             path = job_dir / JOB_FILE

@@ -92,27 +92,29 @@ def test_job_numbers_never_reused_when_jobsdb_is_lost_or_restored_old(tmp_path):
             stale_dir.rmdir()
 
 
-def _corrupt_not_sqlite(state: Path) -> str:
+def _corrupt_not_sqlite(state: Path, job_id: str) -> str:
     (state / "jobs.db").write_bytes(b"this is not a database\n" * 400)
     return "corrupt"
 
 
-def _corrupt_truncated(state: Path) -> str:
+def _corrupt_truncated(state: Path, job_id: str) -> str:
     size = (state / "jobs.db").stat().st_size
     with open(state / "jobs.db", "r+b") as f:
         f.truncate(size // 2)
     return "corrupt"
 
 
-def _corrupt_row(state: Path) -> str:
+def _corrupt_row(state: Path, job_id: str) -> str:
+    # By the job's real id: job numbers continue past those of earlier daemons named n1 whose
+    # job-N cgroup dirs are still there (ids are never reused), so it need not be n1.2.
     db = sqlite3.connect(state / "jobs.db")
     with db:
-        db.execute("UPDATE jobs SET info = '{garbage' WHERE id = 'n1.2'")
+        assert db.execute("UPDATE jobs SET info = '{garbage' WHERE id = ?", (job_id,)).rowcount == 1
     db.close()
     return "row"
 
 
-def _newer_schema(state: Path) -> str:
+def _newer_schema(state: Path, job_id: str) -> str:
     db = sqlite3.connect(state / "jobs.db")
     with db:
         db.execute("INSERT INTO _migrations (name, version, applied_s) VALUES ('jobstore', 99, 0)")
@@ -130,7 +132,7 @@ def test_damaged_store_starts_names_the_problem_and_keeps_jobs(tmp_path, damage)
         for i in range(3):  # make the file a few pages long, so that truncating it loses some
             submit(d, SHORT, name=f"filler-{i}", labels={f"pad{k}": "x" * 1000 for k in range(3)})
         d.stop(cancel_jobs=False)
-        kind = damage(state)
+        kind = damage(state, b.id)
         d.start()
 
         with d.client(timeout_s=10) as c:
@@ -139,7 +141,7 @@ def test_damaged_store_starts_names_the_problem_and_keeps_jobs(tmp_path, damage)
             text = " ".join(hello.problems)
             assert str(state / "jobs.db") in text
             if kind == "row":
-                assert "n1.2" in text, text
+                assert b.id in text, text
             snap = wait_until(lambda: (s := c.call(Snapshot(history=5))).samples and s, 15, "telemetry samples")
             assert any(e.kind == "store" and not e.ok for e in snap.events)
         if kind != "row":
