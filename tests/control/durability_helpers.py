@@ -5,25 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from agentd.protocol import TERMINAL_STATES, JobInfo, JobSpec
 from agentd.protocol.messages import Cancel, Jobs, Submit
 from tests.agentd_proc import AgentdProc, free_port
-
-
-def wait_until(cond: Callable[[], object], timeout_s: float, what: str) -> object:
-    """Poll ``cond`` until truthy; AssertionError naming ``what`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        got = cond()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.05)
+from tests.control.control_helpers import wait_for as wait_until  # noqa: F401 - the tests import it from here
 
 
 def daemon(state_dir: Path, node: str = "n1", gpus: int = 2, interval: float = 0.5) -> AgentdProc:

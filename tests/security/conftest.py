@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import time
 from pathlib import Path
 
 import msgspec
@@ -18,6 +17,7 @@ import pytest
 import zmq
 
 from tests.agentd_proc import AgentdProc, reap_orphans, start_agentd
+from tests.control.control_helpers import wait_for  # noqa: F401 - the tests import it from here
 
 ROWS: list[tuple[str, str, str]] = []
 RSS_LIMIT_KIB = 64 * 1024  # the bound: growth of at most 64 MiB
@@ -126,13 +126,3 @@ def _job_cgroups(node: str) -> list[Path]:
             if base.is_dir():
                 found += sorted(base.glob("job-*"))
     return found
-
-
-def wait_for(pred, timeout_s: float, what: str, step_s: float = 0.1):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(step_s)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
