@@ -16,12 +16,16 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, QSettings, Qt, QTimer, Signal
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from gui.cluster_file import ClusterFileError, load_cluster
-from gui.sources.base import NodeAddress
+from gui.sources.base import DataSource, NodeAddress
+
+if TYPE_CHECKING:
+    from gui.main_window import MainWindow
 
 log = logging.getLogger("fleetdeck")
 
@@ -90,7 +94,6 @@ def main(argv: list[str] | None = None) -> int:
     apply_theme(app, load_theme(settings))
 
     from gui.local_agents import LocalAgents, demo_workloads, submit
-    from gui.main_window import MainWindow
     from gui.sources.live import LiveSource
 
     agents = LocalAgents()
@@ -112,10 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         label = "demo / simulated" if args.demo else "live"
         source = LiveSource([], label=label)
 
-    window = MainWindow(source, settings, title_label=label)
-    if args.replay is not None:
-        from gui.views.timeline import Timeline
-        window.set_timeline(Timeline(source))
+    window = assemble_window(source, settings, title_label=label)
     bridge.node_ready.connect(window.add_node)
     bridge.problem.connect(lambda m: (window.state.add_local_event(m, ok=False, kind="error"), window._show_failure(m)))
     bridge.notice.connect(lambda m: (window.state.add_local_event(m, kind="app"), window.status.showMessage(m, 10000)))
@@ -151,6 +151,35 @@ def main(argv: list[str] | None = None) -> int:
         window.shutdown()
         agents.stop_all()
     return rc
+
+
+def assemble_window(source: DataSource, settings: QSettings, *, title_label: str | None = None,
+                    confirm=None) -> MainWindow:
+    """The main window on ``source``, live or replay: a replay gets its timeline, and every
+    window opens recordings (File ▸ Open recording…) in new windows assembled here too, so
+    gui.main_window and gui.replay_mode never import each other."""
+    from gui.main_window import MainWindow
+    from gui.sources.replay import ReplaySource
+
+    window = MainWindow(source, settings, title_label=title_label, confirm=confirm,
+                        open_replay=lambda path: open_replay_window(path, settings))
+    if isinstance(source, ReplaySource):
+        from gui.views.timeline import Timeline
+        window.set_timeline(Timeline(source))
+    return window
+
+
+def open_replay_window(path: str | Path, settings: QSettings, confirm=None) -> MainWindow:
+    """A started, shown window replaying ``path``; RecordingError (its message names the file
+    and the remedy) for a file that cannot be replayed, before any window opens."""
+    from gui.replay_mode import check_replayable, replay_title
+    from gui.sources.replay import ReplaySource
+
+    check_replayable(path)
+    window = assemble_window(ReplaySource(path), settings, title_label=replay_title(path), confirm=confirm)
+    window.start()
+    window.show()
+    return window
 
 
 def _run_demo(agents, n: int, bridge: _Bridge, workloads, submit) -> None:

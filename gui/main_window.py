@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence
@@ -34,8 +35,13 @@ DEFAULT_SIZE = (1440, 900)
 
 class MainWindow(QMainWindow):
     def __init__(self, source: DataSource, settings: QSettings, state: ClusterState | None = None, confirm=None,
-                 title_label: str | None = None) -> None:
+                 title_label: str | None = None,
+                 open_replay: Callable[[str], MainWindow] | None = None) -> None:
+        """``open_replay(path)`` opens a replay window (raising RecordingError for a bad file);
+        gui.app gives it, so this module never imports replay mode. Without it, File ▸ Open
+        recording… is disabled."""
         super().__init__()
+        self._open_replay = open_replay
         self.source = source
         self.settings = settings
         self.state = state or ClusterState()
@@ -78,7 +84,6 @@ class MainWindow(QMainWindow):
         self.topology.migrate_requested.connect(self._migrate_drop)
         self.topology.job_clicked.connect(lambda j: self.jobs.select([j]))
         self.charts = ChartsPanel(self.state)
-        self.actions_ = self.actions
         self.jobs = JobsPanel(self.state, self.actions)
         self.jobs.logs_requested.connect(self.show_logs)
         self.jobs.migrate_requested.connect(self.migrate_dialog)
@@ -152,6 +157,7 @@ class MainWindow(QMainWindow):
         open_rec.setShortcut(QKeySequence.StandardKey.Open)
         open_rec.setToolTip("Replay a recording in a new window")
         open_rec.triggered.connect(lambda: self.open_recording())
+        open_rec.setEnabled(self._open_replay is not None)
         file.addSeparator()
         for a in (self.recorder.act_record, self.recorder.act_stop, self.recorder.act_props):
             file.addAction(a)
@@ -325,14 +331,16 @@ class MainWindow(QMainWindow):
     # ---- replay ----
     def open_recording(self, path: str | None = None) -> "MainWindow | None":
         """Replay a recording in a new window; a bad file gives a message box, not a traceback."""
-        from gui.replay_mode import RecordingError, open_replay_window
+        from agentd.store.recording import RecordingError
 
+        if self._open_replay is None:
+            return None
         if path is None:
             path, _ = QFileDialog.getOpenFileName(self, "Open recording", "", FILE_FILTER)
             if not path:
                 return None
         try:
-            w = open_replay_window(path, self.settings)
+            w = self._open_replay(path)
         except RecordingError as exc:
             self.bad_recording(str(exc))
             return None

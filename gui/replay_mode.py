@@ -1,8 +1,9 @@
-"""Replay mode: check a recording, then open a window on a ReplaySource with a timeline.
+"""Replay mode: whether a recording can be replayed, and the title of its window.
 
-Used by ``fleetdeck --replay FILE`` and File ▸ Open recording…. A file that cannot be replayed
-(not SQLite, truncated, from a newer Fleetdeck, without samples) is refused here with
-RecordingError's message, before any window opens.
+Used by ``fleetdeck --replay FILE`` and File ▸ Open recording… (the window itself is assembled
+by :func:`gui.app.open_replay_window`). A file that cannot be replayed (not SQLite, truncated,
+from a newer Fleetdeck, without samples) is refused here with RecordingError's message, before
+any window opens.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from agentd.store.recording import RecordingError, RecordingReader
 
-__all__ = ["RecordingError", "check_replayable", "open_replay_window", "replay_title"]
+__all__ = ["RecordingError", "check_replayable", "replay_title"]
 
 
 def check_replayable(path: str | Path) -> None:
@@ -25,18 +26,3 @@ def check_replayable(path: str | Path) -> None:
 
 def replay_title(path: str | Path) -> str:
     return f"replay — {Path(path).name}"
-
-
-def open_replay_window(path: str | Path, settings, confirm=None):
-    """A started, shown MainWindow replaying ``path`` (raises RecordingError for a bad file)."""
-    from gui.main_window import MainWindow
-    from gui.sources.replay import ReplaySource
-    from gui.views.timeline import Timeline
-
-    check_replayable(path)
-    source = ReplaySource(path)
-    window = MainWindow(source, settings, title_label=replay_title(path), confirm=confirm)
-    window.set_timeline(Timeline(source))
-    window.start()
-    window.show()
-    return window

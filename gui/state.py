@@ -90,6 +90,39 @@ def gpu_scope(index: int) -> str:
     return f"gpu{index}"
 
 
+@dataclass(frozen=True)
+class ChartScope:
+    """What a chart shows: every node ("all"), one node ("node"), one GPU of a node ("gpu",
+    ``item`` its index) or one job of a node ("job", ``item`` its id). Typed, never a string
+    split on ":": a node keyed by its endpoint (``tcp://h:7710``) is as chartable as any."""
+
+    kind: str = "all"  # "all", "node", "gpu" or "job"
+    node: str = ""
+    item: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        return {"kind": self.kind, "node": self.node, "item": self.item}
+
+    @classmethod
+    def from_json(cls, raw: object) -> ChartScope:
+        """From settings: the dict :meth:`to_json` wrote, or the "*" / "node:K" / "gpu:K:I" /
+        "job:K:ID" text of older versions. ValueError for anything else."""
+        if isinstance(raw, dict):
+            kind, node, item = str(raw.get("kind", "all")), str(raw.get("node", "")), str(raw.get("item", ""))
+        elif raw == "*":
+            return cls()
+        elif isinstance(raw, str) and raw.startswith("node:"):
+            kind, node, item = "node", raw[len("node:"):], ""
+        elif isinstance(raw, str) and raw.startswith(("gpu:", "job:")) and raw.count(":") >= 2:
+            kind, rest = raw.split(":", 1)
+            node, item = rest.rsplit(":", 1)
+        else:
+            raise ValueError(f"chart scope {raw!r} is not one this version knows")
+        if kind not in ("all", "node", "gpu", "job") or (kind == "gpu" and not item.isdigit()):
+            raise ValueError(f"chart scope {raw!r} is not one this version knows")
+        return cls(kind, node, item)
+
+
 def throughput_of(app: dict[str, float]) -> tuple[float, str] | None:
     """A job's headline application rate and its unit, or None when it reports none."""
     for name in THROUGHPUT_PREFERENCE:

@@ -1,6 +1,7 @@
 """agentctl record / replay / recording info / recording set.
 
-``record`` follows daemons with NodeLinks and writes a recording (agentd.store.recording);
+``record`` follows daemons with NodeLinks and writes what they yield through
+agentd.store.link_recorder (the app's recording uses the same call);
 ``replay`` prints a recording as the very JSON lines ``agentctl watch --json`` prints live.
 """
 
@@ -126,7 +127,9 @@ class _Stop(Exception):
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    from agentd.transport.client import LinkMessage, LinkSet, LinkSnapshot, LinkState
+    from agentd.protocol.link import LinkState
+    from agentd.store.link_recorder import LinkRecorder
+    from agentd.transport.client import LinkSet
 
     timeout = getattr(args, "timeout", 5.0) or 5.0
     tgts = targets(args)
@@ -134,6 +137,7 @@ def cmd_record(args: argparse.Namespace) -> int:
         rec = Recorder(args.out, title=args.title, notes=args.notes)
     except RecordingError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
+    writer = LinkRecorder(rec)  # the app records through the same call
     links = LinkSet()
     key_of: dict[str, str] = {}
     old_term = signal.getsignal(signal.SIGTERM)
@@ -154,8 +158,7 @@ def cmd_record(args: argparse.Namespace) -> int:
                 links.add(t.endpoint, server_key=t.server_key or None, hello_timeout_s=timeout)
             except ValueError as exc:
                 raise CliError(str(exc), EXIT_USAGE) from None
-            rec.add_node(key, endpoint=t.endpoint, name=t.name)
-            rec.link_state(key, "connecting")
+            writer.follow(key, endpoint=t.endpoint, name=t.name)
         print(f"agentctl: recording {len(tgts)} node(s) to {args.out}; Ctrl-C stops", file=sys.stderr)
         while True:
             now = time.monotonic()
@@ -164,15 +167,9 @@ def cmd_record(args: argparse.Namespace) -> int:
                 break
             wait = 0.25 if args.duration is None else max(0.0, min(0.25, args.duration - (now - started)))
             for ev in links.poll(wait):
-                key = key_of.get(ev.endpoint, ev.endpoint)
-                if isinstance(ev, LinkSnapshot):
-                    rec.feed(key, ev.reply)
-                elif isinstance(ev, LinkMessage):
-                    rec.feed(key, ev.msg)
-                elif isinstance(ev, LinkState):
-                    rec.link_state(key, ev.state, ev.detail)
-                    if ev.state == "down":
-                        print(clean(f"agentctl: {ev.endpoint}: link down ({ev.detail}); gap recorded, retrying"), file=sys.stderr)
+                writer.record(key_of.get(ev.endpoint, ev.endpoint), ev)
+                if isinstance(ev, LinkState) and ev.state == "down":
+                    print(clean(f"agentctl: {ev.endpoint}: link down ({ev.detail}); gap recorded, retrying"), file=sys.stderr)
             rec.maybe_flush()
             if time.monotonic() >= next_progress:
                 _progress(rec, time.monotonic() - started, tty)

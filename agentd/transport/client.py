@@ -1,7 +1,11 @@
 """Clients of agentd: NodeClient for requests, NodeLink for the live stream (Clone pattern).
 
 Neither is thread-safe: one thread owns each object (the GUI's worker thread, the CLI's main
-thread, the recorder's loop).
+thread, the recorder's loop). A program that follows many nodes from one thread sends with
+:meth:`NodeClient.send_nowait`, sleeps in :func:`agentd.transport.poll.wait_ready` over its
+links, clients and own file descriptors, then takes what arrived with
+:meth:`NodeClient.take_replies` and :meth:`NodeLink.handle`. The link events are the typed
+structs of :mod:`agentd.protocol.link` (re-exported here).
 """
 
 from __future__ import annotations
@@ -18,8 +22,16 @@ import msgspec
 import zmq
 
 from agentd.protocol import MAX_MESSAGE_BYTES, ProtocolError, decode_reply, decode_stream, encode
+from agentd.protocol.link import LinkEvent, LinkMessage, LinkSnapshot, LinkState, LinkStatus
 from agentd.protocol.messages import ErrorReply, Hello, HelloReply, Reply, Request, Snapshot, SnapshotReply, StreamMsg
 from agentd.transport.auth import client_keys_dir, connect_address, endpoint_host, load_or_create_keypair, load_public_key
+from agentd.transport.errors import ClientError
+from agentd.transport.poll import Ready, wait_ready
+
+__all__ = [
+    "ClientError", "LinkEvent", "LinkMessage", "LinkSet", "LinkSnapshot", "LinkState", "NodeClient", "NodeLink",
+    "RemoteError", "Unreachable", "default_actor", "stream_endpoint",
+]
 
 log = logging.getLogger(__name__)
 R = TypeVar("R", bound=Reply)
@@ -28,8 +40,10 @@ RETRY_AFTER_S = 2.0
 _ids = itertools.count(1)
 
 
-class ClientError(Exception):
-    """Base of the errors a client raises; ``str()`` is a one-line message for a person."""
+class _ReplyId(msgspec.Struct):
+    """Just the id of a reply, read before its type is known (which request it answers)."""
+
+    id: int = 0
 
 
 class Unreachable(ClientError):
@@ -95,6 +109,7 @@ class NodeClient:
         self.ctx = ctx or zmq.Context()
         self.sock: zmq.Socket | None = None
         self._hello: HelloReply | None = None
+        self._expected: dict[int, type[Reply]] = {}  # send_nowait ids -> the reply type awaited
 
     def _socket(self) -> zmq.Socket:
         if self.sock is None:
@@ -110,10 +125,73 @@ class NodeClient:
             self.sock = s
         return self.sock
 
+    def connect(self) -> None:
+        """Open the connection now (it is otherwise opened by the first request), so the first
+        :meth:`send_nowait` finds it up."""
+        self._socket()
+
+    def sockets(self) -> list[zmq.Socket]:
+        """The socket to wait on with :func:`~agentd.transport.poll.wait_ready` (none until
+        connected)."""
+        return [self.sock] if self.sock is not None else []
+
     def reset(self) -> None:
+        """Drop the connection (lazy pirate: a late reply can never reach a later request);
+        the next request reconnects. Replies awaited by :meth:`send_nowait` are forgotten."""
         if self.sock is not None:
             self.sock.close(linger=0)
             self.sock = None
+        self._expected.clear()
+
+    def send_nowait(self, req: Request) -> int | None:
+        """Send ``req`` without blocking and return its request id, whose reply
+        :meth:`take_replies` hands back; None when no connection is up yet (try again later).
+        ClientError when the socket failed (it is reset; the next call reconnects)."""
+        req_id = next(_ids)
+        body = encode(msgspec.structs.replace(req, id=req_id, actor=req.actor or self.actor))
+        try:
+            self._socket().send(body, zmq.NOBLOCK)
+        except zmq.Again:
+            return None
+        except zmq.ZMQError as exc:
+            self.reset()
+            raise ClientError(f"could not send to agentd at {self.endpoint}: {exc}") from None
+        self._expected[req_id] = type(req).reply
+        return req_id
+
+    def take_replies(self) -> list[tuple[int, Reply | ErrorReply]]:
+        """The replies to :meth:`send_nowait` requests that arrived, without waiting: (request
+        id, reply), an ErrorReply for a refusal or for a reply this client cannot read. Replies
+        nobody waits for any more are dropped."""
+        out: list[tuple[int, Reply | ErrorReply]] = []
+        while self.sock is not None:
+            try:
+                body = self.sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            except zmq.ZMQError as exc:
+                log.warning("agentd at %s: receive failed (%s); reconnecting", self.endpoint, exc)
+                self.reset()
+                break
+            try:
+                req_id = msgspec.msgpack.decode(body, type=_ReplyId).id
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue  # not even an id: nothing to match it with
+            expected = self._expected.pop(req_id, None)
+            if expected is None:
+                continue
+            reply: Reply | ErrorReply
+            try:
+                reply = decode_reply(body, expected)
+            except ProtocolError as exc:
+                reply = ErrorReply(id=req_id, code=int(exc.code), field=exc.field,
+                                   message=f"agentd at {self.endpoint} sent a reply this client cannot read: {exc.message}")
+            out.append((req_id, reply))
+        return out
+
+    def forget(self, req_id: int) -> None:
+        """Stop waiting for one reply (its caller gave up); a late reply is then dropped."""
+        self._expected.pop(req_id, None)
 
     def send(self, req: Request) -> int:
         """Send without waiting; returns the request id to match with :meth:`take_reply`."""
@@ -175,30 +253,7 @@ class NodeClient:
 
 
 # ---- the live stream -------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class LinkSnapshot:
-    endpoint: str
-    node: str
-    reply: SnapshotReply
-    hello: HelloReply
-
-
-@dataclass(frozen=True)
-class LinkMessage:
-    endpoint: str
-    msg: StreamMsg
-
-
-@dataclass(frozen=True)
-class LinkState:
-    endpoint: str
-    node: str
-    state: str  # "connecting", "live", "stale", "down"
-    detail: str = ""
-
-
-LinkEvent = LinkSnapshot | LinkMessage | LinkState
+# The events (LinkSnapshot, LinkMessage, LinkState) live in agentd.protocol.link.
 
 
 def stream_endpoint(ctl: str, pub: str) -> str:
@@ -223,7 +278,7 @@ class NodeLink:
     stale_after_s: float = STALE_AFTER_S
     topics: tuple[bytes, ...] = (b"",)
     ctx: zmq.Context | None = None
-    state: str = "connecting"
+    state: LinkStatus = "connecting"
     node: str = ""
     _events: list[LinkEvent] = field(default_factory=list)
 
@@ -247,7 +302,7 @@ class NodeLink:
             socks.append(self.sub)
         return socks
 
-    def _set_state(self, state: str, detail: str = "") -> None:
+    def _set_state(self, state: LinkStatus, detail: str = "") -> None:
         if state != self.state:
             self.state = state
             self._events.append(LinkState(self.endpoint, self.node, state, detail))
@@ -339,12 +394,13 @@ class NodeLink:
         """Take a fresh hello + snapshot now (a recorder starting wants the full state)."""
         self._resync(time.monotonic())
 
-    def handle(self, ready: Iterable[zmq.Socket], now: float | None = None) -> list[LinkEvent]:
-        """Process sockets that are ready, timers, and return the events that resulted."""
+    def handle(self, ready: Ready | Iterable[zmq.Socket], now: float | None = None) -> list[LinkEvent]:
+        """Process sockets that are ready (a :class:`~agentd.transport.poll.Ready` or the
+        sockets themselves), timers, and return the events that resulted."""
         now = time.monotonic() if now is None else now
-        ready = set(ready)
+        ready_socks: frozenset[object] = ready.sockets if isinstance(ready, Ready) else frozenset(ready)
         sock = self.client.sock
-        if sock is not None and sock in ready:
+        if sock is not None and sock in ready_socks:
             while True:
                 try:
                     body = sock.recv(zmq.NOBLOCK)
@@ -354,7 +410,7 @@ class NodeLink:
                 sock = self.client.sock
                 if sock is None:
                     break
-        if self.sub is not None and self.sub in ready:
+        if self.sub is not None and self.sub in ready_socks:
             while self.sub is not None:
                 try:
                     _topic, body = self.sub.recv_multipart(zmq.NOBLOCK)
@@ -392,11 +448,7 @@ class NodeLink:
 
     def poll(self, timeout_s: float) -> list[LinkEvent]:
         """Wait up to ``timeout_s`` for this link alone and return its events."""
-        poller = zmq.Poller()
-        for s in self.sockets():
-            poller.register(s, zmq.POLLIN)
-        ready = [s for s, _ in poller.poll(max(0, int(timeout_s * 1000)))]
-        return self.handle(ready)
+        return self.handle(wait_ready([self], timeout_s))
 
     def close(self) -> None:
         self._close_sub()
@@ -424,11 +476,7 @@ class LinkSet:
             link.close()
 
     def poll(self, timeout_s: float) -> list[LinkEvent]:
-        poller = zmq.Poller()
-        for link in self.links.values():
-            for s in link.sockets():
-                poller.register(s, zmq.POLLIN)
-        ready = [s for s, _ in poller.poll(max(0, int(timeout_s * 1000)))]
+        ready = wait_ready(self.links.values(), timeout_s)
         now = time.monotonic()
         out: list[LinkEvent] = []
         for link in list(self.links.values()):

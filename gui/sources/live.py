@@ -1,94 +1,80 @@
-"""LiveSource: agentd daemons over ZeroMQ, from one worker thread that owns every socket.
+"""LiveSource: agentd daemons, followed from one worker thread that owns every connection.
 
-zmq sockets are not thread-safe, so the worker QThread creates, polls and closes all of them:
-one :class:`NodeLink` per node for the stream (Clone pattern, staleness, reconnect) and one
-:class:`NodeClient` DEALER per node for requests, which it sends without waiting and matches
-by request id as replies arrive. Decoded, immutable structs cross to the GUI thread through
-queued signals; commands (requests, added or removed nodes) cross the other way through a
-plain queue the worker drains every poll. The GUI thread never touches a socket.
+The worker QThread owns a :class:`agentd.transport.nodes.NodeSet`: per node a stream link
+(Clone pattern, staleness, reconnect) and a request client that sends without waiting and
+hands back replies by request id. This module imports no zmq: sockets stay in
+``agentd.transport``. Decoded, immutable structs cross to the GUI thread through queued
+signals; commands (typed dataclasses of :mod:`gui.sources.live_commands`) cross the other way
+through a :class:`~gui.sources.live_commands.CommandQueue` whose wake-up pipe the worker polls
+with the sockets. The GUI thread never touches the network or the disk.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import queue
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-import msgspec
-import zmq
-from PySide6.QtCore import QThread, Qt, Signal
+from PySide6.QtCore import Qt, QThread, QTimer, Signal
 
-from agentd.protocol import ProtocolError, decode_reply, encode
-from agentd.protocol.messages import Cancel, ErrorReply, Migrate, Request
-from agentd.store.recording import Recorder, RecordingError
-from agentd.transport.client import LinkMessage, LinkSnapshot, LinkState, NodeClient, NodeLink
+from agentd.protocol.link import LinkEvent, LinkMessage, LinkSnapshot, LinkState
+from agentd.protocol.messages import Cancel, ErrorReply, Migrate, Reply, Request
+from agentd.store.recording import RecordingError
+from agentd.transport.client import ClientError
+from agentd.transport.nodes import NodeSet, Polled
 from gui.sources.base import Capabilities, DataSource, NodeAddress, RequestFailure
+from gui.sources.live_commands import (
+    AddNode,
+    CommandQueue,
+    RemoveNode,
+    SendRequest,
+    SetRecordingMeta,
+    StartRecording,
+    StopRecording,
+)
+from gui.sources.live_recording import (
+    RecordingSession,
+    RecordingStatus,
+    set_recording_meta,
+)
 
+__all__ = ["LiveSource", "RecordingStatus"]
 log = logging.getLogger(__name__)
 
-POLL_INTERVAL_S = 0.05  # how long the worker waits for sockets before looking at its queue
+POLL_INTERVAL_S = 0.25  # the longest the worker sleeps: timers (timeouts, staleness) need it
 REQUEST_TIMEOUT_S = 10.0
 # A migration replies when the checkpoint has travelled; a cancel waits out the grace period.
-SLOW_REQUEST_TIMEOUT_S = {Migrate: 600.0, Cancel: 30.0}
+SLOW_REQUEST_TIMEOUT_S: dict[type[Request], float] = {Migrate: 600.0, Cancel: 30.0}
 STOP_WAIT_MS = 3000
 SEND_WAIT_S = 3.0
-RECORDING_STATUS_EVERY_S = 1.0  # how often the recording indicator hears duration and size
 _zombies: list[QThread] = []  # workers that did not stop in time; never destroy a running QThread
-_request_ids = itertools.count(1_000_000_000)  # apart from NodeLink's own ids on other sockets
 
 
-@dataclass(frozen=True)
-class RecordingStatus:
-    """What the recording indicator shows; sent from the network thread about once a second.
+@dataclass
+class _Outgoing:
+    """A request not sent yet: its node has no connection; it may wait until ``deadline``."""
 
-    ``error`` is a readable message (RecordingError's) when recording stopped because the file
-    could not be written; empty otherwise."""
-
-    active: bool
-    path: str
-    duration_s: float = 0.0
-    size_bytes: int = 0
-    samples: int = 0
-    error: str = ""
-
-
-class _Recording:
-    """The recorder plus what the worker needs around it. Lives in (and is touched only by)
-    the network thread: sqlite connections and the recorder are not thread-safe."""
-
-    def __init__(self, path: str, title: str, notes: str, links: dict[str, NodeLink], endpoints: dict[str, str]) -> None:
-        self.recorder = Recorder(path, title=title, notes=notes)
-        self.path = path
-        self.started = time.monotonic()
-        self.reported = 0.0
-        # A node's messages are recorded from its next snapshot on, so a replay always finds
-        # the inventory and job table the messages build on.
-        self.waiting: set[str] = set()
-        for key, link in links.items():
-            self.recorder.add_node(key, endpoint=endpoints.get(key, link.endpoint))
-            self.recorder.link_state(key, link.state)
-            self.waiting.add(key)
-            # A fresh snapshot, so the recording starts with the inventory and the job table.
-            link.resync()
-
-    def status(self, active: bool = True, error: str = "") -> RecordingStatus:
-        return RecordingStatus(active, self.path, time.monotonic() - self.started, self.recorder.size_bytes(),
-                               self.recorder.samples_written, error)
+    token: int
+    key: str
+    req: Request
+    deadline: float
 
 
 @dataclass
 class _Pending:
+    """A request sent and waiting for its reply until ``deadline``."""
+
     token: int
     key: str
     req: Request
-    req_id: int
     deadline: float
 
 
 class _Worker(QThread):
-    """The thread that owns the sockets. Talks to the GUI thread only through signals and
+    """The thread that owns the connections. Talks to the GUI thread only through signals and
     ``commands``."""
 
     snapshot = Signal(str, object)
@@ -101,149 +87,167 @@ class _Worker(QThread):
 
     def __init__(self) -> None:
         super().__init__()
-        self.commands: queue.SimpleQueue = queue.SimpleQueue()
+        self.commands = CommandQueue()
         self._stopping = False
-        self._outbox: list[tuple[int, str, Request, float]] = []
-        self._rec: _Recording | None = None
+        self._nodes: NodeSet | None = None
         self._endpoints: dict[str, str] = {}
+        self._outbox: list[_Outgoing] = []
+        self._pending: dict[tuple[str, int], _Pending] = {}
+        self._rec: RecordingSession | None = None
+        # One handler per command type: a new command is a new entry, never a new branch.
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            AddNode: self._add_node,
+            RemoveNode: self._remove_node,
+            SendRequest: self._queue_request,
+            StartRecording: self._start_recording,
+            StopRecording: self._stop_recording_cmd,
+            SetRecordingMeta: self._set_meta,
+        }
 
     def request_stop(self) -> None:
         self._stopping = True
+        self.commands.wake()
 
-    def run(self) -> None:  # noqa: C901 - one loop, read top to bottom
-        ctx = zmq.Context()
-        links: dict[str, NodeLink] = {}
-        clients: dict[str, NodeClient] = {}
-        pending: dict[tuple[str, int], _Pending] = {}
+    def run(self) -> None:
+        nodes = self._nodes = NodeSet()
         try:
             while not self._stopping:
-                self._drain_commands(ctx, links, clients, pending)
-                self._flush_outbox(clients, pending)
-                poller = zmq.Poller()
-                for link in links.values():
-                    for s in link.sockets():
-                        poller.register(s, zmq.POLLIN)
-                for c in clients.values():
-                    if c.sock is not None:
-                        poller.register(c.sock, zmq.POLLIN)
+                for cmd in self.commands.take_all():
+                    self._handlers[type(cmd)](cmd)
+                self._flush_outbox()
                 try:
-                    ready = {s for s, _ in poller.poll(int(POLL_INTERVAL_S * 1000))} if links or clients else set()
-                except zmq.ZMQError as exc:
-                    self.problem.emit(f"network poll failed: {exc}; retrying")
-                    ready = set()
-                if not links and not clients:
-                    time.sleep(POLL_INTERVAL_S)
-                now = time.monotonic()
-                for key, link in list(links.items()):
-                    try:
-                        events = link.handle(ready, now)
-                    except Exception as exc:  # one bad node never stops the others
-                        log.exception("link %s failed", key)
-                        self.problem.emit(f"node {key!r}: stream handling failed: {exc}")
-                        continue
-                    for ev in events:
-                        if isinstance(ev, LinkSnapshot):
-                            self.snapshot.emit(key, ev.reply)
-                        elif isinstance(ev, LinkMessage):
-                            self.message.emit(key, ev.msg)
-                        elif isinstance(ev, LinkState):
-                            self.link_state.emit(key, ev.state, ev.detail)
-                        if self._rec is not None:
-                            self._record(key, ev)
-                if self._rec is not None:
-                    self._recording_tick()
-                for key, client in clients.items():
-                    if client.sock is not None and client.sock in ready:
-                        self._read_replies(key, client, pending)
-                for pkey, p in list(pending.items()):
-                    if now > p.deadline:
-                        del pending[pkey]
-                        clients[p.key].reset()  # lazy pirate: a late reply must not confuse the next call
-                        self.failed.emit(p.token, RequestFailure(
-                            p.key, p.req, None,
-                            f"node {p.key!r} did not answer {_what(p.req)} within {_timeout(p.req):g} s; "
-                            "check that its agentd is running and reachable, then try again"))
+                    polled = nodes.poll(POLL_INTERVAL_S, fds=[self.commands.fileno()])
+                except ClientError as exc:
+                    self.problem.emit(f"{exc}; retrying")
+                    time.sleep(0.05)
+                    continue
+                self._on_polled(polled)
+                self._expire(time.monotonic())
         finally:
-            if self._rec is not None:
-                self._stop_recording(None, None)
-            for token, key, req, _ in self._outbox:
-                self.failed.emit(token, RequestFailure(key, req, None, f"{_what(req)} on {key!r} was not sent: the app is disconnecting"))
-            for p in pending.values():
-                self.failed.emit(p.token, RequestFailure(p.key, p.req, None, f"{_what(p.req)} on {p.key!r} was abandoned: the app is disconnecting"))
-            while True:
-                try:
-                    cmd = self.commands.get_nowait()
-                except queue.Empty:
-                    break
-                if cmd[0] == "request":
-                    _, token, key, req = cmd
-                    self.failed.emit(token, RequestFailure(key, req, None, f"{_what(req)} on {key!r} was not sent: the app is disconnecting"))
-            for link in links.values():
-                link.close()
-            for c in clients.values():
-                c.close()
-            ctx.term()
+            self._shutdown(nodes)
 
-    def _drain_commands(self, ctx, links, clients, pending) -> None:
-        while True:
+    def _on_polled(self, polled: Polled) -> None:
+        for key, message in polled.failures:
+            self.problem.emit(f"node {key!r}: {message}")
+        for key, ev in polled.events:
+            self._emit(key, ev)
+            if self._rec is not None:
+                self._guard(lambda rec=self._rec, key=key, ev=ev: rec.record(key, ev))
+        if self._rec is not None:
+            rec = self._rec
+            status: list[RecordingStatus | None] = [None]
+            self._guard(lambda: status.__setitem__(0, rec.tick()))
+            if status[0] is not None and self._rec is rec:
+                self.recording.emit(status[0])
+        for key, req_id, reply in polled.replies:
+            self._on_reply(key, req_id, reply)
+
+    def _emit(self, key: str, ev: LinkEvent) -> None:
+        if isinstance(ev, LinkSnapshot):
+            self.snapshot.emit(key, ev.reply)
+        elif isinstance(ev, LinkMessage):
+            self.message.emit(key, ev.msg)
+        elif isinstance(ev, LinkState):
+            self.link_state.emit(key, ev.state, ev.detail)
+
+    def _shutdown(self, nodes: NodeSet) -> None:
+        if self._rec is not None:
+            self._stop_recording(None, None)
+        gone = "was not sent: the app is disconnecting"
+        for o in self._outbox:
+            self._fail(o.token, o.key, o.req, f"{_what(o.req)} on {o.key!r} {gone}")
+        for p in self._pending.values():
+            self._fail(p.token, p.key, p.req, f"{_what(p.req)} on {p.key!r} was abandoned: the app is disconnecting")
+        self._outbox, self._pending = [], {}
+        self.commands.close()
+        for cmd in self.commands.take_all():
+            if isinstance(cmd, SendRequest):
+                self._fail(cmd.token, cmd.key, cmd.request, f"{_what(cmd.request)} on {cmd.key!r} {gone}")
+        nodes.close()
+
+    def _fail(self, token: int, key: str, req: Request, message: str) -> None:
+        self.failed.emit(token, RequestFailure(key, req, None, message))
+
+    # ---- commands ----
+
+    def _add_node(self, cmd: AddNode) -> None:
+        addr, nodes = cmd.address, self._nodes
+        assert nodes is not None
+        if addr.key in nodes:
+            return
+        self._endpoints[addr.key] = addr.endpoint
+        try:
+            nodes.add(addr.key, addr.endpoint, server_key=addr.server_key)
+        except Exception as exc:  # noqa: BLE001 - a bad address or key file: say so, keep the others
+            self.problem.emit(f"cannot follow node {addr.key!r} at {addr.endpoint}: {exc}")
+            self.link_state.emit(addr.key, "down", str(exc))
+            return
+        if self._rec is not None:
+            rec = self._rec
+            self._guard(lambda: rec.follow(addr.key, addr.endpoint))
+
+    def _remove_node(self, cmd: RemoveNode) -> None:
+        assert self._nodes is not None
+        self._nodes.remove(cmd.key)
+        for pkey, p in list(self._pending.items()):
+            if p.key == cmd.key:
+                del self._pending[pkey]
+                self._fail(p.token, p.key, p.req, f"node {cmd.key!r} was removed before it answered")
+
+    def _queue_request(self, cmd: SendRequest) -> None:
+        self._outbox.append(_Outgoing(cmd.token, cmd.key, cmd.request, time.monotonic() + SEND_WAIT_S))
+
+    # ---- requests ----
+
+    def _flush_outbox(self) -> None:
+        """Send what can be sent now. A node without a live connection refuses a message at
+        once instead of blocking this thread; such requests wait up to SEND_WAIT_S for the
+        connection, then fail with a message."""
+        nodes = self._nodes
+        assert nodes is not None
+        keep: list[_Outgoing] = []
+        now = time.monotonic()
+        for o in self._outbox:
+            if o.key not in nodes:
+                self._fail(o.token, o.key, o.req, f"node {o.key!r} is not connected; add it first")
+                continue
             try:
-                cmd = self.commands.get_nowait()
-            except queue.Empty:
-                return
-            kind = cmd[0]
-            if kind == "add":
-                addr: NodeAddress = cmd[1]
-                if addr.key in links:
-                    continue
-                self._endpoints[addr.key] = addr.endpoint
-                try:
-                    links[addr.key] = NodeLink(addr.endpoint, server_key=addr.server_key, ctx=ctx)
-                    if self._rec is not None:
-                        self._rec.waiting.add(addr.key)
-                        self._guard(lambda: self._rec.recorder.add_node(addr.key, endpoint=addr.endpoint))
-                    clients[addr.key] = NodeClient(addr.endpoint, server_key=addr.server_key, ctx=ctx)
-                    clients[addr.key]._socket()  # connect now, so the first request finds a connection
-                except Exception as exc:
-                    self.problem.emit(f"cannot follow node {addr.key!r} at {addr.endpoint}: {exc}")
-                    self.link_state.emit(addr.key, "down", str(exc))
-            elif kind == "remove":
-                key = cmd[1]
-                link = links.pop(key, None)
-                if link is not None:
-                    link.close()
-                client = clients.pop(key, None)
-                if client is not None:
-                    client.close()
-                for pkey, p in list(pending.items()):
-                    if p.key == key:
-                        del pending[pkey]
-                        self.failed.emit(p.token, RequestFailure(key, p.req, None, f"node {key!r} was removed before it answered"))
-            elif kind == "request":
-                _, token, key, req = cmd
-                self._outbox.append((token, key, req, time.monotonic() + SEND_WAIT_S))
-            elif kind == "record":
-                _, path, title, notes = cmd
-                if self._rec is not None:
-                    self.recording.emit(self._rec.status(error=f"already recording to {self._rec.path}; stop that first"))
-                    continue
-                try:
-                    self._rec = _Recording(path, title, notes, links, self._endpoints)
-                except RecordingError as exc:
-                    self._rec = None
-                    self.recording.emit(RecordingStatus(False, path, error=str(exc)))
-                    continue
-                self.recording.emit(self._rec.status())
-            elif kind == "record_stop":
-                _, title, notes = cmd
-                if self._rec is not None:
-                    self._stop_recording(title, notes)
-            elif kind == "record_meta":
-                _, path, title, notes = cmd
-                self._set_meta(path, title, notes)
+                req_id = nodes.send(o.key, o.req)
+            except ClientError as exc:
+                self._fail(o.token, o.key, o.req, f"could not send {_what(o.req)} to node {o.key!r}: {exc}")
+                continue
+            if req_id is None:
+                if now < o.deadline:
+                    keep.append(o)
+                else:
+                    self._fail(o.token, o.key, o.req, f"node {o.key!r} is not reachable; {_what(o.req)} was not sent. "
+                                                      "Wait until it is live again, then retry")
+                continue
+            self._pending[(o.key, req_id)] = _Pending(o.token, o.key, o.req, now + _timeout(o.req))
+        self._outbox = keep
+
+    def _on_reply(self, key: str, req_id: int, reply: Reply | ErrorReply) -> None:
+        p = self._pending.pop((key, req_id), None)
+        if p is None:
+            return  # a reply nobody waits for any more
+        if isinstance(reply, ErrorReply):
+            self.failed.emit(p.token, RequestFailure(key, p.req, reply.code, reply.message, reply.field))
+        else:
+            self.done.emit(p.token, key, reply)
+
+    def _expire(self, now: float) -> None:
+        assert self._nodes is not None
+        for (key, req_id), p in list(self._pending.items()):
+            if now > p.deadline:
+                del self._pending[(key, req_id)]
+                self._nodes.give_up(key, req_id)
+                self._fail(p.token, key, p.req,
+                           f"node {key!r} did not answer {_what(p.req)} within {_timeout(p.req):g} s; "
+                           "check that its agentd is running and reachable, then try again")
 
     # ---- recording (all of it on this thread: the GUI thread never touches the disk) ----
 
-    def _guard(self, fn) -> None:
+    def _guard(self, fn: Callable[[], object]) -> None:
         """Run one recorder call; a RecordingError (disk full, file gone) ends the recording
         with its message instead of ending this thread."""
         try:
@@ -251,114 +255,45 @@ class _Worker(QThread):
         except RecordingError as exc:
             self._abort_recording(str(exc))
 
-    def _record(self, key: str, ev) -> None:
-        rec = self._rec
-        assert rec is not None
-        if isinstance(ev, LinkSnapshot):
-            rec.waiting.discard(key)
-            self._guard(lambda: rec.recorder.feed(key, ev.reply))
-        elif isinstance(ev, LinkMessage):
-            if key not in rec.waiting:
-                self._guard(lambda: rec.recorder.feed(key, ev.msg))
-        elif isinstance(ev, LinkState):
-            self._guard(lambda: rec.recorder.link_state(key, ev.state, ev.detail))
-
-    def _recording_tick(self) -> None:
-        rec = self._rec
-        if rec is None:
+    def _start_recording(self, cmd: StartRecording) -> None:
+        if self._rec is not None:
+            self.recording.emit(self._rec.status(error=f"already recording to {self._rec.path}; stop that first"))
             return
-        self._guard(rec.recorder.maybe_flush)
-        now = time.monotonic()
-        if self._rec is not None and now - rec.reported >= RECORDING_STATUS_EVERY_S:
-            rec.reported = now
-            self.recording.emit(rec.status())
+        try:
+            rec = RecordingSession(cmd.path, cmd.title, cmd.notes)
+            assert self._nodes is not None
+            for key, link in self._nodes.links.items():
+                rec.follow(key, self._endpoints.get(key, link.endpoint), link.state)
+                # A fresh snapshot, so the recording starts with the inventory and the job table.
+                link.resync()
+        except RecordingError as exc:
+            self.recording.emit(RecordingStatus(False, cmd.path, error=str(exc)))
+            return
+        self._rec = rec
+        self.recording.emit(rec.status())
+
+    def _stop_recording_cmd(self, cmd: StopRecording) -> None:
+        if self._rec is not None:
+            self._stop_recording(cmd.title, cmd.notes)
 
     def _abort_recording(self, message: str) -> None:
         rec, self._rec = self._rec, None
-        if rec is None:
-            return
-        try:
-            rec.recorder.close()  # a failed recorder is closed already; this is then a no-op
-        except RecordingError:
-            pass
-        self.recording.emit(rec.status(active=False, error=message))
+        if rec is not None:
+            rec.close()
+            self.recording.emit(rec.status(active=False, error=message))
 
     def _stop_recording(self, title: str | None, notes: str | None) -> None:
         rec, self._rec = self._rec, None
         assert rec is not None
-        error = ""
-        try:
-            rec.recorder.close()
-        except RecordingError as exc:
-            error = str(exc)
+        error = rec.close()
         if not error and (title is not None or notes is not None):
-            error = self._set_meta(rec.path, title, notes, report=False)
+            error = set_recording_meta(rec.path, title, notes)
         self.recording.emit(rec.status(active=False, error=error))
 
-    def _set_meta(self, path: str, title: str | None, notes: str | None, report: bool = True) -> str:
-        from agentd.store.recording import RecordingReader
-        try:
-            with RecordingReader(path) as r:
-                r.set_meta(title=title, notes=notes)
-        except RecordingError as exc:
-            if report:
-                self.problem.emit(f"could not save the recording's title and notes: {exc}")
-            return str(exc)
-        return ""
-
-    def _flush_outbox(self, clients, pending) -> None:
-        """Send what can be sent now. With IMMEDIATE set, a node without a live connection
-        refuses a message at once (zmq.Again) instead of blocking this thread; such requests
-        wait up to SEND_WAIT_S for the connection, then fail with a message."""
-        keep = []
-        now = time.monotonic()
-        for token, key, req, deadline in self._outbox:
-            client = clients.get(key)
-            if client is None:
-                self.failed.emit(token, RequestFailure(key, req, None, f"node {key!r} is not connected; add it first"))
-                continue
-            req_id = next(_request_ids)
-            try:
-                body = encode(msgspec.structs.replace(req, id=req_id, actor=req.actor or client.actor))
-                client._socket().send(body, zmq.NOBLOCK)
-            except zmq.Again:
-                if now < deadline:
-                    keep.append((token, key, req, deadline))
-                else:
-                    self.failed.emit(token, RequestFailure(
-                        key, req, None, f"node {key!r} is not reachable; {_what(req)} was not sent. Wait until it is live again, then retry"))
-                continue
-            except zmq.ZMQError as exc:
-                client.reset()
-                self.failed.emit(token, RequestFailure(key, req, None, f"could not send {_what(req)} to node {key!r}: {exc}"))
-                continue
-            pending[(key, req_id)] = _Pending(token, key, req, req_id, now + _timeout(req))
-        self._outbox = keep
-
-    def _read_replies(self, key: str, client: NodeClient, pending: dict) -> None:
-        while client.sock is not None:
-            try:
-                body = client.sock.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            match = None
-            for (k, req_id), p in pending.items():
-                if k == key:
-                    try:
-                        reply = decode_reply(body, type(p.req).reply)
-                    except ProtocolError as exc:
-                        reply = ErrorReply(id=-1, code=int(exc.code), message=exc.message)
-                    if reply.id == req_id:
-                        match = (k, req_id), p, reply
-                        break
-            if match is None:
-                continue  # a reply nobody waits for any more
-            pkey, p, reply = match
-            del pending[pkey]
-            if isinstance(reply, ErrorReply):
-                self.failed.emit(p.token, RequestFailure(key, p.req, reply.code, reply.message, reply.field))
-            else:
-                self.done.emit(p.token, key, reply)
+    def _set_meta(self, cmd: SetRecordingMeta) -> None:
+        error = set_recording_meta(cmd.path, cmd.title, cmd.notes)
+        if error:
+            self.problem.emit(f"could not save the recording's title and notes: {error}")
 
 
 def _what(req: Request) -> str:
@@ -413,7 +348,7 @@ class LiveSource(DataSource):
                 self._addresses[addr.key] = addr
                 self.node_added.emit(addr.key)
                 self.link_state.emit(addr.key, "connecting")
-            w.commands.put(("add", addr))  # added before start(): the worker takes it now
+            w.commands.put(AddNode(addr))  # added before start(): the worker takes it now
         self._initial = []
 
     def stop(self) -> None:
@@ -444,7 +379,7 @@ class LiveSource(DataSource):
         self.node_added.emit(address.key)
         self.link_state.emit(address.key, "connecting")
         if self._worker is not None:
-            self._worker.commands.put(("add", address))
+            self._worker.commands.put(AddNode(address))
         else:
             self._initial.append(address)
 
@@ -452,7 +387,7 @@ class LiveSource(DataSource):
         if self._addresses.pop(key, None) is None:
             return
         if self._worker is not None:
-            self._worker.commands.put(("remove", key))
+            self._worker.commands.put(RemoveNode(key))
         self.node_removed.emit(key)
 
     def request(self, key: str, req: Request) -> int:
@@ -460,10 +395,9 @@ class LiveSource(DataSource):
         if self._worker is None:
             failure = RequestFailure(key, req, None, f"{_what(req)} on {key!r} was not sent: the app is not connected")
             # Asynchronous even here, as the contract promises.
-            from PySide6.QtCore import QTimer
             QTimer.singleShot(0, lambda: self.request_failed.emit(token, failure))
             return token
-        self._worker.commands.put(("request", token, key, req))
+        self._worker.commands.put(SendRequest(token, key, req))
         return token
 
     # ---- recording ----
@@ -473,20 +407,19 @@ class LiveSource(DataSource):
         ``recording_changed`` says whether it started."""
         if self._worker is None:
             status = RecordingStatus(False, str(path), error=f"cannot record to {path}: the app is not connected")
-            from PySide6.QtCore import QTimer
             QTimer.singleShot(0, lambda: self.recording_changed.emit(status))
             return
-        self._worker.commands.put(("record", str(path), title, notes))
+        self._worker.commands.put(StartRecording(str(path), title, notes))
 
     def stop_recording(self, title: str | None = None, notes: str | None = None) -> None:
         """Stop recording; ``title``/``notes`` (when given) are saved into the file."""
         if self._worker is not None:
-            self._worker.commands.put(("record_stop", title, notes))
+            self._worker.commands.put(StopRecording(title, notes))
 
     def set_recording_meta(self, path: str, title: str | None, notes: str | None) -> None:
         """Edit the title/notes of a finished recording (on the network thread)."""
         if self._worker is not None:
-            self._worker.commands.put(("record_meta", str(path), title, notes))
+            self._worker.commands.put(SetRecordingMeta(str(path), title, notes))
 
     def recording(self) -> RecordingStatus | None:
         """The last status heard (None before any recording)."""

@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 
 from gui import fmt
 from gui.series import RATE_WINDOW_S, SeriesKey, decimate_minmax_rows, smooth_rate_rows
-from gui.state import METRIC_BY_KEY, METRICS, ClusterState, Metric, gpu_scope, job_identity
+from gui.state import METRIC_BY_KEY, METRICS, ChartScope, ClusterState, Metric, gpu_scope, job_identity
 from gui.theme import series_colour
 
 MAX_CURVES = 256
@@ -62,6 +62,8 @@ def _device_polyline(x: np.ndarray, y: np.ndarray, sx: float, dx: float, sy: flo
     buf[:, 1] += dy
     return poly
 
+
+ALL_SCOPE = ChartScope()  # every node, GPU or job of the chart's metric
 
 class Curve(QGraphicsObject):
     """One series of a chart: its (decimated) data, pen and shown/hidden flag. It paints
@@ -271,13 +273,14 @@ class Chart(QWidget):
     closed = Signal(object)
     hovered = Signal(object)  # view x (wall seconds) under the mouse, or None when it left
 
-    def __init__(self, state: ClusterState, metric: tuple[str, str] = ("gpu", "sm_util_pct"), scope: str = "*",
-                 span: str = DEFAULT_SPAN, parent=None) -> None:
+    def __init__(self, state: ClusterState, metric: tuple[str, str] = ("gpu", "sm_util_pct"),
+                 scope: ChartScope | dict | str = ALL_SCOPE, span: str = DEFAULT_SPAN, parent=None) -> None:
         super().__init__(parent)
         self.state = state
         # Not "self.metric": that would shadow QWidget.metric(), which Qt calls while painting.
         self.chart_metric: Metric = METRIC_BY_KEY.get(metric, METRICS[0])
-        self.scope = scope
+        # ValueError for a scope this version cannot read (ChartsPanel.restore skips it)
+        self.scope: ChartScope = scope if isinstance(scope, ChartScope) else ChartScope.from_json(scope)
         self.curves: dict[SeriesKey, Curve] = {}
         self._cache: dict[SeriesKey, tuple[np.ndarray, np.ndarray]] = {}
         self._drawn_revision = -1
@@ -371,11 +374,12 @@ class Chart(QWidget):
 
     # ---- settings ----
     def settings(self) -> dict:
-        return {"metric": list((self.chart_metric.scope, self.chart_metric.name)), "scope": self.scope, "span": self.span_box.currentText()}
+        return {"metric": list((self.chart_metric.scope, self.chart_metric.name)), "scope": self.scope.to_json(),
+                "span": self.span_box.currentText()}
 
     def _on_metric(self, i: int) -> None:
         self.chart_metric = METRIC_BY_KEY[tuple(self.metric_box.itemData(i))]
-        self.scope = "*"
+        self.scope = ChartScope()
         self._fill_scopes()
         self._apply_axis_label()
         self._clear_curves()
@@ -383,7 +387,7 @@ class Chart(QWidget):
 
     def _on_scope(self, i: int) -> None:
         data = self.scope_box.itemData(i)
-        if data is not None and data != self.scope:
+        if isinstance(data, ChartScope) and data != self.scope:
             self.scope = data
             self._clear_curves()
             self.invalidate()
@@ -414,18 +418,21 @@ class Chart(QWidget):
         box.blockSignals(True)
         box.clear()
         kind = self.chart_metric.scope
-        box.addItem({"node": "All nodes", "gpu": "All GPUs", "job": "All jobs"}[kind], "*")
+        box.addItem({"node": "All nodes", "gpu": "All GPUs", "job": "All jobs"}[kind], ChartScope())
         for key, node in self.state.nodes.items():
-            box.addItem(f"{key}" + (" — all GPUs" if kind == "gpu" else " — all jobs" if kind == "job" else ""), f"node:{key}")
+            box.addItem(f"{key}" + (" — all GPUs" if kind == "gpu" else " — all jobs" if kind == "job" else ""),
+                        ChartScope("node", key))
             if kind == "gpu" and node.inventory:
                 for g in node.inventory.gpus:
-                    box.addItem(f"{key} GPU{g.index}", f"gpu:{key}:{g.index}")
+                    box.addItem(f"{key} GPU{g.index}", ChartScope("gpu", key, str(g.index)))
             if kind == "job":
                 for j in self.state.visible_jobs(key):
-                    box.addItem(f"  {j.name or j.id} ({j.id})", f"job:{key}:{j.id}")
-        i = box.findData(self.scope)
+                    box.addItem(f"  {j.name or j.id} ({j.id})", ChartScope("job", key, j.id))
+        # Compared in Python: a ChartScope in a QVariant has no Qt equality for findData.
+        i = next((n for n in range(box.count()) if box.itemData(n) == self.scope), -1)
         if i < 0:
-            box.addItem(f"{self.scope} (gone)", self.scope)
+            sc = self.scope
+            box.addItem(f"{sc.node}{' GPU' + sc.item if sc.kind == 'gpu' else ' ' + sc.item if sc.item else ''} (gone)", sc)
             i = box.count() - 1
         box.setCurrentIndex(i)
         box.blockSignals(False)
@@ -433,22 +440,22 @@ class Chart(QWidget):
     # ---- drawing ----
     def series_keys(self) -> list[SeriesKey]:
         kind, name = self.chart_metric.scope, self.chart_metric.name
-        parts = self.scope.split(":")
+        sc = self.scope
         out: list[SeriesKey] = []
         for key, node in self.state.nodes.items():
-            if parts[0] != "*" and parts[1] != key:
+            if sc.kind != "all" and sc.node != key:
                 continue
             if kind == "node":
                 out.append((key, "", name))
             elif kind == "gpu":
                 gpus = [g.index for g in node.inventory.gpus] if node.inventory else []
-                if parts[0] == "gpu":
-                    gpus = [int(parts[2])]
+                if sc.kind == "gpu":
+                    gpus = [int(sc.item)]
                 out.extend((key, gpu_scope(i), name) for i in gpus)
             else:
                 jobs = [j.id for j in self.state.visible_jobs(key)]
-                if parts[0] == "job":
-                    jobs = [parts[2]]
+                if sc.kind == "job":
+                    jobs = [sc.item]
                 out.extend((key, j, name) for j in jobs)
         return out[:MAX_CURVES]
 
@@ -716,7 +723,8 @@ class ChartsPanel(QWidget):
         scroll.setWidget(self.splitter)
         lay.addWidget(scroll, 1)
 
-    def add_chart(self, metric=("gpu", "sm_util_pct"), scope="*", span=DEFAULT_SPAN) -> Chart:
+    def add_chart(self, metric=("gpu", "sm_util_pct"), scope: ChartScope | dict | str = ALL_SCOPE,
+                  span=DEFAULT_SPAN) -> Chart:
         chart = Chart(self.state, tuple(metric), scope, span)
         chart.setMinimumHeight(170)
         chart.closed.connect(self.remove_chart)

@@ -160,7 +160,7 @@ def test_theme_setting_persists_and_dark_palette_is_readable(qtbot, settings):
 
 def test_replay_seek_keeps_the_recorded_history_before_the_playhead(qtbot, tmp_path, settings):
     from agentd.store.recording import RecordingReader
-    from gui.replay_mode import open_replay_window
+    from gui.app import open_replay_window
     from tests.gui.conftest import wait_until
     from tests.recording.conftest import make_recording
 
@@ -189,7 +189,7 @@ def test_replay_seek_keeps_the_recorded_history_before_the_playhead(qtbot, tmp_p
 def test_laptop_screen_shows_the_main_views_unclipped(qtbot, tmp_path, settings):
     """1366x768: the side docks get their proportions (before the first show they were squeezed
     to a 264 px chart dock with elided pickers and a clipped Pause button)."""
-    from gui.replay_mode import open_replay_window
+    from gui.app import open_replay_window
     from tests.gui.conftest import wait_until
     from tests.recording.conftest import make_recording
 

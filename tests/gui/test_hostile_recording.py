@@ -20,12 +20,12 @@ pytestmark = [pytest.mark.gui, pytest.mark.qt_log_ignore("does not support propa
 
 @pytest.mark.parametrize("make", [bad.trigger, bad.fifo, bad.view_for_table], ids=lambda f: f.__name__)
 def test_hostile_recording_from_the_menu_is_a_message_box(qtbot, tmp_path, settings, make):
-    from gui.main_window import MainWindow
     from gui.sources.replay import ReplaySource
 
     good = tmp_path / "good.db"
     make_recording(good, seconds=3)
-    w = MainWindow(ReplaySource(good), settings)
+    from gui.app import assemble_window
+    w = assemble_window(ReplaySource(good), settings)
     qtbot.addWidget(w)
     w.show()
     p = tmp_path / "evil.db"
@@ -48,7 +48,7 @@ def test_hostile_recording_from_the_menu_is_a_message_box(qtbot, tmp_path, setti
 def test_damaged_chunk_replays_in_the_app_with_a_warning(qtbot, tmp_path, settings):
     """A bomb chunk in a good file: the window opens, the event log says what was skipped and
     the timeline shows the damage as a gap."""
-    from gui.replay_mode import open_replay_window
+    from gui.app import open_replay_window
 
     p = tmp_path / "bomb.db"
     bad.bomb_chunk(p)

@@ -92,7 +92,7 @@ def test_record_from_the_app_then_replay_shows_the_same_numbers(qtbot, tmp_path,
     assert meta()["notes"] == "second look"
 
     # replay it in the app
-    from gui.replay_mode import open_replay_window
+    from gui.app import open_replay_window
     rw = open_replay_window(path, settings, confirm=lambda *a: True)
     qtbot.addWidget(rw)
     try:
@@ -240,12 +240,12 @@ def test_bad_recording_cli_is_one_line_and_exit_2(tmp_path, make):
 
 @pytest.mark.parametrize("make", BAD, ids=[f.__name__ for f in BAD])
 def test_bad_recording_from_the_menu_is_a_message_box(qtbot, tmp_path, settings, make):
-    from gui.main_window import MainWindow
     from gui.sources.replay import ReplaySource
 
     good = tmp_path / "good.db"
     make_recording(good, seconds=3)
-    w = MainWindow(ReplaySource(good), settings)
+    from gui.app import assemble_window
+    w = assemble_window(ReplaySource(good), settings)
     qtbot.addWidget(w)
     w.show()
     p = tmp_path / "bad.db"
@@ -259,12 +259,12 @@ def test_bad_recording_from_the_menu_is_a_message_box(qtbot, tmp_path, settings,
 
 
 def test_open_recording_from_a_live_window(qtbot, tmp_path, settings):
-    from gui.main_window import MainWindow
     from gui.sources.live import LiveSource
 
     good = tmp_path / "good.db"
     make_recording(good, seconds=5)
-    w = MainWindow(LiveSource([]), settings)
+    from gui.app import assemble_window
+    w = assemble_window(LiveSource([]), settings)
     qtbot.addWidget(w)
     w.start()
     assert w.recorder.act_record.isEnabled() and w.session_bar.isVisibleTo(w)
