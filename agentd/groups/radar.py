@@ -150,8 +150,8 @@ def _median_of(values: dict[int, float]) -> float | None:
 def _stragglers(series: Sequence[RankSeries], times: list[list[float]], now_s: float,
                 cfg: RadarConfig) -> dict[int, RankVerdict]:
     start = now_s - cfg.sustain_s
-    if not series or min((t[0] for t in times if t), default=now_s) > start:
-        return {}  # not observed for a whole window yet
+    if not any(times) or any(t[0] > start for t in times if t):
+        return {}  # some rank not observed for a whole window yet
     whole = [_slice(s.points, t, start, now_s) for s, t in zip(series, times, strict=True)]
     width = cfg.sustain_s / cfg.slices
     slices = [[_slice(s.points, t, start + k * width, start + (k + 1) * width) for k in range(cfg.slices)]
@@ -247,9 +247,9 @@ def _hangs(series: Sequence[RankSeries], times: list[list[float]], now_s: float,
         first = next((p for p in stepped if p.t_s >= since[i] - cfg.hang_history_s), stepped[0])
         if first.step is not None and cur > first.step:
             step_times[i] = (since[i] - first.t_s) / (cur - first.step)
-    median_step = _median_of(step_times) if len(series) > 1 else next(iter(step_times.values()), None)
-    if median_step is None:
-        return {}
+    if not step_times:
+        return {}  # no rank has made progress yet: nothing to measure a stall against
+    median_step = statistics.median(step_times.values())
     threshold = max(cfg.hang_factor * median_step, cfg.min_hang_s)
     stalled = {i for i in last_step if now_s - since[i] >= threshold}
     if not stalled:

@@ -67,15 +67,16 @@ def expand(spec: GroupSpec, gpus: Mapping[str, Sequence[int]]) -> list[RankAssig
     if missing:
         raise GroupSpecError(f"node {missing[0]!r} is not known here (no inventory); check the name with "
                              "`agentctl nodes` or add the node to the cluster file", "nodes")
+    # --per-gpu means at least one GPU per rank, whatever gpus_per_rank says
+    per_rank = [max(r.gpus_per_rank or 0, 1) if spec.per_gpu else (r.gpus_per_rank or 0) for r in roles]
     counts: dict[tuple[int, str], int] = {}  # (role index, node) -> ranks
     for i, r in enumerate(roles):
-        per_rank = r.gpus_per_rank or 0
         for node in r.nodes:
             if spec.per_gpu:
-                k = len(gpus[node]) // max(per_rank, 1)
+                k = len(gpus[node]) // per_rank[i]
                 if k == 0:
                     raise GroupSpecError(f"node {node!r} offers {len(gpus[node])} GPUs, too few for one rank of "
-                                         f"{max(per_rank, 1)} GPU(s) with --per-gpu; drop the node or lower "
+                                         f"{per_rank[i]} GPU(s) with --per-gpu; drop the node or lower "
                                          "--gpus-per-rank", "per_gpu")
             else:
                 k = r.ranks_per_node or 1
@@ -84,7 +85,7 @@ def expand(spec: GroupSpec, gpus: Mapping[str, Sequence[int]]) -> list[RankAssig
     if world > MAX_WORLD_SIZE:
         raise GroupSpecError(f"the group would have {world} ranks, more than {MAX_WORLD_SIZE}", "ranks_per_node")
     per_node = {n: sum(k for (_, m), k in counts.items() if m == n) for n in order}
-    need = {n: sum(k * (roles[i].gpus_per_rank or 0) for (i, m), k in counts.items() if m == n) for n in order}
+    need = {n: sum(k * per_rank[i] for (i, m), k in counts.items() if m == n) for n in order}
     for n in order:
         offered = list(gpus[n])
         if len(set(offered)) != len(offered):
@@ -97,15 +98,14 @@ def expand(spec: GroupSpec, gpus: Mapping[str, Sequence[int]]) -> list[RankAssig
     next_gpu = dict.fromkeys(order, 0)
     out: list[RankAssignment] = []
     for i, r in enumerate(roles):
-        per_rank = r.gpus_per_rank or 0
         for node in r.nodes:
             for _ in range(counts[i, node]):
                 g0 = next_gpu[node]
                 out.append(RankAssignment(rank=len(out), node=node, node_rank=order.index(node),
                                           local_rank=next_local[node], local_world_size=per_node[node],
-                                          role=r.name, gpus=list(gpus[node][g0:g0 + per_rank]), argv=list(r.argv)))
+                                          role=r.name, gpus=list(gpus[node][g0:g0 + per_rank[i]]), argv=list(r.argv)))
                 next_local[node] += 1
-                next_gpu[node] += per_rank
+                next_gpu[node] += per_rank[i]
     return out
 
 

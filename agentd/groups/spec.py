@@ -126,7 +126,7 @@ def check(spec: GroupSpec) -> GroupSpec:
         field = f"roles[{i}]"
         if not _NAME_RE.match(r.name):
             _bad(f"{field}.name {r.name!r} is not a role name: 1-64 letters, digits, '.', '_' or '-'", f"{field}.name")
-        if names.count(r.name) > 1:
+        if r.name in names[:i]:
             _bad(f"role {r.name!r} is given twice; give each role once with all its nodes", f"{field}.name")
         _check_nodes(r.nodes, f"{field}.nodes")
         if r.ranks_per_node is not None:
