@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -96,3 +98,11 @@ def test_expansion_invariants(roles, per_node_gpus, per_gpu):
     envs = group_env("n0.run-1", ranks, "n0", 29500)
     assert {e["RANK"] for e in envs.values()} == {str(r) for r in range(world)}
     assert all(e["WORLD_SIZE"] == str(world) for e in envs.values())
+
+
+def test_docs_list_every_variable_a_rank_gets():
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "groups.md").read_text()
+    table = doc.split("| Variable | Value |")[1].split("\n\n")[0]
+    documented = set(re.findall(r"`([A-Z_]+)`", table))
+    spec = parse_submit_args(["--nodes", "a", "--", "x"])
+    assert documented == set(group_env("a.run-1", expand(spec, {"a": []}), "a", 1)[0])
