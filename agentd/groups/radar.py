@@ -90,7 +90,11 @@ class RadarConfig(msgspec.Struct, frozen=True, kw_only=True):
     hang_factor: float = 10.0
     min_hang_s: float = 30.0
     hang_history_s: float = 120.0
-    active_cpu_cores: float = 0.3  # a stalled rank using more CPU than this is "spinning"
+    # A stalled rank "spins" when it uses at least ``active_cpu_share`` of the busiest stalled rank's
+    # CPU rate, and that rate is at least ``active_cpu_cores``: relative, because on a crowded host
+    # a spinning rank may get a fraction of a core, while a rank blocked in recv gets next to none.
+    active_cpu_cores: float = 0.05
+    active_cpu_share: float = 0.5
     active_gpu_pct: float = 50.0
 
 
@@ -257,13 +261,19 @@ def _hangs(series: Sequence[RankSeries], times: list[list[float]], now_s: float,
     culprits = {i for i in stalled if last_step[i] < max(last_step[j] for j in stalled)}
     why = "a lower step counter than the ranks waiting on it"
     activity: dict[int, bool] = {}
+    evidence_rate: dict[int, float] = {}
     if not culprits and len(stalled) > 1:
         for i in stalled:
             p = series[i].points
             a = p[max(_at_or_before(times[i], since[i]), 0)]
             b = p[-1]
             if a.cpu_s is not None and b.cpu_s is not None and b.t_s > a.t_s:
-                activity[i] = (b.cpu_s - a.cpu_s) / (b.t_s - a.t_s) >= cfg.active_cpu_cores
+                evidence_rate[i] = (b.cpu_s - a.cpu_s) / (b.t_s - a.t_s)
+        top = max(evidence_rate.values(), default=0.0)
+        for i in stalled:
+            if i in evidence_rate:
+                activity[i] = top >= cfg.active_cpu_cores and evidence_rate[i] >= cfg.active_cpu_share * top
+            p = series[i].points
             utils = [q.gpu_util_pct for q in p[bisect.bisect_left(times[i], since[i]):] if q.gpu_util_pct is not None]
             if utils and statistics.fmean(utils) >= cfg.active_gpu_pct:
                 activity[i] = True
@@ -282,6 +292,8 @@ def _hangs(series: Sequence[RankSeries], times: list[list[float]], now_s: float,
                     "threshold_s": round(threshold, 3), "step": float(last_step[i])}
         if i in activity:
             evidence["active"] = 1.0 if activity[i] else 0.0
+        if i in evidence_rate:
+            evidence["cpu_cores_while_stalled"] = round(evidence_rate[i], 4)
         if i in culprits:
             out[i] = RankVerdict(rank=series[i].rank, node=series[i].node, status="hung",
                                  reason=f"no step progress for {now_s - since[i]:.0f} s "

@@ -104,3 +104,11 @@ def test_resume_continues_at_the_saved_step(tmp_path, rings):
                           for p in line.split() if p.startswith("step="))
         assert first_step == saved + 1
         assert f"weights={want}" in out  # bit-identical to the run that was never stopped
+
+
+def test_a_rank_that_never_registers_is_named_after_the_rendezvous_timeout(tmp_path, rings):
+    ring = start_ring(1, [*FAST, "--rendezvous-timeout", "2"], tmp_path / "logs",
+                      env={"WORLD_SIZE": "3"})  # rank 0 of 3, ranks 1 and 2 never come
+    rings.append(ring)
+    assert ring.wait_all(60) == [1]
+    assert "ranks [1, 2] never registered" in ring.err(0) and "Traceback" not in ring.err(0)
