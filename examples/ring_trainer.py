@@ -119,7 +119,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--peer-timeout", type=float, default=300.0,
                    help="seconds without a word from the left neighbour before it counts as stuck")
     p.add_argument("--rendezvous-timeout", type=float, default=120.0)
-    p.add_argument("--out", help="write the final state of this rank here (JSON)")
+    p.add_argument("--out", help="write the final state of this rank here (JSON; {rank} is replaced)")
     return p.parse_args(argv)
 
 
@@ -463,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     digest = hashlib.sha256(weights.tobytes()).hexdigest()[:16]
     if args.out:
-        Path(args.out).write_text(json.dumps({"rank": d.rank, "step": step, "weights_sha": digest,
+        Path(args.out.format(rank=d.rank)).write_text(json.dumps({"rank": d.rank, "step": step, "weights_sha": digest,
                                               "last_allreduce": list(reduced)}))
     print(f"done rank={d.rank} step={step} weights={digest} allreduce_sum={sum(reduced):.1f}", flush=True)
     return 0

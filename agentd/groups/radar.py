@@ -307,7 +307,10 @@ def _hangs(series: Sequence[RankSeries], times: list[list[float]], now_s: float,
 def analyse(group: Sequence[RankSeries], now_s: float, config: RadarConfig | None = None) -> list[RankVerdict]:
     """One verdict per rank of ``group`` at time ``now_s`` (the clock of the points), sorted by rank.
 
-    Pure: same series, same verdicts. A hang outranks a straggler call on the same rank.
+    Pure: same series, same verdicts. A hang outranks a straggler call on the same rank. Each call
+    reads every point it is given; a live caller may drop a rank's points older than both
+    ``sustain_s`` before now and ``hang_history_s`` before the rank's last step progress (a stalled
+    rank's points since its last progress measure the stall).
     """
     cfg = config or RadarConfig()
     verdicts: dict[int, RankVerdict] = {}

@@ -41,15 +41,15 @@ def test_missing_env_is_a_one_line_error():
 
 
 def test_four_ranks_agree_on_the_allreduce(tmp_path, rings):
-    ring = start_ring(4, [*FAST, "--steps", "12", "--out", "final.json"], tmp_path / "logs")
+    ring = start_ring(4, [*FAST, "--steps", "12", "--out", "final-{rank}.json"], tmp_path / "logs")
     rings.append(ring)
     assert ring.wait_all(120) == [0, 0, 0, 0], [ring.err(r) for r in range(4)]
-    finals = [json.loads((tmp_path / "logs" / "final.json").read_text())]  # every rank wrote the same path
+    finals = [json.loads((tmp_path / "logs" / f"final-{r}.json").read_text()) for r in range(4)]
     outs = [ring.out(r) for r in range(4)]
     assert all("done" in o and "step=12" in o for o in outs)
     digests = {o.split("weights=")[1].split()[0] for o in outs}
     assert len(digests) == 1, outs
-    assert finals[0]["last_allreduce"] == expected_allreduce(4, 11, 37)
+    assert all(f["last_allreduce"] == expected_allreduce(4, 11, 37) for f in finals)
     assert all("AGENTD_METRIC step=12 step_compute_s=" in o for o in outs)
 
 
