@@ -4,7 +4,8 @@
     name = "gpu-a"
     endpoint = "tcp://10.0.0.5:7710"
     server_key = "~/.config/fleetdeck/gpu-a.key"   # optional; required off loopback
-    labels = { rack = "r1" }
+    labels = { rack = "r1" }                          # optional; the app's cluster map groups
+                                                      # nodes by group, rack, switch or partition
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
-    QDockWidget, QFileDialog, QLineEdit, QMainWindow, QMenu, QMessageBox, QToolBar, QTreeView, QVBoxLayout, QWidget,
+    QDockWidget, QFileDialog, QLineEdit, QMainWindow, QMenu, QMessageBox, QStackedWidget, QToolBar, QToolButton, QTreeView,
+    QVBoxLayout, QWidget,
 )
 
 from gui.actions import Actions
@@ -18,6 +19,7 @@ from gui.models.cluster_tree import KEY_ROLE, ClusterTreeModel, TreeFilterProxy
 from gui.sources.base import DataSource, NodeAddress
 from gui.state import ClusterState
 from gui.views.charts import ChartsPanel
+from gui.views.clustermap import ClusterMap
 from gui.views.dialogs import ConnectDialog, TargetDialog
 from gui.views.events import EventLog
 from gui.views.jobs import JobsPanel
@@ -31,6 +33,7 @@ REPLAY_CONTROL_TIP = "replay: control is disabled"
 VIEWS_MIN_INTERVAL_S = 0.25  # tree/table/topology refresh at most 4 times a second
 SETTINGS_VERSION = 1
 DEFAULT_SIZE = (1440, 900)
+MAP_MIN_NODES = 5  # from this many nodes the cluster map is the default view; fewer fit as cards
 
 
 class MainWindow(QMainWindow):
@@ -101,7 +104,30 @@ class MainWindow(QMainWindow):
             self.topology.setToolTip(f"{REPLAY_CONTROL_TIP} (drag-to-migrate works only on a live cluster)")
         self.recorder = RecordController(self, source)
 
-        self.setCentralWidget(self.topology)
+        # The middle: the cluster map (every GPU on one screen) and the node cards (the detail
+        # view: a node's GPUs in full, drag a job to migrate it), one at a time.
+        self.map = ClusterMap(self.state, labels_of=self._node_labels)
+        self.map.canvas.node_activated.connect(self.show_node_card)
+        self.map.canvas.job_clicked.connect(lambda j: self.jobs.select([j]))
+        self.map.cards_requested.connect(lambda: self.show_view("cards", chosen=True))
+        cards = QWidget()
+        cards_lay = QVBoxLayout(cards)
+        cards_lay.setContentsMargins(0, 0, 0, 0)
+        cards_lay.setSpacing(0)
+        back = QToolButton()
+        back.setText("◀ Cluster map")
+        back.setToolTip("Every GPU of the cluster on one screen, grouped by rack")
+        back.clicked.connect(lambda: self.show_view("map", chosen=True))
+        cards_bar = QToolBar()
+        cards_bar.addWidget(back)
+        cards_lay.addWidget(cards_bar)
+        cards_lay.addWidget(self.topology, 1)
+        self.center = QStackedWidget()
+        self.center.addWidget(cards)
+        self.center.addWidget(self.map)
+        self._cards_page = cards
+        self._view_chosen = False  # the person picked map or cards: no more automatic switch
+        self.setCentralWidget(self.center)
         self.dock_tree = self._dock("Cluster", tree_box, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.dock_charts = self._dock("Charts", self.charts, Qt.DockWidgetArea.RightDockWidgetArea)
         self.dock_jobs = self._dock("Jobs", self.jobs, Qt.DockWidgetArea.BottomDockWidgetArea)
@@ -189,6 +215,12 @@ class MainWindow(QMainWindow):
         view.addSeparator()
         add_chart = view.addAction("Add chart")
         add_chart.triggered.connect(lambda: self.charts.add_chart())
+        show_map = view.addAction("Cluster map")
+        show_map.setShortcut(QKeySequence("Ctrl+1"))
+        show_map.triggered.connect(lambda: self.show_view("map", chosen=True))
+        show_cards = view.addAction("Node cards")
+        show_cards.setShortcut(QKeySequence("Ctrl+2"))
+        show_cards.triggered.connect(lambda: self.show_view("cards", chosen=True))
         fit = view.addAction("Fit topology")
         fit.setShortcut(QKeySequence("Ctrl+0"))
         fit.triggered.connect(self.topology.fit)
@@ -247,11 +279,46 @@ class MainWindow(QMainWindow):
         self.tree_model.refresh()
         if structural:
             self.tree.expandToDepth(0)
-        self.topology.refresh()
+        if not self._view_chosen and len(self.state.nodes) >= MAP_MIN_NODES and self.view() == "cards":
+            self.show_view("map")
+        # The hidden one waits: a thousand cards cost more than the map that covers them.
+        if self.view() == "cards" or len(self.state.nodes) < MAP_MIN_NODES:
+            self.topology.refresh()
+        if self.view() == "map":
+            self.map.refresh()
         self.jobs.refresh()
         self.events.refresh()
         self.status.refresh()
         self._update_title()
+
+    def view(self) -> str:
+        """Which view the middle shows: "map" or "cards"."""
+        return "map" if self.center.currentWidget() is self.map else "cards"
+
+    def show_view(self, which: str, chosen: bool = False) -> None:
+        """Show the cluster map or the node cards; ``chosen``: the person asked (no more auto switch)."""
+        self._view_chosen = self._view_chosen or chosen
+        page = self.map if which == "map" else self._cards_page
+        if self.center.currentWidget() is not page:
+            self.center.setCurrentWidget(page)
+            (self.map if which == "map" else self.topology).refresh()
+
+    def show_node_card(self, key: str) -> None:
+        """From the map to a node's card, centred, at full size."""
+        self.show_view("cards", chosen=True)
+        card = self.topology.cards.get(key)
+        if card is not None:
+            self.topology.resetTransform()
+            self.topology.centerOn(card)
+
+    def _node_labels(self, key: str) -> dict[str, str]:
+        """A node's labels: the daemon's own, then the cluster file's (which win)."""
+        node = self.state.nodes.get(key)
+        labels = dict(node.inventory.labels) if node is not None and node.inventory is not None else {}
+        addr = self.source.address(key)
+        if addr is not None:
+            labels.update(addr.labels)
+        return labels
 
     def _update_title(self) -> None:
         s = self.state.summary()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 from PySide6.QtGui import QColor, QGuiApplication, QPalette
 
 LINK_COLOURS = {"live": "#2e9e44", "stale": "#d89614", "down": "#d0342c", "connecting": "#7a7f87", "unreachable": "#d0342c"}
@@ -57,3 +59,26 @@ def series_colour(i: int) -> QColor:
     if is_dark() and c == QColor("#000000"):
         c = QColor("#dddddd")
     return c
+
+
+# Job colours: one job keeps one colour in the map, the jobs table and the charts. Picked by a
+# stable hash of the job's identity (its first id), so every view (and every run) agrees without
+# sharing state. Mid-lightness hues that read on light and dark backgrounds, grey left out (idle).
+JOB_PALETTE = ["#4E79A7", "#F28E2B", "#59A14F", "#E15759", "#B07AA1", "#76B7B2", "#EDC948", "#9C755F",
+               "#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#8CD17D", "#FF9DA7",
+               "#B6992D", "#499894", "#D37295", "#A0CBE8", "#FFBE7D", "#86BCB6", "#F1CE63", "#D4A6C8"]
+
+
+def job_palette_index(identity: str) -> int:
+    """The place in :data:`JOB_PALETTE` of a job (or an owner): a stable hash of ``identity``."""
+    return zlib.crc32(identity.encode()) % len(JOB_PALETTE)
+
+
+def job_colour_hex(identity: str) -> str:
+    """The colour of a job (or an owner) as "#rrggbb"."""
+    return JOB_PALETTE[job_palette_index(identity)]
+
+
+def job_colour(identity: str) -> QColor:
+    """:func:`job_colour_hex` as a QColor (for a job, pass its first id: ``JobRow.identity``)."""
+    return QColor(job_colour_hex(identity))

@@ -1,4 +1,11 @@
-"""The job table: a QAbstractTableModel over ClusterState.job_rows(), and its filter proxy."""
+"""The job table: a QAbstractTableModel over ClusterState.job_rows(), and its filter proxy.
+
+Built for 10,000 jobs: an update changes only the rows whose values changed (``dataChanged`` per
+run of changed rows), inserts and removes rows for jobs that came and went, and never resets the
+model, so selection, scroll position and sort survive. The proxy sorts ids naturally
+(``gpu-a.9`` before ``gpu-a.10``), can hide ended jobs, and filters per column
+(``state:running node:r01 train``: each ``column:text`` must match that column, other words any).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +14,10 @@ import time
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt
 from PySide6.QtGui import QColor
 
+from agentd.protocol.jobs import TERMINAL_STATES
 from gui import fmt
 from gui.state import ClusterState, JobRow, migration_fraction, natural_sort_text
-from gui.theme import STATE_COLOURS
+from gui.theme import STATE_COLOURS, job_colour
 
 COLUMNS = ("ID", "Name", "Node", "State", "Priority", "GPUs", "CPU", "Memory", "Throughput", "Age")
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -30,9 +38,8 @@ class JobTableModel(QAbstractTableModel):
     def refresh(self) -> None:
         new = self.state.job_rows(show_migrated=self.show_migrated)
         if [r.id for r in new] == [r.id for r in self.rows]:
-            self.rows = new
-            if new:
-                self.dataChanged.emit(self.index(0, 0), self.index(len(new) - 1, len(COLUMNS) - 1))
+            old, self.rows = self.rows, new
+            self._emit_changed([i for i, (a, b) in enumerate(zip(old, new)) if a != b])
             return
         old_ids = {r.id: i for i, r in enumerate(self.rows)}
         new_ids = {r.id for r in new}
@@ -42,15 +49,28 @@ class JobTableModel(QAbstractTableModel):
             del self.rows[i]
             self.endRemoveRows()
         by_id = {r.id: r for r in new}
-        self.rows = [by_id[r.id] for r in self.rows]
+        old = self.rows
+        self.rows = [by_id[r.id] for r in old]
+        changed = [i for i, (a, b) in enumerate(zip(old, self.rows)) if a != b]
         have = {r.id for r in self.rows}
         added = [r for r in new if r.id not in have]
         if added:
             self.beginInsertRows(QModelIndex(), len(self.rows), len(self.rows) + len(added) - 1)
             self.rows.extend(added)
             self.endInsertRows()
-        if self.rows:
-            self.dataChanged.emit(self.index(0, 0), self.index(len(self.rows) - 1, len(COLUMNS) - 1))
+        self._emit_changed(changed)
+
+    def _emit_changed(self, rows: list[int]) -> None:
+        """One dataChanged per run of consecutive changed rows. Ages and "last seen" move with
+        the clock, not with the rows: the view repaints those (JobsPanel.refresh)."""
+        start = prev = None
+        for i in rows + [None]:
+            if start is not None and (i is None or i != prev + 1):
+                self.dataChanged.emit(self.index(start, 0), self.index(prev, len(COLUMNS) - 1))
+                start = None
+            if i is not None and start is None:
+                start = i
+            prev = i
 
     def rowCount(self, parent=QModelIndex()) -> int:
         return 0 if parent.isValid() else len(self.rows)
@@ -77,6 +97,8 @@ class JobTableModel(QAbstractTableModel):
             return self._sort(r, col)
         if role == JOB_ID_ROLE:
             return r.id
+        if role == Qt.ItemDataRole.DecorationRole and col == 0:
+            return job_colour(r.identity)  # the job's colour on the map and in the charts
         if role == Qt.ItemDataRole.ForegroundRole and col == 3:
             return QColor(STATE_COLOURS.get("stale" if r.stale else r.state, "#888888"))
         if role == Qt.ItemDataRole.ForegroundRole and r.stale:
@@ -149,12 +171,51 @@ class JobTableModel(QAbstractTableModel):
         return self._display(r, col)
 
 
+FILTER_COLUMNS = {c.lower(): i for i, c in enumerate(COLUMNS)} | {"job": 0, "gpu": 5, "mem": 7}
+
+
+def parse_filter(text: str) -> tuple[list[str], list[tuple[int, str]]]:
+    """``state:running node:r01 train`` -> (["train"], [(3, "running"), (2, "r01")]), lower case.
+    A ``word:`` that names no column is an ordinary word (a job id such as ``a:b`` stays searchable)."""
+    words: list[str] = []
+    columns: list[tuple[int, str]] = []
+    for token in text.lower().split():
+        name, sep, value = token.partition(":")
+        if sep and value and name in FILTER_COLUMNS:
+            columns.append((FILTER_COLUMNS[name], value))
+        else:
+            words.append(token)
+    return words, columns
+
+
 class JobFilterProxy(QSortFilterProxyModel):
-    """Sorts on typed values and filters on id, name, node and state (any column)."""
+    """Sorts on typed values (ids naturally); filters by words (any column), ``column:text``
+    (that column) and, with ``hide_ended``, drops jobs that ended."""
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.setSortRole(SORT_ROLE)
-        self.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
-        self.setFilterKeyColumn(-1)
         self.setDynamicSortFilter(True)
+        self.hide_ended = False
+        self._words: list[str] = []
+        self._columns: list[tuple[int, str]] = []
+
+    def set_filter_text(self, text: str) -> None:
+        self._words, self._columns = parse_filter(text)
+        self.invalidateFilter()
+
+    def set_hide_ended(self, on: bool) -> None:
+        self.hide_ended = on
+        self.invalidateFilter()
+
+    def filterAcceptsRow(self, source_row: int, source_parent) -> bool:
+        model = self.sourceModel()
+        r = model.rows[source_row]
+        if self.hide_ended and r.state in TERMINAL_STATES:
+            return False
+        if not self._words and not self._columns:
+            return True
+        texts = [model._display(r, c).lower() for c in range(len(COLUMNS))]
+        if any(value not in texts[c] for c, value in self._columns):
+            return False
+        return all(any(w in t for t in texts) for w in self._words)

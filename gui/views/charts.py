@@ -24,9 +24,16 @@ from PySide6.QtWidgets import (
 from gui import fmt
 from gui.series import RATE_WINDOW_S, SeriesKey, decimate_minmax_rows, smooth_rate_rows
 from gui.state import METRIC_BY_KEY, METRICS, ChartScope, ClusterState, Metric, gpu_scope, job_identity
-from gui.theme import series_colour
+from gui.theme import job_colour, series_colour
 
 MAX_CURVES = 256
+# Past this many GPUs, "all GPUs" is a quantile band (min, p50, p95, max over every GPU per time
+# bin) with the top-k GPUs (highest mean over the window) as lines on top: 8,000 lines are a blur.
+BAND_MIN_SERIES = 64
+BAND_TOP_K = 5
+BAND_BINS = 150
+BAND_PENS = {"max": ("#9e9e9e", 1, Qt.PenStyle.DotLine), "p95": ("#e07b00", 2, Qt.PenStyle.SolidLine),
+             "p50": ("#1f5fbf", 2, Qt.PenStyle.SolidLine), "min": ("#9e9e9e", 1, Qt.PenStyle.DotLine)}
 SPANS_S = {"5 min": 300.0, "15 min": 900.0, "1 h": 3600.0}
 DEFAULT_SPAN = "15 min"
 SCROLL_REDRAW_S = 1.0  # with no new data, move the time window at most this often
@@ -438,7 +445,7 @@ class Chart(QWidget):
         box.blockSignals(False)
 
     # ---- drawing ----
-    def series_keys(self) -> list[SeriesKey]:
+    def series_keys(self, limit: int | None = MAX_CURVES) -> list[SeriesKey]:
         kind, name = self.chart_metric.scope, self.chart_metric.name
         sc = self.scope
         out: list[SeriesKey] = []
@@ -457,10 +464,88 @@ class Chart(QWidget):
                 if sc.kind == "job":
                     jobs = [sc.item]
                 out.extend((key, j, name) for j in jobs)
-        return out[:MAX_CURVES]
+        return out[:limit]
+
+    def band_mode(self, keys: list[SeriesKey]) -> bool:
+        """"All GPUs" of a big cluster: drawn as a quantile band plus the top-k outliers."""
+        return self.chart_metric.scope == "gpu" and self.scope.kind == "all" and len(keys) > BAND_MIN_SERIES
+
+    def _band(self, keys: list[SeriesKey], t0: float, t1: float) -> tuple[list[SeriesKey], dict, dict]:
+        """min/p50/p95/max over every series per time bin, and the BAND_TOP_K series with the
+        highest mean, each as a (t, v) curve keyed ("", "band:NAME", metric) or by its own key."""
+        bins = BAND_BINS
+        edges = np.linspace(t0, t1, bins + 1)
+        rows_all: list[np.ndarray] = []
+        row_keys: list[SeriesKey] = []
+        per_node: dict[str, list[SeriesKey]] = {}
+        for k in keys:
+            per_node.setdefault(k[0], []).append(k)
+        for node, nkeys in per_node.items():
+            ns = self.state.series.nodes.get(node)
+            if ns is None:
+                continue
+            t, rows = ns.get_rows([(k[1], k[2]) for k in nkeys], t0, t1)
+            if not t.size:
+                continue
+            # Mean per time bin, all GPUs of the node at once (their times are shared).
+            b = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, bins - 1)
+            starts = np.flatnonzero(np.r_[True, b[1:] != b[:-1]])
+            fin = np.isfinite(rows)
+            sums = np.add.reduceat(np.where(fin, rows, 0.0), starts, axis=1)
+            counts = np.add.reduceat(fin, starts, axis=1)
+            binned = np.full((len(nkeys), bins), np.nan, dtype=np.float32)
+            binned[:, b[starts]] = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+            rows_all.append(binned)
+            row_keys.extend(nkeys)
+        if not rows_all:
+            return [], {}, {}
+        series = np.vstack(rows_all)
+        m = np.sort(series.T, axis=1)  # bins x series, each bin's values in order (NaNs last)
+        n = np.isfinite(m).sum(axis=1)
+        has = n > 0
+        t = ((edges[:-1] + edges[1:]) / 2)[has]
+        data: dict = {}
+        stats: dict = {}
+        self._band_labels: dict[SeriesKey, str] = {}
+        out: list[SeriesKey] = []
+
+        def add(k: SeriesKey, v: np.ndarray, label: str) -> None:
+            fin = v[np.isfinite(v)]
+            data[k] = (t, v)
+            stats[k] = (fin.size == v.size, float(fin.min()) if fin.size else math.nan, float(fin.max()) if fin.size else math.nan)
+            self._band_labels[k] = label
+            out.append(k)
+
+        for name, q in (("max", 1.0), ("p95", 0.95), ("p50", 0.5), ("min", 0.0)):
+            idx = np.floor(q * np.maximum(n[has] - 1, 0)).astype(np.int64)
+            add(("", f"band:{name}", self.chart_metric.name), m[has][np.arange(idx.size), idx].astype(np.float64),
+                f"{name} of {len(row_keys):,} GPUs")
+        fin = np.isfinite(series)
+        score = np.where(fin.any(axis=1), np.where(fin, series, 0.0).sum(axis=1) / np.maximum(fin.sum(axis=1), 1), -np.inf)
+        for rank, i in enumerate(np.argsort(-score)[:BAND_TOP_K], 1):
+            if np.isfinite(score[i]):
+                k = row_keys[int(i)]
+                add(k, series[int(i)][has].astype(np.float64), f"top {rank}: {k[0]} {k[1].upper()}")
+        return out, data, stats
+
+    def _pen(self, k: SeriesKey) -> QPen:
+        """A series' pen: the band's own styles, a job's colour (as on the map and in the
+        table), else the next series colour."""
+        if k[0] == "" and k[1].startswith("band:"):
+            colour, width, style = BAND_PENS[k[1][5:]]
+            return pg.mkPen(colour, width=width, style=style)
+        if self.chart_metric.scope == "job":
+            node = self.state.nodes.get(k[0])
+            j = self.state.live_hop(k[1]) if k[0] == "" else node.jobs.get(k[1]) if node is not None else None
+            if j is not None:
+                return pg.mkPen(job_colour(job_identity(j)), width=1)
+        # A 1-px cosmetic pen keeps Qt on its fast line path (wider pens cost 5-10x).
+        return pg.mkPen(series_colour(len(self.curves)), width=1)
 
     def _label(self, k: SeriesKey) -> str:
         node, scope, _ = k
+        if k in getattr(self, "_band_labels", {}):
+            return self._band_labels[k]
         if self.chart_metric.scope == "node":
             return node
         if self.chart_metric.scope == "gpu":
@@ -503,7 +588,9 @@ class Chart(QWidget):
             return True
         self._drawn_revision = self.state.revision
         self._drawn_at = self._computed_at = now_s
-        keys = self.series_keys()
+        all_keys = self.series_keys(limit=None)
+        band = self.band_mode(all_keys)
+        keys = all_keys[:MAX_CURVES]
         if paused:
             (t0, t1), _ = vb.viewRange()
         else:
@@ -524,6 +611,9 @@ class Chart(QWidget):
         stats: dict[SeriesKey, tuple[bool, float, float]] = {}
         for k in keys:
             by_node.setdefault(k[0], []).append(k)
+        if band:
+            keys, data, stats = self._band(all_keys, t0, t1)
+            by_node = {}
         for node, nkeys in by_node.items():
             ns = self.state.series.nodes.get(node)
             if ns is None:
@@ -548,7 +638,9 @@ class Chart(QWidget):
             for k, v, f, a, b in zip(nkeys, rows, finite, lo, hi):
                 data[k] = (t, v)
                 stats[k] = (f, a, b)
-        keys, stats = self._merge_hops(keys, data, stats)
+        if not band:
+            self._band_labels = {}
+            keys, stats = self._merge_hops(keys, data, stats)
         wanted = set(keys)
         for k in [k for k in self.curves if k not in wanted]:
             self.curves.pop(k)
@@ -557,8 +649,7 @@ class Chart(QWidget):
             t, v = data[k]
             item = self.curves.get(k)
             if item is None:
-                # A 1-px cosmetic pen keeps Qt on its fast line path (wider pens cost 5-10x).
-                item = self.curves[k] = Curve(pg.mkPen(series_colour(len(self.curves)), width=1), self._label(k))
+                item = self.curves[k] = Curve(self._pen(k), self._label(k))
                 item.visibleChanged.connect(self.curve_set.visibility_changed)
             item.setData(t, v, *stats.get(k, (None, None, None)))
         self.curve_set.set_curves([self.curves[k] for k in keys])

@@ -43,19 +43,24 @@ class JobsPanel(QWidget):
         self.table.horizontalHeader().setStretchLastSection(False)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
-        for col, w in enumerate((70, 140, 70, 90, 60, 50, 55, 80, 100, 70)):
+        for col, w in enumerate((95, 140, 70, 90, 60, 50, 55, 80, 100, 70)):
             self.table.setColumnWidth(col, w)
         self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.table.customContextMenuRequested.connect(self._menu)
         self.table.doubleClicked.connect(lambda *_: self._logs())
         self.filter = QLineEdit()
-        self.filter.setPlaceholderText("Filter jobs (id, name, node, state)…")
+        self.filter.setPlaceholderText("Filter: words, or column:text (state:running node:r01)…")
+        self.filter.setToolTip("Words match any column; column:text matches one column "
+                               "(id, name, node, state, priority, gpus, cpu, memory, throughput, age)")
         self.filter.setClearButtonEnabled(True)
         self.filter.textChanged.connect(self._filter)
         self.show_migrated = QCheckBox("Show migrated")
         self.show_migrated.setToolTip("Also list the earlier hops of migrated jobs (state 'migrated'); "
                                       "normally a migrated job is one row: where it runs now")
         self.show_migrated.toggled.connect(self._set_show_migrated)
+        self.hide_ended = QCheckBox("Hide ended")
+        self.hide_ended.setToolTip("Hide jobs that succeeded, failed or were cancelled")
+        self.hide_ended.toggled.connect(self._set_hide_ended)
 
         sp = QStyle.StandardPixmap
         self.act_pause = self._action("Pause", "Space", "Pause the selected jobs (cgroup freezer)", lambda: self.actions.pause(self.selected()), sp.SP_MediaPause)
@@ -78,6 +83,7 @@ class JobsPanel(QWidget):
         top.addWidget(QLabel("<b>Jobs</b>"))
         top.addWidget(self.count)
         top.addWidget(bar, 1)
+        top.addWidget(self.hide_ended)
         top.addWidget(self.show_migrated)
         top.addWidget(self.filter)
         lay = QVBoxLayout(self)
@@ -113,13 +119,18 @@ class JobsPanel(QWidget):
                 self.select([j for j in before if j in now] + follow)
         self._update_count()
         self.update_enabled()
+        self.table.viewport().update()  # ages and "last seen" move with the clock
+
+    def _set_hide_ended(self, on: bool) -> None:
+        self.proxy.set_hide_ended(on)
+        self._update_count()
 
     def _set_show_migrated(self, on: bool) -> None:
         self.model.show_migrated = on
         self.refresh()
 
     def _filter(self, text: str) -> None:
-        self.proxy.setFilterFixedString(text)
+        self.proxy.set_filter_text(text)
         self._update_count()
 
     def _update_count(self) -> None:
