@@ -29,6 +29,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from agentd.kernel import cgroupfs
+from agentd.kernel.files import read_int, read_keyed
+
 ENV_REPORT = "AGENTD_REPORT"
 ENV_JOB_ID = "AGENTD_JOB_ID"
 ENV_COUNTERS = "AGENTD_COUNTERS"
@@ -132,44 +135,27 @@ def _make_tool_cgroups(tag: str) -> list[Path]:
     return made
 
 
-def _read_int(path: Path) -> int | None:
-    try:
-        return int(path.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def _tool_usage(dirs: list[Path]) -> tuple[float | None, int | None]:
     """CPU seconds and peak memory bytes of a tool cgroup (v1 or v2 files, whichever exist)."""
     cpu_s: float | None = None
     peak: int | None = None
     for d in dirs:
-        if (d / "cpuacct.usage").exists():
-            ns = _read_int(d / "cpuacct.usage")
-            cpu_s = ns / 1e9 if ns is not None else cpu_s
-        if (d / "cpu.stat").exists() and cpu_s is None:
-            try:
-                for line in (d / "cpu.stat").read_text().splitlines():
-                    if line.startswith("usage_usec"):
-                        cpu_s = int(line.split()[1]) / 1e6
-            except OSError:
-                pass
+        ns = read_int(d / "cpuacct.usage")  # v1
+        cpu_s = ns / 1e9 if ns is not None else cpu_s
+        usec = read_keyed(d / "cpu.stat").get("usage_usec")  # v2
+        if usec is not None and cpu_s is None:
+            cpu_s = usec / 1e6
         for name in ("memory.max_usage_in_bytes", "memory.peak"):
-            if (d / name).exists():
-                v = _read_int(d / name)
-                if v is not None:
-                    peak = max(peak or 0, v)
+            v = read_int(d / name)
+            if v is not None:
+                peak = max(peak or 0, v)
     return cpu_s, peak
 
 
 def _remove_tool_cgroups(dirs: list[Path]) -> None:
     for d in dirs:
         for _ in range(50):
-            try:
-                leftovers = [int(x) for x in (d / "cgroup.procs").read_text().split()]
-            except OSError:
-                leftovers = []
-            for pid in leftovers:  # a tool's stray children must not keep the cgroup alive
+            for pid in cgroupfs.procs(d) or ():  # a tool's stray children must not keep the cgroup alive
                 with contextlib.suppress(OSError):
                     os.kill(pid, 9)
             try:

@@ -1,4 +1,9 @@
-"""Job cgroups beneath the daemon's own cgroup: create, freeze/thaw, weights, limits, kill, remove.
+"""The write side of cgroupfs: job cgroups beneath the daemon's own cgroup — create,
+freeze/thaw, weights, limits, kill, remove.
+
+Every read (frozen state, member pids, offered controllers, mounts, /proc/PID/cgroup) goes
+through :mod:`agentd.kernel.cgroupfs` and :mod:`agentd.kernel.procfs`; this module only adds
+the writes and the waiting for the kernel to apply them.
 
 Layouts, in order of preference:
 - cgroup v2 at ``root`` when ``root`` itself is a cgroup2 mount (pure v2 host, or a test that
@@ -19,13 +24,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agentd.kernel import cgroupfs
+from agentd.kernel.cgroupfs import V1_CONTROLLERS
+from agentd.kernel.procfs import DEFAULT_PROC_ROOT, read_cgroup_membership
 from agentd.telemetry.cgroup_paths import CgroupRef
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CGROUP_ROOT = Path("/sys/fs/cgroup")
-PROC_SELF_CGROUP = Path("/proc/self/cgroup")
-V1_CONTROLLERS: tuple[str, ...] = ("cpu", "cpuacct", "memory", "blkio", "pids", "freezer")
 V2_WANTED_CONTROLLERS: tuple[str, ...] = ("cpu", "memory", "io", "pids")
 FREEZE_TIMEOUT_S = 5.0
 POLL_S = 0.002
@@ -43,30 +48,9 @@ def priority_weight(priority: int, default: int, lo: int, hi: int) -> int:
     return max(lo, min(hi, round(default * WEIGHT_STEP ** priority)))
 
 
-def parse_proc_cgroup(text: str) -> dict[str, str]:
-    """Map each controller name of /proc/PID/cgroup to its path; ``""`` is the v2 path."""
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        _, ctrls, path = parts
-        if not ctrls:
-            out[""] = path
-        for c in ctrls.split(","):
-            if c:
-                out[c] = path
-    return out
-
-
 def _write(path: Path, value: str) -> None:
     with open(path, "w") as f:
         f.write(value)
-
-
-def _read(path: Path) -> str:
-    with open(path) as f:
-        return f.read()
 
 
 def _try_write(path: Path, value: str) -> bool:
@@ -116,14 +100,7 @@ class JobCgroup:
         """Every process in this cgroup or any child cgroup (tool calls), in any hierarchy."""
         found: set[int] = set()
         for base in self._membership_hierarchies():
-            if not base.is_dir():
-                continue
-            for dirpath, _dirs, _files in os.walk(base):
-                try:
-                    text = _read(Path(dirpath) / "cgroup.procs")
-                except OSError:
-                    continue
-                found.update(int(x) for x in text.split())
+            found |= cgroupfs.tree_pids(base)
         return found
 
     def exists(self) -> bool:
@@ -131,43 +108,45 @@ class JobCgroup:
 
     # ---- freezer ---------------------------------------------------------------------
     def has_freezer(self) -> bool:
-        if self.version == 2:
-            return (self.paths["unified"] / "cgroup.freeze").exists()
-        if "freezer" in self.paths:
+        """Whether this cgroup can be frozen (a v1 freezer or a v2 ``cgroup.freeze``)."""
+        if self.version == 1 and "freezer" in self.paths:
             return True
-        return "unified" in self.paths and (self.paths["unified"] / "cgroup.freeze").exists()
+        return "unified" in self.paths and cgroupfs.has_v2_freeze(self.paths["unified"])
 
     def is_frozen(self) -> bool:
-        if self.version == 1 and "freezer" in self.paths:
-            return _read(self.paths["freezer"] / "freezer.state").strip() == "FROZEN"
-        return "frozen 1" in _read(self.paths["unified"] / "cgroup.events")
+        """Whether the kernel reports this cgroup frozen. Raises OSError when it cannot be read."""
+        paths = self.paths if self.version == 1 else {"unified": self.paths["unified"]}
+        frozen = cgroupfs.is_frozen(paths)
+        if frozen is None:
+            raise FileNotFoundError(f"cgroup {self.main_path()} has no readable freezer state")
+        return frozen
 
     def set_frozen(self, frozen: bool, timeout_s: float = FREEZE_TIMEOUT_S) -> None:
         """Freeze or thaw; returns once the kernel reports the new state. Raises TimeoutError."""
         deadline = time.monotonic() + timeout_s
         if self.version == 1 and "freezer" in self.paths:
             state_file = self.paths["freezer"] / "freezer.state"
-            want = "FROZEN" if frozen else "THAWED"
+            want = cgroupfs.V1_FROZEN if frozen else cgroupfs.V1_THAWED
             _write(state_file, want)
             while True:
-                got = _read(state_file).strip()
+                got = cgroupfs.v1_freezer_state(self.paths["freezer"])
                 if got == want:
                     return
+                if got is None:
+                    raise FileNotFoundError(f"cgroup {self.paths['freezer']} is gone (no freezer.state)")
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"cgroup {self.paths['freezer']} reads {got}, not {want}")
-                if frozen and got == "FREEZING":
+                if frozen and got == cgroupfs.V1_FREEZING:
                     # v1 needs the request repeated to retry tasks that were busy in the kernel
                     _try_write(state_file, want)
                 time.sleep(POLL_S)
         base = self.paths["unified"]
         _write(base / "cgroup.freeze", "1" if frozen else "0")
-        want_line = f"frozen {1 if frozen else 0}"
-        while True:
-            events = _read(base / "cgroup.events")
-            if want_line in events.splitlines():
-                return
+        while (got_v2 := cgroupfs.v2_frozen(base)) != frozen:
+            if got_v2 is None:
+                raise FileNotFoundError(f"cgroup {base} is gone (no frozen key in cgroup.events)")
             if time.monotonic() > deadline:
-                raise TimeoutError(f"cgroup {base} did not report '{want_line}'")
+                raise TimeoutError(f"cgroup {base} did not report 'frozen {int(frozen)}'")
             time.sleep(POLL_S)
 
     # ---- weights and limits ----------------------------------------------------------
@@ -320,57 +299,38 @@ def _mkdir_writable(path: Path) -> bool:
         return False
 
 
-def _is_v2(path: Path) -> bool:
-    return (path / "cgroup.controllers").exists()
-
-
-def detect_layout(root: Path, node: str, proc_cgroup: Path = PROC_SELF_CGROUP) -> CgroupLayout | None:
-    """Find or create this daemon's cgroup subtree; None when no cgroup is writable."""
-    try:
-        own = parse_proc_cgroup(proc_cgroup.read_text())
-    except OSError:
+def detect_layout(root: Path, node: str, proc_root: str = DEFAULT_PROC_ROOT) -> CgroupLayout | None:
+    """Find or create this daemon's cgroup subtree (from ``proc_root``/self/cgroup); None when
+    no cgroup is writable."""
+    own = read_cgroup_membership("self", proc_root)
+    if own is None:
         return None
     sub = f"agentd-{node}"
-    if _is_v2(root):
+    if cgroupfs.is_v2(root):
         return _v2_layout(root, own.get("", "/"), sub)
     unified = root / "unified"
-    if _is_v2(unified) and "" in own:
+    if cgroupfs.is_v2(unified) and "" in own:
         own_dir = unified / own[""].lstrip("/")
-        try:
-            offered = set(_read(own_dir / "cgroup.controllers").split())
-        except OSError:
-            offered = set()
+        offered = cgroupfs.controllers(own_dir) or set()
         if {"cpu", "memory"} <= offered:
             layout = _v2_layout(unified, own[""], sub)
             if layout is not None:
                 return layout
     bases: dict[str, Path] = {}
     for ctrl in V1_CONTROLLERS:
-        mount = _v1_mount(root, ctrl)
+        mount = cgroupfs.v1_mount(root, ctrl)
         if mount is None or ctrl not in own:
             continue
-        base = mount / own[ctrl].lstrip("/") / sub
+        base = Path(mount) / own[ctrl].lstrip("/") / sub
         if _mkdir_writable(base):
             bases[ctrl] = base
     if not bases:
         return None
-    if _is_v2(unified) and "" in own:
+    if cgroupfs.is_v2(unified) and "" in own:
         base = unified / own[""].lstrip("/") / sub
         if _mkdir_writable(base):
             bases["unified"] = base
     return CgroupLayout(version=1, bases=bases)
-
-
-def _v1_mount(root: Path, ctrl: str) -> Path | None:
-    candidates = [root / ctrl]
-    try:
-        candidates += [p for p in root.iterdir() if ctrl in p.name.split(",")]
-    except OSError:
-        return None
-    for c in candidates:
-        if (c / "tasks").exists():
-            return c
-    return None
 
 
 def _v2_layout(mount: Path, own_path: str, sub: str) -> CgroupLayout | None:
@@ -380,10 +340,7 @@ def _v2_layout(mount: Path, own_path: str, sub: str) -> CgroupLayout | None:
         return None
     # Enable what the daemon was given for the job cgroups below ``base``; works where the own
     # cgroup is the root or a delegated cgroup with no processes of its own (best effort).
-    try:
-        offered = set(_read(own_dir / "cgroup.controllers").split())
-    except OSError:
-        offered = set()
+    offered = cgroupfs.controllers(own_dir) or set()
     wanted = [c for c in V2_WANTED_CONTROLLERS if c in offered]
     if wanted:
         _try_write(own_dir / "cgroup.subtree_control", " ".join(f"+{c}" for c in wanted))

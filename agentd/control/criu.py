@@ -19,6 +19,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from agentd.kernel.procfs import fd_target
+
 CRIU_ENV = "AGENTD_CRIU"
 PIPES_FILE = "agentd-pipes.json"  # in the image directory: {"1": "pipe:[N]", "2": "pipe:[M]"}
 DUMP_TIMEOUT_S = 120.0
@@ -75,11 +77,8 @@ def dump(pid: int, images_dir: Path) -> None:
     images_dir.mkdir(parents=True, exist_ok=True)
     pipes = {}
     for fd in ("1", "2"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("pipe:"):
+        target = fd_target(pid, fd)
+        if target is not None and target.startswith("pipe:"):
             pipes[fd] = target
     (images_dir / PIPES_FILE).write_text(json.dumps(pipes))
     try:

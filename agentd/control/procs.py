@@ -1,59 +1,52 @@
-"""Small /proc helpers: is a pid still the process we started, who is in a session, CPU time,
-what a process does with a signal."""
+"""Process questions the control layer asks: is a pid still the process we started, who is in
+a session, CPU time, what a process does with a signal. The /proc files are read and parsed by
+:mod:`agentd.kernel.procfs`; these helpers only decide."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-PROC = Path("/proc")
+from agentd.kernel.procfs import list_pids, read_comm, read_stat, read_status
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    """Fields of /proc/PID/stat after the command name (field 3, the state, is index 0)."""
-    try:
-        text = (PROC / str(pid) / "stat").read_text()
-    except OSError:
-        return None
-    return text.rsplit(")", 1)[1].split()
+_DEAD_STATES = ("Z", "X")
 
 
 def start_ticks(pid: int) -> int | None:
-    f = _stat_fields(pid)
-    return int(f[19]) if f else None
+    """When ``pid`` started, in clock ticks after boot (None when it is gone)."""
+    st = read_stat(pid)
+    return st.start_ticks if st else None
 
 
 def is_alive(pid: int | None, ticks: int | None = None) -> bool:
     """True if ``pid`` runs (not a zombie) and, when ``ticks`` is given, started at that time."""
     if not pid:
         return False
-    f = _stat_fields(pid)
-    if f is None or f[0] in ("Z", "X"):
+    st = read_stat(pid)
+    if st is None or st.state in _DEAD_STATES:
         return False
-    return not ticks or int(f[19]) == ticks
+    return not ticks or st.start_ticks == ticks
 
 
 def state_of(pid: int) -> str | None:
-    f = _stat_fields(pid)
-    return f[0] if f else None
+    """The one-letter state of ``pid`` (R, S, T, Z...), None when it is gone."""
+    st = read_stat(pid)
+    return st.state if st else None
 
 
 def cpu_time_s(pid: int) -> float | None:
     """utime + stime of one process, in seconds."""
-    f = _stat_fields(pid)
-    return (int(f[11]) + int(f[12])) / CLK_TCK if f else None
+    st = read_stat(pid)
+    return (st.utime_ticks + st.stime_ticks) / CLK_TCK if st else None
 
 
 def session_pids(sid: int) -> set[int]:
     """Live processes whose process group or session is ``sid`` (pgroup control, no cgroup)."""
     out: set[int] = set()
-    for entry in PROC.iterdir():
-        if not entry.name.isdigit():
-            continue
-        f = _stat_fields(int(entry.name))
-        if f and f[0] not in ("Z", "X") and (int(f[2]) == sid or int(f[3]) == sid):
-            out.add(int(entry.name))
+    for pid in list_pids() or ():
+        st = read_stat(pid)
+        if st and st.state not in _DEAD_STATES and sid in (st.pgrp, st.session):
+            out.add(pid)
     return out
 
 
@@ -64,16 +57,13 @@ def live(pids: set[int]) -> set[int]:
 
 def parent_of(pid: int) -> int | None:
     """The parent pid of ``pid`` (None when it is gone)."""
-    f = _stat_fields(pid)
-    return int(f[1]) if f else None
+    st = read_stat(pid)
+    return st.ppid if st else None
 
 
 def command_name(pid: int) -> str:
     """The kernel's short command name of ``pid`` (``comm``), "" when it is gone."""
-    try:
-        return (PROC / str(pid) / "comm").read_text().strip()
-    except OSError:
-        return ""
+    return read_comm(pid) or ""
 
 
 def outside_tree(root: int, pids: set[int]) -> set[int]:
@@ -101,20 +91,19 @@ def outside_tree(root: int, pids: set[int]) -> set[int]:
 
 
 def process_group(pid: int) -> int | None:
-    f = _stat_fields(pid)
-    return int(f[2]) if f else None
+    """The process group of ``pid`` (None when it is gone)."""
+    st = read_stat(pid)
+    return st.pgrp if st else None
 
 
 def signal_disposition(pid: int, signum: int) -> str | None:
     """``caught``, ``ignored`` or ``default``: what ``pid`` does on ``signum`` (None when gone)."""
-    masks: dict[str, int] = {}
+    status = read_status(pid)
+    if status is None:
+        return None
     try:
-        with open(PROC / str(pid) / "status") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key in ("SigCgt", "SigIgn"):
-                    masks[key] = int(value, 16)
-    except (OSError, ValueError):
+        masks = {key: int(status[key], 16) for key in ("SigCgt", "SigIgn") if key in status}
+    except ValueError:
         return None
     bit = 1 << (signum - 1)
     if masks.get("SigCgt", 0) & bit:

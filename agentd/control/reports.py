@@ -16,6 +16,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from agentd.kernel.procfs import read_cgroup_text
+
 log = logging.getLogger(__name__)
 
 SOCKET_NAME = "report.sock"
@@ -28,10 +30,7 @@ _UCRED = struct.Struct("iII")  # pid, uid, gid of the sender (SCM_CREDENTIALS)
 
 def _evidence(pid: int) -> tuple[str | None, int | None]:
     """(/proc/PID/cgroup text, session id) of a sender now, or None where it is gone."""
-    try:
-        cgroup: str | None = Path(f"/proc/{pid}/cgroup").read_text()
-    except OSError:
-        cgroup = None
+    cgroup = read_cgroup_text(pid)
     try:
         sid: int | None = os.getsid(pid)
     except OSError:

@@ -95,6 +95,8 @@ def _claim(job_dir: str, token: str) -> bool:
 
 
 def _start_ticks(pid: int) -> int:
+    # agentd.kernel.procfs.read_stat parses this everywhere else; the shim runs as a bare
+    # script (-I -S, the agentd package not on its path), so it keeps this one-line read.
     with open(f"/proc/{pid}/stat") as f:
         return int(f.read().rsplit(")", 1)[1].split()[19])
 

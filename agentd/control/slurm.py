@@ -31,10 +31,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
+from agentd.kernel import cgroupfs, procfs
+from agentd.kernel.procfs import DEFAULT_PROC_ROOT
 from agentd.protocol.errors import ErrorCode, ProtocolError
 from agentd.protocol.jobs import PRIORITY_MAX, PRIORITY_MIN, TERMINAL_STATES, JobInfo, JobSpec
 from agentd.telemetry.cgroup_paths import CgroupRef
@@ -47,7 +48,6 @@ DEFAULT_TIMEOUT_S = 15.0
 DEFAULT_REFRESH_S = 2.0  # jobs() answers from a snapshot at most this old
 STOP_WAIT_S = 8.0  # how long pause/resume wait for the processes to stop/continue
 CANCEL_WAIT_S = 10.0
-DEFAULT_PROC_ROOT = "/proc"
 DEFAULT_AGENTD_PORT = 7710
 
 STATE_MAP: dict[str, str] = {
@@ -353,27 +353,8 @@ def parse_listpids(text: str) -> list[int]:
 # ---- Slurm's cgroups -------------------------------------------------------------------------
 
 def cgroup_mounts(proc_root: str = DEFAULT_PROC_ROOT) -> dict[str, str]:
-    """Mount point of each cgroup v1 controller and of the v2 tree (``unified``)."""
-    mounts: dict[str, str] = {}
-    try:
-        text = Path(proc_root, "self", "mountinfo").read_text()
-    except OSError:
-        return mounts
-    for line in text.splitlines():
-        pre, sep, post = line.partition(" - ")
-        if not sep:
-            continue
-        fields, post_fields = pre.split(), post.split()
-        if len(fields) < 5 or len(post_fields) < 3:
-            continue
-        fstype, mount_point, options = post_fields[0], fields[4], post_fields[2]
-        if fstype == "cgroup2":
-            mounts.setdefault("unified", mount_point)
-        elif fstype == "cgroup":
-            for opt in options.split(","):
-                if opt not in ("rw", "ro") and "=" not in opt and not opt.startswith("no"):
-                    mounts.setdefault(opt, mount_point)
-    return mounts
+    """Mount point of each cgroup v1 controller and of the v2 tree (``unified``) seen by agentd."""
+    return procfs.cgroup_mounts(procfs.read_mountinfo("self", proc_root) or [])
 
 
 def slurm_cgroup(pid: int, job_id: int, proc_root: str = DEFAULT_PROC_ROOT,
@@ -384,30 +365,23 @@ def slurm_cgroup(pid: int, job_id: int, proc_root: str = DEFAULT_PROC_ROOT,
     ``/system.slice/slurmstepd.scope/job_5/...``). None when the job has no cgroup of its own
     (proctrack/linuxproc or pgid).
     """
-    try:
-        text = Path(proc_root, str(pid), "cgroup").read_text()
-    except OSError:
+    membership = procfs.read_cgroup_membership(pid, proc_root)
+    if membership is None:
         return None
     mounts = cgroup_mounts(proc_root) if mounts is None else mounts
     marker = f"job_{job_id}"
     v1: dict[str, str] = {}
     unified: str | None = None
-    for line in text.splitlines():
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        _, controllers, path = parts
+    for ctrl, path in membership.items():
         segments = path.strip("/").split("/")
         if marker not in segments:
             continue
         rel = "/".join(segments[: segments.index(marker) + 1])
-        if controllers == "":
+        if ctrl == "":
             if "unified" in mounts:
                 unified = os.path.join(mounts["unified"], rel)
-            continue
-        for ctrl in controllers.split(","):
-            if ctrl in mounts:
-                v1[ctrl] = os.path.join(mounts[ctrl], rel)
+        elif ctrl in mounts:
+            v1[ctrl] = os.path.join(mounts[ctrl], rel)
     if v1:
         if unified:
             v1["unified"] = unified
@@ -418,27 +392,12 @@ def slurm_cgroup(pid: int, job_id: int, proc_root: str = DEFAULT_PROC_ROOT,
 
 
 def _proc_state(proc_root: str, pid: int) -> str | None:
-    try:
-        stat = Path(proc_root, str(pid), "stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[0]
+    st = procfs.read_stat(pid, proc_root)
+    return st.state if st else None
 
 
 def _cgroup_frozen(ref: CgroupRef) -> bool | None:
-    freezer = ref.paths.get("freezer")
-    if freezer:
-        try:
-            return Path(freezer, "freezer.state").read_text().strip() == "FROZEN"
-        except OSError:
-            return None
-    unified = ref.paths.get("unified")
-    if unified:
-        try:
-            return "frozen 1" in Path(unified, "cgroup.events").read_text()
-        except OSError:
-            return None
-    return None
+    return cgroupfs.is_frozen(ref.paths)
 
 
 # ---- the backend -----------------------------------------------------------------------------

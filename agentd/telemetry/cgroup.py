@@ -1,10 +1,11 @@
 """Cgroup reader: a job's CPU, throttling, memory, OOM kills, IO, pids, pressure and freeze state.
 
 Reads cgroup v2 (one unified directory) and v1 (one directory per controller hierarchy), as
-described by a :class:`~agentd.telemetry.cgroup_paths.CgroupRef`. A file the kernel does not
-offer (an older kernel, a controller not enabled for the subtree) leaves its field at the
-default; this is normal, for example ``memory.current`` on a v2 hierarchy whose memory
-controller is bound to v1, so it is not logged.
+described by a :class:`~agentd.telemetry.cgroup_paths.CgroupRef`, into a
+:class:`CgroupSample`; the files themselves are parsed by :mod:`agentd.kernel.cgroupfs`. A
+file the kernel does not offer (an older kernel, a controller not enabled for the subtree)
+leaves its field at the default; this is normal, for example ``memory.current`` on a v2
+hierarchy whose memory controller is bound to v1, so it is not logged.
 """
 
 from __future__ import annotations
@@ -12,69 +13,26 @@ from __future__ import annotations
 import logging
 import os
 
+from agentd.kernel import cgroupfs
+from agentd.kernel.files import read_int, read_keyed, read_text
 from agentd.metrics.samples import CgroupSample, Pressure
 from agentd.telemetry.cgroup_paths import CgroupRef
-from agentd.telemetry.host import parse_pressure
-from agentd.telemetry.procfs import read_text
+from agentd.telemetry.host import pressure_sample
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CGROUP_ROOT = "/sys/fs/cgroup"
-DEFAULT_PROC_SELF_CGROUP = "/proc/self/cgroup"
 #: cpuacct.stat counts in USER_HZ, which Linux fixes at 100 for user space.
 USER_HZ = 100
 #: v1 memory.limit_in_bytes reports "no limit" as a huge page-rounded number.
 V1_UNLIMITED_THRESHOLD = 1 << 62
 #: Where to look for a job's pids first on v1 (all hierarchies hold the same processes).
 PIDS_HIERARCHY_ORDER = ("pids", "cpuacct", "memory", "cpu", "freezer", "blkio")
-V1_CONTROLLERS = ("cpu", "cpuacct", "memory", "blkio", "pids", "freezer")
 
-__all__ = ["CgroupReader", "detect_cgroup_mode", "DEFAULT_CGROUP_ROOT"]
-
-
-_read = read_text
-
-
-def _int(path: str) -> int | None:
-    text = _read(path)
-    if text is None:
-        return None
-    text = text.strip()
-    if text == "max":
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        return None
-
-
-def _keyed(path: str) -> dict[str, int]:
-    """Parse a flat keyed file (``key value`` per line), as cpu.stat or memory.events."""
-    out: dict[str, int] = {}
-    for line in (_read(path) or "").splitlines():
-        f = line.split()
-        if len(f) == 2:
-            try:
-                out[f[0]] = int(f[1])
-            except ValueError:
-                pass
-    return out
-
-
-def _count_procs(directory: str) -> int | None:
-    text = _read(os.path.join(directory, "cgroup.procs"))
-    if text is None:
-        return None
-    return sum(1 for line in text.splitlines() if line.strip())
+__all__ = ["CgroupReader"]
 
 
 def _pressure(directory: str) -> dict[str, Pressure]:
-    out = {}
-    for res in ("cpu", "memory", "io"):
-        text = _read(os.path.join(directory, f"{res}.pressure"))
-        if text:
-            out[res] = parse_pressure(text)
-    return out
+    return {res: pressure_sample(v) for res, v in cgroupfs.read_pressure(directory).items()}
 
 
 class CgroupReader:
@@ -105,27 +63,19 @@ class CgroupReader:
         order = ["unified", *PIDS_HIERARCHY_ORDER] if ref.version == 2 else [*PIDS_HIERARCHY_ORDER, "unified"]
         for key in order + [k for k in ref.paths if k not in order]:
             d = ref.paths.get(key)
-            text = _read(os.path.join(d, "cgroup.procs")) if d else None
-            if text is not None:
-                return {int(line) for line in text.split()}
+            got = cgroupfs.procs(d) if d else None
+            if got is not None:
+                return set(got)
         return set()
 
     def _read_v2(self, job_id: str, d: str) -> CgroupSample:
-        cpu = _keyed(os.path.join(d, "cpu.stat"))
-        events = _keyed(os.path.join(d, "memory.events"))
-        cg_events = _keyed(os.path.join(d, "cgroup.events"))
-        rbytes = wbytes = 0
-        for line in (_read(os.path.join(d, "io.stat")) or "").splitlines():
-            for kv in line.split()[1:]:
-                key, _, val = kv.partition("=")
-                if key == "rbytes":
-                    rbytes += int(val)
-                elif key == "wbytes":
-                    wbytes += int(val)
-        current = _int(os.path.join(d, "memory.current")) or 0
-        pids = _int(os.path.join(d, "pids.current"))
+        cpu = read_keyed(os.path.join(d, "cpu.stat"))
+        events = read_keyed(os.path.join(d, "memory.events"))
+        rbytes, wbytes = cgroupfs.parse_io_stat(read_text(os.path.join(d, "io.stat")) or "")
+        current = read_int(os.path.join(d, "memory.current")) or 0
+        pids = read_int(os.path.join(d, "pids.current"))
         if pids is None:
-            pids = _count_procs(d) or 0
+            pids = cgroupfs.count_procs(d) or 0
         return CgroupSample(
             job_id=job_id,
             cpu_usage_us=cpu.get("usage_usec", 0),
@@ -135,14 +85,14 @@ class CgroupReader:
             cpu_throttled_total=cpu.get("nr_throttled", 0),
             cpu_throttled_us=cpu.get("throttled_usec", 0),
             mem_current_bytes=current,
-            mem_peak_bytes=_int(os.path.join(d, "memory.peak")) or current,
-            mem_limit_bytes=_int(os.path.join(d, "memory.max")),
+            mem_peak_bytes=read_int(os.path.join(d, "memory.peak")) or current,
+            mem_limit_bytes=read_int(os.path.join(d, "memory.max")),
             oom_kills_total=events.get("oom_kill", 0),
             io_read_bytes=rbytes,
             io_write_bytes=wbytes,
             pids_current=pids,
             pressure=_pressure(d),
-            frozen=bool(cg_events.get("frozen", 0)),
+            frozen=bool(cgroupfs.v2_frozen(d)),
         )
 
     def _read_v1(self, job_id: str, paths: dict[str, str]) -> CgroupSample:
@@ -151,60 +101,52 @@ class CgroupReader:
         usage_ns = user_ns = sys_ns = 0
         cpuacct = paths.get("cpuacct") or paths.get("cpu")
         if cpuacct:
-            usage_ns = _int(os.path.join(cpuacct, "cpuacct.usage")) or 0
-            u = _int(os.path.join(cpuacct, "cpuacct.usage_user"))
-            sy = _int(os.path.join(cpuacct, "cpuacct.usage_sys"))
+            usage_ns = read_int(os.path.join(cpuacct, "cpuacct.usage")) or 0
+            u = read_int(os.path.join(cpuacct, "cpuacct.usage_user"))
+            sy = read_int(os.path.join(cpuacct, "cpuacct.usage_sys"))
             if u is None or sy is None:
                 # Older kernels: only cpuacct.stat, in USER_HZ ticks.
-                stat = _keyed(os.path.join(cpuacct, "cpuacct.stat"))
+                stat = read_keyed(os.path.join(cpuacct, "cpuacct.stat"))
                 u = stat.get("user", 0) * 1_000_000_000 // USER_HZ
                 sy = stat.get("system", 0) * 1_000_000_000 // USER_HZ
             user_ns, sys_ns = u, sy
         cpu_dir = paths.get("cpu")
-        cpu_stat = _keyed(os.path.join(cpu_dir, "cpu.stat")) if cpu_dir else {}
+        cpu_stat = read_keyed(os.path.join(cpu_dir, "cpu.stat")) if cpu_dir else {}
 
         current = peak = 0
         limit: int | None = None
         oom: dict[str, int] = {}
         mem = paths.get("memory")
         if mem:
-            current = _int(os.path.join(mem, "memory.usage_in_bytes")) or 0
-            peak = _int(os.path.join(mem, "memory.max_usage_in_bytes")) or current
-            limit = _int(os.path.join(mem, "memory.limit_in_bytes"))
+            current = read_int(os.path.join(mem, "memory.usage_in_bytes")) or 0
+            peak = read_int(os.path.join(mem, "memory.max_usage_in_bytes")) or current
+            limit = read_int(os.path.join(mem, "memory.limit_in_bytes"))
             if limit is not None and limit >= V1_UNLIMITED_THRESHOLD:
                 limit = None
-            oom = _keyed(os.path.join(mem, "memory.oom_control"))
+            oom = read_keyed(os.path.join(mem, "memory.oom_control"))
 
         rbytes = wbytes = 0
         blkio = paths.get("blkio")
         if blkio:
-            text = _read(os.path.join(blkio, "blkio.throttle.io_service_bytes_recursive"))
+            text = read_text(os.path.join(blkio, "blkio.throttle.io_service_bytes_recursive"))
             if text is None:
-                text = _read(os.path.join(blkio, "blkio.throttle.io_service_bytes")) or ""
-            for line in text.splitlines():
-                f = line.split()
-                if len(f) == 3 and f[1] == "Read":
-                    rbytes += int(f[2])
-                elif len(f) == 3 and f[1] == "Write":
-                    wbytes += int(f[2])
+                text = read_text(os.path.join(blkio, "blkio.throttle.io_service_bytes")) or ""
+            rbytes, wbytes = cgroupfs.parse_blkio_bytes(text)
 
-        pids = _int(os.path.join(paths["pids"], "pids.current")) if "pids" in paths else None
+        pids = read_int(os.path.join(paths["pids"], "pids.current")) if "pids" in paths else None
         if pids is None:
             for d in paths.values():
-                pids = _count_procs(d)
+                pids = cgroupfs.count_procs(d)
                 if pids is not None:
                     break
 
-        frozen = False
-        if "freezer" in paths:
-            frozen = (_read(os.path.join(paths["freezer"], "freezer.state")) or "").strip() == "FROZEN"
+        frozen = "freezer" in paths and cgroupfs.v1_freezer_state(paths["freezer"]) == cgroupfs.V1_FROZEN
         pressure: dict[str, Pressure] = {}
         unified = paths.get("unified")
         if unified:
             # Hybrid hosts: the v2 tree still offers freeze state and pressure per cgroup.
             pressure = _pressure(unified)
-            if not frozen:
-                frozen = bool(_keyed(os.path.join(unified, "cgroup.events")).get("frozen", 0))
+            frozen = frozen or bool(cgroupfs.v2_frozen(unified))
 
         return CgroupSample(
             job_id=job_id,
@@ -225,29 +167,3 @@ class CgroupReader:
             frozen=frozen,
         )
 
-
-def detect_cgroup_mode(root: str = DEFAULT_CGROUP_ROOT, proc_self_cgroup: str = DEFAULT_PROC_SELF_CGROUP) -> str:
-    """Which cgroup layout this host has: ``"v2"``, ``"v1"``, ``"hybrid"`` or ``"none"``.
-
-    ``root`` being a cgroup2 mount (it holds ``cgroup.controllers``) means v2. v1 controller
-    hierarchies under ``root`` mean v1, or hybrid when a v2 tree is also mounted at
-    ``root/unified``. Without a readable ``root`` the process's own ``/proc/self/cgroup``
-    decides: only a ``0::`` line is v2, numbered hierarchies v1, both hybrid.
-    """
-    if os.path.exists(os.path.join(root, "cgroup.controllers")):
-        return "v2"
-    has_v1 = any(os.path.exists(os.path.join(root, c, "cgroup.procs")) for c in V1_CONTROLLERS)
-    has_unified = os.path.exists(os.path.join(root, "unified", "cgroup.controllers"))
-    if has_v1:
-        return "hybrid" if has_unified else "v1"
-    text = _read(proc_self_cgroup)
-    if not text:
-        return "none"
-    lines = [line for line in text.splitlines() if line.strip()]
-    v2_line = any(line.startswith("0::") for line in lines)
-    v1_lines = any(not line.startswith("0::") for line in lines)
-    if v2_line and v1_lines:
-        return "hybrid"
-    if v2_line:
-        return "v2"
-    return "v1" if v1_lines else "none"

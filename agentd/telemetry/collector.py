@@ -19,6 +19,8 @@ from typing import Callable, TypeVar
 import msgspec
 
 import agentd
+from agentd.kernel.cgroupfs import DEFAULT_CGROUP_ROOT, detect_cgroup_mode
+from agentd.kernel.procfs import DEFAULT_PROC_ROOT
 from agentd.metrics.samples import (
     AppMetric,
     CgroupSample,
@@ -29,12 +31,12 @@ from agentd.metrics.samples import (
     NodeSample,
     ProcSample,
 )
-from agentd.telemetry.cgroup import DEFAULT_CGROUP_ROOT, CgroupReader, detect_cgroup_mode
+from agentd.telemetry.cgroup import CgroupReader
 from agentd.telemetry.cgroup_paths import CgroupRef
 from agentd.telemetry.gpu import GpuBackend, NoGpuBackend
 from agentd.telemetry.gpu_nvml import NvmlBackend
 from agentd.telemetry.gpu_sim import SimulatedGpuBackend
-from agentd.telemetry.host import DEFAULT_PROC_ROOT, DEFAULT_SYS_ROOT, HostReader, host_identity
+from agentd.telemetry.host import DEFAULT_SYS_ROOT, HostReader, host_identity
 from agentd.telemetry.processes import DEFAULT_SCAN_EVERY_S, ProcessScanner
 
 log = logging.getLogger(__name__)
@@ -118,7 +120,7 @@ class NodeCollector:
         links = self._guard("GPU topology", self._gpu.links, [])
         mode = self._guard(
             "cgroup mode",
-            lambda: detect_cgroup_mode(self.cgroup_root, os.path.join(self.proc_root, "self", "cgroup")),
+            lambda: detect_cgroup_mode(self.cgroup_root, self.proc_root),
             "none",
         )
         return NodeInventory(

@@ -14,45 +14,40 @@ import platform
 import socket
 from pathlib import Path
 
-from agentd.metrics.samples import CpuTimes, DiskCounters, HostSample, NetCounters, Pressure
-from agentd.telemetry.procfs import read_text
+from agentd.kernel import procfs, psi
+from agentd.kernel.files import read_text
+from agentd.kernel.procfs import DEFAULT_PROC_ROOT
+from agentd.metrics.samples import (
+    CpuTimes,
+    DiskCounters,
+    HostSample,
+    NetCounters,
+    Pressure,
+)
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PROC_ROOT = "/proc"
 DEFAULT_SYS_ROOT = "/sys"
 #: Block devices that are never real disks: loop mounts and RAM disks.
 SKIPPED_DISK_PREFIXES = ("loop", "ram")
 #: /proc/diskstats counts sectors of 512 bytes whatever the device's own sector size.
 DISKSTATS_SECTOR_BYTES = 512
-PRESSURE_RESOURCES = ("cpu", "memory", "io")
 
-__all__ = ["HostReader", "host_identity", "parse_pressure", "DEFAULT_PROC_ROOT", "DEFAULT_SYS_ROOT"]
+__all__ = ["DEFAULT_PROC_ROOT", "DEFAULT_SYS_ROOT", "HostReader", "host_identity", "parse_pressure", "pressure_sample"]
 
 
 _read = read_text
 
 
+def pressure_sample(values: psi.PressureValues) -> Pressure:
+    """The wire struct of one parsed PSI file (host or cgroup)."""
+    return Pressure(some_total_us=values.some_total_us, full_total_us=values.full_total_us,
+                    some_avg10_pct=values.some_avg10_pct, full_avg10_pct=values.full_avg10_pct)
+
+
 def parse_pressure(text: str) -> Pressure:
     """Parse a PSI file (``some avg10=.. total=..`` / ``full ...``) into a :class:`Pressure`."""
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        parts = line.split()
-        if not parts or parts[0] not in ("some", "full"):
-            continue
-        for kv in parts[1:]:
-            key, _, val = kv.partition("=")
-            if key in ("avg10", "total"):
-                try:
-                    values[f"{parts[0]}_{key}"] = float(val)
-                except ValueError:
-                    pass
-    return Pressure(
-        some_total_us=int(values.get("some_total", 0)),
-        full_total_us=int(values.get("full_total", 0)),
-        some_avg10_pct=values.get("some_avg10", 0.0),
-        full_avg10_pct=values.get("full_avg10", 0.0),
-    )
+    return pressure_sample(psi.parse_pressure(text))
 
 
 class HostReader:
@@ -121,10 +116,7 @@ class HostReader:
     def _count_procs(self) -> int:
         # /proc/loadavg's 4th field is "running/total" scheduling entities (threads); the
         # number of processes is the number of numeric entries in /proc.
-        try:
-            return sum(1 for name in os.listdir(self.proc_root) if name.isdigit())
-        except OSError:
-            return 0
+        return len(procfs.list_pids(self.proc_root) or ())
 
     def _loadavg(self) -> tuple[float, float, float]:
         text = _read(self._p("loadavg"))
@@ -134,14 +126,7 @@ class HostReader:
         return float(f[0]), float(f[1]), float(f[2])
 
     def _meminfo(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for line in (_read(self._p("meminfo")) or "").splitlines():
-            key, _, rest = line.partition(":")
-            f = rest.split()
-            if f:
-                mult = 1024 if len(f) > 1 and f[1] == "kB" else 1
-                out[key] = int(f[0]) * mult
-        return out
+        return procfs.read_meminfo(self.proc_root) or {}
 
     def _vmstat(self) -> tuple[int, int]:
         # /proc/vmstat has ~180 lines and we need two: find them instead of splitting all.
@@ -199,12 +184,7 @@ class HostReader:
         return out
 
     def _pressure(self) -> dict[str, Pressure]:
-        out = {}
-        for res in PRESSURE_RESOURCES:
-            text = _read(self._p(f"pressure/{res}"))
-            if text:
-                out[res] = parse_pressure(text)
-        return out
+        return {res: pressure_sample(v) for res, v in procfs.read_host_pressure(self.proc_root).items()}
 
     def _discover_temps(self) -> list[tuple[str, str]]:
         found: list[tuple[str, str]] = []
@@ -253,16 +233,8 @@ def host_identity(proc_root: str = DEFAULT_PROC_ROOT) -> dict[str, object]:
             cpu_count += 1
         elif key in ("model name", "Model", "cpu model") and not cpu_model:
             cpu_model = val.strip()
-    mem: dict[str, int] = {}
-    for line in (_read(os.path.join(proc_root, "meminfo")) or "").splitlines():
-        key, _, rest = line.partition(":")
-        f = rest.split()
-        if f:
-            mem[key] = int(f[0]) * (1024 if len(f) > 1 else 1)
-    boot = 0.0
-    for line in (_read(os.path.join(proc_root, "stat")) or "").splitlines():
-        if line.startswith("btime "):
-            boot = float(line.split()[1])
+    mem = procfs.read_meminfo(proc_root) or {}
+    boot = procfs.boot_time_s(proc_root) or 0.0
     kernel = (_read(os.path.join(proc_root, "sys/kernel/osrelease")) or platform.release()).strip()
     hostname = (_read(os.path.join(proc_root, "sys/kernel/hostname")) or socket.gethostname()).strip()
     return {

@@ -20,19 +20,16 @@ import time
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
+from agentd.kernel import procfs
+from agentd.kernel.procfs import DEFAULT_PROC_ROOT
 from agentd.metrics.samples import ProcSample
-from agentd.telemetry.procfs import read_bytes
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PROC_ROOT = "/proc"
 DEFAULT_TOP_N = 25
 DEFAULT_SCAN_EVERY_S = 5.0
-#: Fields of /proc/PID/stat after the name that we use (up to rss, the 22nd); the rest
-#: (about 30 more) are left unsplit.
-STAT_FIELDS_NEEDED = 22
 
-__all__ = ["ProcessScanner", "ProcessReading", "DEFAULT_TOP_N", "DEFAULT_SCAN_EVERY_S"]
+__all__ = ["DEFAULT_SCAN_EVERY_S", "DEFAULT_TOP_N", "ProcessReading", "ProcessScanner"]
 
 
 class ProcessReading(NamedTuple):
@@ -67,14 +64,11 @@ class ProcessScanner:
         self._listed: set[tuple[int, float]] = set()
 
     def _read_boot_time(self) -> float:
-        try:
-            with open(os.path.join(self.proc_root, "stat"), encoding="ascii") as f:
-                for line in f:
-                    if line.startswith("btime "):
-                        return float(line.split()[1])
-        except OSError as exc:
-            log.warning("cannot read boot time from %s/stat (%s); process start times are relative", self.proc_root, exc)
-        return 0.0
+        boot = procfs.boot_time_s(self.proc_root)
+        if boot is None:
+            log.warning("cannot read boot time from %s/stat; process start times are relative", self.proc_root)
+            return 0.0
+        return boot
 
     def _user(self, uid: int) -> str:
         name = self._users.get(uid)
@@ -88,29 +82,23 @@ class ProcessScanner:
             self._users[uid] = name
         return name
 
-    def _read_one(self, pid: str) -> tuple[str, float, int, float, int] | None:
+    def _read_one(self, pid: int) -> tuple[str, float, int, float, int] | None:
         """(name, cpu seconds, rss bytes, create time, uid) of one process, None if it exited."""
-        path = os.path.join(self.proc_root, pid)
-        data = read_bytes(os.path.join(path, "stat"))
-        if data is None:
+        st = procfs.read_stat(pid, self.proc_root)
+        if st is None:
             return None
-        # The name is between the first "(" and the LAST ")": it may itself contain ")".
-        left, right = data.find(b"("), data.rfind(b")")
-        rest = data[right + 2:].split(None, STAT_FIELDS_NEEDED)
-        if left < 0 or right < 0 or len(rest) < 22:
-            return None
-        cpu = (int(rest[11]) + int(rest[12])) / self._clk_tck
-        create = round(self._boot_time_s + int(rest[19]) / self._clk_tck, 2)
+        cpu = (st.utime_ticks + st.stime_ticks) / self._clk_tck
+        create = round(self._boot_time_s + st.start_ticks / self._clk_tck, 2)
         # The owner is looked up once per process lifetime (pid + start time), not per scan:
         # the stat() call would otherwise be a third of the scan's cost.
-        uid = self._uids.get((int(pid), create))
+        uid = self._uids.get((pid, create))
         if uid is None:
             try:
-                uid = os.stat(path).st_uid
+                uid = os.stat(os.path.join(self.proc_root, str(pid))).st_uid
             except OSError:
                 return None
-        self._seen_uids[(int(pid), create)] = uid
-        return data[left + 1:right].decode(errors="replace"), cpu, int(rest[21]) * self._page_size, create, uid
+        self._seen_uids[(pid, create)] = uid
+        return st.comm, cpu, st.rss_pages * self._page_size, create, uid
 
     def scan(self, gpu_mem_by_pid: Mapping[int, int] | None = None) -> list[ProcSample]:
         """All processes' cumulative CPU time, ranked by CPU used since the last scan.
@@ -129,19 +117,16 @@ class ProcessScanner:
         """
         rows: list[tuple[float, tuple[int, float], str, float, int, int]] = []
         current: dict[tuple[int, float], float] = {}
-        try:
-            names = os.listdir(self.proc_root)
-        except OSError as exc:
-            log.warning("cannot list processes in %s (%s); no process scan this time", self.proc_root, exc)
+        pids = procfs.list_pids(self.proc_root)
+        if pids is None:
+            log.warning("cannot list processes in %s; no process scan this time", self.proc_root)
             return None
-        for name in names:
-            if not name.isdigit():
-                continue
-            got = self._read_one(name)
+        for pid in pids:
+            got = self._read_one(pid)
             if got is None:
                 continue  # exited mid-scan
             pname, cpu, rss, create, uid = got
-            key = (int(name), create)
+            key = (pid, create)
             current[key] = cpu
             rows.append((cpu - self._prev.get(key, 0.0), key, pname, cpu, rss, uid))
         previous, self._prev = self._prev, current

@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import socket
-import struct
 from dataclasses import dataclass
-from pathlib import Path
+
+from agentd.kernel.files import StrPath
+from agentd.kernel.procfs import (
+    DEFAULT_PROC_ROOT,
+    read_tcp_established,
+    read_unix_sockets,
+)
 
 log = logging.getLogger(__name__)
-DEFAULT_PROC_ROOT = Path("/proc")
-_TCP_ESTABLISHED = "01"
 
 
 @dataclass(frozen=True)
@@ -47,64 +49,17 @@ def parse_ipc_peer(address: str) -> UnixPeer | None:
         return None
 
 
-def _decode_addr(hex_addr: str) -> tuple[str, int]:
-    """``0100007F:1E1E`` or the 32-hex-digit IPv6 form of /proc/net/tcp -> (ip, port)."""
-    host, _, port = hex_addr.partition(":")
-    raw = bytes.fromhex(host)
-    if len(raw) == 4:
-        ip = socket.inet_ntop(socket.AF_INET, struct.pack("<I", int(host, 16)))
-    else:
-        words = struct.unpack("<4I", raw)
-        ip = socket.inet_ntop(socket.AF_INET6, struct.pack(">4I", *words))
-        mapped = ipaddress.IPv6Address(ip).ipv4_mapped
-        if mapped is not None:
-            ip = str(mapped)
-    return ip, int(port, 16)
-
-
-def _tcp_rows(proc_root: Path):
-    """The fields of every established row of /proc/net/tcp and tcp6 (this network namespace)."""
-    for name in ("tcp", "tcp6"):
-        try:
-            lines = (proc_root / "net" / name).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            f = line.split()
-            if len(f) >= 10 and f[3] == _TCP_ESTABLISHED:
-                yield f
-
-
-def _established(proc_root: Path) -> list[tuple[tuple[str, int], tuple[str, int], int]]:
-    """(local, remote, uid) of every established TCP socket in this network namespace."""
-    out = []
-    for f in _tcp_rows(proc_root):
-        try:
-            out.append((_decode_addr(f[1]), _decode_addr(f[2]), int(f[7])))
-        except ValueError:
-            continue
-    return out
-
-
 def client_connection_inodes(tcp_ports: set[int], unix_paths: set[str],
-                             proc_root: Path = DEFAULT_PROC_ROOT) -> set[int]:
+                             proc_root: StrPath = DEFAULT_PROC_ROOT) -> set[int]:
     """Socket inodes of the connections clients made to a server: established TCP sockets whose
     local port is one of ``tcp_ports``, and connected Unix stream sockets accepted on one of
     ``unix_paths`` (the kernel shows an accepted socket under its listener's path)."""
-    inodes = {int(f[9]) for f in _tcp_rows(proc_root) if int(f[1].rsplit(":", 1)[1], 16) in tcp_ports}
-    try:
-        lines = (proc_root / "net" / "unix").read_text().splitlines()[1:]
-    except OSError:
-        lines = []
-    for line in lines:
-        f = line.split()
-        # Num RefCount Protocol Flags Type St Inode [Path]
-        if len(f) == 8 and f[4] == "0001" and f[5] == "03" and f[7] in unix_paths:
-            inodes.add(int(f[6]))
+    inodes = {c.inode for c in read_tcp_established(proc_root) if c.local_port in tcp_ports}
+    inodes.update(u.inode for u in read_unix_sockets(proc_root) if u.connected_stream and u.path in unix_paths)
     return inodes
 
 
-def tcp_peer_uid(peer_ip: str, server_port: int, proc_root: Path = DEFAULT_PROC_ROOT) -> int | None:
+def tcp_peer_uid(peer_ip: str, server_port: int, proc_root: StrPath = DEFAULT_PROC_ROOT) -> int | None:
     """The uid owning every client socket from ``peer_ip`` to ``server_port`` on this host.
 
     None when there is no such connection, when they belong to more than one uid, or when the
@@ -115,11 +70,11 @@ def tcp_peer_uid(peer_ip: str, server_port: int, proc_root: Path = DEFAULT_PROC_
             return None
     except ValueError:
         return None
-    table = _established(proc_root)
+    table = read_tcp_established(proc_root)
     # The daemon's side of each connection: local port = server_port, remote = the peer.
-    peer_ports = {remote[1] for local, remote, _ in table if local[1] == server_port and remote[0] == peer_ip}
-    uids = {uid for local, remote, uid in table
-            if local[0] == peer_ip and local[1] in peer_ports and remote[1] == server_port}
+    peer_ports = {c.remote_port for c in table if c.local_port == server_port and c.remote_ip == peer_ip}
+    uids = {c.uid for c in table
+            if c.local_ip == peer_ip and c.local_port in peer_ports and c.remote_port == server_port}
     if len(uids) == 1:
         return uids.pop()
     if len(uids) > 1:

@@ -40,6 +40,7 @@ from pathlib import Path
 import msgspec
 import zmq
 
+from agentd.kernel import procfs
 from agentd.protocol import MAX_MESSAGE_BYTES, encode, topic_of
 from agentd.protocol.messages import StreamMsg
 from agentd.transport.peers import client_connection_inodes
@@ -79,9 +80,8 @@ class Incoming:
 
 
 def rss_bytes() -> int:
-    """This process's resident set size, from /proc/self/statm."""
-    with open("/proc/self/statm", "rb") as f:
-        return int(f.read().split()[1]) * _PAGE
+    """This process's resident set size, from /proc/self/statm (0 where it cannot be read)."""
+    return (procfs.read_resident_pages("self") or 0) * _PAGE
 
 
 def _fixed_mmap_threshold() -> None:
@@ -233,12 +233,13 @@ class DaemonSockets:
     # ---- guards ------------------------------------------------------------------------
     def _watch_rss(self) -> None:
         # Cheap on purpose (it runs 50 times a second): a plain sleep, one pread of an open file.
-        statm = os.open("/proc/self/statm", os.O_RDONLY)
+        statm = os.open(os.path.join(procfs.DEFAULT_PROC_ROOT, "self", "statm"), os.O_RDONLY)
         period = WATCHDOG_PERIOD_S
         try:
             while not self._watchdog_stop.is_set():
                 time.sleep(period)
-                grown = int(os.pread(statm, 64, 0).split()[1]) * _PAGE - self._rss_base if self._rss_base else 0
+                pages = procfs.statm_resident_pages(os.pread(statm, 64, 0)) or 0
+                grown = pages * _PAGE - self._rss_base if self._rss_base else 0
                 period = self._check_flood(grown)
         except OSError:
             return
@@ -426,15 +427,12 @@ def cut_connections(inodes: set[int]) -> int:
     fd number between the listing and the cut); the shutdown reaches libzmq's own descriptor.
     """
     cut = 0
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{name}")
-        except OSError:
-            continue
-        if not target.startswith("socket:[") or int(target[8:-1]) not in inodes:
+    for num in procfs.list_fds("self") or ():
+        target = procfs.fd_target("self", num)
+        if target is None or not target.startswith("socket:[") or int(target[8:-1]) not in inodes:
             continue
         try:
-            fd = os.dup(int(name))
+            fd = os.dup(num)
         except OSError:
             continue
         try:

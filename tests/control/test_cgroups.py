@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agentd.control.cgroups import detect_layout, parse_proc_cgroup, remove_layout
+from agentd.control.cgroups import detect_layout, remove_layout
+from agentd.kernel.procfs import parse_cgroup_membership
 from tests.control.control_helpers import PY, node_name, spec, wait_for
 
 
-def test_parse_proc_cgroup():
-    own = parse_proc_cgroup("12:cpu,cpuacct:/a/b\n4:memory:/m\n1:name=systemd:/s\n0::/u\n")
-    assert own == {"cpu": "/a/b", "cpuacct": "/a/b", "memory": "/m", "name=systemd": "/s", "": "/u"}
-
-
 def test_detects_v1_v2_and_none(tmp_path):
-    own = parse_proc_cgroup(Path("/proc/self/cgroup").read_text())
+    own = parse_cgroup_membership(Path("/proc/self/cgroup").read_text())
     name = node_name()
     v1 = detect_layout(Path("/sys/fs/cgroup"), name)
     v2 = detect_layout(Path("/sys/fs/cgroup/unified"), name)
@@ -35,7 +31,7 @@ def test_job_is_in_its_cgroup_from_its_first_instruction(manager):
     m, _ = manager
     job = m.submit(spec([PY, "-c", "print(open('/proc/self/cgroup').read(), flush=True)\nimport time\ntime.sleep(30)"]))
     text = wait_for(lambda: m.read_log(job.id)[0].decode(), 10, "the job's output")
-    mine = parse_proc_cgroup(text)
+    mine = parse_cgroup_membership(text)
     for ctrl in ("cpu", "memory", "freezer", "pids", "blkio"):
         assert mine[ctrl].endswith(f"/agentd-{m.node}/job-1"), (ctrl, mine[ctrl])
     assert job.pid in m.probes()[job.id][1]

@@ -1,8 +1,8 @@
-"""CgroupReader and detect_cgroup_mode on fixture trees (v2, v1, older v1 kernels)."""
+"""CgroupReader on fixture trees (v2, v1, older v1 kernels); detect_cgroup_mode is in tests/kernel."""
 
 from __future__ import annotations
 
-from agentd.telemetry.cgroup import CgroupReader, detect_cgroup_mode
+from agentd.telemetry.cgroup import CgroupReader
 from agentd.telemetry.cgroup_paths import CgroupRef
 
 
@@ -51,24 +51,3 @@ def test_v1_older_kernel_fixture(data_dir):
 def test_gone_cgroup_is_none(tmp_path):
     assert CgroupReader().read("x", CgroupRef(version=2, paths={"unified": str(tmp_path / "gone")})) is None
 
-
-def test_detect_mode(data_dir, tmp_path):
-    assert detect_cgroup_mode(str(data_dir / "cgroup_v2")) == "v2"
-    assert detect_cgroup_mode(str(data_dir / "cgroup_v1")) == "v1"
-    hybrid = tmp_path / "hybrid"
-    (hybrid / "memory").mkdir(parents=True)
-    (hybrid / "memory" / "cgroup.procs").touch()
-    (hybrid / "unified").mkdir()
-    (hybrid / "unified" / "cgroup.controllers").touch()
-    assert detect_cgroup_mode(str(hybrid)) == "hybrid"
-    # No readable root: /proc/self/cgroup decides.
-    pc = tmp_path / "cgroup"
-    pc.write_text("0::/user.slice\n")
-    assert detect_cgroup_mode(str(tmp_path / "none"), str(pc)) == "v2"
-    pc.write_text("4:memory:/x\n0::/x\n")
-    assert detect_cgroup_mode(str(tmp_path / "none"), str(pc)) == "hybrid"
-    pc.write_text("4:memory:/x\n")
-    assert detect_cgroup_mode(str(tmp_path / "none"), str(pc)) == "v1"
-    assert detect_cgroup_mode(str(tmp_path / "none"), str(tmp_path / "missing")) == "none"
-    # This host: v1 hierarchies plus a v2 tree at /sys/fs/cgroup/unified.
-    assert detect_cgroup_mode() in ("v1", "v2", "hybrid")
