@@ -8,7 +8,7 @@ import pytest
 
 from agentd.protocol.messages import SnapshotReply
 from gui.series import NodeSeries
-from gui.state import ClusterState, gpu_scope
+from gui.state import ChartScope, ClusterState, gpu_scope
 from gui.views.charts import BAND_TOP_K, Chart
 from tests.gui.gui_factories import inventory, job, sample
 
@@ -52,7 +52,7 @@ def test_all_gpus_of_a_big_cluster_is_a_band_with_the_top_outliers(qtbot):
     assert ("n12", "gpu3", "sm_util_pct") in top  # 8*12+3 = 99: the busiest GPU
     assert chart.curves[("", "band:p50", "sm_util_pct")].name() == f"p50 of {NODES * GPUS} GPUs"
     # One node's GPUs are few: lines again.
-    chart.scope = "node:n3"
+    chart.scope = ChartScope("node", "n3")
     assert chart.redraw(NOW, force=True)
     assert len(chart.curves) == GPUS and not any(k[1].startswith("band:") for k in chart.curves)
 
