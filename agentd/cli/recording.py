@@ -14,11 +14,23 @@ import re
 import signal
 import sys
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
-from agentd.cli.common import CliError, clean, targets
-from agentd.cli.watchfmt import derived_to_json, event_to_json, gap_to_json, job_to_json, link_to_json
-from agentd.store.recording import Recorder, RecordingError, RecordingInfo, RecordingReader
+from agentd.cli.common import CliError, Verbs, clean, targets
+from agentd.cli.watchfmt import (
+    derived_to_json,
+    event_to_json,
+    gap_to_json,
+    job_to_json,
+    link_to_json,
+)
+from agentd.store.recording import (
+    Recorder,
+    RecordingError,
+    RecordingInfo,
+    RecordingReader,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 #: How often ``record`` prints progress to stderr (a terminal gets a line redrawn in place).
@@ -27,9 +39,9 @@ PROGRESS_EVERY_S_PIPE = 10.0
 _DURATION_RE = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s?)?$")
 
 
-def register(subparsers: Any) -> None:
+def register(verbs: Verbs) -> None:
     """Add record, replay and recording {info,set} to agentctl's subparsers."""
-    p = subparsers.add_parser("record", help="record the cluster's stream to a SQLite file until Ctrl-C",
+    p = verbs.add("record", help="record the cluster's stream to a SQLite file until Ctrl-C",
                               description="Record every node's samples, jobs, events and link states to OUT "
                                           "(SQLite). Progress goes to stderr.")
     p.add_argument("out", metavar="OUT.db", help="recording file to create (or append to)")
@@ -38,7 +50,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--notes", default="", help="free-form notes stored with the session")
     p.set_defaults(func=cmd_record)
 
-    p = subparsers.add_parser("replay", help="print a recording as 'agentctl watch' lines",
+    p = verbs.add("replay", help="print a recording as 'agentctl watch' lines",
                               description="Print a recording as the same lines 'agentctl watch' prints live: samples, "
                                           "jobs, events, link changes and gaps in time order (--json: one object per "
                                           "line, each with a type).")
@@ -48,14 +60,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--speed", type=float, metavar="X", help="pace output at X times real time (default: as fast as possible)")
     p.set_defaults(func=cmd_replay)
 
-    p = subparsers.add_parser("recording", help="inspect or edit a recording file")
-    sub = p.add_subparsers(dest="recording_verb", metavar="ACTION")
-    sub.required = True
-    q = sub.add_parser("info", help="title, time span, nodes, sample counts, events, gaps, size")
+    p = verbs.add("recording", help="inspect or edit a recording file")
+    actions = verbs.group(p, "recording_verb")
+    q = actions.add("info", help="title, time span, nodes, sample counts, events, gaps, size")
     q.add_argument("file", metavar="FILE", help="recording file")
-    q.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
     q.set_defaults(func=cmd_info)
-    q = sub.add_parser("set", help="edit the title and notes of a recording")
+    q = actions.add("set", help="edit the title and notes of a recording")
     q.add_argument("file", metavar="FILE", help="recording file")
     q.add_argument("--title", help="new title")
     q.add_argument("--notes", help="new notes")

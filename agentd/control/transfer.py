@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_WINDOW = 4  # chunks in flight
 DEFAULT_RETRY_S = 20.0  # give up after this long without reaching the target
+DEFAULT_COMMIT_RESOLVE_S = 120.0  # keep asking a silent target about a sent commit this long
 MAX_AHEAD_BYTES = 64 * CHUNK_BYTES  # how far past its prefix a receiver accepts chunks
 _RETRY_PAUSE_S = 0.25
 

@@ -237,7 +237,7 @@ class Cancel(Request, tag="cancel", kw_only=True):
 
 @command(LogsReply)
 class Logs(Request, tag="logs", kw_only=True):
-    """Read a job's stdout or stderr from ``offset`` (negative: that many bytes from the end)."""
+    """Read a job's stdout or stderr; from ``offset`` (negative: that many bytes from the end)."""
 
     job: JobId
     stream: Literal["stdout", "stderr"] = "stdout"
