@@ -88,10 +88,21 @@ class StartupError(RuntimeError):
     """agentd cannot start as configured; the message says why and what to change."""
 
 
+def _import_parts() -> None:
+    """Import the parts every daemon builds before anything starts, so a broken module fails
+    the start with its ImportError and nothing to undo. Not at the top of this module: they
+    import sqlite-utils, which imports numpy whenever it is installed, and main() keeps numpy
+    out of this process first (tests/daemon/test_lean_imports.py)."""
+    import agentd.control.manager
+    import agentd.control.slurm
+    import agentd.migration_service  # noqa: F401
+
+
 class Daemon:
     """A running agentd. ``run()`` blocks until :meth:`stop`."""
 
     def __init__(self, cfg: DaemonConfig) -> None:
+        _import_parts()
         self.cfg = cfg
         self.node = cfg.node_name
         self.state_dir = Path(cfg.state_dir)
@@ -126,10 +137,7 @@ class Daemon:
         self._route_slurm_migrations()
 
     # ---- wiring ----------------------------------------------------------------------
-    # The parts below are imported where they are built, not at the top: they import
-    # sqlite-utils, which imports numpy whenever it is installed, and main() must keep numpy
-    # out of this process first (tests/daemon/test_lean_imports.py). A broken module still
-    # fails the start loudly: nothing here catches ImportError.
+    # The parts are imported where they are built (see _import_parts for why not at the top).
     def _make_job_manager(self) -> JobManager:
         from agentd.control.manager import JobManager
 
@@ -171,7 +179,7 @@ class Daemon:
         try:
             service = MigrationService(self.node, self.state_dir, self.jobs, self.emit, self.cfg,
                                        own_endpoints=lambda: list(self.sockets.endpoints.values()))
-        except Exception:  # runtime trouble only: an ImportError already failed above
+        except Exception:  # runtime trouble only: an ImportError failed the start in _import_parts
             log.exception("migration could not start; this node runs without it")
             return None
         for req_type, handler in service.handlers().items():

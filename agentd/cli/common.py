@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -14,6 +15,7 @@ import msgspec
 
 from agentd.clusterfile import ClusterFileError, load_cluster
 from agentd.config import DEFAULT_CTL
+from agentd.metrics.units import human_bytes
 from agentd.protocol.docs import plain_doc, summary
 from agentd.protocol.limits import PRIORITY_MAX, PRIORITY_MIN
 from agentd.protocol.messages import Reply, Request
@@ -92,7 +94,7 @@ def float_over(lo: float, what: str, *, inclusive: bool = False) -> Callable[[st
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{what} {text!r} is not a number") from None
-        if value != value or value in (float("inf"), float("-inf")) or value < lo or (value == lo and not inclusive):
+        if not math.isfinite(value) or value < lo or (value == lo and not inclusive):
             raise argparse.ArgumentTypeError(f"{what} {text} is out of range; use a number {'of at least' if inclusive else 'above'} {lo:g}")
         return value
 
@@ -243,16 +245,6 @@ def cell(text: object) -> str:
 def emit_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(msgspec.to_builtins(obj)) + "\n")
     sys.stdout.flush()
-
-
-def human_bytes(n: float | None) -> str:
-    if n is None:
-        return "—"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 def human_rate(n: float | None) -> str:

@@ -150,7 +150,7 @@ def _links(args: argparse.Namespace) -> LinkSet:
     return links
 
 
-def _human_watch_line(d: DerivedNode) -> str:
+def human_watch_line(d: DerivedNode) -> str:
     gpus = " ".join(f"gpu{g.index}:{g.sm_util_pct or 0:.0f}%" for g in d.gpus)
     return (f"{time.strftime('%H:%M:%S', time.localtime(d.wall_s))} {d.node:<12} cpu {d.cpu_pct:5.1f}%  "
             f"mem {d.mem_used_pct:5.1f}%  net ↓{human_rate(d.net_rx_bytes_per_s)} ↑{human_rate(d.net_tx_bytes_per_s)}  "
@@ -186,7 +186,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
                     if args.json:
                         emit_json(derived_to_json(d))
                     else:
-                        print(clean(_human_watch_line(d)), flush=True)
+                        print(clean(human_watch_line(d)), flush=True)
                     printed[s.node] = printed.get(s.node, 0) + 1
                 elif isinstance(ev, LinkMessage) and isinstance(ev.msg, JobMsg):
                     j = ev.msg.job

@@ -10,6 +10,7 @@ import argparse
 import datetime as dt
 import heapq
 import json
+import math
 import re
 import signal
 import sys
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from agentd.cli.common import CliError, Verbs, clean, targets
+from agentd.cli.nodes import human_watch_line
 from agentd.cli.watchfmt import (
     derived_to_json,
     event_to_json,
@@ -25,6 +27,7 @@ from agentd.cli.watchfmt import (
     job_to_json,
     link_to_json,
 )
+from agentd.metrics.units import human_bytes
 from agentd.store.recording import (
     Recorder,
     RecordingError,
@@ -111,14 +114,6 @@ def _open(path: str) -> RecordingReader:
         raise CliError(str(exc), EXIT_USAGE) from None
 
 
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
-
-
 def _hms(seconds: float) -> str:
     s = int(seconds)
     return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
@@ -203,12 +198,12 @@ def cmd_record(args: argparse.Namespace) -> int:
     if tty:
         print(file=sys.stderr)
     print(f"agentctl: {reason}; {rec.samples_written} samples, {rec.events_written} events, "
-          f"{_human_bytes(rec.size_bytes())} in {args.out}", file=sys.stderr)
+          f"{human_bytes(rec.size_bytes())} in {args.out}", file=sys.stderr)
     return EXIT_OK
 
 
 def _progress(rec: Recorder, elapsed_s: float, tty: bool) -> None:
-    line = f"● REC {_hms(elapsed_s)}  samples {rec.samples_written}  events {rec.events_written}  size {_human_bytes(rec.size_bytes())}"
+    line = f"● REC {_hms(elapsed_s)}  samples {rec.samples_written}  events {rec.events_written}  size {human_bytes(rec.size_bytes())}"
     if tty:
         print("\r" + line + "   ", end="", file=sys.stderr, flush=True)
     else:
@@ -216,15 +211,6 @@ def _progress(rec: Recorder, elapsed_s: float, tty: bool) -> None:
 
 
 # ---- replay ----
-
-
-def _watch_line(d: Any) -> str:
-    try:
-        from agentd.cli.nodes import _human_watch_line
-
-        return _human_watch_line(d)
-    except ImportError:  # pragma: no cover - watch is part of the same CLI
-        return f"{time.strftime('%H:%M:%S', time.localtime(d.wall_s))} {d.node:<12} cpu {d.cpu_pct:5.1f}%"
 
 
 def _replay_items(reader: RecordingReader, t1: float, t2: float, nodes: list[str] | None) -> Iterator[tuple[float, dict[str, Any] | Any]]:
@@ -305,7 +291,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                     if delay > 0:
                         time.sleep(delay)
                 if isinstance(item, DerivedNode):
-                    line = _json_line(derived_to_json(item)) if as_json else clean(_watch_line(item))
+                    line = _json_line(derived_to_json(item)) if as_json else clean(human_watch_line(item))
                 else:
                     line = _json_line(item) if as_json else clean(_human_item(item))
                 sys.stdout.write(line + "\n")
@@ -321,7 +307,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def _finite(value: Any) -> Any:
     if isinstance(value, float):
-        return value if value == value and abs(value) != float("inf") else None
+        return value if math.isfinite(value) else None
     if isinstance(value, dict):
         return {k: _finite(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -343,7 +329,7 @@ def _json_line(obj: Any) -> str:
 def _info_text(info: RecordingInfo) -> str:
     lines = [
         f"title:     {info.title}",
-        f"file:      {info.path} ({_human_bytes(info.size_bytes)}, schema {info.schema_version}, written by {info.app_version})",
+        f"file:      {info.path} ({human_bytes(info.size_bytes)}, schema {info.schema_version}, written by {info.app_version})",
         f"start:     {_when(info.start_s)}",
         f"end:       {_when(info.end_s)}",
         f"duration:  {_hms(info.duration_s)}",

@@ -233,7 +233,7 @@ class IncomingStream:
 
     def write(self, offset: int, data: bytes) -> int:
         """Take the chunk at ``offset``; return the new ``next_offset``."""
-        if offset < 0 or offset + len(data) > self.size_bytes:
+        if offset + len(data) > self.size_bytes:  # offset >= 0: MigrateChunk's schema says so
             raise ProtocolError(
                 ErrorCode.TOO_LARGE,
                 f"chunk at offset {offset} of {len(data)} bytes runs past the offered checkpoint size {self.size_bytes}",

@@ -26,6 +26,7 @@ from agentd.protocol.limits import (
     JobId,
     KeyText,
     LogOffset,
+    LogPosition,
     LogReadBytes,
     PriorityValue,
 )
@@ -153,8 +154,8 @@ class JobsReply(Reply, kw_only=True):
 
 class LogsReply(Reply, kw_only=True):
     data: bytes = b""
-    offset: int = 0  # where the next read should start
-    size: int = 0  # current size of the log file
+    offset: LogPosition = 0  # where the next read should start
+    size: LogPosition = 0  # current size of the log file
     eof: bool = True
 
 
