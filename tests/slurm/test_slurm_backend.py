@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 
 from agentd.control.slurm import NICE_PER_LEVEL, SlurmBackend, detect_slurm
 from agentd.protocol.errors import ErrorCode, ProtocolError
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.slurm, pytest.mark.root, pytest.mark.timeout(120)]
 
@@ -28,13 +28,7 @@ def _proc_state(pid: int) -> str:
 
 
 def _wait(cond, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not true within {timeout_s:g} s")
+    return wait_for(cond, timeout_s, what, poll_s=0.1)
 
 
 def test_detect_slurm_sees_the_test_cluster(slurm_cluster):
