@@ -25,13 +25,13 @@ from agentd.cli.common import (
     each_node,
     emit_json,
     float_over,
-    human_bytes,
     int_in,
     priority_value,
     targets,
 )
 from agentd.cli.watchfmt import job_json as _job_json
 from agentd.control.spec import parse_size
+from agentd.metrics.units import human_bytes
 from agentd.protocol import JobInfo, JobSpec
 from agentd.protocol.limits import MAX_GPUS, PRIORITY_MAX, PRIORITY_MIN
 from agentd.protocol.messages import (

@@ -14,7 +14,6 @@ from agentd.cli.common import (
     clean,
     each_node,
     emit_json,
-    human_bytes,
     human_rate,
     int_in,
     targets,
@@ -26,6 +25,7 @@ from agentd.cli.watchfmt import (
     link_to_json,
 )
 from agentd.metrics import DerivedNode, NodeInventory, NodeSample, derive
+from agentd.metrics.units import human_bytes
 from agentd.protocol.jobs import JobInfo
 from agentd.protocol.messages import (
     EventMsg,
