@@ -66,7 +66,7 @@ from agentd.telemetry.cgroup_paths import CgroupRef
 from agentd.telemetry.collector import NodeCollector
 from agentd.transport.server import BindError, DaemonSockets, Incoming
 
-if TYPE_CHECKING:  # imported where they are built (see Daemon._make_job_manager)
+if TYPE_CHECKING:  # at run time imported where they are built (see _import_parts)
     from agentd.control.manager import JobManager
     from agentd.control.slurm import SlurmBackend
     from agentd.exporter import MetricsExporter
