@@ -31,8 +31,9 @@ test: $(STAMP) system-deps
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+## test-fast: the tests that start no process (no agentd, jobs, Slurm...): seconds, not minutes
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow and not slurm" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not procs and not slurm" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/lint-imports

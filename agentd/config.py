@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import tomllib
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
 import msgspec
 
 from agentd.control.spec import parse_size
+from agentd.control.transfer import DEFAULT_COMMIT_RESOLVE_S, DEFAULT_RETRY_S
 from agentd.protocol.limits import DEFAULT_JOB_RETENTION_S, MAX_ENDED_JOBS
 
 DEFAULT_CTL = "tcp://127.0.0.1:7710"
@@ -17,13 +20,17 @@ DEFAULT_PUB = "tcp://127.0.0.1:7711"
 DEFAULT_INTERVAL_S = 1.0
 MIN_INTERVAL_S = 0.1
 MAX_INTERVAL_S = 60.0
+MAX_SIMULATED_GPUS = 64
+MAX_MAX_ENDED_JOBS = 1_000_000
+DEFAULT_MIGRATION_CALL_TIMEOUT_S = 10.0  # one request to a peer daemon (a 1 MiB chunk is well inside it)
+MAX_MIGRATION_WAIT_S = 86400.0
 _DURATION_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
-def parse_duration(value: str | int | float) -> float:
+def parse_duration(value: str | float) -> float:
     """Seconds from ``3600``, ``90m``, ``24h``, ``7d``. Raises ValueError."""
     if isinstance(value, bool):
-        raise ValueError(f"duration {value!r} is not a number of seconds")
+        raise TypeError(f"duration {value!r} is not a number of seconds")
     if isinstance(value, (int, float)):
         seconds = float(value)
     else:
@@ -33,7 +40,7 @@ def parse_duration(value: str | int | float) -> float:
             seconds = float(text[:-1] if unit else text) * _DURATION_UNITS[unit]
         except ValueError:
             raise ValueError(f"duration {value!r} is not a duration; write e.g. 3600, 90m, 24h or 7d") from None
-    if not seconds == seconds or seconds < 0 or seconds == float("inf"):
+    if not math.isfinite(seconds) or seconds < 0:
         raise ValueError(f"duration {value!r} must be a finite number of seconds, 0 or more")
     return seconds
 
@@ -58,6 +65,13 @@ def default_local_socket(state_dir: Path) -> Path:
     return base / f"agentd-{hashlib.sha256(str(state_dir).encode()).hexdigest()[:12]}.sock"
 
 
+# Ranges msgspec checks while converting, so a bad value is refused naming the option.
+IntervalSeconds = Annotated[float, msgspec.Meta(ge=MIN_INTERVAL_S, le=MAX_INTERVAL_S)]
+SimulatedGpus = Annotated[int, msgspec.Meta(ge=0, le=MAX_SIMULATED_GPUS)]
+EndedJobs = Annotated[int, msgspec.Meta(ge=0, le=MAX_MAX_ENDED_JOBS)]
+MigrationWait = Annotated[float, msgspec.Meta(gt=0, le=MAX_MIGRATION_WAIT_S)]  # finite: NaN fails every comparison
+
+
 class DaemonConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Every agentd option; packaging/agentd.toml.example documents each one."""
 
@@ -65,10 +79,10 @@ class DaemonConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ctl: str = DEFAULT_CTL
     pub: str = DEFAULT_PUB
     node_name: str = ""
-    interval: float = DEFAULT_INTERVAL_S
-    simulate_gpus: int = 0
+    interval: IntervalSeconds = DEFAULT_INTERVAL_S
+    simulate_gpus: SimulatedGpus = 0
     metrics_listen: str = ""
-    slurm: str = "auto"  # "auto", "on" or "off"
+    slurm: Literal["auto", "on", "off"] = "auto"
     authorized_keys: str = ""  # default: STATE_DIR/authorized_keys
     labels: dict[str, str] = {}
     log_level: str = "info"
@@ -77,10 +91,15 @@ class DaemonConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     operators: list[str] = []  # local users (or @groups) who may control every job
     admins: list[str] = []  # local users (or @groups) who may also run jobs as others (root always may)
     job_retention: float | str = DEFAULT_JOB_RETENTION_S  # seconds, or "24h", "7d": ended jobs are forgotten after it
-    max_ended_jobs: int = MAX_ENDED_JOBS  # ended jobs kept at most (oldest forgotten first)
+    max_ended_jobs: EndedJobs = MAX_ENDED_JOBS  # ended jobs kept at most (oldest forgotten first)
     metrics_job_retention: float | str = 600.0  # seconds, or "10m": an ended job's state stays in /metrics this long
+    # Migration timing (seconds): one request to a peer daemon; giving up on an unreachable
+    # target without progress; asking a silent target about a sent commit.
+    migration_call_timeout_s: MigrationWait = DEFAULT_MIGRATION_CALL_TIMEOUT_S
+    migration_retry_s: MigrationWait = DEFAULT_RETRY_S
+    migration_commit_resolve_s: MigrationWait = DEFAULT_COMMIT_RESOLVE_S
 
-    def resolved(self) -> "DaemonConfig":
+    def resolved(self) -> DaemonConfig:
         return msgspec.structs.replace(
             self,
             state_dir=self.state_dir or str(default_state_dir()),
@@ -93,7 +112,7 @@ class ConfigError(ValueError):
     """A bad option or config file; the message names it and says what is allowed."""
 
 
-def load_config_file(path: Path) -> dict:
+def load_config_file(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
@@ -101,21 +120,21 @@ def load_config_file(path: Path) -> dict:
         raise ConfigError(f"config file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    return data.get("agentd", data)
+    section = data.get("agentd", data)
+    if not isinstance(section, dict):
+        raise ConfigError(f"config file {path}: [agentd] must be a table of options")
+    return section
 
 
-def build_config(file_values: dict, overrides: dict) -> DaemonConfig:
+_FLAGS = {"interval": "--interval", "simulate_gpus": "--simulate-gpus", "slurm": "--slurm"}
+
+
+def build_config(file_values: dict[str, Any], overrides: dict[str, Any]) -> DaemonConfig:
     merged = {**file_values, **{k: v for k, v in overrides.items() if v is not None}}
     try:
         cfg = msgspec.convert(merged, DaemonConfig)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"bad agentd option: {exc}") from None
-    if not MIN_INTERVAL_S <= cfg.interval <= MAX_INTERVAL_S:
-        raise ConfigError(f"--interval {cfg.interval:g} is out of range; use {MIN_INTERVAL_S:g} to {MAX_INTERVAL_S:g} seconds")
-    if not 0 <= cfg.simulate_gpus <= 64:
-        raise ConfigError(f"--simulate-gpus {cfg.simulate_gpus} is out of range; use 0 to 64")
-    if cfg.slurm not in ("auto", "on", "off"):
-        raise ConfigError(f"slurm = {cfg.slurm!r}; use 'auto', 'on' or 'off'")
+        raise ConfigError(_option_error(exc, merged)) from None
     try:
         quota = parse_size(cfg.migration_quota)
     except ValueError as exc:
@@ -124,13 +143,23 @@ def build_config(file_values: dict, overrides: dict) -> DaemonConfig:
         raise ConfigError(f"--migration-quota {cfg.migration_quota!r} must be more than 0 bytes")
     try:
         retention = parse_duration(cfg.job_retention)
-    except ValueError as exc:
+    except (TypeError, ValueError) as exc:
         raise ConfigError(f"--job-retention: {exc}") from None
     try:
         metrics_retention = parse_duration(cfg.metrics_job_retention)
-    except ValueError as exc:
+    except (TypeError, ValueError) as exc:
         raise ConfigError(f"metrics_job_retention: {exc}") from None
-    if not 0 <= cfg.max_ended_jobs <= 1_000_000:
-        raise ConfigError(f"max_ended_jobs = {cfg.max_ended_jobs} is out of range; use 0 to 1000000")
     return msgspec.structs.replace(cfg.resolved(), migration_quota=quota, job_retention=retention,
                                   metrics_job_retention=metrics_retention)
+
+
+def _option_error(exc: msgspec.ValidationError, values: dict[str, Any]) -> str:
+    """``--interval 0.01: Expected `float` >= 0.1``: the option (its flag where it has one),
+    the value given, and what msgspec says is allowed."""
+    text = str(exc)
+    what, _, where = text.rpartition(" - at `$.")
+    name = where.rstrip("`").split(".", 1)[0].split("[", 1)[0] if what else ""
+    if not name:
+        return f"bad agentd option: {text}"
+    shown = f"{_FLAGS[name]} {values.get(name)}" if name in _FLAGS else f"{name} = {values.get(name)!r}"
+    return f"{shown} is not allowed ({what}); see packaging/agentd.toml.example"

@@ -20,21 +20,23 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from agentd import __version__
 from agentd.access import AccessPolicy, Caller, owner_of, public_job, without_env_values
 from agentd.config import ConfigError, DaemonConfig, build_config, load_config_file
-from agentd.metrics import NodeInventory, NodeSample, derive
+from agentd.metrics import AppMetric, NodeInventory, NodeSample, derive
 from agentd.protocol import ErrorCode, Event, JobInfo, ProtocolError, decode_request, encode, error_reply
 from agentd.protocol.codec import request_id
 from agentd.protocol.fit import REPLY_BUDGET_BYTES, fit_jobs
 from agentd.protocol.messages import (
     Cancel,
+    ErrorReply,
     EventMsg,
     Heartbeat,
     Hello,
@@ -60,8 +62,15 @@ from agentd.protocol.messages import (
     Submit,
 )
 from agentd.store.audit import AUDIT_NAME, AuditLog
+from agentd.telemetry.cgroup_paths import CgroupRef
 from agentd.telemetry.collector import NodeCollector
 from agentd.transport.server import BindError, DaemonSockets, Incoming
+
+if TYPE_CHECKING:  # at run time imported where they are built (see _import_parts)
+    from agentd.control.manager import JobManager
+    from agentd.control.slurm import SlurmBackend
+    from agentd.exporter import MetricsExporter
+    from agentd.migration_service import MigrationService
 
 log = logging.getLogger("agentd")
 HEARTBEAT_S = 1.0
@@ -69,7 +78,7 @@ HISTORY_SAMPLES = 300  # what a late joiner may ask for (5 min at 1 Hz; ~1.7 MiB
 RECENT_EVENTS = 500
 SNAPSHOT_EVENTS = 200  # recent events a snapshot carries (fewer when they would not fit)
 _sample_decoder = msgspec.msgpack.Decoder(NodeSample)
-Handler = Callable[[Any, str], Reply]
+Handler = Callable[[Any, str], Reply]  # (decoded request, caller name) -> reply
 # Requests that act on one job: the daemon checks the caller may act on it before the handler runs.
 JOB_ACTIONS: dict[type[Request], str] = {Pause: "pause", Resume: "resume", Priority: "reprioritise",
                                          Cancel: "cancel", Migrate: "migrate"}
@@ -79,10 +88,21 @@ class StartupError(RuntimeError):
     """agentd cannot start as configured; the message says why and what to change."""
 
 
+def _import_parts() -> None:
+    """Import the parts every daemon builds before anything starts, so a broken module fails
+    the start with its ImportError and nothing to undo. Not at the top of this module: they
+    import sqlite-utils, which imports numpy whenever it is installed, and main() keeps numpy
+    out of this process first (tests/daemon/test_lean_imports.py)."""
+    import agentd.control.manager
+    import agentd.control.slurm
+    import agentd.migration_service  # noqa: F401
+
+
 class Daemon:
     """A running agentd. ``run()`` blocks until :meth:`stop`."""
 
     def __init__(self, cfg: DaemonConfig) -> None:
+        _import_parts()
         self.cfg = cfg
         self.node = cfg.node_name
         self.state_dir = Path(cfg.state_dir)
@@ -112,18 +132,15 @@ class Daemon:
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="agentd-rpc")
         self.audit = AuditLog(self.state_dir / AUDIT_NAME)
         self.jobs = self._make_job_manager()
-        self.extensions: list[Any] = []
         self._register_handlers()
-        self._load_extensions()
+        self.migration = self._make_migration()
         self._route_slurm_migrations()
 
     # ---- wiring ----------------------------------------------------------------------
-    def _make_job_manager(self) -> Any:
-        try:
-            from agentd.control.manager import JobManager
-        except ImportError as exc:  # a node without the control layer still reports telemetry
-            log.warning("job control unavailable: %s", exc)
-            return None
+    # The parts are imported where they are built (see _import_parts for why not at the top).
+    def _make_job_manager(self) -> JobManager:
+        from agentd.control.manager import JobManager
+
         mgr = JobManager(
             self.node, self.state_dir, len(self.inventory.gpus),
             on_event=self._outbox.put, on_job=self._outbox.put,
@@ -133,7 +150,7 @@ class Daemon:
         mgr.start()
         return mgr
 
-    def _make_slurm(self) -> Any:
+    def _make_slurm(self) -> SlurmBackend | None:
         from agentd.control.slurm import SlurmUnavailable, backend_for
 
         try:
@@ -141,7 +158,7 @@ class Daemon:
         except SlurmUnavailable as exc:
             raise StartupError(str(exc)) from None
 
-    def _make_exporter(self) -> Any:
+    def _make_exporter(self) -> MetricsExporter | None:
         if not self.cfg.metrics_listen:
             return None
         from agentd.exporter import MetricsExporter
@@ -154,20 +171,20 @@ class Daemon:
             raise StartupError(f"--metrics-listen {self.cfg.metrics_listen}: {exc}") from None
         return exp
 
-    def _load_extensions(self) -> None:
-        """Optional parts (migration, Slurm) register their own request handlers."""
-        for modname in ("agentd.migration_service",):
-            try:
-                module = __import__(modname, fromlist=["attach"])
-            except ImportError:
-                continue
-            try:
-                ext = module.attach(self)
-            except Exception as exc:  # e.g. its journal on a full or damaged state disk: run without it
-                log.exception("%s could not start (%s); this node runs without it", modname, exc)
-                continue
-            if ext is not None:
-                self.extensions.append(ext)
+    def _make_migration(self) -> MigrationService | None:
+        """Migration registers its requests; None (and ``migrate`` answers UNAVAILABLE) when
+        it cannot start here, e.g. its journal on a full or damaged state disk."""
+        from agentd.migration_service import MigrationService
+
+        try:
+            service = MigrationService(self.node, self.state_dir, self.jobs, self.emit, self.cfg,
+                                       own_endpoints=lambda: list(self.sockets.endpoints.values()))
+        except Exception:  # runtime trouble only: an ImportError failed the start in _import_parts
+            log.exception("migration could not start; this node runs without it")
+            return None
+        for req_type, handler in service.handlers().items():
+            self.register(req_type, handler)
+        return service
 
     def register(self, req_type: type[Request], handler: Handler) -> None:
         self.handlers[req_type] = handler
@@ -197,26 +214,24 @@ class Daemon:
         self.register(Migrate, migrate)
 
     def all_jobs(self, active_only: bool = False) -> list[JobInfo]:
-        jobs = self.jobs.jobs(active_only=active_only) if self.jobs is not None else []
+        jobs = self.jobs.jobs(active_only=active_only)
         if self.slurm is not None:
             jobs = jobs + self.slurm.jobs(active_only=active_only)
         return jobs
 
-    def _owner(self, job_id: str) -> Any:
+    def _owner(self, job_id: str) -> JobManager | SlurmBackend:
         """The backend that owns a job: Slurm for its jobs, the local JobManager otherwise."""
         if self.slurm is not None and self.slurm.owns(self._local(job_id)):
             return self.slurm
         return self._jobs()
 
-    def _jobs(self) -> Any:
-        if self.jobs is None:
-            raise ProtocolError(ErrorCode.UNAVAILABLE, f"node {self.node!r} runs no job control (see its agentd log)")
+    def _jobs(self) -> JobManager:
         return self.jobs
 
     def _local(self, job_id: str) -> str:
         """Accept ``node.N`` for this node, or a bare ``N`` as shorthand; jobs submitted under an
         earlier node name keep that name's prefix."""
-        known = self.jobs.resolve(job_id) if self.jobs is not None and isinstance(job_id, str) else None
+        known = self.jobs.resolve(job_id)
         if known is not None:
             return known
         if job_id.isdigit():
@@ -257,6 +272,7 @@ class Daemon:
         cmd = str(type(req).__struct_config__.tag)
         handler = self.handlers.get(type(req))
         obj = getattr(req, "job", "") or ""
+        reply: Reply | ErrorReply
         try:
             if handler is None:
                 raise ProtocolError(ErrorCode.UNAVAILABLE, f"node {self.node!r} does not offer {cmd!r}")
@@ -331,19 +347,18 @@ class Daemon:
             self._audit(caller, cmd, obj, f"refused {int(exc.code)}: {exc.message}")
 
     def _hello(self, req: Hello, caller: Caller) -> HelloReply:
-        caps = ["telemetry", "snapshot"]
-        if self.jobs is not None:
-            caps += ["jobs", "pause", "priority", "cancel", "logs"]
+        caps = ["telemetry", "snapshot", "jobs", "pause", "priority", "cancel", "logs"]
         if self.slurm is not None:
             caps.append("slurm")
-        caps += [c for ext in self.extensions for c in getattr(ext, "capabilities", [])]
+        if self.migration is not None:
+            caps += self.migration.capabilities
         if self.exporter is not None:
             caps.append("prometheus")
         return HelloReply(
             id=req.id, node=self.node, agentd_version=__version__, pub_endpoint=self.sockets.pub_endpoint,
             capabilities=caps, server_time_s=time.time(), role=caller.role, user=caller.user or "",
             verified_by=caller.verified_by, local_endpoint=self.sockets.local_endpoint,
-            problems=list(getattr(self.jobs, "problems", None) or []), epoch=self.epoch,
+            problems=list(self.jobs.problems), epoch=self.epoch,
         )
 
     def _snapshot(self, req: Snapshot, caller: Caller) -> SnapshotReply:
@@ -380,12 +395,18 @@ class Daemon:
                 self.events.append(item)
                 if item.kind in ("action", "migration") and item.actor:
                     self.audit.write(msgspec.to_builtins(item))
-                self.publish(lambda s, e=item: EventMsg(node=self.node, seq=s, event=e))
+                self._publish_event(item)
             else:
                 if self.exporter is not None:
                     self.exporter.job_changed(item)
                 # The stream reaches every viewer: no env values, no argv beyond the program.
-                self.publish(lambda s, j=public_job(item): JobMsg(node=self.node, seq=s, job=j))
+                self._publish_job(public_job(item))
+
+    def _publish_event(self, event: Event) -> None:
+        self.publish(lambda s: EventMsg(node=self.node, seq=s, event=event))
+
+    def _publish_job(self, job: JobInfo) -> None:
+        self.publish(lambda s: JobMsg(node=self.node, seq=s, job=job))
 
     def emit(self, item: Event | JobInfo) -> None:
         """Thread-safe: publish an event or job update from any thread."""
@@ -393,15 +414,14 @@ class Daemon:
         self.sockets.wake()
 
     def tick(self) -> None:
-        probes: dict = {}
-        app: list = []
-        if self.jobs is not None:
-            try:
-                self.jobs.tick()
-                probes = self.jobs.probes()
-                app = self.jobs.app_metrics()
-            except Exception:
-                log.exception("job bookkeeping failed this tick")
+        probes: dict[str, tuple[CgroupRef | None, list[int]]] = {}
+        app: list[AppMetric] = []
+        try:
+            self.jobs.tick()
+            probes = self.jobs.probes()
+            app = self.jobs.app_metrics()
+        except Exception:
+            log.exception("job bookkeeping failed this tick")
         if self.slurm is not None:
             try:
                 for job in self.slurm.poll_changes():
@@ -409,8 +429,8 @@ class Daemon:
                 probes = {**probes, **self.slurm.probes()}
             except Exception:
                 log.exception("Slurm poll failed this tick")
-        sim = getattr(self.collector, "simulated_gpus", None)
-        if sim is not None and self.jobs is not None:
+        sim = self.collector.simulated_gpus
+        if sim is not None:
             holders = self.jobs.gpu_assignments()
             running = self.jobs.running_gpus()  # not jobs(): a JobInfo per job per tick for a set of ints
             for g in self.inventory.gpus:
@@ -422,11 +442,9 @@ class Daemon:
         if self.exporter is not None:
             jobs = self.all_jobs(active_only=True)
             self.exporter.update(sample, derive(sample, previous), jobs,
-                                 names_refused=getattr(self.jobs, "metric_refusals", 0))
-        for ext in self.extensions:
-            on_tick = getattr(ext, "on_tick", None)
-            if on_tick is not None:
-                on_tick(sample)
+                                 names_refused=self.jobs.metric_refusals)
+        if self.migration is not None:
+            self.migration.on_tick(sample)
 
     # ---- loop ------------------------------------------------------------------------
     def run(self) -> int:
@@ -463,18 +481,14 @@ class Daemon:
         self.sockets.wake()
 
     def close(self) -> None:
-        if self.jobs is not None:
-            self.jobs.stop_waiting()  # a cancel waiting out a grace period must not delay SIGTERM
+        self.jobs.stop_waiting()  # a cancel waiting out a grace period must not delay SIGTERM
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.sockets.flush_replies()
-        for ext in self.extensions:
-            close = getattr(ext, "close", None)
-            if close is not None:
-                close()
+        if self.migration is not None:
+            self.migration.close()
         if self.slurm is not None:
             self.slurm.close()
-        if self.jobs is not None:
-            self.jobs.close()  # never kills jobs: a restarted agentd re-adopts them
+        self.jobs.close()  # never kills jobs: a restarted agentd re-adopts them
         if self.exporter is not None:
             self.exporter.stop()
         self.collector.close()

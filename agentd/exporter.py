@@ -32,7 +32,6 @@ alerts on them.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import collections
 import socket
@@ -48,6 +47,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from agentd.metrics.samples import DerivedNode, NodeSample
 from agentd.protocol.jobs import TERMINAL_STATES, JobInfo, JobState
 from agentd.protocol.limits import MAX_METRICS_PER_JOB
+from agentd.transport.auth import is_loopback_host
 
 log = logging.getLogger(__name__)
 
@@ -70,15 +70,6 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class _Snapshot:
     __slots__ = ("sample", "derived", "jobs", "names_refused")
 
@@ -86,7 +77,7 @@ class _Snapshot:
         self.sample, self.derived, self.jobs, self.names_refused = sample, derived, jobs, names_refused
 
 
-class NodeCollector(Collector):
+class SnapshotCollector(Collector):
     """Formats the exporter's latest snapshot; nothing is measured at scrape time."""
 
     def __init__(self, exporter: "MetricsExporter") -> None:
@@ -342,7 +333,7 @@ class MetricsExporter:
                  simulated_gpus: bool = False, ended_retention_s: float = DEFAULT_ENDED_RETENTION_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
         host, port = parse_listen(listen)
-        if not is_loopback(host) and not allow_remote:
+        if not is_loopback_host(host) and not allow_remote:
             raise ValueError(
                 f"metrics_listen {listen!r} is not a loopback address, and /metrics has no authentication; "
                 "listen on 127.0.0.1 and let a local Prometheus (or an SSH tunnel) scrape it, "
@@ -351,7 +342,7 @@ class MetricsExporter:
         self.node = node
         self.host, self.port = host, port
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(NodeCollector(self))
+        self.registry.register(SnapshotCollector(self))
         self.simulated_gpus = simulated_gpus
         self.ended_retention_s = float(ended_retention_s)
         self._clock = clock

@@ -1,90 +1,101 @@
-"""Wires migration into a running agentd: ``attach(daemon)`` (loaded by agentd/daemon.py).
+"""Wires migration into a running agentd: :class:`MigrationService`, built by agentd/daemon.py.
 
 Part of the daemon program, beside daemon.py: it joins the migration state machine
 (agentd.control.migration) to the transport and the JobManager.
 
 Routes ``migrate`` (operator) to :class:`MigrationSource` and the ``migrate_*`` daemon
 commands to :class:`MigrationTarget`; the JobManager itself provides what the state
-machine needs of it (SourceJobs and TargetJobs in agentd/control/migration.py).
+machine needs of it (SourceJobs and TargetJobs in agentd/control/migration.py). Its timing
+options are the daemon's (``migration_*`` in agentd/config.py).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-
+from agentd.config import DaemonConfig
 from agentd.control.criu import criu_status
-from agentd.control.migration import MigrationSource, MigrationTarget, SourceOptions
+from agentd.control.migration import (
+    Connector,
+    MigrationSource,
+    MigrationTarget,
+    SourceJobs,
+    SourceOptions,
+    TargetJobs,
+)
+from agentd.control.transfer import ClientFactory
+from agentd.metrics import NodeSample
 from agentd.protocol.errors import ErrorCode, ProtocolError
-from agentd.protocol.messages import Migrate, MigrateReply
-from agentd.protocol.migration import MigrateAbort, MigrateChunk, MigrateCommit, MigrateOffer, MigrateStatus
+from agentd.protocol.jobs import Event, JobInfo
+from agentd.protocol.messages import Migrate, MigrateReply, Reply, Request
+from agentd.protocol.migration import (
+    MigrateAbort,
+    MigrateChunk,
+    MigrateCommit,
+    MigrateOffer,
+    MigrateStatus,
+)
 from agentd.store.migration_journal import MigrationJournal
 from agentd.transport.client import NodeClient
 
 log = logging.getLogger(__name__)
 
-CALL_TIMEOUT_S = 10.0  # one request to a peer daemon (a 1 MiB chunk is well inside it)
-# Tuning and test knobs, from the environment (the quota is an option: --migration-quota).
-CALL_TIMEOUT_ENV = "AGENTD_MIGRATION_CALL_TIMEOUT_S"
-RETRY_ENV = "AGENTD_MIGRATION_RETRY_S"
-COMMIT_RESOLVE_ENV = "AGENTD_MIGRATION_COMMIT_RESOLVE_S"
-
-
-def _env_float(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(name, "") or default)
-    except ValueError:
-        log.warning("ignoring %s=%r: not a number", name, os.environ.get(name))
-        return default
-_EXIT_POLL_S = 0.01
 EXPIRE_EVERY_S = 60.0
 
 
-def _default_connector(state_dir: Path):
-    # This module is daemon wiring (the programs layer), so it may use the transport;
-    # agentd.control's migration state machine only sees these factories.
-    def connect(endpoint: str, server_key: str):
-        def factory():
+class MigrationJobs(SourceJobs, TargetJobs, Protocol):
+    """The JobManager as both sides of a migration see it."""
+
+
+def node_connector(state_dir: Path, call_timeout_s: float) -> Connector:
+    """Clients to peer daemons, with this daemon's client keys. This module is daemon wiring
+    (the programs layer), so it may use the transport; agentd.control's migration state
+    machine only sees these factories."""
+
+    def connect(endpoint: str, server_key: str) -> ClientFactory:
+        def factory() -> NodeClient:
             return NodeClient(endpoint, server_key=server_key or None, keys_dir=state_dir / "keys",
-                                         timeout_s=_env_float(CALL_TIMEOUT_ENV, CALL_TIMEOUT_S), actor="agentd-migration")
+                              timeout_s=call_timeout_s, actor="agentd-migration")
         return factory
 
     return connect
 
 
 class MigrationService:
-    """The migration extension of one daemon."""
+    """The migration extension of one daemon: ``handlers()`` are its requests."""
 
-
-    def __init__(self, daemon: Any) -> None:
-        self.daemon = daemon
-        self.node = daemon.node
-        state_dir = Path(daemon.state_dir)
-        db = state_dir / "jobs.db"
-        self.journal = MigrationJournal(db)
-        self.hooks = daemon.jobs  # JobManager implements SourceJobs and TargetJobs
-        connect = getattr(daemon, "node_client_factory", None) or _default_connector(state_dir)
-        self.target = MigrationTarget(self.node, self.hooks, self.journal, state_dir / "migrations" / "incoming",
-                                      daemon.emit, quota_bytes=int(daemon.cfg.migration_quota), criu=criu_status)
+    def __init__(self, node: str, state_dir: Path, jobs: MigrationJobs, emit: Callable[[Event | JobInfo], None],
+                 cfg: DaemonConfig, own_endpoints: Callable[[], list[str]], connect: Connector | None = None) -> None:
+        self.node = node
+        self.own_endpoints = own_endpoints
+        self.journal = MigrationJournal(state_dir / "jobs.db")
+        self.hooks = jobs
+        self.target = MigrationTarget(node, jobs, self.journal, state_dir / "migrations" / "incoming",
+                                      emit, quota_bytes=int(cfg.migration_quota), criu=criu_status)
         # "criu": this node restores CRIU images (sources check it before dumping a job).
         self.capabilities = ["migrate", "criu"] if self.target.criu_ok else ["migrate"]
-        self.source = MigrationSource(self.node, self.hooks, self.journal, connect, state_dir / "migrations" / "outgoing",
-                                      daemon.emit, criu=criu_status, options=SourceOptions(
-                                          retry_s=_env_float(RETRY_ENV, SourceOptions.retry_s),
-                                          commit_resolve_s=_env_float(COMMIT_RESOLVE_ENV, SourceOptions.commit_resolve_s)))
+        self.source = MigrationSource(
+            node, jobs, self.journal, connect or node_connector(state_dir, cfg.migration_call_timeout_s),
+            state_dir / "migrations" / "outgoing", emit, criu=criu_status,
+            options=SourceOptions(retry_s=cfg.migration_retry_s, commit_resolve_s=cfg.migration_commit_resolve_s))
         self.target.recover()
         self._last_expiry = time.monotonic()
         self._recovery = threading.Thread(target=self.source.recover, name="migration-recover", daemon=True)
         self._recovery.start()
-        daemon.register(Migrate, self._migrate)
+
+    def handlers(self) -> dict[type[Request], Callable[[Any, str], Reply]]:
+        """``migrate`` from clients, and the ``migrate_*`` commands from peer daemons, as the
+        daemon's request handlers (request, caller name) -> reply."""
+        table: dict[type[Request], Callable[[Any, str], Reply]] = {Migrate: self._migrate}
         for req in (MigrateOffer, MigrateChunk, MigrateStatus, MigrateCommit, MigrateAbort):
-            daemon.register(req, lambda r, actor: self.target.handle(r))
+            table[req] = lambda r, actor: self.target.handle(r)
+        return table
 
     def _migrate(self, r: Migrate, actor: str) -> MigrateReply:
         job_id = f"{self.node}.{r.job}" if r.job.isdigit() else r.job
@@ -101,8 +112,7 @@ class MigrationService:
         """Whether ``target`` names one of this daemon's own request sockets (any spelling of a
         local address on our port). The source's preflight also compares the node name the
         target reports, which catches what an address cannot (a NAT, a DNS alias)."""
-        sockets = getattr(self.daemon, "sockets", None)
-        own = list(getattr(sockets, "endpoints", {}).values()) if sockets is not None else []
+        own = self.own_endpoints()
         if target in own:
             return True
         host, port = _tcp_host_port(target)
@@ -118,7 +128,7 @@ class MigrationService:
                 return True
         return False
 
-    def on_tick(self, sample: Any) -> None:
+    def on_tick(self, sample: NodeSample) -> None:
         now = time.monotonic()
         if now - self._last_expiry >= EXPIRE_EVERY_S:
             self._last_expiry = now
@@ -143,7 +153,7 @@ def _tcp_host_port(endpoint: str) -> tuple[str, int | None]:
 
 def _addresses(host: str) -> set[str]:
     try:
-        return {info[4][0] for info in socket.getaddrinfo(host, None)}
+        return {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
     except (OSError, UnicodeError):
         return set()
 
@@ -168,9 +178,3 @@ def _is_local_address(host: str) -> bool:
             continue
     return False
 
-
-def attach(daemon: Any) -> MigrationService | None:
-    """Called by agentd at start: None when the node runs no job control."""
-    if getattr(daemon, "jobs", None) is None:
-        return None
-    return MigrationService(daemon)

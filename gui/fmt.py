@@ -4,24 +4,14 @@ from __future__ import annotations
 
 import math
 
-DASH = "—"
-
-
-def bytes_(n: float | None) -> str:
-    if n is None or (isinstance(n, float) and math.isnan(n)):
-        return DASH
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return DASH
+from agentd.metrics.units import DASH, human_bytes
 
 
 def rate(n: float | None, unit: str = "B/s") -> str:
     if n is None or math.isnan(n):
         return DASH
     if unit == "B/s":
-        return bytes_(n) + "/s"
+        return human_bytes(n) + "/s"
     return f"{si(n)} {unit}".strip()
 
 
@@ -56,7 +46,7 @@ def value(v: float | None, unit: str) -> str:
     if unit == "%":
         return f"{v:.1f}%"
     if unit == "B":
-        return bytes_(v)
+        return human_bytes(v)
     if unit == "B/s":
         return rate(v)
     if unit in ("W", "°C"):

@@ -19,9 +19,59 @@ def _become_subreaper() -> None:
 
 _become_subreaper()
 
+import inspect
+import re
+import types
+
 import pytest
 
 from tests.agentd_proc import AgentdProc, reap_orphans, start_agentd
+
+# ---- the `procs` marker: tests that start processes -----------------------------------------
+# `make test-fast` runs `-m "not procs and not slurm"`: the pure tests, in seconds. A test is
+# marked when it uses a fixture that starts processes (agentd, jobs, Slurm, Prometheus, users,
+# network namespaces), or when its code, or a helper of the test suite it calls (two calls
+# deep), names a way to start one. Marking too much only makes test-fast smaller.
+PROCESS_FIXTURES = frozenset({
+    "agentd", "agentd_factory", "hostile_agentd", "daemons", "node", "secure", "cluster", "manager",
+    "make_manager", "slurm_cluster", "backend", "prometheus", "netns", "make_user", "user_python", "real_cgroups",
+})
+_STARTS_PROCESS = re.compile(r"\b(subprocess|Popen|start_agentd|AgentdProc|JobManager|sys\.executable|os\.fork|"
+                             r"multiprocessing|agentctl\(|qt_shot)")
+
+
+def _code_names(code: types.CodeType) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _code_names(const)
+    return names
+
+
+def _starts_processes(obj: object, depth: int = 2) -> bool:
+    try:
+        if _STARTS_PROCESS.search(inspect.getsource(obj)):  # type: ignore[arg-type]
+            return True
+    except (OSError, TypeError):
+        return False
+    code = getattr(obj, "__code__", None)
+    if depth == 0 or code is None:
+        return False
+    scope = getattr(obj, "__globals__", {})
+    for name in _code_names(code):
+        target = scope.get(name)
+        if (inspect.isfunction(target) or inspect.isclass(target)) and target.__module__.startswith("tests"):
+            if _starts_processes(target, depth - 1):
+                return True
+    return False
+
+
+def pytest_collection_modifyitems(config, items):  # noqa: ARG001
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        func = getattr(item, "function", None)
+        if fixtures & PROCESS_FIXTURES or (func is not None and _starts_processes(func)):
+            item.add_marker(pytest.mark.procs)
 
 
 @pytest.fixture

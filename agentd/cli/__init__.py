@@ -10,17 +10,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Callable
 
 from agentd import __version__
-from agentd.cli.common import CliError, GLOBAL_DEFAULTS, add_global_options, clean
+from agentd.cli import cluster, jobs, keys, nodes, recording
+from agentd.cli.common import (
+    GLOBAL_DEFAULTS,
+    CliError,
+    Verbs,
+    add_global_options,
+    clean,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from agentd.cli import jobs, nodes
-
     parser = argparse.ArgumentParser(
         prog="agentctl",
         description="Control and watch Fleetdeck nodes (agentd) from a terminal.",
@@ -32,30 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     common = argparse.ArgumentParser(add_help=False)
     add_global_options(common, suppress=True)
-    nodes.register(sub, common)
-    jobs.register(sub, common)
-    for modname in ("agentd.cli.recording", "agentd.cli.cluster", "agentd.cli.keys"):
-        try:
-            module = __import__(modname, fromlist=["register"])
-        except ImportError:
-            continue
-        _register_with_globals(module.register, sub, common)
+    verbs = Verbs(sub, common)
+    for module in (nodes, jobs, recording, cluster, keys):
+        module.register(verbs)
     return parser
-
-
-def _register_with_globals(register: Callable[..., None], sub: Any, common: argparse.ArgumentParser) -> None:
-    """Let modules written against a plain ``register(subparsers)`` get the global options too."""
-    original = sub.add_parser
-
-    def add_parser(name: str, **kw: Any) -> argparse.ArgumentParser:
-        parents = list(kw.pop("parents", []))
-        return original(name, parents=[common, *parents], **kw)
-
-    sub.add_parser = add_parser  # type: ignore[method-assign]
-    try:
-        register(sub)
-    finally:
-        sub.add_parser = original  # type: ignore[method-assign]
 
 
 def main(argv: list[str] | None = None) -> int:

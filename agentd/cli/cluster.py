@@ -10,25 +10,29 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any
 
+from agentd.cli.common import Verbs
 from agentd.clusterfile import ClusterNode, dump_cluster
-from agentd.control.slurm import DEFAULT_AGENTD_PORT, SlurmCommands, SlurmError, detect_slurm, slurm_nodes
+from agentd.control.slurm import (
+    DEFAULT_AGENTD_PORT,
+    SlurmCommands,
+    SlurmError,
+    detect_slurm,
+    slurm_nodes,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 ADDRESS_CHOICES = ("addr", "hostname", "name")
 
 
-def register(subparsers: Any) -> None:
+def register(verbs: Verbs) -> None:
     """Add ``cluster from-slurm`` to agentctl's verbs."""
-    p = subparsers.add_parser(
+    p = verbs.add(
         "cluster", help="build a cluster file",
         description="Build the cluster file the app and agentctl read. 'agentctl cluster from-slurm > cluster.toml' "
                     "asks sinfo for every node of the Slurm cluster and writes one [[node]] per node, with its agentd "
                     "endpoint and its partitions as labels. Run it on any host where sinfo works (a login node).")
-    sub = p.add_subparsers(dest="cluster_verb", metavar="ACTION")
-    sub.required = True
-    fs = sub.add_parser(
+    fs = verbs.group(p, "cluster_verb").add(
         "from-slurm", help="one [[node]] per Slurm node, from sinfo (TOML on stdout)",
         description="Print a cluster file (TOML) with one [[node]] per node that sinfo lists: "
                     "name, endpoint tcp://<NodeAddr>:PORT, labels partition=<partitions>.",

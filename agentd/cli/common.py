@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import msgspec
 
 from agentd.clusterfile import ClusterFileError, load_cluster
 from agentd.config import DEFAULT_CTL
+from agentd.metrics.units import human_bytes
+from agentd.protocol.docs import plain_doc, summary
 from agentd.protocol.limits import PRIORITY_MAX, PRIORITY_MIN
 from agentd.protocol.messages import Reply, Request
 from agentd.transport.client import ClientError, NodeClient, RemoteError, Unreachable
@@ -39,7 +43,34 @@ def add_global_options(p: argparse.ArgumentParser, suppress: bool) -> None:
     p.add_argument("--timeout", type=float_over(0, "--timeout"), metavar="S", default=d(5.0), help="seconds to wait for a node (default 5)")
 
 
-def int_in(lo: int | None, hi: int | None, what: str) -> Any:
+class Verbs:
+    """Where agentctl modules add their verbs (``register(verbs)``): every verb, and every
+    action under a verb (``keys show``), gets the global options, so they work on either side
+    of it. A verb that sends one protocol command takes its help from that command's
+    documentation (agentd.protocol.docs, which docs/protocol.md is generated from)."""
+
+    def __init__(self, subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+                 common: argparse.ArgumentParser) -> None:
+        self._subparsers = subparsers
+        self._common = common
+
+    def add(self, name: str, *, command: type[Request] | None = None, help: str | None = None,
+            description: str | None = None) -> argparse.ArgumentParser:
+        """A verb's parser; ``command``: the protocol request it sends, whose summary is the
+        help line and whose documentation the description unless they are given."""
+        if command is not None:
+            help = help or summary(command)
+            description = description or plain_doc(command)
+        return self._subparsers.add_parser(name, parents=[self._common], help=help, description=description)
+
+    def group(self, parser: argparse.ArgumentParser, dest: str) -> Verbs:
+        """Actions under a verb (``recording info``): a required choice, named ``dest``."""
+        sub = parser.add_subparsers(dest=dest, metavar="ACTION")
+        sub.required = True
+        return Verbs(sub, self._common)
+
+
+def int_in(lo: int | None, hi: int | None, what: str) -> Callable[[str], int]:
     """An argparse ``type``: an integer in [lo, hi]; anything else is a usage error (exit 2)."""
 
     def parse(text: str) -> int:
@@ -55,7 +86,7 @@ def int_in(lo: int | None, hi: int | None, what: str) -> Any:
     return parse
 
 
-def float_over(lo: float, what: str, *, inclusive: bool = False) -> Any:
+def float_over(lo: float, what: str, *, inclusive: bool = False) -> Callable[[str], float]:
     """An argparse ``type``: a finite number above ``lo`` (or equal, when ``inclusive``)."""
 
     def parse(text: str) -> float:
@@ -63,7 +94,7 @@ def float_over(lo: float, what: str, *, inclusive: bool = False) -> Any:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{what} {text!r} is not a number") from None
-        if value != value or value in (float("inf"), float("-inf")) or value < lo or (value == lo and not inclusive):
+        if not math.isfinite(value) or value < lo or (value == lo and not inclusive):
             raise argparse.ArgumentTypeError(f"{what} {text} is out of range; use a number {'of at least' if inclusive else 'above'} {lo:g}")
         return value
 
@@ -214,16 +245,6 @@ def cell(text: object) -> str:
 def emit_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(msgspec.to_builtins(obj)) + "\n")
     sys.stdout.flush()
-
-
-def human_bytes(n: float | None) -> str:
-    if n is None:
-        return "—"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 def human_rate(n: float | None) -> str:

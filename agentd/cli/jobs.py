@@ -7,24 +7,55 @@ import json
 import sys
 import time
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
-from agentd.cli.common import (CliError, call, cell, clean, client_for_job, cluster_targets, connect, each_node, emit_json, float_over,
-                               human_bytes, int_in, priority_value, targets)
-from agentd.control.spec import parse_size
+from agentd.cli.common import (
+    CliError,
+    Verbs,
+    call,
+    cell,
+    clean,
+    client_for_job,
+    cluster_targets,
+    connect,
+    each_node,
+    emit_json,
+    float_over,
+    int_in,
+    priority_value,
+    targets,
+)
 from agentd.cli.watchfmt import job_json as _job_json
+from agentd.control.spec import parse_size
+from agentd.metrics.units import human_bytes
 from agentd.protocol import JobInfo, JobSpec
 from agentd.protocol.limits import MAX_GPUS, PRIORITY_MAX, PRIORITY_MIN
-from agentd.protocol.messages import Cancel, JobReply, Jobs, JobsReply, Logs, LogsReply, Migrate, Pause, Priority, Resume, Show, Submit
+from agentd.protocol.messages import (
+    Cancel,
+    JobReply,
+    Jobs,
+    JobsReply,
+    Logs,
+    LogsReply,
+    Migrate,
+    Pause,
+    Priority,
+    Request,
+    Resume,
+    Show,
+    Submit,
+)
 from agentd.transport.client import ClientError
 
 
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("submit", parents=[common], help="run a job: submit [options] -- ARGV...",
-                       description="Run ARGV as a job on one node (--node NAME from --cluster, or an endpoint). "
+def register(verbs: Verbs) -> None:
+    """Add the job verbs; each one's help is its protocol command's documentation."""
+    p = verbs.add("submit", command=Submit,
+                  description="Run ARGV as a job on one node (--node NAME from --cluster, or an endpoint). "
                                    "Prints the job id (NODE.N).")
     p.add_argument("--spec", metavar="FILE", help="job spec file (TOML or JSON); flags override it")
     p.add_argument("--name", help="a name for the job, shown in lists")
@@ -45,30 +76,30 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("argv", nargs=argparse.REMAINDER, help="the command, after --")
     p.set_defaults(func=cmd_submit)
 
-    p = sub.add_parser("jobs", parents=[common], help="list jobs on every node")
+    p = verbs.add("jobs", command=Jobs, help="list jobs on every node")
     p.add_argument("--active", action="store_true", help="hide finished jobs")
     p.add_argument("--all", action="store_true",
                    help="also list the superseded hops of migrated jobs (state 'migrated'); by default a job that "
                         "moved shows once, as its live hop")
     p.set_defaults(func=cmd_jobs)
-    p = sub.add_parser("show", parents=[common], help="one job in full")
+    p = verbs.add("show", command=Show)
     p.add_argument("job", help="job id NODE.N (a bare N with one node)")
     p.set_defaults(func=cmd_show)
-    for verb, helptext in (("pause", "freeze a job (cgroup freezer)"), ("resume", "thaw a paused job")):
-        p = sub.add_parser(verb, parents=[common], help=helptext)
+    for verb, request in (("pause", Pause), ("resume", Resume)):
+        p = verbs.add(verb, command=request)
         p.add_argument("job", nargs="+", help="job ids NODE.N (a bare N with one node)")
         p.set_defaults(func=cmd_pause_resume, verb=verb)
-    p = sub.add_parser("priority", parents=[common],
-                       help=f"set priority {PRIORITY_MIN}..{PRIORITY_MAX} (negative numbers are values)")
+    p = verbs.add("priority", command=Priority)
     p.add_argument("job", help="job id NODE.N (a bare N with one node)")
-    p.add_argument("priority", type=priority_value, help=f"{PRIORITY_MIN}..{PRIORITY_MAX}, higher is more important")
+    p.add_argument("priority", type=priority_value,
+                   help=f"{PRIORITY_MIN}..{PRIORITY_MAX}, higher is more important (negative numbers are values)")
     p.set_defaults(func=cmd_priority)
-    p = sub.add_parser("cancel", parents=[common], help="stop a job: SIGTERM, then SIGKILL after --grace")
+    p = verbs.add("cancel", command=Cancel)
     p.add_argument("job", nargs="+", help="job ids NODE.N (a bare N with one node)")
     p.add_argument("--grace", type=float_over(0, "--grace", inclusive=True), default=10.0, metavar="S",
                    help="seconds between SIGTERM and SIGKILL (default 10)")
     p.set_defaults(func=cmd_cancel)
-    p = sub.add_parser("logs", parents=[common], help="a job's stdout (or --stderr)")
+    p = verbs.add("logs", command=Logs, description="Print a job's stdout (or --stderr), the end first; --follow keeps printing.")
     p.add_argument("job", help="job id NODE.N (a bare N with one node)")
     p.add_argument("--stderr", action="store_true", help="show the job's stderr instead of its stdout")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing what the job writes until it ends")
@@ -77,7 +108,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--raw", action="store_true",
                    help="write the log's bytes unchanged (default: escape sequences and control characters are shown as \\xNN)")
     p.set_defaults(func=cmd_logs)
-    p = sub.add_parser("migrate", parents=[common], help="move a job to another node without losing progress")
+    p = verbs.add("migrate", command=Migrate)
     p.add_argument("job", help="job id NODE.N")
     p.add_argument("--to", required=True, metavar="NODE", help="a node name from --cluster, or an endpoint")
     p.add_argument("--restart", action="store_true", help="allow starting from scratch when the job cannot checkpoint")
@@ -245,7 +276,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _act(args: argparse.Namespace, job: str, make) -> JobReply:
+def _act(args: argparse.Namespace, job: str, make: Callable[[str], Request]) -> JobReply:
     c, job_id = client_for_job(args, job)
     with c:
         reply = call(c, make(job_id))
@@ -280,7 +311,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 def cmd_logs(args: argparse.Namespace) -> int:
     c, job_id = client_for_job(args, args.job)
-    stream = "stderr" if args.stderr else "stdout"
+    stream: Literal["stdout", "stderr"] = "stderr" if args.stderr else "stdout"
     offset = -abs(args.bytes)
     out = sys.stdout.buffer
     with c:

@@ -7,21 +7,25 @@ import os
 import pwd
 import re
 from pathlib import Path
-from typing import Any
 
-from agentd.cli.common import CliError, emit_json
-from agentd.transport.auth import ROLES, client_keys_dir, load_or_create_keypair, load_public_key
+from agentd.cli.common import CliError, Verbs, emit_json
+from agentd.transport.auth import (
+    ROLES,
+    client_keys_dir,
+    load_or_create_keypair,
+    load_public_key,
+)
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("keys", help="CURVE keys: show this client's public key, authorize a client on a node")
-    ks = p.add_subparsers(dest="keys_verb", metavar="ACTION")
-    ks.required = True
-    show = ks.add_parser("show", help="print (creating on first use) this client's public key file")
+def register(verbs: Verbs) -> None:
+    """Add ``keys show`` and ``keys authorize``."""
+    p = verbs.add("keys", help="CURVE keys: show this client's public key, authorize a client on a node")
+    ks = verbs.group(p, "keys_verb")
+    show = ks.add("show", help="print (creating on first use) this client's public key file")
     show.set_defaults(func=cmd_show)
-    auth = ks.add_parser("authorize", help="allow a client (or peer daemon) key on a node: run it on the node")
+    auth = ks.add("authorize", help="allow a client (or peer daemon) key on a node: run it on the node")
     auth.add_argument("--state-dir", required=True, help="the daemon's state dir")
     auth.add_argument("--role", choices=ROLES, default="viewer",
                       help="viewer: watch; user: submit and control own jobs; operator: control every job; "

@@ -7,23 +7,54 @@ import sys
 import time
 from typing import Any
 
-from agentd.cli.common import CliError, cell, clean, each_node, emit_json, human_bytes, human_rate, int_in, targets
-from agentd.cli.watchfmt import derived_to_json, event_to_json, job_to_json, link_to_json
+from agentd.cli.common import (
+    CliError,
+    Verbs,
+    cell,
+    clean,
+    each_node,
+    emit_json,
+    human_rate,
+    int_in,
+    targets,
+)
+from agentd.cli.watchfmt import (
+    derived_to_json,
+    event_to_json,
+    job_to_json,
+    link_to_json,
+)
 from agentd.metrics import DerivedNode, NodeInventory, NodeSample, derive
-from agentd.protocol.messages import EventMsg, HelloReply, JobMsg, SampleMsg, Snapshot, SnapshotReply
-from agentd.transport.client import ClientError, LinkMessage, LinkSet, LinkSnapshot, LinkState
+from agentd.metrics.units import human_bytes
+from agentd.protocol.jobs import JobInfo
+from agentd.protocol.messages import (
+    EventMsg,
+    HelloReply,
+    JobMsg,
+    SampleMsg,
+    Snapshot,
+    SnapshotReply,
+)
+from agentd.transport.client import (
+    ClientError,
+    LinkMessage,
+    LinkSet,
+    LinkSnapshot,
+    LinkState,
+)
 
 
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("nodes", parents=[common], help="one row per node: link, CPU, memory, GPUs, jobs")
+def register(verbs: Verbs) -> None:
+    """Add the verbs that watch nodes: nodes, whoami, watch, top."""
+    p = verbs.add("nodes", help="one row per node: link, CPU, memory, GPUs, jobs")
     p.set_defaults(func=cmd_nodes)
-    p = sub.add_parser("whoami", parents=[common],
-                       help="who each node says you are: your Unix user, your role there, and how it knows")
+    p = verbs.add("whoami",
+                  help="who each node says you are: your Unix user, your role there, and how it knows")
     p.set_defaults(func=cmd_whoami)
-    p = sub.add_parser("watch", parents=[common], help="live derived samples (--json: one object per node per tick)")
+    p = verbs.add("watch", help="live derived samples (--json: one object per node per tick)")
     p.add_argument("--count", type=int_in(1, None, "--count"), metavar="N", help="stop after N samples from each node")
     p.set_defaults(func=cmd_watch)
-    p = sub.add_parser("top", parents=[common], help="live terminal view of nodes, GPUs, jobs and busiest processes",
+    p = verbs.add("top", help="live terminal view of nodes, GPUs, jobs and busiest processes",
                        description="On a terminal: interactive (arrows select a job, / filter, s sort, p pause/resume, "
                                    "+/- priority, c cancel, ? help, q quit). Not on a terminal, or with --count: "
                                    "plain refreshes for scripts (one, once every node answered, without --count).")
@@ -119,7 +150,7 @@ def _links(args: argparse.Namespace) -> LinkSet:
     return links
 
 
-def _human_watch_line(d: DerivedNode) -> str:
+def human_watch_line(d: DerivedNode) -> str:
     gpus = " ".join(f"gpu{g.index}:{g.sm_util_pct or 0:.0f}%" for g in d.gpus)
     return (f"{time.strftime('%H:%M:%S', time.localtime(d.wall_s))} {d.node:<12} cpu {d.cpu_pct:5.1f}%  "
             f"mem {d.mem_used_pct:5.1f}%  net ↓{human_rate(d.net_rx_bytes_per_s)} ↑{human_rate(d.net_tx_bytes_per_s)}  "
@@ -155,7 +186,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
                     if args.json:
                         emit_json(derived_to_json(d))
                     else:
-                        print(clean(_human_watch_line(d)), flush=True)
+                        print(clean(human_watch_line(d)), flush=True)
                     printed[s.node] = printed.get(s.node, 0) + 1
                 elif isinstance(ev, LinkMessage) and isinstance(ev.msg, JobMsg):
                     j = ev.msg.job
@@ -178,7 +209,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         links.close()
 
 
-def render_top(inventories: dict[str, NodeInventory], derived: dict[str, DerivedNode], states: dict[str, str], jobs: dict[str, list]) -> Any:
+def render_top(inventories: dict[str, NodeInventory], derived: dict[str, DerivedNode], states: dict[str, str], jobs: dict[str, list[JobInfo]]) -> Any:
     from rich.console import Group
     from rich.table import Table
 

@@ -11,15 +11,30 @@ import argparse
 import datetime as dt
 import heapq
 import json
+import math
 import re
 import signal
 import sys
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
-from agentd.cli.common import CliError, clean, targets
-from agentd.cli.watchfmt import derived_to_json, event_to_json, gap_to_json, job_to_json, link_to_json
-from agentd.store.recording import Recorder, RecordingError, RecordingInfo, RecordingReader
+from agentd.cli.common import CliError, Verbs, clean, targets
+from agentd.cli.nodes import human_watch_line
+from agentd.cli.watchfmt import (
+    derived_to_json,
+    event_to_json,
+    gap_to_json,
+    job_to_json,
+    link_to_json,
+)
+from agentd.metrics.units import human_bytes
+from agentd.store.recording import (
+    Recorder,
+    RecordingError,
+    RecordingInfo,
+    RecordingReader,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 #: How often ``record`` prints progress to stderr (a terminal gets a line redrawn in place).
@@ -28,9 +43,9 @@ PROGRESS_EVERY_S_PIPE = 10.0
 _DURATION_RE = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s?)?$")
 
 
-def register(subparsers: Any) -> None:
+def register(verbs: Verbs) -> None:
     """Add record, replay and recording {info,set} to agentctl's subparsers."""
-    p = subparsers.add_parser("record", help="record the cluster's stream to a SQLite file until Ctrl-C",
+    p = verbs.add("record", help="record the cluster's stream to a SQLite file until Ctrl-C",
                               description="Record every node's samples, jobs, events and link states to OUT "
                                           "(SQLite). Progress goes to stderr.")
     p.add_argument("out", metavar="OUT.db", help="recording file to create (or append to)")
@@ -39,7 +54,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--notes", default="", help="free-form notes stored with the session")
     p.set_defaults(func=cmd_record)
 
-    p = subparsers.add_parser("replay", help="print a recording as 'agentctl watch' lines",
+    p = verbs.add("replay", help="print a recording as 'agentctl watch' lines",
                               description="Print a recording as the same lines 'agentctl watch' prints live: samples, "
                                           "jobs, events, link changes and gaps in time order (--json: one object per "
                                           "line, each with a type).")
@@ -49,14 +64,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--speed", type=float, metavar="X", help="pace output at X times real time (default: as fast as possible)")
     p.set_defaults(func=cmd_replay)
 
-    p = subparsers.add_parser("recording", help="inspect or edit a recording file")
-    sub = p.add_subparsers(dest="recording_verb", metavar="ACTION")
-    sub.required = True
-    q = sub.add_parser("info", help="title, time span, nodes, sample counts, events, gaps, size")
+    p = verbs.add("recording", help="inspect or edit a recording file")
+    actions = verbs.group(p, "recording_verb")
+    q = actions.add("info", help="title, time span, nodes, sample counts, events, gaps, size")
     q.add_argument("file", metavar="FILE", help="recording file")
-    q.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
     q.set_defaults(func=cmd_info)
-    q = sub.add_parser("set", help="edit the title and notes of a recording")
+    q = actions.add("set", help="edit the title and notes of a recording")
     q.add_argument("file", metavar="FILE", help="recording file")
     q.add_argument("--title", help="new title")
     q.add_argument("--notes", help="new notes")
@@ -100,14 +113,6 @@ def _open(path: str) -> RecordingReader:
         return RecordingReader(path)
     except RecordingError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
-
-
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
 
 
 def _hms(seconds: float) -> str:
@@ -190,12 +195,12 @@ def cmd_record(args: argparse.Namespace) -> int:
     if tty:
         print(file=sys.stderr)
     print(f"agentctl: {reason}; {rec.samples_written} samples, {rec.events_written} events, "
-          f"{_human_bytes(rec.size_bytes())} in {args.out}", file=sys.stderr)
+          f"{human_bytes(rec.size_bytes())} in {args.out}", file=sys.stderr)
     return EXIT_OK
 
 
 def _progress(rec: Recorder, elapsed_s: float, tty: bool) -> None:
-    line = f"● REC {_hms(elapsed_s)}  samples {rec.samples_written}  events {rec.events_written}  size {_human_bytes(rec.size_bytes())}"
+    line = f"● REC {_hms(elapsed_s)}  samples {rec.samples_written}  events {rec.events_written}  size {human_bytes(rec.size_bytes())}"
     if tty:
         print("\r" + line + "   ", end="", file=sys.stderr, flush=True)
     else:
@@ -203,15 +208,6 @@ def _progress(rec: Recorder, elapsed_s: float, tty: bool) -> None:
 
 
 # ---- replay ----
-
-
-def _watch_line(d: Any) -> str:
-    try:
-        from agentd.cli.nodes import _human_watch_line
-
-        return _human_watch_line(d)
-    except ImportError:  # pragma: no cover - watch is part of the same CLI
-        return f"{time.strftime('%H:%M:%S', time.localtime(d.wall_s))} {d.node:<12} cpu {d.cpu_pct:5.1f}%"
 
 
 def _replay_items(reader: RecordingReader, t1: float, t2: float, nodes: list[str] | None) -> Iterator[tuple[float, dict[str, Any] | Any]]:
@@ -292,7 +288,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                     if delay > 0:
                         time.sleep(delay)
                 if isinstance(item, DerivedNode):
-                    line = _json_line(derived_to_json(item)) if as_json else clean(_watch_line(item))
+                    line = _json_line(derived_to_json(item)) if as_json else clean(human_watch_line(item))
                 else:
                     line = _json_line(item) if as_json else clean(_human_item(item))
                 sys.stdout.write(line + "\n")
@@ -308,7 +304,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def _finite(value: Any) -> Any:
     if isinstance(value, float):
-        return value if value == value and abs(value) != float("inf") else None
+        return value if math.isfinite(value) else None
     if isinstance(value, dict):
         return {k: _finite(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -330,7 +326,7 @@ def _json_line(obj: Any) -> str:
 def _info_text(info: RecordingInfo) -> str:
     lines = [
         f"title:     {info.title}",
-        f"file:      {info.path} ({_human_bytes(info.size_bytes)}, schema {info.schema_version}, written by {info.app_version})",
+        f"file:      {info.path} ({human_bytes(info.size_bytes)}, schema {info.schema_version}, written by {info.app_version})",
         f"start:     {_when(info.start_s)}",
         f"end:       {_when(info.end_s)}",
         f"duration:  {_hms(info.duration_s)}",

@@ -24,12 +24,29 @@ import tty
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentd.cli.common import CliError, cell, clean, human_bytes, human_rate, targets
+from agentd.cli.common import CliError, cell, clean, human_rate, targets
 from agentd.metrics import DerivedNode, NodeInventory, NodeSample, derive
+from agentd.metrics.units import human_bytes
 from agentd.protocol import JobInfo
 from agentd.protocol.limits import PRIORITY_MAX, PRIORITY_MIN
-from agentd.protocol.messages import Cancel, JobMsg, JobReply, Pause, Priority, Request, Resume, SampleMsg
-from agentd.transport.client import ClientError, LinkMessage, LinkSet, LinkSnapshot, LinkState, NodeClient
+from agentd.protocol.messages import (
+    Cancel,
+    JobMsg,
+    JobReply,
+    Pause,
+    Priority,
+    Request,
+    Resume,
+    SampleMsg,
+)
+from agentd.transport.client import (
+    ClientError,
+    LinkMessage,
+    LinkSet,
+    LinkSnapshot,
+    LinkState,
+    NodeClient,
+)
 
 REFRESH_S = 0.5  # redraw at least this often; keys redraw at once
 ACTION_TIMEOUT_S = 20.0  # a cancel may wait for the job's end (10 s at most, daemon side)

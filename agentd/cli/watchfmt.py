@@ -30,7 +30,7 @@ def derived_to_json(derived: DerivedNode) -> dict[str, Any]:
 
 def job_json(job: JobInfo) -> dict[str, Any]:
     """A job as ``agentctl show --json`` prints it: every field, optional ones present."""
-    out = msgspec.to_builtins(job)
+    out: dict[str, Any] = msgspec.to_builtins(job)
     for key, default in (("pid", None), ("pids", []), ("gpus", []), ("cgroup", None), ("exit_code", None),
                          ("started", job.started_s), ("metrics", {}), ("priority", 0)):
         out.setdefault(key, default)

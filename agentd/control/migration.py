@@ -46,7 +46,7 @@ import msgspec
 
 from agentd.control.criu import criu_status
 from agentd.control.checkpoint_archive import ArchiveError, CheckpointTar, OrderedDigest, StreamUnpacker
-from agentd.control.transfer import DEFAULT_RETRY_S, DEFAULT_WINDOW, ClientFactory, IncomingStream, TransferError, remote_code, send_stream
+from agentd.control.transfer import DEFAULT_COMMIT_RESOLVE_S, DEFAULT_RETRY_S, DEFAULT_WINDOW, ClientFactory, IncomingStream, TransferError, remote_code, send_stream
 from agentd.protocol.errors import ErrorCode, ProtocolError
 from agentd.protocol.jobs import Event, JobInfo, JobSpec, trim_lineage
 from agentd.protocol.limits import is_safe_name
@@ -69,7 +69,6 @@ log = logging.getLogger(__name__)
 
 MIGRATION_LABEL = "agentd.migration"  # label on the target's job: the migration that made it
 DEFAULT_QUOTA_BYTES = 64 * 1024**3
-DEFAULT_COMMIT_RESOLVE_S = 120.0  # keep asking a silent target about a sent commit this long
 DEFAULT_STALE_INCOMING_S = 3600.0  # a target drops a half-received migration this old
 PROGRESS_EVERY_S = 0.25
 HANDLER_POLL_S = 0.05  # how often a migration looks whether the job caught its checkpoint signal yet

@@ -677,8 +677,6 @@ class SlurmBackend:
 
         Slurm uses it to order pending jobs; on a running job it is recorded for a later
         requeue but changes nothing now (the reply's ``reason`` says so)."""
-        if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
-            raise ProtocolError(ErrorCode.INVALID, f"priority {priority} is out of range; use {PRIORITY_MIN} to {PRIORITY_MAX}", "priority")
         job = self.get(job_id)
         if job.state in TERMINAL_STATES:
             raise ProtocolError(ErrorCode.CONFLICT, f"Slurm job {job.id!r} has finished ({job.state}); "

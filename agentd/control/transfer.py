@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_WINDOW = 4  # chunks in flight
 DEFAULT_RETRY_S = 20.0  # give up after this long without reaching the target
+DEFAULT_COMMIT_RESOLVE_S = 120.0  # keep asking a silent target about a sent commit this long
 MAX_AHEAD_BYTES = 64 * CHUNK_BYTES  # how far past its prefix a receiver accepts chunks
 _RETRY_PAUSE_S = 0.25
 
@@ -232,7 +233,7 @@ class IncomingStream:
 
     def write(self, offset: int, data: bytes) -> int:
         """Take the chunk at ``offset``; return the new ``next_offset``."""
-        if offset < 0 or offset + len(data) > self.size_bytes:
+        if offset + len(data) > self.size_bytes:  # offset >= 0: MigrateChunk's schema says so
             raise ProtocolError(
                 ErrorCode.TOO_LARGE,
                 f"chunk at offset {offset} of {len(data)} bytes runs past the offered checkpoint size {self.size_bytes}",

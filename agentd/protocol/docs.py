@@ -22,15 +22,7 @@ from agentd.protocol.messages import (
     MAX_MESSAGE_BYTES,
     PROTOCOL_VERSION,
     TOPICS,
-    Request,
-    Reply,
-    StreamMsg,
 )
-
-try:  # optional command modules register themselves on import
-    import agentd.protocol.migration  # noqa: F401
-except ImportError:
-    pass
 
 INTRO = f"""# agentd wire protocol, version {PROTOCOL_VERSION}
 
@@ -236,6 +228,24 @@ def _doc(cls: type) -> str:
     return inspect.cleandoc(cls.__doc__ or "").replace("\n", " ")
 
 
+def plain_doc(cls: type) -> str:
+    """A command's documentation (its docstring, as in this page) as plain text for a terminal:
+    no code markup. agentctl's verb descriptions come from here."""
+    return _doc(cls).replace("``", "").replace("`", "")
+
+
+def summary(cls: type) -> str:
+    """What a command does, in one clause: its docstring up to the first ``.``, ``;`` or ``:``
+    outside parentheses, as plain text. agentctl's verb list shows it."""
+    text, depth = plain_doc(cls), 0
+    for i, ch in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth == 0 and ch in ".;:" and (i + 1 == len(text) or text[i + 1] == " "):
+            text = text[:i]
+            break
+    return text[:1].lower() + text[1:]
+
+
 def render() -> str:
     caps = "\n".join(f"| `{name}` | {meaning} |" for name, meaning in CAPABILITIES.items())
     out = [INTRO.replace("{INT_KEYS}", ", ".join(_int_key_fields())).replace("{CAPS}", caps)]
@@ -257,9 +267,9 @@ def render() -> str:
         rows = _fields(reply, ("v", "id", "ok"))
         out += (["| field | type | default |", "|---|---|---|", *rows] if rows else ["(no fields)"]) + [""]
     out.append("## Stream messages\n")
-    for cls, topic in TOPICS.items():
-        out.append(f"### `{cls.__struct_config__.tag}` (topic `{topic.decode()}`)\n\n{_doc(cls)}\n")
-        out += ["| field | type | default |", "|---|---|---|", *_fields(cls, ("v", "node", "seq", "epoch")), ""]
+    for stream_cls, topic in TOPICS.items():
+        out.append(f"### `{stream_cls.__struct_config__.tag}` (topic `{topic.decode()}`)\n\n{_doc(stream_cls)}\n")
+        out += ["| field | type | default |", "|---|---|---|", *_fields(stream_cls, ("v", "node", "seq", "epoch")), ""]
     out.append("## Types used above\n")
     from agentd.metrics import samples
     from agentd.protocol import jobs

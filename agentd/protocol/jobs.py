@@ -10,6 +10,7 @@ from agentd.protocol.limits import (
     PRIORITY_MAX,  # noqa: F401  (re-exported: callers import them from here)
     PRIORITY_MIN,  # noqa: F401
     Argv,
+    ByteCount,
     CheckpointTimeout,
     Counters,
     Cpus,
@@ -90,7 +91,7 @@ class ToolCall(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     ended_s: float | None = None
     exit_code: int | None = None
     cpu_s: float | None = None
-    mem_peak_bytes: int | None = None
+    mem_peak_bytes: ByteCount | None = None
 
 
 class JobInfo(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -101,7 +102,7 @@ class JobInfo(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     name: str
     state: JobState
     spec: JobSpec
-    priority: int = 0
+    priority: PriorityValue = 0
     backend: str = "local"  # "local" or "slurm"
     owner: str = ""  # the Unix user the job runs as (its submitter unless an admin chose another)
     pid: int | None = None
@@ -115,7 +116,7 @@ class JobInfo(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     started_s: float | None = None
     ended_s: float | None = None
     queue_position: int | None = None
-    gpu_mem_held_bytes: int = 0
+    gpu_mem_held_bytes: ByteCount = 0
     metrics: dict[str, float] = {}
     tool_calls: list[ToolCall] = []
     resumed_from: str | None = None  # "node.N" of the job this one continues

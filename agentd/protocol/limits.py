@@ -50,6 +50,8 @@ MAX_CHUNK_BYTES = 1 << 20  # one migration chunk
 MAX_CHECKPOINT_BYTES = 1 << 50
 MIGRATION_ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"  # a file name: no '/', never '.' or '..'
 SHA256_PATTERN = r"^([0-9a-f]{64})?$"
+MAX_WALL_S = 1e11  # a wall-clock time in seconds since 1970 (year ~5000): finite, never negative
+MAX_LOG_BYTES = 1 << 62  # a log file's size or a read position in it
 
 # ---- daemon state --------------------------------------------------------------------------
 MAX_UNFINISHED_JOBS = 512  # queued, running, paused, checkpointing, migrating: a submit past it is refused
@@ -90,6 +92,9 @@ MigrationId = Annotated[str, msgspec.Meta(pattern=MIGRATION_ID_PATTERN)]
 Sha256 = Annotated[str, msgspec.Meta(pattern=SHA256_PATTERN)]
 ChunkData = Annotated[bytes, msgspec.Meta(max_length=MAX_CHUNK_BYTES)]
 ByteOffset = Annotated[int, msgspec.Meta(ge=0, le=MAX_CHECKPOINT_BYTES)]
+WallSeconds = Annotated[float, msgspec.Meta(ge=0, le=MAX_WALL_S)]  # NaN and infinity fail the range
+LogPosition = Annotated[int, msgspec.Meta(ge=0, le=MAX_LOG_BYTES)]
+ByteCount = Annotated[int, msgspec.Meta(ge=0)]
 
 # (what, limit) rows for docs/protocol.md
 LIMITS: list[tuple[str, str]] = [
@@ -111,6 +116,8 @@ LIMITS: list[tuple[str, str]] = [
     ("actor, job ids", f"{MAX_ACTOR_CHARS} / {MAX_JOB_ID_CHARS} characters"),
     ("migration_id", f"a file name: `{MIGRATION_ID_PATTERN}`"),
     ("migrate_chunk data", f"{MAX_CHUNK_BYTES} bytes"),
+    ("migration offsets and sizes", f"0 to {MAX_CHECKPOINT_BYTES} bytes (offers, chunks and their replies)"),
+    ("wall times sent between daemons", f"finite, 0 to {MAX_WALL_S:g} s since 1970"),
     ("unfinished jobs per node", f"{MAX_UNFINISHED_JOBS}; a submit past it is refused (TOO_LARGE)"),
     ("one job in `jobs`/`snapshot`", f"{MAX_LISTED_JOB_BYTES} bytes; a larger one is listed in short form "
                                      "(`short: true`, no env/labels/cwd, argv[0] only); `show` has all of it"),

@@ -26,6 +26,7 @@ from agentd.protocol.limits import (
     JobId,
     KeyText,
     LogOffset,
+    LogPosition,
     LogReadBytes,
     PriorityValue,
 )
@@ -153,8 +154,8 @@ class JobsReply(Reply, kw_only=True):
 
 class LogsReply(Reply, kw_only=True):
     data: bytes = b""
-    offset: int = 0  # where the next read should start
-    size: int = 0  # current size of the log file
+    offset: LogPosition = 0  # where the next read should start
+    size: LogPosition = 0  # current size of the log file
     eof: bool = True
 
 
@@ -237,7 +238,7 @@ class Cancel(Request, tag="cancel", kw_only=True):
 
 @command(LogsReply)
 class Logs(Request, tag="logs", kw_only=True):
-    """Read a job's stdout or stderr from ``offset`` (negative: that many bytes from the end)."""
+    """Read a job's stdout or stderr; from ``offset`` (negative: that many bytes from the end)."""
 
     job: JobId
     stream: Literal["stdout", "stderr"] = "stdout"

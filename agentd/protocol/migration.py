@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Literal
 
 from agentd.protocol.jobs import JobInfo, JobSpec, Lineage
-from agentd.protocol.limits import ByteOffset, ChunkData, JobId, MigrationId, Name, Reason, Sha256
+from agentd.protocol.limits import ByteOffset, ChunkData, JobId, MigrationId, Name, Reason, Sha256, WallSeconds
 from agentd.protocol.messages import Reply, Request, command
 
 MigrationMode = Literal["checkpoint", "queued", "restart", "criu"]
@@ -34,21 +34,21 @@ class MigrateOfferReply(Reply, kw_only=True):
     """Accepted. ``will_queue``: the job waits in the target's queue (``message`` says why)."""
 
     migration_id: str
-    next_offset: int = 0
+    next_offset: ByteOffset = 0
     will_queue: bool = False
     message: str = ""
 
 
 class MigrateChunkReply(Reply, kw_only=True):
     migration_id: str
-    next_offset: int  # end of the contiguous bytes the target holds
+    next_offset: ByteOffset  # end of the contiguous bytes the target holds
 
 
 class MigrateStatusReply(Reply, kw_only=True):
     migration_id: str
     phase: TargetPhase
-    next_offset: int = 0
-    size_bytes: int = 0
+    next_offset: ByteOffset = 0
+    size_bytes: ByteOffset = 0
     job: JobInfo | None = None
     message: str = ""
 
@@ -86,7 +86,7 @@ class MigrateOffer(Request, tag="migrate_offer", kw_only=True):
     sha256: Sha256 = ""
     paused: bool = False
     lineage: Lineage = []
-    first_submitted_s: float = 0.0
+    first_submitted_s: WallSeconds = 0.0
 
 
 @command(MigrateChunkReply, role="daemon")

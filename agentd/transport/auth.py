@@ -63,15 +63,20 @@ def endpoint_host(endpoint: str) -> str:
     return m.group(2).strip("[]")
 
 
-def is_loopback(endpoint: str) -> bool:
-    """True when the endpoint only reaches this machine (127.0.0.0/8, ::1, localhost, ipc)."""
-    host = endpoint_host(endpoint)
-    if host in ("localhost",):
+def is_loopback_host(host: str) -> bool:
+    """True when ``host`` (an address or ``localhost``) only reaches this machine
+    (127.0.0.0/8, ::1); a host name or ``*`` counts as reachable from outside."""
+    if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
-        return False  # a host name or '*': treat as reachable from outside
+        return False
+
+
+def is_loopback(endpoint: str) -> bool:
+    """True when the endpoint only reaches this machine (loopback TCP, ipc)."""
+    return is_loopback_host(endpoint_host(endpoint))
 
 
 def connect_address(endpoint: str) -> str:

@@ -194,7 +194,7 @@ class NodeClient:
         self._expected.pop(req_id, None)
 
     def send(self, req: Request) -> int:
-        """Send without waiting; returns the request id to match with :meth:`take_reply`."""
+        """Send without waiting; returns the request id (its reply comes to whoever reads this socket)."""
         req_id = next(_ids)
         req = msgspec.structs.replace(req, id=req_id, actor=req.actor or self.actor)
         try:

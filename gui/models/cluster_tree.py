@@ -52,7 +52,7 @@ class ClusterTreeModel(QStandardItemModel):
             dg = node.gpu(g.index)
             jobs = self.state.jobs_on_gpu(key, g.index)
             util = None if dg is None else dg.sm_util_pct
-            mem = "" if dg is None or dg.mem_used_bytes is None else f" · {fmt.bytes_(dg.mem_used_bytes)}"
+            mem = "" if dg is None or dg.mem_used_bytes is None else f" · {fmt.human_bytes(dg.mem_used_bytes)}"
             children = [(("job", key, j.id, g.index), self._job_texts(key, j.id, "")) for j in jobs]
             children = [(k, t, []) for k, t in children]
             out.append((("gpu", key, g.index), (f"GPU{g.index}", f"{fmt.pct(util)}{mem}", None, f"{g.name} — {g.uuid}"), children))

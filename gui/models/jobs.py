@@ -141,7 +141,7 @@ class JobTableModel(QAbstractTableModel):
         if col == 6:
             return fmt.pct(r.cpu_pct)
         if col == 7:
-            return fmt.bytes_(r.mem_bytes)
+            return fmt.human_bytes(r.mem_bytes)
         if col == 8:
             return fmt.DASH if r.throughput is None else f"{fmt.si(r.throughput)} {r.throughput_unit}"
         if col == 9:

@@ -33,8 +33,8 @@ def format_bytes_in(text: str) -> str:
     """Raw byte counts in a daemon message as people read them: 1288490188 bytes -> 1.2 GiB."""
     def sub(m: re.Match) -> str:
         if m.group(1) is not None:
-            return fmt.bytes_(int(m.group(1)))
-        return m.group(3) + fmt.bytes_(int(m.group(4)))
+            return fmt.human_bytes(int(m.group(1)))
+        return m.group(3) + fmt.human_bytes(int(m.group(4)))
     return _BYTES.sub(sub, text)
 
 

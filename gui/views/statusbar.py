@@ -73,4 +73,4 @@ class StatusBar(QStatusBar):
         self.recording.setVisible(active)
         if active:
             h, rem = divmod(int(duration_s), 3600)
-            self.recording.setText(f"<span style='color:#d0342c'>● REC</span> {h:02d}:{rem // 60:02d}:{rem % 60:02d} {fmt.bytes_(size_bytes)}")
+            self.recording.setText(f"<span style='color:#d0342c'>● REC</span> {h:02d}:{rem // 60:02d}:{rem % 60:02d} {fmt.human_bytes(size_bytes)}")

@@ -193,7 +193,7 @@ class NodeCard(QGraphicsItem):
             p.drawStaticText(QPointF(r.right() - 6 - pct.size().width(), y0), pct)
             if g is not None:
                 p.setFont(small)
-                line = f"{fmt.bytes_(g.mem_used_bytes)}"
+                line = f"{fmt.human_bytes(g.mem_used_bytes)}"
                 if g.temp_c is not None:
                     line += f" · {g.temp_c:.0f}°C"
                 nv = (g.nvlink_tx_bytes_per_s or 0) + (g.nvlink_rx_bytes_per_s or 0)

@@ -5,31 +5,18 @@ from __future__ import annotations
 import itertools
 import os
 import sys
-import time
 from collections.abc import Callable
 
-import pytest
 
 from agentd.control.cgroups import remove_layout
 from agentd.control.manager import JobManager
 from agentd.protocol import Event, JobInfo, JobSpec, TERMINAL_STATES
+from tests.waiting import wait_for  # noqa: F401 - the tests import it from here
 
 PY = sys.executable
 SPIN = [PY, "-c", "while True: pass"]
 SLEEPER = [PY, "-c", "import time\nwhile True: time.sleep(0.05)"]
 _names = itertools.count(1)
-
-
-def wait_for(cond: Callable[[], object], timeout_s: float = 10.0, what: str = "condition") -> object:
-    """Poll ``cond`` until truthy; fail the test with ``what`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        got = cond()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.02)
 
 
 def node_name() -> str:

@@ -36,13 +36,11 @@ def test_garbage_submissions(manager):
     assert m.jobs() == []
 
 
-def test_bad_priority_and_log_stream(manager):
+def test_bad_log_stream(manager):
+    # A priority outside -10..10 never reaches the manager: the Priority schema refuses it while
+    # decoding, naming the field (tests/protocol/test_constraints.py).
     m, _ = manager
     job = m.submit(spec())
-    for bad in (11, -11, "high", True):
-        with pytest.raises(ProtocolError) as e:
-            m.set_priority(job.id, bad)  # type: ignore[arg-type]
-        assert e.value.code == ErrorCode.INVALID and e.value.field == "priority"
     with pytest.raises(ProtocolError) as e:
         m.read_log(job.id, stream="stdin")
     assert e.value.field == "stream"

@@ -13,6 +13,7 @@ pytest.importorskip("pyqtgraph")
 
 from agentd.protocol.jobs import JobSpec  # noqa: E402
 from agentd.protocol.messages import Submit  # noqa: E402
+from tests.waiting import wait_for
 
 BUSY_LOOP = "import time\nwhile True:\n    sum(range(20000)); time.sleep(0.001)\n"
 
@@ -28,13 +29,7 @@ def settings(tmp_path):
 
 def wait_until(qtbot, cond, timeout_s: float = 15.0, what: str = "condition"):
     """Process Qt events until ``cond()`` is truthy; fail naming ``what``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        qtbot.wait(50)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+    return wait_for(cond, timeout_s, what, poll_s=0.05, sleep=lambda s: qtbot.wait(int(s * 1000)))
 
 
 _SUBMITTED: list[tuple[object, str, list[int]]] = []

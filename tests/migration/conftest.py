@@ -28,6 +28,7 @@ from agentd.protocol import ErrorCode, ProtocolError, decode_reply, decode_reque
 from agentd.protocol.jobs import CheckpointContract, Event, JobInfo, JobSpec
 from agentd.protocol.messages import ErrorReply, Hello, HelloReply
 from agentd.store.migration_journal import MigrationJournal
+from tests.waiting import wait_for  # noqa: F401 - the tests import it from here
 
 TRAINER = Path(__file__).with_name("ckpt_trainer.py")
 
@@ -355,16 +356,6 @@ def steps(progress: Path) -> list[tuple[int, int]]:
         if len(parts) >= 3 and parts[0] == "step":
             out.append((int(parts[1]), int(parts[2])))
     return out
-
-
-def wait_for(cond, timeout_s: float = 10.0, what: str = "condition", poll_s: float = 0.02):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(poll_s)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def remove_node_cgroups(node: str, root: Path = Path("/sys/fs/cgroup")) -> None:

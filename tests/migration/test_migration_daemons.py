@@ -148,10 +148,11 @@ def _assert_runs_again_on_a(a, job_id, progress, tag):
 
 
 @pytest.fixture
-def fast_failures(monkeypatch):
-    monkeypatch.setenv("AGENTD_MIGRATION_CALL_TIMEOUT_S", "1")
-    monkeypatch.setenv("AGENTD_MIGRATION_RETRY_S", "2")
-    monkeypatch.setenv("AGENTD_MIGRATION_COMMIT_RESOLVE_S", "3")
+def fast_failures(tmp_path):
+    """agentd arguments that make a source give up on an unreachable target within seconds."""
+    cfg = tmp_path / "fast-failures.toml"
+    cfg.write_text("migration_call_timeout_s = 1\nmigration_retry_s = 2\nmigration_commit_resolve_s = 3\n")
+    return ["--config", str(cfg)]
 
 
 def _submit_and_reach(a, progress, **kw):
@@ -168,7 +169,7 @@ def _migrate(a, job_id, target, **kw):
 
 @pytest.mark.parametrize("fault", ["kill9", "sigstop"])
 def test_target_dies_or_hangs_mid_transfer_job_runs_again_here(daemons, tmp_path, fast_failures, fault):
-    a, b = daemons("a"), daemons("b")
+    a, b = daemons("a", extra=fast_failures), daemons("b", extra=fast_failures)
     progress = tmp_path / "p.txt"
     tag = str(progress)
     try:
@@ -285,7 +286,7 @@ def test_queued_job_moves_to_target(daemons, tmp_path):
 
 
 def test_source_killed_mid_migration_recovers_on_restart(daemons, tmp_path, fast_failures):
-    a, b = daemons("a"), daemons("b")
+    a, b = daemons("a", extra=fast_failures), daemons("b", extra=fast_failures)
     progress = tmp_path / "p.txt"
     tag = str(progress)
     try:

@@ -72,12 +72,15 @@ class NsDaemon:
         d.mkdir(parents=True, exist_ok=True)
         shutil.copy(other.keys / "client.key", d / f"{other.node}.key")
 
-    def start(self, **extra_env):
-        env = {**os.environ, "PYTHONPATH": str(REPO), **extra_env}
+    def start(self, **options):
+        """Start agentd in the namespace; ``options`` are agentd config options (a TOML file)."""
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        config = self.state.parent / f"{self.node}.toml"
+        config.write_text("".join(f"{k} = {v!r}\n" for k, v in options.items()))
         with open(self.log, "ab") as err:
             self.proc = subprocess.Popen(
                 ["ip", "netns", "exec", self.ns, sys.executable, "-m", "agentd.daemon", "--state-dir", str(self.state),
-                 "--ctl", self.ctl, "--pub", self.pub, "--node-name", self.node, "--interval", "0.5", "--simulate-gpus", "2"],
+                 "--ctl", self.ctl, "--pub", self.pub, "--node-name", self.node, "--interval", "0.5", "--simulate-gpus", "2", "--config", str(config)],
                 stdout=subprocess.DEVNULL, stderr=err, env=env)
         wait_for(lambda: self.call(Hello()).get("ok"), timeout_s=30, what=f"agentd {self.node} in {self.ns}", poll_s=0.2)
 
@@ -167,7 +170,7 @@ def test_target_port_blocked_mid_transfer_job_runs_again_here(netns, tmp_path):
     a, b = _cluster(tmp_path)
     progress = tmp_path / "p.txt"
     try:
-        a.start(AGENTD_MIGRATION_RETRY_S="3", AGENTD_MIGRATION_CALL_TIMEOUT_S="2")
+        a.start(migration_retry_s=3, migration_call_timeout_s=2)
         b.start()
         # 10 MB/s out of a, so the 48 MiB checkpoint is on the wire for about five seconds: time
         # for the slow polls (each one an `ip netns exec python`) to see it and block the port.

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
 import tomllib
 
 import pytest
 
-from agentd.cli import cluster as cluster_cli
+from agentd.cli import build_parser
 from agentd.clusterfile import load_cluster
 
 pytestmark = [pytest.mark.slurm, pytest.mark.root, pytest.mark.timeout(60)]
 
 
 def _run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="agentctl")
-    cluster_cli.register(parser.add_subparsers(dest="verb"))
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     return args.func(args)
 
 

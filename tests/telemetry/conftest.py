@@ -14,6 +14,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from tests.waiting import wait_for  # noqa: F401 - the tests import it from here
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 FAKE_NVML = Path(__file__).resolve().parent.parent / "fake_nvml" / "pynvml.py"
@@ -55,18 +56,6 @@ def own_cgroup_paths() -> dict[str, str]:
             if c:
                 out[c] = path
     return out
-
-
-def wait_for(predicate, timeout_s: float = 5.0, what: str = "condition"):
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.02)
 
 
 BUSY_CHILD = (
