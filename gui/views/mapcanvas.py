@@ -404,7 +404,7 @@ class MapCanvas(QWidget):
             else:
                 power = f"{g.power_w:.0f} W" if g.power_w is not None else fmt.DASH
                 temp = f"{g.temp_c:.0f} °C" if g.temp_c is not None else fmt.DASH
-                lines.append(f"GPU{h.gpu}: {fmt.pct(g.sm_util_pct)} busy · memory {fmt.bytes_(g.mem_used_bytes)}"
+                lines.append(f"GPU{h.gpu}: {fmt.pct(g.sm_util_pct)} busy · memory {fmt.human_bytes(g.mem_used_bytes)}"
                              f" ({fmt.pct(g.mem_used_pct)}) · {temp} · {power}")
             j = active_jobs_by_gpu(node).get(h.gpu)
             lines.append(f"job {j.name or j.id} ({j.id}) · {j.state}" + (f" · owner {j.owner}" if j.owner else "")
