@@ -30,11 +30,17 @@ import msgspec
 from agentd import __version__
 from agentd.access import AccessPolicy, Caller, owner_of, public_job, without_env_values
 from agentd.config import ConfigError, DaemonConfig, build_config, load_config_file
+from agentd.health.engine import AlertChange, HealthEngine
+from agentd.health.rules import RulesError, load_rules
+from agentd.metrics import DerivedNode
 from agentd.metrics import AppMetric, NodeInventory, NodeSample, derive
 from agentd.protocol import ErrorCode, Event, JobInfo, ProtocolError, decode_request, encode, error_reply
 from agentd.protocol.codec import request_id
+from agentd.protocol.alerts import alert_data
 from agentd.protocol.fit import REPLY_BUDGET_BYTES, fit_jobs
 from agentd.protocol.messages import (
+    Alerts,
+    AlertsReply,
     Cancel,
     ErrorReply,
     EventMsg,
@@ -84,6 +90,14 @@ JOB_ACTIONS: dict[type[Request], str] = {Pause: "pause", Resume: "resume", Prior
                                          Cancel: "cancel", Migrate: "migrate"}
 
 
+def _alert_event(change: AlertChange) -> Event:
+    alert = change.alert
+    verb = "firing" if change.state == "firing" else "cleared"
+    return Event(wall_s=time.time(), node=alert.node, kind="alert", message=f"{alert.severity} {verb}: {alert.message}",
+                 job_id=alert.subject[4:] if alert.subject.startswith("job ") else "",
+                 ok=change.state == "cleared" or alert.severity == "info", data=alert_data(alert, change.state))
+
+
 class StartupError(RuntimeError):
     """agentd cannot start as configured; the message says why and what to change."""
 
@@ -124,6 +138,10 @@ class Daemon:
             self.collector.inventory(), agentd_version=__version__, labels=cfg.labels
         )
         # Checks that can refuse to start come before anything that needs undoing.
+        try:
+            self.health = HealthEngine(self.node, load_rules(cfg.health_rules or None))
+        except RulesError as exc:
+            raise StartupError(str(exc)) from None
         self.slurm = self._make_slurm()
         self.exporter = self._make_exporter()
         local = cfg.local_socket if cfg.local_socket and cfg.local_socket != "off" else ""
@@ -198,6 +216,7 @@ class Daemon:
         self.register(Priority, lambda r, actor: JobReply(job=self._owner(r.job).set_priority(self._local(r.job), r.priority, actor=actor)))
         self.register(Cancel, lambda r, actor: JobReply(job=self._owner(r.job).cancel(self._local(r.job), grace_s=r.grace_s, actor=actor)))
         self.register(Logs, self._logs)
+        self.register(Alerts, lambda r, actor: AlertsReply(alerts=self.health.active()))
 
     def _route_slurm_migrations(self) -> None:
         """Slurm jobs migrate through Slurm (requeue); ours through the migration service."""
@@ -347,7 +366,7 @@ class Daemon:
             self._audit(caller, cmd, obj, f"refused {int(exc.code)}: {exc.message}")
 
     def _hello(self, req: Hello, caller: Caller) -> HelloReply:
-        caps = ["telemetry", "snapshot", "jobs", "pause", "priority", "cancel", "logs"]
+        caps = ["telemetry", "snapshot", "jobs", "pause", "priority", "cancel", "logs", "alerts"]
         if self.slurm is not None:
             caps.append("slurm")
         if self.migration is not None:
@@ -370,7 +389,8 @@ class Daemon:
         half = REPLY_BUDGET_BYTES // 2
         while encoded and sum(map(len, encoded)) > half:
             encoded = encoded[len(encoded) // 2 + 1:]
-        base = SnapshotReply(id=req.id, seq=self.seq, epoch=self.epoch, inventory=self.inventory, events=events)
+        base = SnapshotReply(id=req.id, seq=self.seq, epoch=self.epoch, inventory=self.inventory, events=events,
+                             alerts=self.health.active())
         while events and len(encode(base)) + sum(map(len, encoded)) > half:
             events = events[len(events) // 2 + 1:]
             base = msgspec.structs.replace(base, events=events)
@@ -439,12 +459,23 @@ class Daemon:
         previous, self.last_sample = self.last_sample, sample
         self.history.append(encode(sample))
         self.publish(lambda s: SampleMsg(node=self.node, seq=s, sample=sample))
+        derived = derive(sample, previous)
+        jobs = self.all_jobs(active_only=True)
         if self.exporter is not None:
-            jobs = self.all_jobs(active_only=True)
-            self.exporter.update(sample, derive(sample, previous), jobs,
-                                 names_refused=self.jobs.metric_refusals)
+            self.exporter.update(sample, derived, jobs, names_refused=self.jobs.metric_refusals)
+        self._observe_health(derived, jobs)
         if self.migration is not None:
             self.migration.on_tick(sample)
+
+    def _observe_health(self, derived: DerivedNode, jobs: list[JobInfo]) -> None:
+        """Run the health rules on this sample; each alert firing or clearing is an event."""
+        try:
+            changes = self.health.observe(derived, jobs, derived.wall_s)
+        except Exception:  # a rule's bug must not stop the samples
+            log.exception("health rules failed this tick")
+            return
+        for change in changes:
+            self.emit(_alert_event(change))
 
     # ---- loop ------------------------------------------------------------------------
     def run(self) -> int:
@@ -542,6 +573,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="largest total of incoming migration checkpoints this node holds at once, e.g. 64G (default 64G)")
     p.add_argument("--job-retention", metavar="DURATION",
                    help="forget ended jobs (table, store, logs) after this long, e.g. 3600, 90m, 24h, 7d (default 24h)")
+    p.add_argument("--health-rules", metavar="FILE", help="TOML file overriding the health rules' defaults (docs/health.md)")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="node label (repeatable)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--version", action="version", version=f"agentd {__version__}")
@@ -575,7 +607,7 @@ def main(argv: list[str] | None = None) -> int:
             "interval": args.interval, "simulate_gpus": args.simulate_gpus, "metrics_listen": args.metrics_listen,
             "slurm": args.slurm, "log_level": args.log_level, "labels": labels or None,
             "migration_quota": args.migration_quota, "job_retention": args.job_retention,
-            "metrics_job_retention": args.metrics_job_retention,
+            "metrics_job_retention": args.metrics_job_retention, "health_rules": args.health_rules,
         })
         state_dir = Path(cfg.state_dir)
         try:

@@ -7,6 +7,8 @@ import sys
 import time
 from typing import Any
 
+import msgspec
+
 from agentd.cli.common import (
     CliError,
     Verbs,
@@ -27,7 +29,10 @@ from agentd.cli.watchfmt import (
 from agentd.metrics import DerivedNode, NodeInventory, NodeSample, derive
 from agentd.metrics.units import human_bytes
 from agentd.protocol.jobs import JobInfo
+from agentd.protocol.alerts import Alert
 from agentd.protocol.messages import (
+    Alerts,
+    AlertsReply,
     EventMsg,
     HelloReply,
     JobMsg,
@@ -51,6 +56,8 @@ def register(verbs: Verbs) -> None:
     p = verbs.add("whoami",
                   help="who each node says you are: your Unix user, your role there, and how it knows")
     p.set_defaults(func=cmd_whoami)
+    p = verbs.add("alerts", help="the health alerts firing now on every node, most severe first (docs/health.md)")
+    p.set_defaults(func=cmd_alerts)
     p = verbs.add("watch", help="live derived samples (--json: one object per node per tick)")
     p.add_argument("--count", type=int_in(1, None, "--count"), metavar="N", help="stop after N samples from each node")
     p.set_defaults(func=cmd_watch)
@@ -137,6 +144,52 @@ def cmd_nodes(args: argparse.Namespace) -> int:
             print(f"agentctl: {clean(r['error'])}", file=sys.stderr)
         return 2
     return 0
+
+
+_SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
+_SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "blue"}
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    alerts: list[Alert] = []
+    down: list[str] = []
+    for t, c in each_node(args):
+        try:
+            reply = c.call(Alerts())
+            assert isinstance(reply, AlertsReply)
+            alerts += reply.alerts
+        except ClientError as exc:
+            down.append(str(exc))
+    alerts.sort(key=lambda a: (_SEVERITY_ORDER.get(a.severity, 3), a.since_s, a.key))
+    now = time.time()
+    if args.json:
+        emit_json([{**msgspec.to_builtins(a), "for_s": round(max(0.0, now - a.since_s), 1)} for a in alerts])
+    elif not alerts:
+        print("no alerts firing" + (" on the nodes that answered" if down else ""))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(box=None, header_style="bold")
+        for col in ("SEVERITY", "NODE", "SUBJECT", "FOR", "ALERT"):
+            table.add_column(col)
+        for a in alerts:
+            style = _SEVERITY_STYLE.get(a.severity, "")
+            table.add_row(f"[{style}]{a.severity}[/{style}]", cell(a.node), cell(a.subject),
+                          _age(now - a.since_s), cell(a.message))
+        Console().print(table)
+    for error in down:
+        print(f"agentctl: {clean(error)}", file=sys.stderr)
+    return 2 if down else 0
+
+
+def _age(seconds: float) -> str:
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def _links(args: argparse.Namespace) -> LinkSet:

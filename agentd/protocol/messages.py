@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Literal
 import msgspec
 
 from agentd.metrics.samples import NodeInventory, NodeSample
+from agentd.protocol.alerts import Alert
 from agentd.protocol.jobs import Event, JobInfo, JobSpec
 from agentd.protocol.limits import (
     Actor,
@@ -49,6 +50,7 @@ CAPABILITIES: dict[str, str] = {
     "migrate": "`migrate` to and from this daemon (checkpoint contract, or restart)",
     "criu": "`migrate` also for jobs without a checkpoint contract (CRIU works here)",
     "prometheus": "agentd serves Prometheus `/metrics` (docs/install.md)",
+    "alerts": "health rules run on the node: `alerts`, alert events, alerts in `snapshot` (docs/health.md)",
 }
 
 
@@ -137,6 +139,7 @@ class SnapshotReply(Reply, kw_only=True):
     jobs: list[JobInfo] = []
     events: list[Event] = []
     jobs_omitted: int = 0  # ended jobs left out to fit the frame limit (ask `jobs` for them)
+    alerts: list[Alert] = []  # health alerts firing now (docs/health.md)
 
 
 class JobReply(Reply, kw_only=True):
@@ -164,6 +167,10 @@ class OkReply(Reply, kw_only=True):
     data: dict[str, Any] = {}
 
 
+class AlertsReply(Reply, kw_only=True):
+    alerts: list[Alert] = []
+
+
 # ---- requests --------------------------------------------------------------------------
 
 @command(HelloReply)
@@ -178,6 +185,11 @@ class Snapshot(Request, tag="snapshot", kw_only=True):
     drop stream messages with ``seq`` at or below it)."""
 
     history: HistoryCount = 2
+
+
+@command(AlertsReply)
+class Alerts(Request, tag="alerts", kw_only=True):
+    """The health alerts firing on this node now, oldest first (rules: docs/health.md)."""
 
 
 @command(JobReply, role="user")
