@@ -113,6 +113,7 @@ class Daemon:
         self.audit = AuditLog(self.state_dir / AUDIT_NAME)
         self.jobs = self._make_job_manager()
         self.extensions: list[Any] = []
+        self.relay: Any = None  # agentd.relay.Relay with --relay: serves the nodes it follows too
         self._register_handlers()
         self._load_extensions()
         self._route_slurm_migrations()
@@ -258,10 +259,14 @@ class Daemon:
         handler = self.handlers.get(type(req))
         obj = getattr(req, "job", "") or ""
         try:
-            if handler is None:
+            routed = self.relay.route(req, caller) if self.relay is not None else None
+            if routed is not None:  # a relay answers for the nodes behind it
+                reply = routed
+            elif handler is None:
                 raise ProtocolError(ErrorCode.UNAVAILABLE, f"node {self.node!r} does not offer {cmd!r}")
-            req = self._authorize(req, caller)
-            reply = handler(req, caller.name)
+            else:
+                req = self._authorize(req, caller)
+                reply = handler(req, caller.name)
             if isinstance(reply, JobsReply):  # however a handler built it, it fits the frame limit
                 jobs, omitted = fit_jobs(reply.jobs)
                 reply = msgspec.structs.replace(reply, jobs=jobs, omitted=reply.omitted + omitted)
@@ -445,6 +450,8 @@ class Daemon:
                     log.exception("request dropped")
             self.sockets.flush_replies()
             self._flush_outbox()
+            if self.relay is not None:
+                self.relay.flush()
             now = time.monotonic()
             if now >= next_tick:
                 try:
@@ -528,6 +535,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="largest total of incoming migration checkpoints this node holds at once, e.g. 64G (default 64G)")
     p.add_argument("--job-retention", metavar="DURATION",
                    help="forget ended jobs (table, store, logs) after this long, e.g. 3600, 90m, 24h, 7d (default 24h)")
+    p.add_argument("--relay", metavar="CLUSTER.toml", type=Path,
+                   help="also follow every node of this cluster file and serve them all here (docs/relays.md)")
+    p.add_argument("--simulate-nodes", type=int, metavar="K",
+                   help="run a fleet simulator of K SIMULATED nodes instead (python -m agentd.simulate --help)")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="node label (repeatable)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--version", action="version", version=f"agentd {__version__}")
@@ -548,6 +559,10 @@ def main(argv: list[str] | None = None) -> int:
     # users must reach gets its mode explicitly (agentd.control.statedir); jobs get umask 022.
     os.umask(0o077)
     args = parse_args(argv)
+    if args.simulate_nodes is not None:
+        from agentd.simulate.__main__ import main as simulate_main
+
+        return simulate_main([str(args.simulate_nodes), *(["--interval", str(args.interval)] if args.interval else [])])
     try:
         file_values = load_config_file(args.config) if args.config else {}
         labels = dict(file_values.get("labels", {}))
@@ -593,6 +608,17 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, PermissionError) as exc:
         print(f"agentd: {exc}", file=sys.stderr)
         return 2
+    if args.relay is not None:
+        from agentd.clusterfile import ClusterFileError
+        from agentd.relay import attach_relay
+
+        try:
+            daemon.relay = attach_relay(daemon, args.relay, keys_dir=state_dir / "keys")
+        except ClusterFileError as exc:
+            print(f"agentd: --relay: {exc}", file=sys.stderr)
+            daemon.close()
+            return 2
+        daemon.extensions.append(daemon.relay)  # hello lists "relay"; on_tick publishes summaries; closed with the daemon
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: daemon.stop())
     try:
