@@ -77,6 +77,7 @@ if TYPE_CHECKING:  # at run time imported where they are built (see _import_part
     from agentd.control.slurm import SlurmBackend
     from agentd.exporter import MetricsExporter
     from agentd.migration_service import MigrationService
+    from agentd.relay.service import Relay
 
 log = logging.getLogger("agentd")
 HEARTBEAT_S = 1.0
@@ -150,6 +151,7 @@ class Daemon:
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="agentd-rpc")
         self.audit = AuditLog(self.state_dir / AUDIT_NAME)
         self.jobs = self._make_job_manager()
+        self.relay: Relay | None = None  # with --relay: serves the nodes it follows too (attach_relay)
         self._register_handlers()
         self.migration = self._make_migration()
         self._route_slurm_migrations()
@@ -293,10 +295,14 @@ class Daemon:
         obj = getattr(req, "job", "") or ""
         reply: Reply | ErrorReply
         try:
-            if handler is None:
+            routed = self.relay.route(req, caller) if self.relay is not None else None
+            if routed is not None:  # a relay answers for the nodes behind it
+                reply = routed
+            elif handler is None:
                 raise ProtocolError(ErrorCode.UNAVAILABLE, f"node {self.node!r} does not offer {cmd!r}")
-            req = self._authorize(req, caller)
-            reply = handler(req, caller.name)
+            else:
+                req = self._authorize(req, caller)
+                reply = handler(req, caller.name)
             if isinstance(reply, JobsReply):  # however a handler built it, it fits the frame limit
                 jobs, omitted = fit_jobs(reply.jobs)
                 reply = msgspec.structs.replace(reply, jobs=jobs, omitted=reply.omitted + omitted)
@@ -373,6 +379,8 @@ class Daemon:
             caps += self.migration.capabilities
         if self.exporter is not None:
             caps.append("prometheus")
+        if self.relay is not None:
+            caps += self.relay.capabilities
         return HelloReply(
             id=req.id, node=self.node, agentd_version=__version__, pub_endpoint=self.sockets.pub_endpoint,
             capabilities=caps, server_time_s=time.time(), role=caller.role, user=caller.user or "",
@@ -466,6 +474,8 @@ class Daemon:
         self._observe_health(derived, jobs)
         if self.migration is not None:
             self.migration.on_tick(sample)
+        if self.relay is not None:
+            self.relay.on_tick(sample)
 
     def _observe_health(self, derived: DerivedNode, jobs: list[JobInfo]) -> None:
         """Run the health rules on this sample; each alert firing or clearing is an event."""
@@ -494,6 +504,8 @@ class Daemon:
                     log.exception("request dropped")
             self.sockets.flush_replies()
             self._flush_outbox()
+            if self.relay is not None:
+                self.relay.flush()
             now = time.monotonic()
             if now >= next_tick:
                 try:
@@ -517,6 +529,8 @@ class Daemon:
         self.sockets.flush_replies()
         if self.migration is not None:
             self.migration.close()
+        if self.relay is not None:
+            self.relay.close()
         if self.slurm is not None:
             self.slurm.close()
         self.jobs.close()  # never kills jobs: a restarted agentd re-adopts them
@@ -574,6 +588,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--job-retention", metavar="DURATION",
                    help="forget ended jobs (table, store, logs) after this long, e.g. 3600, 90m, 24h, 7d (default 24h)")
     p.add_argument("--health-rules", metavar="FILE", help="TOML file overriding the health rules' defaults (docs/health.md)")
+    p.add_argument("--relay", metavar="CLUSTER.toml", type=Path,
+                   help="also follow every node of this cluster file and serve them all here (docs/relays.md)")
+    p.add_argument("--simulate-nodes", type=int, metavar="K",
+                   help="run a fleet simulator of K SIMULATED nodes instead (python -m agentd.simulate --help)")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="node label (repeatable)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--version", action="version", version=f"agentd {__version__}")
@@ -594,6 +612,10 @@ def main(argv: list[str] | None = None) -> int:
     # users must reach gets its mode explicitly (agentd.control.statedir); jobs get umask 022.
     os.umask(0o077)
     args = parse_args(argv)
+    if args.simulate_nodes is not None:
+        from agentd.simulate.__main__ import main as simulate_main
+
+        return simulate_main([str(args.simulate_nodes), *(["--interval", str(args.interval)] if args.interval else [])])
     try:
         file_values = load_config_file(args.config) if args.config else {}
         labels = dict(file_values.get("labels", {}))
@@ -639,6 +661,16 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, PermissionError) as exc:
         print(f"agentd: {exc}", file=sys.stderr)
         return 2
+    if args.relay is not None:
+        from agentd.clusterfile import ClusterFileError
+        from agentd.relay import attach_relay
+
+        try:
+            daemon.relay = attach_relay(daemon, args.relay, keys_dir=state_dir / "keys")
+        except ClusterFileError as exc:
+            print(f"agentd: --relay: {exc}", file=sys.stderr)
+            daemon.close()
+            return 2
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: daemon.stop())
     try:

@@ -199,6 +199,7 @@ def client_for_job(args: argparse.Namespace, job_id: str) -> tuple[NodeClient, s
     if named:
         return connect(args, named[0]), job_id
     unreachable = []
+    relays = []
     for t in ts:
         if t.name:
             continue
@@ -206,9 +207,16 @@ def client_for_job(args: argparse.Namespace, job_id: str) -> tuple[NodeClient, s
         try:
             if c.hello().node == node:
                 return c, job_id
+            if "relay" in c.hello().capabilities:  # a relay hands it to the node that owns it
+                relays.append(c)
+                continue
         except ClientError as exc:
             unreachable.append(str(exc))
         c.close()
+    if relays:
+        for extra_relay in relays[1:]:
+            extra_relay.close()
+        return relays[0], job_id
     extra = f" ({'; '.join(unreachable)})" if unreachable else ""
     raise CliError(f"no node named {node!r} among the given nodes; pass --node ENDPOINT or --cluster FILE{extra}", 2)
 

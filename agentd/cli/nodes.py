@@ -110,11 +110,27 @@ def cmd_whoami(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
+def _relayed_rows(c: Any, hello: HelloReply) -> list[dict[str, Any]]:
+    """One row per node a relay serves (itself included), from its summaries."""
+    from agentd.protocol.relay import Nodes, NodesReply
+
+    reply = c.call(Nodes())
+    assert isinstance(reply, NodesReply)
+    return [{"name": n.node, "endpoint": n.endpoint or hello.node, "link": n.link, "error": n.detail, "via": [hello.node, *n.via],
+             "simulated": n.simulated, "cpu_count": n.cpu_count, "cpu_pct": n.cpu_pct, "memory_used_bytes": n.mem_used_bytes,
+             "memory_total_bytes": n.mem_total_bytes, "gpus": [{"index": g.index} for g in n.gpus],
+             "gpu_status": "simulated" if n.simulated else "", "jobs": len(n.jobs), "labels": n.labels}
+            for n in reply.nodes]
+
+
 def cmd_nodes(args: argparse.Namespace) -> int:
     rows = []
     for t, c in each_node(args):
         try:
             hello = c.hello()
+            if "relay" in hello.capabilities:  # every node behind it, from its 1 Hz summaries
+                rows += _relayed_rows(c, hello)
+                continue
             snap = c.call(Snapshot(history=2))
             assert isinstance(snap, SnapshotReply)
             rows.append(_node_row(t.endpoint, hello, snap))
@@ -130,12 +146,13 @@ def cmd_nodes(args: argparse.Namespace) -> int:
         for col in ("NODE", "ENDPOINT", "LINK", "CPU", "MEMORY", "GPUS", "JOBS"):
             table.add_column(col)
         for r in rows:
-            if r["link"] == "down":
-                table.add_row("?", cell(r["endpoint"]), "[red]down[/red]", "", "", cell(r["error"]), "")
+            if r["link"] != "live":
+                table.add_row(cell(r["name"] or "?"), cell(r["endpoint"]), f"[red]{cell(r['link'])}[/red]", "", "", cell(r["error"]), "")
                 continue
             gpus = f"{len(r['gpus'])} ({r['gpu_status']})" if r["gpus"] else r["gpu_status"] or "none"
             cpu = "—" if r["cpu_pct"] is None else f"{r['cpu_pct']:.0f}% of {r['cpu_count']}"
             mem = f"{human_bytes(r['memory_used_bytes'])} / {human_bytes(r['memory_total_bytes'])}"
+            gpus += " SIMULATED" if r.get("simulated") and "simulated" not in gpus else ""
             table.add_row(cell(r["name"]), cell(r["endpoint"]), "[green]live[/green]", cpu, mem, cell(gpus), str(r["jobs"]))
         Console().print(table)
     down = [r for r in rows if r["link"] == "down"]

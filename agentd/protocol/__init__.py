@@ -17,6 +17,7 @@ from agentd.protocol.jobs import (
 from agentd.protocol.messages import *  # noqa: F401,F403  (the schema table is the API)
 from agentd.protocol.messages import COMMANDS, MAX_MESSAGE_BYTES, PROTOCOL_VERSION
 from agentd.protocol import migration as _migration  # noqa: F401,E402  (registers migrate_* commands)
+from agentd.protocol import relay as _relay  # noqa: F401,E402  (registers nodes/follow and the relay stream)
 
 __all__ = [
     "ACTIVE_STATES", "COMMANDS", "CheckpointContract", "ErrorCode", "Event", "JobInfo", "JobSpec",

@@ -24,7 +24,6 @@ from agentd.protocol.messages import (
 
 _encoder = msgspec.msgpack.Encoder()
 _header_decoder = msgspec.msgpack.Decoder(Header)
-_stream_decoder = msgspec.msgpack.Decoder(StreamBody)
 _FIELD_RE = re.compile(r"(?:at|in) `\$\.?([^`]*)`")
 R = TypeVar("R", bound=Reply)
 # msgspec raises DecodeError for most bad input, but UnicodeDecodeError for invalid UTF-8 in
@@ -38,7 +37,17 @@ def encode(msg: msgspec.Struct) -> bytes:
 
 
 def topic_of(msg: StreamMsg) -> bytes:
-    return TOPICS[type(msg)]
+    """The PUB topic of a stream message; a message with a ``topic_suffix`` (a relay's
+    per-node detail) extends its type's topic with it."""
+    suffix: bytes = getattr(msg, "topic_suffix", b"")
+    return TOPICS[type(msg)] + suffix
+
+
+@lru_cache(maxsize=None)
+def _stream_decoder(n_types: int) -> msgspec.msgpack.Decoder[StreamMsg]:
+    # Rebuilt only when a protocol module registers more stream messages (agentd.protocol.relay).
+    extra = tuple(t for t in TOPICS if t not in StreamBody.__args__)
+    return msgspec.msgpack.Decoder(Union[(StreamBody, *extra)] if extra else StreamBody)
 
 
 def field_of(err: Exception | str) -> str:
@@ -104,7 +113,7 @@ def decode_reply(buf: bytes, expected: type[R]) -> R | ErrorReply:
 def decode_stream(buf: bytes) -> StreamMsg:
     """Decode a stream body; ProtocolError when it is not one of the stream messages."""
     try:
-        return _stream_decoder.decode(buf)
+        return _stream_decoder(len(TOPICS)).decode(buf)
     except _DECODE_ERRORS as exc:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"malformed stream message: {exc}", _field_of(exc)) from None
 

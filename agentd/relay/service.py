@@ -1,0 +1,369 @@
+"""The relay inside agentd (``agentd --relay CLUSTER.toml``): follow many nodes, serve them all.
+
+Threads (the daemon's rule: one thread owns each socket):
+
+- the relay's link thread owns a :class:`~agentd.transport.fanout.LinkPool` (every followed
+  node's DEALER and SUB) and folds what arrives into :class:`FollowedNode` objects;
+- the daemon's loop thread owns the PUB: at each tick (:meth:`Relay.on_tick`) it publishes the
+  summaries of the whole subtree, and at each wake-up (:meth:`Relay.flush`) the detail of the
+  followed nodes queued by the link thread;
+- the daemon's request pool runs :meth:`Relay.route`: a job action for another node goes to
+  that node on a short-lived client of the pool thread's own, and the node's reply (or
+  refusal) comes back to the caller.
+
+Security (docs/relays.md): a node authorises the relay like any client, with the least role
+it should have there; the relay gives each client ``least_role(client's role at the relay,
+the relay's role at the node, ...)`` along the path, checks job ownership itself for users
+(by the Unix user name, as Slurm does across a cluster), and names the client in the ``actor``
+note the node writes to its audit log. A relay never gives a client more than its own key has.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import ClassVar, Protocol
+
+import msgspec
+
+from agentd.access import Caller, public_job, without_env_values
+from agentd.clusterfile import ClusterFile
+from agentd.metrics import NodeInventory, NodeSample
+from agentd.protocol import ErrorCode, JobInfo, ProtocolError
+from agentd.protocol.messages import (
+    Cancel,
+    JobReply,
+    Jobs,
+    JobsReply,
+    Logs,
+    Migrate,
+    OkReply,
+    Pause,
+    Priority,
+    Reply,
+    Request,
+    Resume,
+    Show,
+    Snapshot,
+    SnapshotReply,
+    StreamMsg,
+)
+from agentd.protocol.relay import (
+    FOLLOW_LEASE_S,
+    SUMMARY_BATCH,
+    Follow,
+    FollowReply,
+    JobSummary,
+    Nodes,
+    NodesReply,
+    NodeSummary,
+    RelayedMsg,
+    SummaryMsg,
+    Unfollow,
+    detail_topic,
+)
+from agentd.relay.summary import FollowedNode, least_role, summarise
+from agentd.transport.client import (
+    ClientError,
+    LinkMessage,
+    LinkSnapshot,
+    LinkState,
+    RemoteError,
+    Unreachable,
+)
+from agentd.transport.fanout import LinkPool
+
+log = logging.getLogger(__name__)
+FORWARDED: tuple[type[Request], ...] = (Show, Pause, Resume, Priority, Cancel, Logs, Migrate)
+CONTROL = (Pause, Resume, Priority, Cancel, Migrate)
+FORWARD_TIMEOUT_S = 20.0
+DETAIL_QUEUE = 20000  # queued detail messages at most (a slow loop drops the oldest)
+
+
+class _Waker(Protocol):
+    def wake(self) -> None: ...
+
+
+class RelayHost(Protocol):
+    """What the relay needs of the daemon it lives in."""
+
+    node: str
+    sockets: _Waker
+    inventory: NodeInventory
+
+    def publish(self, make: Callable[[int], StreamMsg]) -> None: ...
+    def all_jobs(self, active_only: bool = False) -> list[JobInfo]: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Route:
+    """How to reach a node: the followed link's endpoint, and the relays on the way."""
+
+    node: str
+    endpoint: str
+    server_key: str
+    via: tuple[str, ...]  # child relays between this relay and the node, nearest first
+    role: str  # the least role this relay's path holds at the node
+
+
+class Relay:
+    """Follows the cluster file's nodes and serves their subtree through its daemon."""
+
+    capabilities: ClassVar[list[str]] = ["relay"]
+
+    def __init__(self, host: RelayHost, cluster: ClusterFile, keys_dir: Path | None = None) -> None:
+        self.host = host
+        self.pool = LinkPool(keys_dir)
+        self._lock = threading.Lock()
+        self.followed: dict[str, FollowedNode] = {}  # by endpoint
+        for n in cluster.node:
+            if n.name == host.node:
+                continue  # the relay's own node: served by its daemon directly
+            self.followed[n.endpoint] = FollowedNode(n.name, n.endpoint, n.server_key)
+        self._detail: collections.deque[tuple[str, bytes]] = collections.deque(maxlen=DETAIL_QUEUE)
+        self._follows: dict[str, tuple[int, float]] = {}  # node -> (followers, lease end, monotonic)
+        self._own: tuple[NodeSample | None, NodeSample | None] = (None, None)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="agentd-relay-links", daemon=True)
+        self._thread.start()
+
+    # ---- the link thread ---------------------------------------------------------------
+    def _run(self) -> None:
+        for f in self.followed.values():
+            self.pool.add(f.endpoint, f.server_key)
+        while not self._stop.is_set():
+            try:
+                events = self.pool.poll(0.1)
+            except Exception:  # a link that cannot be polled must not stop the others
+                log.exception("relay poll failed")
+                time.sleep(0.5)
+                continue
+            if not events:
+                continue
+            queued = False
+            with self._lock:
+                for ev in events:
+                    got = self.followed.get(ev.endpoint)
+                    if got is None:
+                        continue
+                    f = got
+                    if isinstance(ev, LinkSnapshot):
+                        f.on_snapshot(ev.hello, ev.reply)
+                    elif isinstance(ev, LinkState):
+                        f.on_link(ev.state, ev.detail)
+                    elif isinstance(ev, LinkMessage):
+                        msg = ev.msg
+                        if isinstance(msg, RelayedMsg):
+                            if self._is_followed(msg.origin):
+                                self._detail.append((msg.origin, msg.body))
+                                queued = True
+                            continue
+                        f.on_message(msg)
+                        if not isinstance(msg, SummaryMsg) and self._is_followed(f.name):
+                            self._detail.append((f.name, msgspec.msgpack.encode(msg)))
+                            queued = True
+            if queued:
+                self.host.sockets.wake()
+        self.pool.close()
+
+    def _is_followed(self, node: str) -> bool:
+        entry = self._follows.get(node)
+        return entry is not None and entry[1] > time.monotonic()
+
+    # ---- the daemon's loop thread --------------------------------------------------------
+    def flush(self) -> None:
+        """Publish the detail queued by the link thread (loop thread)."""
+        while True:
+            try:
+                origin, body = self._detail.popleft()
+            except IndexError:
+                return
+            self.host.publish(self._relayed(origin, body))
+
+    def _relayed(self, origin: str, body: bytes) -> Callable[[int], StreamMsg]:
+        return lambda seq: RelayedMsg(node=self.host.node, seq=seq, origin=origin, body=body)
+
+    def _summaries(self, batch: list[NodeSummary]) -> Callable[[int], StreamMsg]:
+        return lambda seq: SummaryMsg(node=self.host.node, seq=seq, nodes=batch)
+
+    def on_tick(self, sample: NodeSample) -> None:
+        """Once per daemon tick: the whole subtree's summaries, in batches (loop thread)."""
+        self._own = (sample, self._own[0])
+        nodes, _ = self.subtree()
+        for i in range(0, len(nodes), SUMMARY_BATCH):
+            batch = nodes[i:i + SUMMARY_BATCH]
+            self.host.publish(self._summaries(batch))
+
+    # ---- what the relay serves -----------------------------------------------------------
+    def subtree(self) -> tuple[list[NodeSummary], dict[str, Route]]:
+        """Every node served (this one first), and how to reach each. A node reachable directly
+        and through a child relay is reached directly; one behind two child relays through
+        the one whose link to it is live (failover when a relay dies)."""
+        newer, older = self._own
+        own = summarise(self.host.node, newer, older, self.host.inventory, self.host.all_jobs(active_only=True),
+                        link="live", relay_role="admin", capabilities=list(self.capabilities))
+        out: dict[str, NodeSummary] = {own.node: own}
+        routes: dict[str, Route] = {}
+        with self._lock:
+            followed = list(self.followed.values())
+            for f in followed:
+                if f.summary is not None and f.name not in out:
+                    out[f.name] = f.summary
+                    routes[f.name] = Route(f.name, f.endpoint, f.server_key, (), f.role)
+            for f in followed:
+                if not f.is_relay:
+                    continue
+                for s in f.subtree.values():
+                    role = least_role(f.role, s.relay_role)
+                    s2 = msgspec.structs.replace(s, via=[f.name, *s.via], relay_role=role)
+                    if f.link != "live":
+                        s2 = msgspec.structs.replace(s2, link="stale" if s2.link == "live" else s2.link,
+                                                     detail=f"relay {f.name} is {f.link}")
+                    held = out.get(s.node)
+                    if held is None or (held.via and held.link != "live" and s2.link == "live"):
+                        out[s.node] = s2
+                        routes[s.node] = Route(s.node, f.endpoint, f.server_key, (f.name, *s.via), role)
+        return list(out.values()), routes
+
+    def _route_to(self, node: str) -> Route:
+        _, routes = self.subtree()
+        r = routes.get(node)
+        if r is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"node {node!r} is not served by relay {self.host.node!r}; "
+                                "`agentctl --node RELAY nodes` lists the nodes it serves", "node")
+        return r
+
+    def route(self, req: Request, caller: Caller) -> Reply | None:
+        """The reply to a request the relay answers, or None for the daemon's own node."""
+        if isinstance(req, Nodes):
+            nodes, _ = self.subtree()
+            return NodesReply(relay=self.host.node, nodes=nodes)
+        if isinstance(req, Jobs):
+            return self._jobs(req, caller)
+        if isinstance(req, Follow):
+            return self._follow(req, caller)
+        if isinstance(req, Unfollow):
+            with self._lock:
+                n, end = self._follows.get(req.node, (0, 0.0))
+                if n <= 1:
+                    self._follows.pop(req.node, None)
+                else:
+                    self._follows[req.node] = (n - 1, end)
+            return OkReply(message=f"detail of {req.node} no longer needed here")
+        if isinstance(req, FORWARDED):
+            job_id: str = req.job  # type: ignore[attr-defined]
+            node = job_id.rpartition(".")[0]
+            if not node or node == self.host.node:
+                return None
+            return self._forward_job(req, job_id, self._route_to(node), caller)
+        return None
+
+    def _jobs(self, req: Jobs, caller: Caller) -> JobsReply:
+        jobs = [without_env_values(j) if caller.may_see_private(j.owner) else public_job(j)
+                for j in self.host.all_jobs(active_only=req.active_only)]
+        children: list[FollowedNode] = []
+        with self._lock:
+            for f in self.followed.values():
+                if f.is_relay:
+                    children.append(f)
+                    continue
+                jobs += [j for j in f.jobs.values() if not req.active_only or j.state in ("queued", "running", "paused",
+                                                                                          "checkpointing", "migrating")]
+        omitted = 0
+        for f in children:  # a child relay lists its own subtree (Slurm's fan-out)
+            try:
+                reply = self._call(f.endpoint, f.server_key, Jobs(active_only=req.active_only, actor=caller.name))
+            except ProtocolError as exc:
+                log.info("jobs of relay %s left out: %s", f.name, exc.message)
+                continue
+            assert isinstance(reply, JobsReply)
+            jobs += reply.jobs
+            omitted += reply.omitted
+        return JobsReply(jobs=jobs, omitted=omitted)
+
+    def _follow(self, req: Follow, caller: Caller) -> FollowReply:
+        if req.node == self.host.node:
+            raise ProtocolError(ErrorCode.INVALID, f"{req.node!r} is this relay's own node: its detail is on this "
+                                "stream already (subscribe to it and ask for `snapshot`)", "node")
+        r = self._route_to(req.node)
+        with self._lock:  # before the snapshot: nothing between it and the stream is lost
+            n, _ = self._follows.get(req.node, (0, 0.0))
+            self._follows[req.node] = (n + 1, time.monotonic() + FOLLOW_LEASE_S)
+        if r.via:  # the child relay follows it for us and sends its detail our way
+            reply = self._call(r.endpoint, r.server_key, Follow(node=req.node, actor=caller.name))
+            assert isinstance(reply, FollowReply)
+            return msgspec.structs.replace(reply, id=0, topic=detail_topic(req.node), lease_s=FOLLOW_LEASE_S)
+        snap = self._call(r.endpoint, r.server_key, Snapshot(history=2, actor=caller.name))
+        assert isinstance(snap, SnapshotReply)
+        snap = msgspec.structs.replace(snap, jobs=[public_job(j) for j in snap.jobs])
+        return FollowReply(node=req.node, topic=detail_topic(req.node), snapshot=snap)
+
+    def _known_job(self, job_id: str) -> JobInfo | JobSummary | None:
+        with self._lock:
+            for f in self.followed.values():
+                if job_id in f.jobs:
+                    return f.jobs[job_id]
+                for s in f.subtree.values():
+                    for j in s.jobs:
+                        if j.id == job_id:
+                            return j
+        return None
+
+    def _forward_job(self, req: Request, job_id: str, r: Route, caller: Caller) -> Reply:
+        cmd = str(type(req).__struct_config__.tag)
+        role = least_role(caller.role, r.role)
+        # Who the client is here, with no more than this relay holds at the node.
+        eff = dataclasses.replace(caller, role=role)
+        if not eff.at_least(req.role):
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, f"{caller.name} has role {caller.role} at relay {self.host.node!r}, "
+                                f"and the relay holds role {r.role} at node {r.node!r}, so through it {caller.name} is a "
+                                f"{role}; {cmd!r} needs {req.role} (authorise the relay's key there with a higher role, "
+                                "or ask the node directly)")
+        if isinstance(req, Priority) and req.priority > 0 and not eff.at_least("operator"):
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"priority {req.priority}: {caller.name} (role {role} through relay "
+                                f"{self.host.node!r}) may set priorities up to 0; raising a job above 0 needs an operator",
+                                "priority")
+        owner: str | None = None
+        if isinstance(req, (*CONTROL, Logs)) and not eff.at_least("operator"):
+            known = self._known_job(job_id)
+            if known is None:  # not seen yet: ask the node who owns it
+                shown = self._call(r.endpoint, r.server_key, Show(job=job_id, actor=caller.name))
+                assert isinstance(shown, JobReply)
+                known = shown.job
+            owner = known.owner if isinstance(known, JobSummary) else (known.owner or known.spec.user or "")
+            if not (eff.role == "user" and eff.user and eff.user == owner):
+                raise ProtocolError(ErrorCode.FORBIDDEN, f"job {job_id} belongs to {owner or 'another user'}; "
+                                    f"{caller.name} (role {role} through relay {self.host.node!r}) may "
+                                    f"{cmd} only its own jobs", "job")
+        note = f"{caller.name} via relay {self.host.node}" + (f" ({caller.note})" if caller.note else "")
+        reply = self._call(r.endpoint, r.server_key, msgspec.structs.replace(req, actor=note[:200]),
+                           timeout_s=FORWARD_TIMEOUT_S + (req.grace_s if isinstance(req, Cancel) else 0.0))
+        if isinstance(reply, JobReply) and not eff.may_see_private(owner if owner is not None else reply.job.owner):
+            reply = msgspec.structs.replace(reply, job=public_job(reply.job))
+        return reply
+
+    def _call(self, endpoint: str, server_key: str, req: Request, timeout_s: float = FORWARD_TIMEOUT_S) -> Reply:
+        """One request to a followed node, from the calling (pool) thread; its refusal
+        becomes ours, with the node named."""
+        client = self.pool.client(endpoint, server_key, timeout_s=timeout_s)
+        try:
+            return client.call(req)
+        except RemoteError as exc:
+            raise ProtocolError(ErrorCode(exc.code) if exc.code in ErrorCode._value2member_map_ else ErrorCode.FAILED,
+                                exc.message, exc.field) from None
+        except Unreachable:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, f"{endpoint} did not answer relay {self.host.node!r} within "
+                                f"{timeout_s:g} s; the action may or may not have happened (see `agentctl jobs`)") from None
+        except ClientError as exc:
+            raise ProtocolError(ErrorCode.FAILED, f"relay {self.host.node!r} to {endpoint}: {exc}") from None
+        finally:
+            client.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
