@@ -54,6 +54,26 @@ class CheckpointContract(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
     timeout_s: CheckpointTimeout = 60.0
 
 
+MAX_GROUP_RANKS = 65536
+RankIndex = Annotated[int, msgspec.Meta(ge=0, lt=MAX_GROUP_RANKS)]
+GpuIndexes = Annotated[list[Annotated[int, msgspec.Meta(ge=0, lt=1024)]], msgspec.Meta(max_length=64)]
+
+
+class GroupMember(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+    """This job is one rank of a group: a gang job spanning nodes (docs/groups.md).
+
+    ``id`` is the group's cluster-unique id (``gpu-a.run-7``); ``gpu_indexes`` pins the GPUs of
+    this node the rank was given (empty: any ``gpus`` free ones)."""
+
+    id: JobId
+    rank: RankIndex
+    world_size: Annotated[int, msgspec.Meta(ge=1, le=MAX_GROUP_RANKS)]
+    role: Name = ""
+    node_rank: RankIndex = 0
+    local_rank: RankIndex = 0
+    gpu_indexes: GpuIndexes = []
+
+
 class JobSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
     """What to run. ``argv`` is a list; a shell string only with ``shell=True`` (one element).
 
@@ -75,6 +95,7 @@ class JobSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     checkpoint: CheckpointContract | None = None
     labels: Labels = {}
     counters: Counters = []
+    group: GroupMember | None = None  # set for the ranks of a gang job
 
     def __post_init__(self) -> None:
         # Totals the per-field constraints cannot say; msgspec turns this into a ValidationError.
