@@ -20,7 +20,18 @@ class ActiveAlerts:
 
     def __init__(self) -> None:
         self._by_key: dict[tuple[str, str, str], Alert] = {}
+        self._new: list[Alert] = []  # fired by events since take_new(): what to notify about
         self.version = 0
+
+    def clear(self) -> None:
+        self._by_key.clear()
+        self._new.clear()
+        self.version += 1
+
+    def take_new(self) -> list[Alert]:
+        """Alerts that began firing (by an event, not a snapshot) since the last call."""
+        new, self._new = self._new, []
+        return [a for a in new if a.key in self._by_key]
 
     def apply(self, event: Event) -> tuple[Alert, str] | None:
         """Take one event; the (alert, state) it carried when it was an alert event."""
@@ -31,6 +42,8 @@ class ActiveAlerts:
             return None
         alert, state = parsed
         if state == "firing":
+            if alert.key not in self._by_key:
+                self._new.append(alert)
             self._by_key[alert.key] = alert
         elif self._by_key.pop(alert.key, None) is None:
             return parsed  # cleared an alert we never saw firing (joined late): nothing to drop

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
-    QDockWidget, QFileDialog, QLineEdit, QMainWindow, QMenu, QMessageBox, QStackedWidget, QToolBar, QToolButton, QTreeView,
+    QDockWidget, QFileDialog, QSystemTrayIcon, QLineEdit, QMainWindow, QMenu, QMessageBox, QStackedWidget, QToolBar, QToolButton, QTreeView,
     QVBoxLayout, QWidget,
 )
 
@@ -25,6 +25,7 @@ from gui.views.events import EventLog
 from gui.views.jobs import JobsPanel
 from gui.views.logs import LogsDialog
 from gui.views.recording import FILE_FILTER, RecordController
+from gui.views.health import HealthPanel
 from gui.views.statusbar import StatusBar
 from gui.views.topology import TopologyCanvas
 
@@ -91,6 +92,8 @@ class MainWindow(QMainWindow):
         self.jobs.logs_requested.connect(self.show_logs)
         self.jobs.migrate_requested.connect(self.migrate_dialog)
         self.events = EventLog(self.state)
+        self.health = HealthPanel(self.state.alerts, clock=source.now_s)
+        self.health.node_requested.connect(self._show_node_named)
         self.status = StatusBar(self.state, clock=source.now_s)
         self.setStatusBar(self.status)
         self.actions.busy_changed.connect(self.status.set_busy)
@@ -127,15 +130,20 @@ class MainWindow(QMainWindow):
         self.center.addWidget(self.map)
         self._cards_page = cards
         self._view_chosen = False  # the person picked map or cards: no more automatic switch
+        self._tray: QSystemTrayIcon | None = None
+        self.notifications: list[tuple[str, str]] = []  # (title, text) shown, for tests and a later log
         self.setCentralWidget(self.center)
         self.dock_tree = self._dock("Cluster", tree_box, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.dock_charts = self._dock("Charts", self.charts, Qt.DockWidgetArea.RightDockWidgetArea)
         self.dock_jobs = self._dock("Jobs", self.jobs, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.dock_events = self._dock("Events", self.events, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.dock_health = self._dock("Health", self.health, Qt.DockWidgetArea.RightDockWidgetArea)
         # Charts and events take the full height on the right; jobs span the rest at the bottom.
         self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
         self.setCorner(Qt.Corner.TopRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
         self.splitDockWidget(self.dock_charts, self.dock_events, Qt.Orientation.Vertical)
+        self.tabifyDockWidget(self.dock_events, self.dock_health)  # alerts beside the events they come from
+        self.dock_events.raise_()
         self._menus()
 
         source.node_added.connect(self.state.add_node)
@@ -210,7 +218,7 @@ class MainWindow(QMainWindow):
                   self.jobs.act_cancel, self.jobs.act_logs):
             jobs.addAction(a)
         view = mb.addMenu("&View")
-        for d in (self.dock_tree, self.dock_charts, self.dock_jobs, self.dock_events):
+        for d in (self.dock_tree, self.dock_charts, self.dock_jobs, self.dock_events, self.dock_health):
             view.addAction(d.toggleViewAction())
         view.addSeparator()
         add_chart = view.addAction("Add chart")
@@ -288,8 +296,34 @@ class MainWindow(QMainWindow):
             self.map.refresh()
         self.jobs.refresh()
         self.events.refresh()
+        self.health.refresh()
         self.status.refresh()
+        self._notify_alerts()
         self._update_title()
+
+    def _notify_alerts(self) -> None:
+        """A new warning or critical alert of a live cluster: a desktop notification where the
+        desktop has a tray, else a status-bar message; the Health tab has them all."""
+        new = [a for a in self.state.alerts.take_new() if a.severity != "info"]
+        if not new or not self.state.live_source:
+            return
+        title = f"{len(new)} new alert{'s' if len(new) > 1 else ''}" if len(new) > 1 else f"{new[0].severity}: {new[0].node}"
+        text = new[0].message if len(new) == 1 else "; ".join(a.message for a in new[:3])
+        self.notifications.append((title, text))
+        if self._tray is None and QSystemTrayIcon.isSystemTrayAvailable():
+            self._tray = QSystemTrayIcon(self.windowIcon(), self)
+            self._tray.show()
+        if self._tray is not None:
+            self._tray.showMessage(title, text, QSystemTrayIcon.MessageIcon.Warning, 8000)
+        else:
+            self.status.showMessage(f"⚠ {title}: {text}", 10000)
+
+    def _show_node_named(self, node_name: str) -> None:
+        """The card of the node whose daemon is called ``node_name`` (alerts name the daemon)."""
+        for key, node in self.state.nodes.items():
+            if key == node_name or (node.inventory is not None and node.inventory.node == node_name):
+                self.show_node_card(key)
+                return
 
     def view(self) -> str:
         """Which view the middle shows: "map" or "cards"."""

@@ -26,6 +26,7 @@ from agentd.protocol.messages import (
     StreamMsg,
 )
 from gui import fmt
+from gui.alerts import ActiveAlerts
 from gui.series import DEFAULT_HISTORY_S, DEFAULT_INTERVAL_S, SeriesStore, smoothed_last
 
 MAX_EVENTS = 5000
@@ -234,6 +235,7 @@ class ClusterState:
         self.revision = 0
         self.structure_revision = 0  # nodes/GPUs/jobs appeared or vanished
         self.live_source = True  # False in a replay: link states are what was recorded
+        self.alerts = ActiveAlerts()  # health alerts firing now, from alert events and snapshots
 
     # ---- applying what a source emits ------------------------------------------------
 
@@ -245,6 +247,9 @@ class ClusterState:
         return node
 
     def remove_node(self, key: str) -> None:
+        node = self.nodes.get(key)
+        if node is not None and node.inventory is not None:
+            self.alerts.forget_node(node.inventory.node)
         if self.nodes.pop(key, None) is not None:
             self.series.drop_node(key)
             self._bump(structure=True)
@@ -253,6 +258,7 @@ class ClusterState:
         self.nodes.clear()
         self.events.clear()
         self.series.clear()
+        self.alerts.clear()
         self._bump(structure=True)
 
     def set_link(self, key: str, state: str, detail: str = "") -> None:
@@ -283,6 +289,9 @@ class ClusterState:
             prev = s
         for ev in snap.events:
             self._add_event(ev)
+        # After the events: what the snapshot says is firing is the truth (an alert whose
+        # clearing fell out of the snapshot's recent events is not left behind).
+        self.alerts.replace_node(snap.inventory.node, snap.alerts)
         node.last_heard_s = self.clock()
         self._bump(structure=True)
 
@@ -321,6 +330,7 @@ class ClusterState:
     def _add_event(self, ev: Event) -> None:
         self.events.append(ev)
         self.events_total += 1
+        self.alerts.apply(ev)
 
     def _apply_sample(self, node: NodeState, sample: NodeSample, prev: NodeSample | None) -> None:
         d = derive(sample, prev)

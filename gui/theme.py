@@ -7,6 +7,8 @@ import zlib
 from PySide6.QtGui import QColor, QGuiApplication, QPalette
 
 LINK_COLOURS = {"live": "#2e9e44", "stale": "#d89614", "down": "#d0342c", "connecting": "#7a7f87", "unreachable": "#d0342c"}
+SEVERITY_COLOURS = {"critical": "#d0342c", "warning": "#d89614", "info": "#5b7bd5"}
+SEVERITY_SYMBOLS = {"critical": "⬤", "warning": "▲", "info": "●"}
 LINK_SYMBOLS = {"live": "●", "stale": "◐", "down": "○", "connecting": "◌", "unreachable": "○"}
 
 

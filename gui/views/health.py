@@ -17,9 +17,8 @@ from PySide6.QtWidgets import (
 
 from gui import fmt
 from gui.alerts import ActiveAlerts
+from gui.theme import SEVERITY_COLOURS, SEVERITY_SYMBOLS
 
-SEVERITY_COLOURS = {"critical": "#d0342c", "warning": "#d89614", "info": "#5b7bd5"}
-SEVERITY_SYMBOLS = {"critical": "⬤", "warning": "▲", "info": "●"}
 COLUMNS = ("Severity", "Node", "Subject", "Alert", "For")
 FILTERS = (("All severities", ""), ("Critical", "critical"), ("Warning or worse", "warning"))
 

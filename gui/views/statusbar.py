@@ -9,7 +9,7 @@ from PySide6.QtWidgets import QLabel, QProgressBar, QStatusBar
 
 from gui import fmt
 from gui.state import ClusterState
-from gui.theme import LINK_COLOURS, LINK_SYMBOLS
+from gui.theme import LINK_COLOURS, LINK_SYMBOLS, SEVERITY_COLOURS, SEVERITY_SYMBOLS
 
 MAX_NODES_LISTED = 12
 
@@ -32,8 +32,12 @@ class StatusBar(QStatusBar):
         self.recording.setVisible(False)
         self.recording.setToolTip("This session is being recorded")
         self.clock_label = QLabel()
+        self.health = QLabel()
+        self.health.setTextFormat(Qt.TextFormat.RichText)
+        self.health.setToolTip("Health alerts firing now (View ▸ Health)")
         # Permanent, not a normal widget: QStatusBar hides normal widgets while a message shows,
         # and the node link dots must stay visible. Messages take the space to their left.
+        self.addPermanentWidget(self.health)
         self.addPermanentWidget(self.links)
         self.addPermanentWidget(self.busy_label)
         self.addPermanentWidget(self.busy)
@@ -52,10 +56,20 @@ class StatusBar(QStatusBar):
                          f"{s.get('down', 0) + s.get('unreachable', 0)} down in all)")
         if not parts:
             parts.append("no nodes — use Cluster ▸ Connect to node…")
+        self.refresh_health()
         html = " &nbsp; ".join(parts)
         if self.links.text() != html:
             self.links.setText(html)
             self.links.setToolTip("\n".join(f"{k}: {n.status}" + (f" ({n.link_detail})" if n.link_detail else "") for k, n in self.state.nodes.items()))
+
+    def refresh_health(self) -> None:
+        """⬤ 2 ▲ 5 ● 1: the alerts firing now by severity; "✓ healthy" when none."""
+        counts = self.state.alerts.counts()
+        parts = [f"<span style='color:{SEVERITY_COLOURS[sev]}'>{SEVERITY_SYMBOLS[sev]}</span>&nbsp;{n}"
+                 for sev, n in counts.items() if n]
+        html = " ".join(parts) if parts else f"<span style='color:{LINK_COLOURS['live']}'>✓</span> healthy"
+        if self.health.text() != html:
+            self.health.setText(html)
 
     def tick_clock(self, now_s: float | None = None) -> None:
         text = time.strftime("%H:%M:%S", time.localtime(self.clock() if now_s is None else now_s))
