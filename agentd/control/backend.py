@@ -12,7 +12,7 @@ CONFLICT, INVALID, FAILED) with a message that names the job and the remedy.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from agentd.protocol.jobs import JobInfo
 from agentd.telemetry.cgroup_paths import CgroupRef
@@ -53,3 +53,11 @@ class JobBackend(Protocol):
     def close(self) -> None:
         """Release what the backend holds; never ends jobs."""
         ...
+
+
+if TYPE_CHECKING:  # mypy proves both backends conform; nothing is imported at run time
+    from agentd.control.manager import JobManager
+    from agentd.control.slurm import SlurmBackend
+
+    def _conforms(local: JobManager, slurm: SlurmBackend) -> tuple[JobBackend, JobBackend]:
+        return local, slurm

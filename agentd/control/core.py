@@ -189,7 +189,7 @@ class JobCore:
             plan = admission.plan_admission([self._queued(j) for j in self._queue()], self._resources())
             for never in plan.never:
                 self._finish(self._jobs[never.job_id], "failed", None, never.reason, "")
-            replan = bool(plan.never) and not plan.start
+            replan = False
             for start in plan.start:
                 job = self._jobs[start.job_id]
                 self._start(job, list(start.gpus))
@@ -262,13 +262,14 @@ class JobCore:
             except (OSError, TimeoutError) as e:
                 log.warning("could not pause %s on start: %s", job.id, e)
 
-    def _settle(self, job_id: str | None = None, *, any_unclaimed: bool = False) -> None:
+    def _settle(self, job_id: str | None = None, *, any_unclaimed: bool = False, every: bool = False) -> None:
         """Wait, holding no lock, for launches in flight and record their results: those this
-        thread started, ``job_id``'s, and with ``any_unclaimed`` every one nobody waits for."""
+        thread started, ``job_id``'s, with ``any_unclaimed`` every one nobody waits for, and with
+        ``every`` all of them (closing)."""
         me = threading.get_ident()
         while True:
             with self._lock:
-                mine = [p for p in self._starting.values() if p.started_by == me or p.job.id == job_id]
+                mine = [p for p in self._starting.values() if every or p.started_by == me or p.job.id == job_id]
                 todo = [p for p in self._starting.values() if not p.claimed
                         and (p in mine or any_unclaimed)]
                 if not todo and not mine:

@@ -156,6 +156,7 @@ class JobManager(Cancelling):
     def close(self) -> None:
         """Stop listening and close the store. Never touches the jobs: they keep running."""
         self._closing.set()  # waiting cancels reply now (a restarted agentd does not know their deadline)
+        self._settle(every=True)  # a launch in flight is recorded before the store closes
         with self._lock:
             self._started = False
             self._reap_children()
