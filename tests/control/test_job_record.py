@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from agentd.control.job import TRANSITIONS, IllegalTransition, Job, Runtime, check_transition
+from agentd.control.job import (
+    TRANSITIONS,
+    IllegalTransition,
+    Job,
+    Runtime,
+    check_transition,
+)
 from agentd.protocol.jobs import TERMINAL_STATES, JobSpec
 
 
