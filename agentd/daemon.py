@@ -30,10 +30,10 @@ import msgspec
 from agentd import __version__
 from agentd.access import AccessPolicy, Caller, owner_of, public_job, without_env_values
 from agentd.config import ConfigError, DaemonConfig, build_config, load_config_file
+from agentd.control.backend import JobBackend
 from agentd.health.engine import AlertChange, HealthEngine
 from agentd.health.rules import RulesError, load_rules
-from agentd.metrics import DerivedNode
-from agentd.metrics import AppMetric, NodeInventory, NodeSample, derive
+from agentd.metrics import AppMetric, DerivedNode, NodeInventory, NodeSample, derive
 from agentd.protocol import ErrorCode, Event, JobInfo, ProtocolError, decode_request, encode, error_reply
 from agentd.protocol.codec import request_id
 from agentd.protocol.alerts import alert_data
@@ -240,7 +240,7 @@ class Daemon:
             jobs = jobs + self.slurm.jobs(active_only=active_only)
         return jobs
 
-    def _owner(self, job_id: str) -> JobManager | SlurmBackend:
+    def _owner(self, job_id: str) -> JobBackend:
         """The backend that owns a job: Slurm for its jobs, the local JobManager otherwise."""
         if self.slurm is not None and self.slurm.owns(self._local(job_id)):
             return self.slurm
