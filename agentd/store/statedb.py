@@ -113,7 +113,7 @@ class StateDB:
         try:
             self.db = self._open_checked()
         except (sqlite3.Error, OSError) as exc:  # OSError: moving a damaged file aside failed
-            raise store_error(path, "open the state database", exc) from None
+            raise store_error(path, "open the job store", exc) from None
         self._identity = _identity(path)
 
     @classmethod

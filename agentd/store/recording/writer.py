@@ -136,6 +136,8 @@ class Recorder:
             self._conn.execute("PRAGMA synchronous = NORMAL")
             try:
                 upgrade(db, self.path)
+            except SchemaTooNew as exc:  # a newer Fleetdeck upgraded it since _guard_version
+                raise RecordingError(f"{exc.problem}; upgrade Fleetdeck or record to a new file") from None
             except (ValueError, msgspec.DecodeError) as exc:
                 raise RecordingError(f"recording {self.path} could not be upgraded to schema {SCHEMA_VERSION} ({exc}); "
                                      "record to a new file") from None
