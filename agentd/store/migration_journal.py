@@ -1,27 +1,28 @@
-"""Journal of migrations, on both sides, in the daemon's state database.
+"""Journal of job moves (migrations), on both sides, in the node's state database.
 
 Every phase change is written before the action it announces is taken, so a daemon killed
 mid-migration finds on restart exactly where it stopped and can resume or roll back
 (``MigrationSource.recover`` / ``MigrationTarget.recover``). Two tables of its own:
 ``job_migrations`` (one row per migration and side, the current phase) and ``migration_steps``
-(an append-only log of every step, for the audit trail and post-mortems).
+(an append-only log of every step, for the audit trail and post-mortems). The tables are created
+by the state database's schema (agentd.store.schema_state); the journal shares the job store's
+connection and lock (agentd.store.statedb), so there is one connection per file.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
+from agentd.store.schema_state import JOURNAL_STEPS_TABLE, JOURNAL_TABLE
+from agentd.store.statedb import StateDB
 
-MIGRATIONS_TABLE = "job_migrations"
-STEPS_TABLE = "job_migration_steps"
+MIGRATIONS_TABLE = JOURNAL_TABLE
+STEPS_TABLE = JOURNAL_STEPS_TABLE
 
 # Phases of the source side; the last three are final.
 SOURCE_PHASES = ("requested", "checkpointing", "transferring", "committing", "done", "rolled_back", "failed")
@@ -61,7 +62,8 @@ class MigrationRecord:
 
     @property
     def extra(self) -> dict[str, Any]:
-        return json.loads(self.extra_json or "{}")
+        value = json.loads(self.extra_json or "{}")
+        return value if isinstance(value, dict) else {}
 
 
 _COLUMNS = {f.name for f in fields(MigrationRecord)}
@@ -69,41 +71,24 @@ _COLUMNS = {f.name for f in fields(MigrationRecord)}
 
 @dataclass
 class MigrationJournal:
-    """The migration tables in the SQLite file ``db_path`` (shared with the daemon's store).
+    """The job-move tables in the SQLite file ``db_path`` (the node's state database, ``jobs.db``).
 
-    Thread-safe: the daemon's RPC thread and migration worker threads share one journal.
+    Thread-safe: the daemon's RPC thread and migration worker threads share one journal, and the
+    job store shares its connection and lock (:meth:`StateDB.open`). Raises
+    :class:`agentd.store.statedb.StoreError` when the file cannot be opened.
     """
 
     db_path: Path
     clock: Callable[[], float] = time.time
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _state: StateDB = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        conn = sqlite3.connect(str(self.db_path), check_same_thread=False, timeout=10.0)
-        self._db = sqlite_utils.Database(conn)
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db[MIGRATIONS_TABLE].create(
-                {
-                    "id": str, "side": str, "job_id": str, "phase": str, "mode": str, "spec_json": str,
-                    "source_node": str, "target": str, "target_key": str, "was_paused": int,
-                    "resume": int, "size_bytes": int, "sha256": str, "bytes_done": int,
-                    "checkpoint_dir": str, "new_job_id": str, "reason": str,
-                    "started_wall_s": float, "updated_wall_s": float, "extra_json": str,
-                },
-                pk=("id", "side"),
-                if_not_exists=True,
-            )
-            self._db[STEPS_TABLE].create(
-                {"migration_id": str, "side": str, "wall_s": float, "phase": str, "message": str},
-                if_not_exists=True,
-            )
-            self._db[STEPS_TABLE].create_index(["migration_id"], if_not_exists=True)
+        self._state = StateDB.open(self.db_path)
+        self._lock = self._state.lock
+        self._db = self._state.db
 
     def close(self) -> None:
-        with self._lock:
-            self._db.conn.close()
+        self._state.close()
 
     def create(self, rec: MigrationRecord, message: str = "") -> MigrationRecord:
         """Insert a new migration (its first step is logged with ``message``)."""
@@ -111,7 +96,7 @@ class MigrationJournal:
         rec.started_wall_s = rec.started_wall_s or now
         rec.updated_wall_s = now
         with self._lock, self._db.conn:
-            self._db[MIGRATIONS_TABLE].insert(asdict(rec), replace=True)
+            self._db.table(MIGRATIONS_TABLE).insert(asdict(rec), replace=True)
             self._step(rec.id, rec.side, rec.phase, message or f"{rec.side} {rec.phase}", now)
         return rec
 
@@ -127,7 +112,7 @@ class MigrationJournal:
             setattr(rec, k, v)
         rec.updated_wall_s = now
         with self._lock, self._db.conn:
-            self._db[MIGRATIONS_TABLE].update((rec.id, rec.side), {**changes, "updated_wall_s": now})
+            self._db.table(MIGRATIONS_TABLE).update((rec.id, rec.side), {**changes, "updated_wall_s": now})
             if message or rec.phase != old_phase:
                 self._step(rec.id, rec.side, rec.phase, message or rec.phase, now)
         return rec
@@ -138,11 +123,11 @@ class MigrationJournal:
             self._step(rec.id, rec.side, rec.phase, message, self.clock())
 
     def _step(self, mid: str, side: str, phase: str, message: str, now: float) -> None:
-        self._db[STEPS_TABLE].insert({"migration_id": mid, "side": side, "wall_s": now, "phase": phase, "message": message})
+        self._db.table(STEPS_TABLE).insert({"migration_id": mid, "side": side, "wall_s": now, "phase": phase, "message": message})
 
     def get(self, mid: str, side: str) -> MigrationRecord | None:
         with self._lock:
-            rows = list(self._db[MIGRATIONS_TABLE].rows_where("id = ? and side = ?", [mid, side]))
+            rows = list(self._db.table(MIGRATIONS_TABLE).rows_where("id = ? and side = ?", [mid, side]))
         return _record(rows[0]) if rows else None
 
     def unfinished(self, side: str) -> list[MigrationRecord]:
@@ -150,22 +135,22 @@ class MigrationJournal:
         final = sorted(FINAL_PHASES)
         marks = ",".join("?" * len(final))
         with self._lock:
-            rows = list(self._db[MIGRATIONS_TABLE].rows_where(
+            rows = list(self._db.table(MIGRATIONS_TABLE).rows_where(
                 f"side = ? and phase not in ({marks})", [side, *final], order_by="started_wall_s"))
         return [_record(r) for r in rows]
 
     def all(self, side: str | None = None) -> list[MigrationRecord]:
         with self._lock:
             if side is None:
-                rows = list(self._db[MIGRATIONS_TABLE].rows_where(order_by="started_wall_s"))
+                rows = list(self._db.table(MIGRATIONS_TABLE).rows_where(order_by="started_wall_s"))
             else:
-                rows = list(self._db[MIGRATIONS_TABLE].rows_where("side = ?", [side], order_by="started_wall_s"))
+                rows = list(self._db.table(MIGRATIONS_TABLE).rows_where("side = ?", [side], order_by="started_wall_s"))
         return [_record(r) for r in rows]
 
     def steps(self, mid: str) -> list[dict[str, Any]]:
         """The step log of one migration (both sides when both live in this file), in order."""
         with self._lock:
-            return list(self._db[STEPS_TABLE].rows_where("migration_id = ?", [mid], order_by="rowid"))
+            return list(self._db.table(STEPS_TABLE).rows_where("migration_id = ?", [mid], order_by="rowid"))
 
 
 def _record(row: dict[str, Any]) -> MigrationRecord:

@@ -1,14 +1,10 @@
-"""The daemon's job store: WAL, schema migrations applied once, one row per transition."""
+"""The daemon's job store: WAL, schema steps applied once, one row per transition."""
 
 from __future__ import annotations
 
 import sqlite3
 
-import pytest
-import sqlite_utils
-
 from agentd.store.jobstore import DB_NAME, SCHEMA, JobStore
-from agentd.store.migrations import Migrations
 from tests.control.control_helpers import PY, spec, wait_for
 
 
@@ -31,31 +27,16 @@ def test_every_transition_is_a_row(manager):
     assert rows[2][2] == "gina"
 
 
-def test_migrations_apply_once_and_in_order(tmp_path):
+def test_schema_steps_apply_once(tmp_path):
     path = tmp_path / DB_NAME
     store = JobStore(path)
-    assert store.schema_version == SCHEMA.latest == 1
+    assert store.schema_version == SCHEMA.latest == 2
     store.close()
     store = JobStore(path)  # reopening applies nothing twice
-    assert store.schema_version == 1
+    assert store.schema_version == 2 and not store.problems
     store.close()
-
-    extra = Migrations("jobstore-test")
-    calls = []
-
-    @extra(2)
-    def second(db):
-        calls.append(2)
-
-    @extra(1)
-    def first(db):
-        calls.append(1)
-
-    with pytest.raises(ValueError):
-        extra(1)(first)
-    db = sqlite_utils.Database(path)
+    db = sqlite3.connect(path)
     try:
-        assert extra.apply(db) == 2 and extra.apply(db) == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
     finally:
         db.close()
-    assert calls == [1, 2]

@@ -7,7 +7,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from agentd.store.recording_schema import SCHEMA_VERSION
+from agentd.store.schema_recording import SCHEMA_VERSION
 from tests.recording.conftest import make_recording
 
 

@@ -6,7 +6,7 @@ import re
 import sqlite3
 from pathlib import Path
 
-from agentd.store.recording_schema import SCHEMA_VERSION
+from agentd.store.schema_recording import SCHEMA_VERSION
 
 from .conftest import make_recording
 from .test_bad_files import agentctl

@@ -6,7 +6,7 @@ import pytest
 
 from agentd.metrics.derive import derive_cgroup, derive_gpu
 from agentd.protocol.messages import EventMsg, JobMsg, SampleMsg
-from agentd.store.recording import LinkChange, RecordingError, RecordingReader, SnapshotMark
+from agentd.store.recording import LinkChange, RecordedNodeState, RecordingError, RecordingReader, SnapshotMark
 
 from .conftest import START_S, make_recording
 
@@ -59,6 +59,7 @@ def test_link_drop_shows_as_gap_not_garbage(db_path):
         state = r.state_at(START_S + 14)["n1"]
     assert [(g.node, g.reason) for g in gaps] == [("n1", "link down")]
     assert gaps[0].start_s == START_S + 11 and gaps[0].end_s == START_S + 19
+    assert isinstance(state, RecordedNodeState)  # not to be confused with gui.state.NodeState
     assert state.link == "down" and state.newer.wall_s < START_S + 11
     assert replayed == sorted(made.live, key=lambda d: (d.wall_s, d.node))
     after = next(d for d in replayed if d.node == "n1" and d.wall_s > START_S + 11)

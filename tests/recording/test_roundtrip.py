@@ -8,7 +8,7 @@ import pytest
 
 from agentd.metrics.derive import derive
 from agentd.store.recording import Recorder, RecordingReader
-from agentd.store.recording_schema import SCHEMA_VERSION
+from agentd.store.schema_recording import SCHEMA_VERSION
 from agentd.store.recording_synth import SyntheticNode
 from agentd.protocol.messages import SampleMsg, SnapshotReply
 

@@ -1,4 +1,4 @@
-"""Schema version and migrations: registered once, applied in order, atomically."""
+"""Schema version and steps: registered once, applied in order, atomically."""
 
 from __future__ import annotations
 
@@ -7,18 +7,17 @@ import sqlite3
 import pytest
 import sqlite_utils
 
-from agentd.store import recording_schema
 from agentd.store.recording import Recorder
-from agentd.store.recording_schema import MIGRATIONS, SCHEMA_VERSION, migrate, migration
+from agentd.store.schema_recording import RECORDING_SCHEMA, SCHEMA_VERSION, upgrade
 
 
 def test_versions_are_contiguous_from_one():
-    assert sorted(MIGRATIONS) == list(range(1, SCHEMA_VERSION + 1))
+    assert sorted(RECORDING_SCHEMA.steps) == list(range(1, SCHEMA_VERSION + 1))
 
 
 def test_registering_a_version_twice_fails():
     with pytest.raises(ValueError, match="registered twice"):
-        migration(1)(lambda db: None)
+        RECORDING_SCHEMA.step(1)(lambda db: None)
 
 
 def test_new_file_gets_current_version_and_wal(tmp_path):
@@ -32,7 +31,7 @@ def test_new_file_gets_current_version_and_wal(tmp_path):
         conn.close()
 
 
-def test_failed_migration_leaves_file_at_previous_version(tmp_path, monkeypatch):
+def test_failed_step_leaves_file_at_previous_version(tmp_path, monkeypatch):
     p = tmp_path / "m.db"
     conn = sqlite3.connect(p, isolation_level=None)
     db = sqlite_utils.Database(conn)
@@ -41,10 +40,9 @@ def test_failed_migration_leaves_file_at_previous_version(tmp_path, monkeypatch)
         db["half_done"].create({"x": int})
         raise RuntimeError("boom")
 
-    monkeypatch.setitem(MIGRATIONS, SCHEMA_VERSION + 1, broken)
-    monkeypatch.setattr(recording_schema, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    monkeypatch.setitem(RECORDING_SCHEMA.steps, SCHEMA_VERSION + 1, broken)
     with pytest.raises(RuntimeError):
-        migrate(db)
+        upgrade(db, p)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert "half_done" not in db.table_names() and "samples" in db.table_names()
     conn.close()

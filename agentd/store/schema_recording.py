@@ -1,52 +1,43 @@
-"""The schema of a recording file and its migrations.
+"""The schema of a recording file: its versioned steps on the shared registry (agentd.store.schema).
 
 A recording is one SQLite file in WAL mode. ``PRAGMA user_version`` holds the schema version;
-each migration registers itself once with :func:`migration` and runs in order inside one
+each step registers itself once with ``@RECORDING_SCHEMA.step(N)`` and runs in order inside one
 transaction, so a file is always at a whole version. docs/recording.md documents the tables.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from typing import Callable
+from pathlib import Path
 
 import sqlite_utils
 
 from agentd.store.recording_codec import (
-    CHUNK_ROWS, ShapeBook, decode_sample, decode_v1_row, encode_chunk, split_sample,
+    CHUNK_ROWS,
+    ShapeBook,
+    SplitSample,
+    decode_sample,
+    decode_v1_row,
+    encode_chunk,
+    split_sample,
 )
+from agentd.store.schema import Schema, user_version
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migration", "migrate", "schema_version"]
+__all__ = ["RECORDING_SCHEMA", "SAMPLE_COLUMNS", "SCHEMA_VERSION", "schema_version", "upgrade"]
 
-Migration = Callable[[sqlite_utils.Database], None]
-MIGRATIONS: dict[int, Migration] = {}
-
-
-def migration(version: int) -> Callable[[Migration], Migration]:
-    """Register the migration that brings a file from ``version - 1`` to ``version``."""
-
-    def register(fn: Migration) -> Migration:
-        if version in MIGRATIONS:
-            raise ValueError(f"recording migration {version} registered twice ({fn.__name__})")
-        MIGRATIONS[version] = fn
-        return fn
-
-    return register
+RECORDING_SCHEMA = Schema("recording", remedy="upgrade Fleetdeck to open it")
+schema_version = user_version
 
 
-def schema_version(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("PRAGMA user_version").fetchone()[0])
-
-
-@migration(1)
+@RECORDING_SCHEMA.step(1)
 def _v1_initial(db: sqlite_utils.Database) -> None:
-    db["meta"].create({"key": str, "value": str}, pk="key")
-    db["nodes"].create({"id": int, "key": str, "name": str, "endpoint": str}, pk="id")
-    db["nodes"].create_index(["key"], unique=True)
+    db.table("meta").create({"key": str, "value": str}, pk="key")
+    db.table("nodes").create({"id": int, "key": str, "name": str, "endpoint": str}, pk="id")
+    db.table("nodes").create_index(["key"], unique=True)
     # One row per node-sample. ``body`` is zlib(msgpack(NodeSample)) for a keyframe
     # (n == key_n), else a delta against the previous row of the same node (see
     # recording_codec.py). The scalar columns are raw values for quick SQL.
-    db["samples"].create(
+    db.table("samples").create(
         {
             "id": int, "node_id": int, "n": int, "key_n": int, "seq": int,
             "wall_s": float, "mono_s": float,
@@ -57,28 +48,28 @@ def _v1_initial(db: sqlite_utils.Database) -> None:
         pk="id",
         not_null={"node_id", "n", "key_n", "wall_s", "mono_s", "body"},
     )
-    db["samples"].create_index(["node_id", "n"], unique=True)
-    db["samples"].create_index(["node_id", "wall_s"])
-    db["inventory"].create({"id": int, "node_id": int, "wall_s": float, "body": bytes}, pk="id")
-    db["inventory"].create_index(["node_id", "wall_s"])
+    db.table("samples").create_index(["node_id", "n"], unique=True)
+    db.table("samples").create_index(["node_id", "wall_s"])
+    db.table("inventory").create({"id": int, "node_id": int, "wall_s": float, "body": bytes}, pk="id")
+    db.table("inventory").create_index(["node_id", "wall_s"])
     # A snapshot replaces everything known about a node (the Clone pattern); its job rows carry
     # the snapshot's wall_s, so "jobs at T" = latest row per job since the last snapshot <= T.
-    db["snapshots"].create({"id": int, "node_id": int, "wall_s": float, "seq": int}, pk="id")
-    db["snapshots"].create_index(["node_id", "wall_s"])
-    db["jobs"].create(
+    db.table("snapshots").create({"id": int, "node_id": int, "wall_s": float, "seq": int}, pk="id")
+    db.table("snapshots").create_index(["node_id", "wall_s"])
+    db.table("jobs").create(
         {"id": int, "node_id": int, "wall_s": float, "seq": int, "job_id": str, "state": str, "body": bytes}, pk="id"
     )
-    db["jobs"].create_index(["node_id", "wall_s"])
-    db["events"].create(
+    db.table("jobs").create_index(["node_id", "wall_s"])
+    db.table("events").create(
         {
             "id": int, "node_id": int, "wall_s": float, "seq": int, "kind": str, "job_id": str,
             "actor": str, "ok": int, "message": str, "data": str,
         },
         pk="id",
     )
-    db["events"].create_index(["wall_s"])
-    db["links"].create({"id": int, "node_id": int, "wall_s": float, "state": str, "detail": str}, pk="id")
-    db["links"].create_index(["node_id", "wall_s"])
+    db.table("events").create_index(["wall_s"])
+    db.table("links").create({"id": int, "node_id": int, "wall_s": float, "state": str, "detail": str}, pk="id")
+    db.table("links").create_index(["node_id", "wall_s"])
 
 
 #: Per-sample SQL columns of the v2 ``samples`` table besides node_id, n, seq (raw values).
@@ -107,7 +98,7 @@ def create_v2_sample_tables(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE TABLE shapes (id INTEGER PRIMARY KEY, template BLOB NOT NULL, slots BLOB NOT NULL)")
 
 
-@migration(2)
+@RECORDING_SCHEMA.step(2)
 def _v2_chunks(db: sqlite_utils.Database) -> None:
     """Samples move from one delta-coded row each into chunks of CHUNK_ROWS (about a third of
     the size); the per-sample SQL columns stay, in a slimmer table."""
@@ -122,7 +113,7 @@ def _v2_chunks(db: sqlite_utils.Database) -> None:
         conn.execute(f"INSERT INTO samples (node_id, n, seq, {cols}) SELECT node_id, n, seq, {cols} "
                      "FROM samples_v1 WHERE node_id = ?", (node_id,))
         prev: bytes | None = None
-        rows: list = []
+        rows: list[tuple[int, int, SplitSample]] = []
         cur = conn.execute("SELECT n, n = key_n, body FROM samples_v1 WHERE node_id = ? ORDER BY n", (node_id,))
         for n, is_key, body in cur:
             raw = prev = decode_v1_row(prev, bool(is_key), body)
@@ -137,19 +128,16 @@ def _v2_chunks(db: sqlite_utils.Database) -> None:
     conn.execute("DROP TABLE samples_v1")
 
 
-def _insert_chunk(conn: sqlite3.Connection, node_id: int, rows: list) -> None:
+def _insert_chunk(conn: sqlite3.Connection, node_id: int, rows: list[tuple[int, int, SplitSample]]) -> None:
     body = encode_chunk([(sid, split) for _, sid, split in rows])
     conn.execute("INSERT INTO chunks (node_id, n0, n1, body) VALUES (?, ?, ?, ?)", (node_id, rows[0][0], rows[-1][0], body))
 
 
-SCHEMA_VERSION = max(MIGRATIONS)
+#: The version this build writes (the latest step).
+SCHEMA_VERSION = RECORDING_SCHEMA.latest
 
 
-def migrate(db: sqlite_utils.Database) -> int:
-    """Bring ``db`` to :data:`SCHEMA_VERSION`; return the version it had before."""
-    before = schema_version(db.conn)
-    for version in range(before + 1, SCHEMA_VERSION + 1):
-        with db.atomic():  # a file is always at a whole version, even if we are killed here
-            MIGRATIONS[version](db)
-            db.conn.execute(f"PRAGMA user_version = {version}")
-    return before
+def upgrade(db: sqlite_utils.Database, path: Path) -> int:
+    """Bring the recording ``db`` (the file ``path``) to :data:`SCHEMA_VERSION`; return the
+    version it had before. Raises :class:`agentd.store.schema.SchemaTooNew`."""
+    return RECORDING_SCHEMA.upgrade(db, path)

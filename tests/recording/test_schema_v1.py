@@ -15,7 +15,7 @@ from agentd.metrics.samples import NodeSample
 from agentd.protocol.messages import SampleMsg
 from agentd.store.recording import Recorder, RecordingReader
 from agentd.store.recording_codec import xor_bytes
-from agentd.store.recording_schema import MIGRATIONS, SCHEMA_VERSION
+from agentd.store.schema_recording import RECORDING_SCHEMA, SCHEMA_VERSION
 from agentd.store.recording_synth import SyntheticNode
 
 from .conftest import START_S
@@ -27,7 +27,7 @@ def write_v1(path: Path, samples: list[NodeSample], keyframe_every: int = 5) -> 
     """A recording as Fleetdeck with schema v1 wrote it (keyframes, XOR and dictionary deltas)."""
     conn = sqlite3.connect(path, isolation_level=None)
     db = sqlite_utils.Database(conn)
-    MIGRATIONS[1](db)
+    RECORDING_SCHEMA.steps[1](db)
     conn.execute("PRAGMA user_version = 1")
     conn.execute("INSERT INTO meta(key, value) VALUES ('title', 'old'), ('start_s', ?)", (repr(START_S),))
     conn.execute("INSERT INTO nodes(id, key, name, endpoint) VALUES (1, 'n0', 'n0', '')")
