@@ -20,7 +20,6 @@ from the job's own checkpoint), optionally steered with ``ReqNodeList``/``ExcNod
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -29,15 +28,30 @@ import socket
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
+from agentd.control.slurm_parse import (
+    FIELD_SEP,
+    STATE_MAP,
+    SlurmJob,
+    expand_hostlist,
+    parse_listpids,
+    parse_squeue_format,
+    parse_squeue_json,
+    squeue_format,
+)
 from agentd.kernel import cgroupfs, procfs
 from agentd.kernel.procfs import DEFAULT_PROC_ROOT
 from agentd.protocol.errors import ErrorCode, ProtocolError
-from agentd.protocol.jobs import PRIORITY_MAX, PRIORITY_MIN, TERMINAL_STATES, JobInfo, JobSpec
+from agentd.protocol.jobs import (
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    TERMINAL_STATES,
+    JobInfo,
+    JobSpec,
+)
 from agentd.telemetry.cgroup_paths import CgroupRef
 
 log = logging.getLogger(__name__)
@@ -49,29 +63,6 @@ DEFAULT_REFRESH_S = 2.0  # jobs() answers from a snapshot at most this old
 STOP_WAIT_S = 8.0  # how long pause/resume wait for the processes to stop/continue
 CANCEL_WAIT_S = 10.0
 DEFAULT_AGENTD_PORT = 7710
-
-STATE_MAP: dict[str, str] = {
-    "RUNNING": "running", "COMPLETING": "running", "CONFIGURING": "running",
-    "RESIZING": "running", "SIGNALING": "running", "STAGE_OUT": "running",
-    "SUSPENDED": "paused",
-    "PENDING": "queued", "REQUEUED": "queued", "REQUEUE_HOLD": "queued", "REQUEUE_FED": "queued",
-    "RESV_DEL_HOLD": "queued",
-    "COMPLETED": "succeeded",
-    "FAILED": "failed", "TIMEOUT": "failed", "NODE_FAIL": "failed", "OUT_OF_MEMORY": "failed",
-    "BOOT_FAIL": "failed", "DEADLINE": "failed", "SPECIAL_EXIT": "failed",
-    "CANCELLED": "cancelled", "PREEMPTED": "cancelled", "REVOKED": "cancelled",
-}
-
-# squeue --format fallback (Slurm without --json): fields split by the ASCII unit separator,
-# which no job name or path contains in practice.
-_SEP = "\x1f"
-_FORMAT_FIELDS = [
-    ("job_id", "%i"), ("job_state", "%T"), ("state_reason", "%r"), ("nodes", "%N"),
-    ("batch_host", "%B"), ("partition", "%P"), ("user_name", "%u"), ("nice", "%y"),
-    ("priority", "%Q"), ("submit_time", "%V"), ("start_time", "%S"), ("end_time", "%e"),
-    ("current_working_directory", "%Z"), ("command", "%o"), ("name", "%j"),
-]
-
 
 class SlurmError(Exception):
     """A Slurm command failed; ``message`` is Slurm's own words."""
@@ -176,181 +167,6 @@ def backend_for(node: str, mode: str = "auto", *, commands: SlurmCommands | None
     log.info("Slurm backend on: this node is Slurm node %r", backend.slurm_node)
     return backend
 
-
-# ---- parsing ---------------------------------------------------------------------------------
-
-@dataclass
-class SlurmJob:
-    """One job as Slurm reports it, with times in seconds since the epoch."""
-
-    job_id: int
-    name: str = ""
-    state: str = "PENDING"
-    reason: str = ""
-    nodes: list[str] = field(default_factory=list)
-    batch_host: str = ""
-    partition: str = ""
-    user: str = ""
-    nice: int = 0
-    priority: int = 0
-    submit_s: float = 0.0
-    start_s: float | None = None
-    end_s: float | None = None
-    exit_code: int | None = None
-    restarts: int = 0
-    req_nodes: list[str] = field(default_factory=list)
-    exc_nodes: list[str] = field(default_factory=list)
-    workdir: str = ""
-    command: str = ""
-
-
-def expand_hostlist(text: str) -> list[str]:
-    """Slurm's compressed host list (``gpu[01-03,07],cpu-a``) as a list of names."""
-    text = (text or "").strip()
-    if not text or text in ("(null)", "None", "N/A"):
-        return []
-    names: list[str] = []
-    for part in re.findall(r"[^,\[]+(?:\[[^\]]*\][^,\[]*)*", text):
-        names.extend(_expand_one(part.strip()))
-    return [n for n in names if n]
-
-
-def _expand_one(item: str) -> list[str]:
-    m = re.match(r"^([^\[]*)\[([^\]]*)\](.*)$", item)
-    if not m:
-        return [item]
-    prefix, ranges, rest = m.groups()
-    out = []
-    for rng in ranges.split(","):
-        lo, _, hi = rng.partition("-")
-        if hi:
-            width = len(lo)
-            for i in range(int(lo), int(hi) + 1):
-                out.append(f"{prefix}{i:0{width}d}")
-        else:
-            out.append(prefix + lo)
-    return [a + b for a in out for b in _expand_one(rest)] if rest else out
-
-
-def _num(value: Any) -> int | None:
-    """A number from squeue --json, whichever shape the Slurm version uses."""
-    if isinstance(value, dict):  # 23.02+: {"set": true, "infinite": false, "number": 5}
-        if not value.get("set", True) or value.get("infinite"):
-            return None
-        value = value.get("number")
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (int, float)):
-        return int(value)
-    try:
-        return int(str(value))
-    except ValueError:
-        return None
-
-
-def _signed32(value: int | None) -> int:
-    """22.05's JSON prints a negative nice as an unsigned 32-bit number."""
-    if value is None:
-        return 0
-    return value - (1 << 32) if value >= (1 << 31) else value
-
-
-def _time_s(value: Any) -> float | None:
-    n = _num(value)
-    return float(n) if n else None
-
-
-def _state(value: Any) -> str:
-    if isinstance(value, list):  # 23.02+: ["RUNNING"] or ["PENDING", "REQUEUED"]
-        value = value[0] if value else "PENDING"
-    return str(value or "PENDING").split()[0].upper()
-
-
-def parse_squeue_json(text: str) -> list[SlurmJob]:
-    """Jobs from ``squeue --json`` (Slurm 21.08 and later)."""
-    data = json.loads(text)
-    out = []
-    for j in data.get("jobs", []):
-        exit_code = j.get("exit_code")
-        if isinstance(exit_code, dict):  # 23.02+: {"status": [...], "return_code": {...}}
-            exit_code = exit_code.get("return_code")
-        out.append(SlurmJob(
-            job_id=int(_num(j.get("job_id")) or 0),
-            name=str(j.get("name", "")),
-            state=_state(j.get("job_state")),
-            reason=str(j.get("state_reason", "") or ""),
-            nodes=expand_hostlist(str(j.get("nodes", "") or "")),
-            batch_host=str(j.get("batch_host", "") or ""),
-            partition=str(j.get("partition", "") or ""),
-            user=str(j.get("user_name", "") or ""),
-            nice=_signed32(_num(j.get("nice"))),
-            priority=int(_num(j.get("priority")) or 0),
-            submit_s=_time_s(j.get("submit_time")) or 0.0,
-            start_s=_time_s(j.get("start_time")),
-            end_s=_time_s(j.get("end_time")),
-            exit_code=_num(exit_code),
-            restarts=int(_num(j.get("restart_cnt")) or 0),
-            req_nodes=expand_hostlist(str(j.get("required_nodes", "") or "")),
-            exc_nodes=expand_hostlist(str(j.get("excluded_nodes", "") or "")),
-            workdir=str(j.get("current_working_directory", "") or ""),
-            command=str(j.get("command", "") or ""),
-        ))
-    return out
-
-
-def _fmt_time(text: str) -> float | None:
-    text = text.strip()
-    if not text or text in ("N/A", "Unknown", "None", "(null)"):
-        return None
-    try:
-        return datetime.fromisoformat(text).timestamp()  # squeue prints local time
-    except ValueError:
-        return None
-
-
-def squeue_format() -> str:
-    return _SEP.join(code for _, code in _FORMAT_FIELDS)
-
-
-def parse_squeue_format(text: str) -> list[SlurmJob]:
-    """Jobs from ``squeue -h -o <squeue_format()>`` (Slurm without ``--json``)."""
-    out = []
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        parts = line.split(_SEP)
-        if len(parts) != len(_FORMAT_FIELDS):
-            log.debug("squeue line with %d fields ignored: %r", len(parts), line)
-            continue
-        f = {name: value.strip() for (name, _), value in zip(_FORMAT_FIELDS, parts)}
-        start = _fmt_time(f["start_time"])
-        state = _state(f["job_state"])
-        out.append(SlurmJob(
-            job_id=int(f["job_id"].split("_")[0]),
-            name=f["name"], state=state, reason=f["state_reason"],
-            nodes=expand_hostlist(f["nodes"]) if state != "PENDING" else [],
-            batch_host=f["batch_host"] if f["batch_host"] not in ("n/a", "(null)") else "",
-            partition=f["partition"], user=f["user_name"],
-            nice=_num(f["nice"]) or 0, priority=_num(f["priority"]) or 0,
-            submit_s=_fmt_time(f["submit_time"]) or 0.0,
-            start_s=start if state != "PENDING" else None,
-            end_s=_fmt_time(f["end_time"]) if STATE_MAP.get(state) in TERMINAL_STATES else None,
-            workdir=f["current_working_directory"], command=f["command"],
-        ))
-    return out
-
-
-def parse_listpids(text: str) -> list[int]:
-    """Pids from ``scontrol listpids JOBID`` (header line, then one pid per line)."""
-    pids = []
-    for line in text.splitlines():
-        first = line.split(maxsplit=1)[0] if line.strip() else ""
-        if first.isdigit():
-            pids.append(int(first))
-    return sorted(set(pids))
-
-
-# ---- Slurm's cgroups -------------------------------------------------------------------------
 
 def cgroup_mounts(proc_root: str = DEFAULT_PROC_ROOT) -> dict[str, str]:
     """Mount point of each cgroup v1 controller and of the v2 tree (``unified``) seen by agentd."""
@@ -476,8 +292,8 @@ class SlurmBackend:
         if self._partitions is not None and now - self._partitions[0] < 60.0:
             return self._partitions[1]
         out: dict[str, list[str]] = {}
-        for line in self.cmds.run(["sinfo", "-h", "-o", f"%R{_SEP}%N"]).splitlines():
-            part, _, nodes = line.partition(_SEP)
+        for line in self.cmds.run(["sinfo", "-h", "-o", f"%R{FIELD_SEP}%N"]).splitlines():
+            part, _, nodes = line.partition(FIELD_SEP)
             if part:
                 out.setdefault(part.strip(), []).extend(expand_hostlist(nodes))
         self._partitions = (now, out)
@@ -737,12 +553,12 @@ class SlurmBackend:
         host = urlsplit(target).hostname if "://" in target else target
         host = (host or "").strip()
         try:
-            rows = self.cmds.run(["sinfo", "-h", "-N", "-o", f"%N{_SEP}%n{_SEP}%o"]).splitlines()
+            rows = self.cmds.run(["sinfo", "-h", "-N", "-o", f"%N{FIELD_SEP}%n{FIELD_SEP}%o"]).splitlines()
         except SlurmError as exc:
             raise _protocol_error(exc, target) from None
         names = []
         for row in rows:
-            parts = [p.strip() for p in row.split(_SEP)]
+            parts = [p.strip() for p in row.split(FIELD_SEP)]
             if len(parts) == 3:
                 names.append(parts[0])
                 if host in parts or host.split(".")[0] == parts[0]:
@@ -791,13 +607,13 @@ class SlurmNode:
 def slurm_nodes(commands: SlurmCommands | None = None, partition: str | None = None) -> list[SlurmNode]:
     """Every node ``sinfo`` knows (optionally one partition's), with its partitions."""
     cmds = commands or SlurmCommands()
-    argv = ["sinfo", "-h", "-N", "-o", f"%N{_SEP}%n{_SEP}%o{_SEP}%R"]
+    argv = ["sinfo", "-h", "-N", "-o", f"%N{FIELD_SEP}%n{FIELD_SEP}%o{FIELD_SEP}%R"]
     if partition:
         argv += ["-p", partition]
     order: list[str] = []
     info: dict[str, tuple[str, str, list[str]]] = {}
     for row in cmds.run(argv).splitlines():
-        parts = [p.strip() for p in row.split(_SEP)]
+        parts = [p.strip() for p in row.split(FIELD_SEP)]
         if len(parts) != 4 or not parts[0]:
             continue
         name, host, addr, part = parts

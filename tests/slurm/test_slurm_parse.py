@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from agentd.control.slurm import (
-    SlurmError,
-    _protocol_error,
+from agentd.control.slurm import SlurmError, _protocol_error, slurm_cgroup
+from agentd.control.slurm_parse import (
     expand_hostlist,
     parse_listpids,
     parse_squeue_format,
     parse_squeue_json,
-    slurm_cgroup,
     squeue_format,
 )
 from agentd.protocol.errors import ErrorCode
