@@ -5,7 +5,7 @@ Part of the daemon program, beside daemon.py: it joins the migration state machi
 
 Routes ``migrate`` (operator) to :class:`MigrationSource` and the ``migrate_*`` daemon
 commands to :class:`MigrationTarget`; the JobManager itself provides what the state
-machine needs of it (SourceJobs and TargetJobs in agentd/control/migration.py). Its timing
+machine needs of it (SourceJobs in agentd/control/migration.py, TargetJobs in migration_target.py). Its timing
 options are the daemon's (``migration_*`` in agentd/config.py).
 """
 
@@ -21,14 +21,8 @@ from typing import Any, Protocol
 
 from agentd.config import DaemonConfig
 from agentd.control.criu import criu_status
-from agentd.control.migration import (
-    Connector,
-    MigrationSource,
-    MigrationTarget,
-    SourceJobs,
-    SourceOptions,
-    TargetJobs,
-)
+from agentd.control.migration import Connector, MigrationSource, SourceJobs, SourceOptions
+from agentd.control.migration_target import MigrationTarget, TargetJobs
 from agentd.control.transfer import ClientFactory
 from agentd.metrics import NodeSample
 from agentd.protocol.errors import ErrorCode, ProtocolError

@@ -23,7 +23,8 @@ import msgspec
 import pytest
 
 from agentd.control import procs
-from agentd.control.migration import MIGRATION_LABEL, MigrationSource, MigrationTarget, SourceOptions
+from agentd.control.migration import MIGRATION_LABEL, MigrationSource, SourceOptions
+from agentd.control.migration_target import MigrationTarget
 from agentd.protocol import ErrorCode, ProtocolError, decode_reply, decode_request, encode
 from agentd.protocol.jobs import CheckpointContract, Event, JobInfo, JobSpec
 from agentd.protocol.messages import ErrorReply, Hello, HelloReply

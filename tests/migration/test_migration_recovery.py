@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from agentd.control.migration import MigrationSource, MigrationTarget, SourceOptions
+from agentd.control.migration import MigrationSource, SourceOptions
+from agentd.control.migration_target import MigrationTarget
 from agentd.protocol.migration import MigrateChunk, MigrateCommit, MigrateOffer, MigrateStatus
 from agentd.store.migration_journal import MigrationJournal
 
