@@ -19,6 +19,9 @@ Chunk body: ``b"C2"`` + zlib(msgpack(map)) with keys ``rows`` (count), ``shape``
 each row; 0 = stored whole in ``raw``), ``groups`` (list of ``[shape_id, codes, planes]``:
 ``codes`` one byte per slot: 0 int, 1 float bits, 2+e float x 10**e), ``raw`` ({row: msgpack})
 and ``procs`` ({row: msgpack of the procs list}).
+
+Over 500 lines on purpose: the encoder and the decoder of one byte format are read side by
+side (every step of one is undone by a step of the other), so they stay in one module.
 """
 
 from __future__ import annotations
