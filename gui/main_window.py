@@ -549,6 +549,8 @@ class MainWindow(QMainWindow):
             w.close()
         for d in list(self.logs_dialogs):
             d.close()
+        if getattr(self.charts, "history", None) is not None:
+            self.charts.history.close()
         self.source.stop()
 
     def closeEvent(self, ev) -> None:
