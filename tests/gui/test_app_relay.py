@@ -91,3 +91,15 @@ def test_two_relays_over_the_same_nodes_fail_over(qtbot, tmp_path: Path, open_wi
         wait_until(qtbot, lambda: all(n.derived.wall_s > stamp[k] and n.link == "live" for k, n in _sims(w).items()),
                    timeout_s=20, what="fresh summaries of all 20 nodes after the failover")
         assert len(w.state.nodes) == 22
+
+
+def test_cluster_file_lists_two_relays(tmp_path: Path) -> None:
+    from gui.cluster_file import ClusterFileError, load_cluster
+
+    f = tmp_path / "c.toml"
+    f.write_text('relays = ["tcp://r1:7710", "tcp://r2:7710"]\n')
+    assert [(a.key, a.endpoint) for a in load_cluster(f)] == [("relay r1:7710", "tcp://r1:7710"),
+                                                              ("relay r2:7710", "tcp://r2:7710")]
+    f.write_text('relays = ["r1:7710"]\n')
+    with pytest.raises(ClusterFileError, match="relays must be a list of endpoints"):
+        load_cluster(f)
