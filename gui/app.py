@@ -218,6 +218,10 @@ def _run_demo(agents, n: int, bridge: _Bridge, workloads, submit) -> None:
                 bridge.notice.emit("examples/trainer.py and examples/agent_sim.py are missing; the demo runs without jobs")
             for p in submit(a, specs):
                 bridge.problem.emit(p)
+        from gui.local_agents import demo_groups, run_group_submits
+
+        for p in run_group_submits(demo_groups(cluster_file, [a.name for a in started])):
+            bridge.problem.emit(p)
     except Exception as exc:
         bridge.problem.emit(f"the demo could not start: {exc}")
     finally:
