@@ -18,6 +18,7 @@ from agentd.protocol.messages import *  # noqa: F401,F403  (the schema table is 
 from agentd.protocol.messages import COMMANDS, MAX_MESSAGE_BYTES, PROTOCOL_VERSION
 from agentd.protocol import migration as _migration  # noqa: F401,E402  (registers migrate_* commands)
 from agentd.protocol import relay as _relay  # noqa: F401,E402  (registers nodes/follow and the relay stream)
+from agentd.protocol import radar as _radar  # noqa: F401,E402  (registers group_health/capture_evidence)
 
 __all__ = [
     "ACTIVE_STATES", "COMMANDS", "CheckpointContract", "ErrorCode", "Event", "JobInfo", "JobSpec",
