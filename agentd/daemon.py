@@ -31,6 +31,7 @@ from agentd import __version__
 from agentd.access import AccessPolicy, Caller, owner_of, public_job, without_env_values
 from agentd.config import ConfigError, DaemonConfig, build_config, load_config_file
 from agentd.control.backend import JobBackend
+from agentd.groups.radar_service import RadarService, radar_config
 from agentd.health.engine import AlertChange, HealthEngine
 from agentd.health.rules import RulesError, load_rules
 from agentd.metrics import AppMetric, DerivedNode, NodeInventory, NodeSample, derive
@@ -160,6 +161,7 @@ class Daemon:
         self.migration = self._make_migration()
         self._route_slurm_migrations()
         self.gangs = self._make_gangs()
+        self.radar = self._make_radar()
 
     # ---- wiring ----------------------------------------------------------------------
     # The parts are imported where they are built (see _import_parts for why not at the top).
@@ -220,6 +222,18 @@ class Daemon:
             self.register(req_type, handler)
         return service
 
+    def _make_radar(self) -> RadarService:
+        """The live straggler and hang radar of the groups whose rank 0 runs here (docs/groups.md)."""
+        try:
+            config = radar_config(self.cfg.radar)
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
+        radar = RadarService(self.node, self.state_dir, self.sockets.ctl_endpoint, self.emit,
+                             lambda j: self._owner(j).get(self._local(j)), config)
+        for req_type, handler in radar.handlers().items():
+            self.register(req_type, handler)
+        return radar
+
     def register(self, req_type: type[Request], handler: Handler) -> None:
         self.handlers[req_type] = handler
 
@@ -232,7 +246,7 @@ class Daemon:
         self.register(Priority, lambda r, actor: JobReply(job=self._owner(r.job).set_priority(self._local(r.job), r.priority, actor=actor)))
         self.register(Cancel, lambda r, actor: JobReply(job=self._owner(r.job).cancel(self._local(r.job), grace_s=r.grace_s, actor=actor)))
         self.register(Logs, self._logs)
-        self.register(Alerts, lambda r, actor: AlertsReply(alerts=self.health.active()))
+        self.register(Alerts, lambda r, actor: AlertsReply(alerts=self.health.active() + self.radar.active()))
 
     def _route_slurm_migrations(self) -> None:
         """Slurm jobs migrate through Slurm (requeue); ours through the migration service."""
@@ -417,7 +431,7 @@ class Daemon:
         while encoded and sum(map(len, encoded)) > half:
             encoded = encoded[len(encoded) // 2 + 1:]
         base = SnapshotReply(id=req.id, seq=self.seq, epoch=self.epoch, inventory=self.inventory, events=events,
-                             alerts=self.health.active())
+                             alerts=self.health.active() + self.radar.active())
         while events and len(encode(base)) + sum(map(len, encoded)) > half:
             events = events[len(events) // 2 + 1:]
             base = msgspec.structs.replace(base, events=events)
@@ -495,6 +509,7 @@ class Daemon:
             self.migration.on_tick(sample)
         if self.relay is not None:
             self.relay.on_tick(sample)
+        self.radar.on_tick(sample, jobs)
 
     def _observe_health(self, derived: DerivedNode, jobs: list[JobInfo]) -> None:
         """Run the health rules on this sample; each alert firing or clearing is an event."""
@@ -548,6 +563,7 @@ class Daemon:
         self.gangs.close()
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.sockets.flush_replies()
+        self.radar.close()
         if self.migration is not None:
             self.migration.close()
         if self.relay is not None:

@@ -19,6 +19,7 @@ from agentd.protocol.messages import COMMANDS, MAX_MESSAGE_BYTES, PROTOCOL_VERSI
 from agentd.protocol import migration as _migration  # noqa: F401,E402  (registers migrate_* commands)
 from agentd.protocol import relay as _relay  # noqa: F401,E402  (registers nodes/follow and the relay stream)
 from agentd.protocol import gang as _gang  # noqa: F401,E402  (registers group_* and gang_* commands)
+from agentd.protocol import radar as _radar  # noqa: F401,E402  (registers group_health/capture_evidence)
 
 __all__ = [
     "ACTIVE_STATES", "COMMANDS", "CheckpointContract", "ErrorCode", "Event", "JobInfo", "JobSpec",
