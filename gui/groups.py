@@ -200,7 +200,7 @@ def group_curves(nodes: dict, series, group_id: str, metric: str, role: str, t0:
         sel = np.array([m.role == r for _k, _j, m in ranks])
         n = int(sel.sum())
         who = f"{r}: " if r else ""
-        add(f"role:{r}", f"{who}{n} rank{'s' if n != 1 else ''} summed", nansum(binned[sel]))
+        add(f"role:{r}", f"{who}{n} rank{'s' if n != 1 else ''}", nansum(binned[sel]))
     if len(out) > 1 and metric != "throughput":  # one unit across roles: the total means something
         add("all", f"all {len(ranks)} ranks", nansum(binned))
     return out
@@ -208,7 +208,7 @@ def group_curves(nodes: dict, series, group_id: str, metric: str, role: str, t0:
 
 def role_unit(nodes: dict, group_id: str, role: str) -> str:
     """The unit of the headline throughput of a role's ranks ("tok/s"), "" when none reports."""
-    from gui.state import throughput_of  # noqa: PLC0415 (a function, not a cycle at import)
+    from gui.state import throughput_of
 
     for _key, j, m in live_ranks(nodes, group_id):
         if role and m.role != role:

@@ -16,7 +16,13 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from PySide6.QtCore import QAbstractItemModel, QModelIndex, QObject, QSortFilterProxyModel, Qt
+from PySide6.QtCore import (
+    QAbstractItemModel,
+    QModelIndex,
+    QObject,
+    QSortFilterProxyModel,
+    Qt,
+)
 from PySide6.QtGui import QColor, QFont
 
 from agentd.protocol.jobs import TERMINAL_STATES
@@ -32,6 +38,7 @@ JOB_ID_ROLE = Qt.ItemDataRole.UserRole + 2  # a job's id; a group row's group id
 RANK_IDS_ROLE = Qt.ItemDataRole.UserRole + 3  # the job ids an action on the row acts on
 GROUP_ROLE = Qt.ItemDataRole.UserRole + 4  # the group id of a group row or of a rank's row ("" none)
 RADAR_COLOURS = {"straggler": "#e07b00", "hung": "#d32f2f"}
+_ROOT = QModelIndex()  # the invisible root (a default argument; Qt copies indexes, never changes them)
 
 
 class JobTableModel(QAbstractItemModel):
@@ -126,7 +133,7 @@ class JobTableModel(QAbstractItemModel):
             prev = i
 
     # ---- the tree ----
-    def index(self, row: int, column: int, parent=QModelIndex()):
+    def index(self, row: int, column: int, parent=_ROOT):
         if column < 0 or column >= len(COLUMNS) or row < 0:
             return QModelIndex()
         if not parent.isValid():
@@ -146,7 +153,7 @@ class JobTableModel(QAbstractItemModel):
         pos = self._gpos.get(self._gname.get(index.internalId(), ""))
         return QModelIndex() if pos is None else self.createIndex(pos, 0, 0)
 
-    def hasChildren(self, parent=QModelIndex()) -> bool:
+    def hasChildren(self, parent=_ROOT) -> bool:
         return self.rowCount(parent) > 0
 
     def node_at(self, index) -> tuple[JobRow, GroupRow | None, int]:
@@ -157,7 +164,7 @@ class JobTableModel(QAbstractItemModel):
         assert isinstance(g, GroupRow)
         return g.ranks[index.row()], g, index.row()
 
-    def rowCount(self, parent=QModelIndex()) -> int:
+    def rowCount(self, parent=_ROOT) -> int:
         if not parent.isValid():
             return len(self.rows)
         if parent.internalId() != 0 or parent.column() != 0 or parent.row() >= len(self.rows):
@@ -165,7 +172,7 @@ class JobTableModel(QAbstractItemModel):
         g = self.rows[parent.row()]
         return len(g.ranks) if isinstance(g, GroupRow) else 0
 
-    def columnCount(self, parent=QModelIndex()) -> int:
+    def columnCount(self, parent=_ROOT) -> int:
         return len(COLUMNS)
 
     def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):

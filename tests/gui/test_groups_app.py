@@ -258,16 +258,16 @@ def test_group_charts_sum_the_ranks_per_role_with_queue_depth_and_policy_lag(qtb
     qtbot.addWidget(per_role)
     got = _curves(per_role)
     # Side by side, never added up: rollout tokens/s and trainer samples/s.
-    assert set(got) == {"trainer: 2 ranks summed", "rollout: 2 ranks summed"}
-    assert np.nanmax(got["trainer: 2 ranks summed"]) == pytest.approx(100.0)  # 2 x 50 samples/s
-    assert np.nanmax(got["rollout: 2 ranks summed"]) == pytest.approx(2000.0)  # 2 x 1,000 tokens/s
+    assert set(got) == {"trainer: 2 ranks", "rollout: 2 ranks"}
+    assert np.nanmax(got["trainer: 2 ranks"]) == pytest.approx(100.0)  # 2 x 50 samples/s
+    assert np.nanmax(got["rollout: 2 ranks"]) == pytest.approx(2000.0)  # 2 x 1,000 tokens/s
     rollout = Chart(st, ("job", "app:tokens_per_s"), ChartScope("group", "rollout", gid))
     qtbot.addWidget(rollout)
-    assert list(_curves(rollout)) == ["rollout: 2 ranks summed"]
+    assert list(_curves(rollout)) == ["rollout: 2 ranks"]
     queue = Chart(st, ("job", "app:queue_depth"), ChartScope("group", "", gid))
     qtbot.addWidget(queue)
     q = _curves(queue)
-    assert list(q) == ["rollout: 2 ranks summed"] and q["rollout: 2 ranks summed"][-1] == pytest.approx(12.0)
+    assert list(q) == ["rollout: 2 ranks"] and q["rollout: 2 ranks"][-1] == pytest.approx(12.0)
     lag = Chart(st, ("job", "app:policy_version"), ChartScope("group", "", gid))
     qtbot.addWidget(lag)
     lags = _curves(lag)
