@@ -303,3 +303,40 @@ def test_simulated_cluster_has_a_gang_and_an_async_rl_group():
     assert rl.node_count == 8 and set(rl.roles) == {"trainer", "rollout"}
     assert {(role, unit) for role, _v, unit in rl.role_throughput} == {("trainer", "samples/s"), ("rollout", "tok/s")}
     assert len(st.radar.bad()) == 1
+
+
+def test_ten_thousand_jobs_with_groups_update_in_place(qtbot):
+    """50 groups of 16 ranks (8 per node on 2 nodes) among 10,000 jobs: a refresh after 100
+    ranks paused changes rows in place; a rank that joins a group is inserted under it."""
+    from gui.models.jobs import JobTableModel
+    from gui.state import ClusterState
+
+    st = ClusterState(clock=lambda: T0 + 100)
+    for n in range(100):
+        node = f"gpu-{n}"
+        gid = f"gpu-{n - n % 2}.run-{n // 2}"
+        jobs = [_rank(node, j, (n % 2) * 8 + j, 16, group=gid) if j < 8 else job(f"{node}.{j}", gpus=(j % 8,), name=f"train-{j}")
+                for j in range(100)]
+        st.apply_snapshot(node, SnapshotReply(seq=1, inventory=inventory(node, gpus=8), jobs=jobs))
+        st.set_link(node, "live")
+    model = JobTableModel(st, clock=st.clock)
+    model.refresh()
+    assert model.rowCount() == 100 * 92 + 50
+    seen = {"reset": 0, "inserted": 0, "removed": 0, "changed": 0}
+    model.modelReset.connect(lambda: seen.__setitem__("reset", seen["reset"] + 1))
+    model.rowsInserted.connect(lambda p, a, b: seen.__setitem__("inserted", seen["inserted"] + b - a + 1))
+    model.rowsRemoved.connect(lambda p, a, b: seen.__setitem__("removed", seen["removed"] + b - a + 1))
+    model.dataChanged.connect(lambda *_: seen.__setitem__("changed", seen["changed"] + 1))
+    model.refresh()
+    assert seen == {"reset": 0, "inserted": 0, "removed": 0, "changed": 0}
+    for n in range(100):
+        old = st.nodes[f"gpu-{n}"].jobs[f"gpu-{n}.{n % 8}"]
+        st.apply_job(f"gpu-{n}", msgspec.structs.replace(old, state="paused"))
+    model.refresh()
+    assert seen["reset"] == seen["inserted"] == seen["removed"] == 0 and seen["changed"] >= 100
+    g = next(model.index(i, 0) for i, r in enumerate(model.rows) if r.id == "gpu-0.run-0")
+    assert model.index(g.row(), 3).data() == "14/16 running"
+    # A 17th rank (a replacement) joins group run-0: inserted beneath it, nothing else moves.
+    st.apply_job("gpu-1", _rank("gpu-1", 500, 16, 17, group="gpu-0.run-0"))
+    model.refresh()
+    assert seen["reset"] == 0 and model.rowCount(g) == 17 and model.index(16, 1, g).data() == "rank 16 · trainer"
