@@ -13,17 +13,20 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
+from agentd.groups.gangview import group_reason, group_state
 from agentd.protocol.jobs import ACTIVE_STATES, TERMINAL_STATES, GroupMember, JobInfo
 from gui.radar import RADAR_BAD, RADAR_ORDER, RadarBoard
 from gui.series import RATE_WINDOW_S, smooth_rate_rows
 from gui.state import JobRow
 
 POLICY_METRIC = "app:policy_version"
+_RANK_SUFFIX = re.compile(r"-r\d+$")  # agentctl submit --nodes names rank K of NAME "NAME-rK"
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,7 @@ def group_ids(nodes: dict) -> dict[str, tuple[str, tuple[str, ...]]]:
         ranks.sort()
         roles = tuple(dict.fromkeys(r for _, r, _ in ranks if r))
         names = {n for _, _, n in ranks if n}
-        out[gid] = (names.pop() if len(names) == 1 else short_group_id(gid), roles)
+        out[gid] = (group_name(gid, list(names)), roles)
     return out
 
 
@@ -82,11 +85,11 @@ def short_group_id(gid: str) -> str:
 # ---- the job table ------------------------------------------------------------------
 
 
-def _group_state(states: list[str]) -> str:
-    for s in ("running", "migrating", "checkpointing", "paused", "queued", "failed", "cancelled", "succeeded", "migrated"):
-        if s in states:
-            return s
-    return states[0] if states else "queued"
+def group_name(gid: str, names: list[str]) -> str:
+    """The run's name: its ranks' name without the ``-rK`` the gang submit adds (``ring-r3``),
+    the short group id when they disagree or have none."""
+    bare = {_RANK_SUFFIX.sub("", n) for n in names if n}
+    return bare.pop() if len(bare) == 1 else short_group_id(gid)
 
 
 def group_rows(rows: list, nodes: dict, radar: RadarBoard) -> list:
@@ -95,6 +98,7 @@ def group_rows(rows: list, nodes: dict, radar: RadarBoard) -> list:
     member = {j.id: m for _k, j, m in members(nodes)}
     if not member:
         return rows
+    info = {j.id: j for _k, j, _m in members(nodes)}
     out: list = []
     ranks: dict[str, list] = {}
     for r in rows:
@@ -106,11 +110,12 @@ def group_rows(rows: list, nodes: dict, radar: RadarBoard) -> list:
             ranks[m.id] = []
             out.append(m.id)  # placeholder: the group's row goes where its first rank was
         ranks[m.id].append((m, r))
-    return [make_group_row(x, ranks[x], radar) if isinstance(x, str) else x for x in out]
+    return [make_group_row(x, ranks[x], radar, [info[r.id] for _m, r in ranks[x]]) if isinstance(x, str) else x for x in out]
 
 
-def make_group_row(gid: str, ranks: list, radar: RadarBoard):
-    """One GroupRow from (GroupMember, JobRow) pairs of the ranks of ``gid``."""
+def make_group_row(gid: str, ranks: list, radar: RadarBoard, jobs: list[JobInfo]) -> GroupRow:
+    """One GroupRow from (GroupMember, JobRow) pairs of the ranks of ``gid`` and their jobs;
+    its state and reason as agentctl says them (agentd.groups.gangview)."""
     ranks = sorted(ranks, key=lambda mr: (mr[0].rank, mr[1].id))
     rows = tuple(r for _, r in ranks)
     verdicts = radar.of_group(gid)
@@ -124,11 +129,10 @@ def make_group_row(gid: str, ranks: list, radar: RadarBoard):
             k = (m.role, r.throughput_unit)
             by_unit[k] = by_unit.get(k, 0.0) + r.throughput
     units = {u for _, u in by_unit}
-    names = {r.name for r in rows}
     starts = [r.started_s for r in rows if r.started_s is not None]
     return GroupRow(
-        id=gid, name=names.pop() if len(names) == 1 else short_group_id(gid),
-        node=f"{len({r.node for r in rows})} nodes", state=_group_state([r.state for r in rows]),
+        id=gid, name=group_name(gid, [r.name for r in rows]),
+        node=f"{len({r.node for r in rows})} nodes", state=group_state(jobs) or rows[0].state, reason=group_reason(jobs),
         priority=max(r.priority for r in rows), gpus=tuple(g for r in rows for g in r.gpus),
         cpu_pct=sum(r.cpu_pct for r in live if r.cpu_pct is not None) if any(r.cpu_pct is not None for r in live) else None,
         mem_bytes=sum(r.mem_bytes for r in live if r.mem_bytes is not None) if any(r.mem_bytes is not None for r in live) else None,

@@ -293,7 +293,7 @@ class JobTableModel(QAbstractItemModel):
             return f"{g.name}  ·  {g.world_size} ranks" + (f" ({roles})" if roles else "")
         if col == 3:
             n = sum(1 for x in g.ranks if x.state == g.state)
-            text = f"{n}/{g.world_size} {g.state}"
+            text = f"{n}/{g.world_size} {g.state}" + (f" — {g.reason}" if g.reason and g.state in ("queued", "failed") else "")
             if g.stale:
                 text = f"stale ({text}) · {self._last_seen(g)}"
             if g.worst_rank is not None:

@@ -20,7 +20,8 @@ GANG = "g0.run-7"
 
 
 def _rank(node: str, n: int, rank: int, world: int, role: str = "trainer", gpus: tuple[int, ...] | None = None,
-          group: str = GANG, name: str = "pretrain") -> JobInfo:
+          group: str = GANG, name: str = "") -> JobInfo:
+    name = name or f"pretrain-r{rank}"  # as agentctl submit --nodes names the ranks
     local = rank % 8
     span = list(gpus) if gpus is not None else [local]
     spec = JobSpec(argv=["python", "train.py"], name=name,
@@ -90,7 +91,7 @@ def test_the_table_shows_one_group_row_with_its_16_ranks_summed_and_the_worst_ra
     g = _group_index(model)
     assert model.rowCount(g) == 16
     text = [model.index(g.row(), c).data() for c in range(10)]
-    assert text[1].startswith("pretrain") and "16 ranks" in text[1]
+    assert text[1] == "pretrain  ·  16 ranks (16 trainer)"
     assert text[2] == "2 nodes" and text[3] == "16/16 running" and text[5] == "16 GPUs"
     assert text[8] == "1.6k tok/s"  # 16 ranks x 100 tokens/s
     assert model.rows[[r.id for r in model.rows].index(GANG)].throughput == pytest.approx(1600.0)
@@ -127,6 +128,11 @@ def test_the_table_shows_one_group_row_with_its_16_ranks_summed_and_the_worst_ra
     g = _group_index(model)
     assert seen == {"reset": 0, "inserted": 0, "removed": 0}
     assert model.index(12, 3, g).data() == "paused" and model.index(g.row(), 3).data().startswith("15/16 running")
+    # A failed rank fails the group (as agentctl says it), naming the rank.
+    st.apply_job("g0", msgspec.structs.replace(st.nodes["g0"].jobs["g0.11"], state="failed", reason="exit 1", ended_s=T0 + 1))
+    model.refresh()
+    g = _group_index(model)
+    assert model.index(g.row(), 3).data().startswith("1/16 failed — rank 1 (g0.11) failed: exit 1")
 
 
 def test_filter_keeps_the_group_with_its_matching_ranks(qtbot):
