@@ -346,3 +346,59 @@ def test_ten_thousand_jobs_with_groups_update_in_place(qtbot):
     st.apply_job("gpu-1", _rank("gpu-1", 500, 16, 17, group="gpu-0.run-0"))
     model.refresh()
     assert seen["reset"] == 0 and model.rowCount(g) == 17 and model.index(16, 1, g).data() == "rank 16 · trainer"
+
+
+@pytest.mark.procs
+@pytest.mark.timeout(180)
+def test_a_real_gang_is_one_row_and_a_group_pause_pauses_every_rank(qtbot, tmp_path, agentd_factory, open_window):
+    """Two real daemons, a group submitted through the real gang path (agentctl submit --nodes),
+    the window following both: one group row with its two ranks; Pause on the group row pauses
+    every rank (the daemons say so)."""
+    import subprocess
+    import sys
+
+    from agentd.clusterfile import ClusterNode, dump_cluster
+    from agentd.protocol.messages import Cancel, Jobs
+    from agentd.transport.client import NodeClient
+    from tests.gui.conftest import BUSY_LOOP, wait_until
+
+    a, b = agentd_factory("n1"), agentd_factory("n2")
+    cluster = tmp_path / "cluster.toml"
+    cluster.write_text(dump_cluster([ClusterNode(name=p.node, endpoint=p.ctl) for p in (a, b)]))
+    out = subprocess.run([sys.executable, "-m", "agentd.cli", "--cluster", str(cluster), "submit", "--nodes", "n1,n2",
+                          "--name", "ring", "--", sys.executable, "-c", BUSY_LOOP],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+
+    def ranks() -> list:
+        found = []
+        for p in (a, b):
+            with NodeClient(p.ctl, timeout_s=10) as c:
+                found += [j for j in c.call(Jobs(active_only=True)).jobs if j.spec.group is not None]
+        return found
+
+    try:
+        w = open_window(a, b)
+        m = w.jobs.model
+
+        def group_row():
+            return next((r for r in m.rows if getattr(r, "ranks", ())), None)
+
+        wait_until(qtbot, lambda: (g := group_row()) is not None and g.running == 2, timeout_s=60, what="the group row, 2 ranks running")
+        g = group_row()
+        gi = next(m.index(i, 0) for i, r in enumerate(m.rows) if r.id == g.id)
+        assert g.name == "ring" and m.rowCount(gi) == 2 and m.index(gi.row(), 3).data() == "2/2 running"
+        assert {m.index(k, 1, gi).data() for k in range(2)} == {"rank 0", "rank 1"}
+        w.jobs.select([g.id])
+        assert sorted(w.jobs.selected()) == sorted(r.id for r in g.ranks)
+        assert w.map.canvas.outline_group == g.id  # the window told the map
+        w.jobs.act_pause.trigger()
+        wait_until(qtbot, lambda: sorted(j.state for j in ranks()) == ["paused", "paused"], timeout_s=30, what="both ranks paused")
+        wait_until(qtbot, lambda: m.index(next(i for i, r in enumerate(m.rows) if r.id == g.id), 3).data() == "2/2 paused",
+                   what="the group row reads 2/2 paused")
+    finally:
+        for p in (a, b):  # agentd leaves jobs running when it stops: cancel the ranks
+            with NodeClient(p.ctl, timeout_s=10) as c:
+                for j in c.call(Jobs(active_only=True)).jobs:
+                    c.call(Cancel(job=j.id, grace_s=0.5), timeout_s=10.0)
+        wait_until(qtbot, lambda: ranks() == [], timeout_s=20, what="the ranks ended")
