@@ -112,6 +112,8 @@ class MainWindow(QMainWindow):
         self.map = ClusterMap(self.state, labels_of=self._node_labels)
         self.map.canvas.node_activated.connect(self.show_node_card)
         self.map.canvas.job_clicked.connect(lambda j: self.jobs.select([j]))
+        self.jobs.group_selected.connect(self.map.canvas.set_outline_group)  # the map outlines the group
+        self.jobs.group_charts_requested.connect(self.charts.add_group_charts)
         self.map.cards_requested.connect(lambda: self.show_view("cards", chosen=True))
         cards = QWidget()
         cards_lay = QVBoxLayout(cards)
