@@ -32,13 +32,13 @@ alerts on them.
 
 from __future__ import annotations
 
-import logging
 import collections
+import logging
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from http.server import ThreadingHTTPServer
-from typing import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import MetricsHandler
@@ -80,7 +80,7 @@ class _Snapshot:
 class SnapshotCollector(Collector):
     """Formats the exporter's latest snapshot; nothing is measured at scrape time."""
 
-    def __init__(self, exporter: "MetricsExporter") -> None:
+    def __init__(self, exporter: MetricsExporter) -> None:
         self.exporter = exporter
 
     def collect(self) -> Iterator[Metric]:
@@ -236,7 +236,7 @@ def _pct(v: float | None) -> float | None:
 
 
 def _job_metrics(node: str, s: NodeSample, d: DerivedNode, jobs: list[JobInfo], ended: list[JobInfo],
-                 exporter: "MetricsExporter") -> Iterator[Metric]:
+                 exporter: MetricsExporter) -> Iterator[Metric]:
     by_id = {j.id: j for j in jobs}
     names = {j.id: j.name for j in jobs}
     labels = ["node", "job_id", "name"]
@@ -456,7 +456,7 @@ class MetricsExporter:
         if thread is not None:
             thread.join(timeout=5)
 
-    def __enter__(self) -> "MetricsExporter":
+    def __enter__(self) -> MetricsExporter:
         self.start()
         return self
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agentd.protocol import JobSpec  # noqa: E402
-from agentd.protocol.messages import Hello, Pause, Resume, Show, Submit  # noqa: E402
-from tests.agentd_proc import start_agentd  # noqa: E402
+from agentd.protocol import JobSpec
+from agentd.protocol.messages import Hello, Pause, Resume, Show, Submit
+from tests.agentd_proc import start_agentd
 
 
 def pct(values: list[float], q: float) -> float:

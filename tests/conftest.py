@@ -66,7 +66,7 @@ def _starts_processes(obj: object, depth: int = 2) -> bool:
     return False
 
 
-def pytest_collection_modifyitems(config, items):  # noqa: ARG001
+def pytest_collection_modifyitems(config, items):
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
         func = getattr(item, "function", None)

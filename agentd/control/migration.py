@@ -258,7 +258,7 @@ class MigrationSource:
             self.journal.note(rec, f"recovering after a daemon restart in phase {rec.phase}")
             try:
                 self._recover_one(rec)
-            except Exception as exc:  # noqa: BLE001 - one bad record must not stop the others
+            except Exception as exc:  # one bad record must not stop the others
                 log.exception("migration %s: recovery failed", rec.id)
                 self.journal.note(rec, f"recovery failed: {exc}")
             done.append(rec)
@@ -269,7 +269,7 @@ class MigrationSource:
     def _run_guarded(self, rec: MigrationRecord) -> None:
         try:
             self._run(rec)
-        except Exception as exc:  # noqa: BLE001 - never leave a job stranded
+        except Exception as exc:  # never leave a job stranded
             log.exception("migration %s failed unexpectedly", rec.id)
             if rec.phase in ("committing",):
                 self._resolve_commit(rec, f"unexpected error: {exc}")
@@ -609,7 +609,7 @@ class MigrationSource:
         try:
             if phase != "done":
                 self.jobs.update_migration(rec.job_id, self._migration_dict(rec, None, phase, reason=reason))
-        except Exception:  # noqa: BLE001 - reporting must not undo a finished rollback
+        except Exception:  # reporting must not undo a finished rollback
             log.exception("migration %s: cannot update job %s", rec.id, rec.job_id)
         self._event(rec, reason, ok=ok, data=data)
 

@@ -28,8 +28,9 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from agentd.control.slurm_parse import (
@@ -144,7 +145,7 @@ class SlurmUnavailable(RuntimeError):
 
 
 def backend_for(node: str, mode: str = "auto", *, commands: SlurmCommands | None = None,
-                slurm_node: str | None = None) -> "SlurmBackend | None":
+                slurm_node: str | None = None) -> SlurmBackend | None:
     """The daemon's switch (``--slurm auto|on|off``): a backend when Slurm answers here.
 
     ``auto``: a backend when scontrol is on PATH and ``scontrol ping`` says UP, else None
@@ -278,7 +279,7 @@ class SlurmBackend:
                 self._use_json = True
                 return jobs
             except SlurmError as exc:
-                if self._use_json or "json" not in exc.message.lower() and "unrecognized" not in exc.message.lower():
+                if self._use_json or ("json" not in exc.message.lower() and "unrecognized" not in exc.message.lower()):
                     raise
             except (ValueError, KeyError, TypeError) as exc:
                 if self._use_json:
@@ -584,7 +585,7 @@ def _protocol_error(exc: SlurmError, what: str) -> ProtocolError:
     text = f"Slurm refused {' '.join(exc.argv[:2])} for {what!r}: {msg}"
     if "invalid job id" in low or "unknown job" in low:
         return ProtocolError(ErrorCode.NOT_FOUND, text, "job")
-    if "access" in low and "denied" in low or "permission" in low or "not authorized" in low:
+    if ("access" in low and "denied" in low) or "permission" in low or "not authorized" in low:
         return ProtocolError(ErrorCode.UNAUTHORIZED, text + " (Slurm allows this only to the job's owner or an operator)", "job")
     if "already" in low or "pending" in low or "suspended" in low or "not running" in low or "disabled" in low \
             or "completing" in low or "completed" in low or "not suspended" in low:

@@ -58,7 +58,7 @@ class Request(msgspec.Struct, kw_only=True, tag_field="cmd"):
     """Base of every request."""
 
     role: ClassVar[str] = "viewer"
-    reply: ClassVar[type["Reply"]]
+    reply: ClassVar[type[Reply]]
     v: int = PROTOCOL_VERSION
     id: int = 0
     actor: Actor = ""  # a note from the client for the audit log; the daemon names the caller itself

@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import struct
 import sys
-from array import array
 import zlib
-from typing import Annotated, Any, Sequence
+from array import array
+from collections.abc import Sequence
+from typing import Annotated, Any
 
 import msgspec
 
@@ -143,7 +144,7 @@ class Shape:
         return struct.pack(f"<{len(self.offsets)}I", *self.offsets)
 
     @classmethod
-    def from_row(cls, template: bytes, offsets_blob: bytes) -> "Shape":
+    def from_row(cls, template: bytes, offsets_blob: bytes) -> Shape:
         return cls(template, struct.unpack(f"<{len(offsets_blob) // 4}I", offsets_blob))
 
 

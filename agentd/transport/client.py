@@ -14,9 +14,10 @@ import itertools
 import logging
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, TypeVar
+from typing import TypeVar
 
 import msgspec
 import zmq
@@ -24,7 +25,13 @@ import zmq
 from agentd.protocol import MAX_MESSAGE_BYTES, ProtocolError, decode_reply, decode_stream, encode
 from agentd.protocol.link import LinkEvent, LinkMessage, LinkSnapshot, LinkState, LinkStatus
 from agentd.protocol.messages import ErrorReply, Hello, HelloReply, Reply, Request, Snapshot, SnapshotReply, StreamMsg
-from agentd.transport.auth import client_keys_dir, connect_address, endpoint_host, load_or_create_keypair, load_public_key
+from agentd.transport.auth import (
+    client_keys_dir,
+    connect_address,
+    endpoint_host,
+    load_or_create_keypair,
+    load_public_key,
+)
 from agentd.transport.errors import ClientError
 from agentd.transport.poll import Ready, wait_ready
 
@@ -245,7 +252,7 @@ class NodeClient:
         if self._own_ctx:
             self.ctx.term()
 
-    def __enter__(self) -> "NodeClient":
+    def __enter__(self) -> NodeClient:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -43,8 +43,15 @@ import zmq
 from agentd.kernel import procfs
 from agentd.protocol import MAX_MESSAGE_BYTES, encode, topic_of
 from agentd.protocol.messages import StreamMsg
+from agentd.transport.auth import (
+    UNVERIFIED,
+    ZapHandler,
+    authorized_keys,
+    is_loopback,
+    keys_signature,
+    load_or_create_keypair,
+)
 from agentd.transport.peers import client_connection_inodes
-from agentd.transport.auth import UNVERIFIED, ZapHandler, authorized_keys, is_loopback, keys_signature, load_or_create_keypair
 
 log = logging.getLogger(__name__)
 REPLY_HWM = 8  # replies queued per peer beyond the kernel's buffer; more are dropped

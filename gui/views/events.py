@@ -222,7 +222,7 @@ class EventLog(QWidget):
             box.addItem(text, value)
             box.blockSignals(False)
 
-    def toPlainText(self) -> str:  # noqa: N802 - the name of QTextEdit's, which this view replaced
+    def toPlainText(self) -> str:  # the name of QTextEdit's, which this view replaced
         """Every line shown, folded tool calls included, one per line (for copying and tests)."""
         out = []
         for i in range(self.view.topLevelItemCount()):

@@ -118,7 +118,7 @@ class NodeCard(QGraphicsItem):
         y = HEADER_H + self.rows() * (TILE_H + GAP)
         return QRectF(PAD, y, CARD_W - 2 * PAD, CPU_STRIP_H - 4)
 
-    def paint(self, p: QPainter, option, widget=None) -> None:  # noqa: C901 - one picture
+    def paint(self, p: QPainter, option, widget=None) -> None:  # long on purpose: one picture
         lod = option.levelOfDetailFromTransform(p.worldTransform()) if option is not None else 1.0
         if lod < LOD_TEXT:
             self._paint_overview(p)

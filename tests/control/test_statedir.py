@@ -8,6 +8,7 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from tests.control.control_helpers import finished, spec, wait_for
 
 pytestmark = pytest.mark.root

@@ -9,12 +9,12 @@ import os
 import time
 
 import pytest
-from tests.agentd_proc import start_agentd
-from tests.control.control_helpers import wait_for
 
 from agentd.control.manager import SHIM_START_TIMEOUT_S
 from agentd.protocol import TERMINAL_STATES, JobSpec
 from agentd.protocol.messages import Show, Submit
+from tests.agentd_proc import start_agentd
+from tests.control.control_helpers import wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 

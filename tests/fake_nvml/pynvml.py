@@ -78,7 +78,7 @@ class NVMLError(Exception):
         NVML_ERROR_UNKNOWN: "Unknown Error",
     }
 
-    def __new__(typ, value):  # noqa: N804 - mirrors nvidia-ml-py
+    def __new__(typ, value):  # mirrors nvidia-ml-py
         if typ == NVMLError:
             typ = NVMLError._valClassMapping.get(value, typ)
         obj = Exception.__new__(typ)
@@ -94,7 +94,7 @@ class NVMLError(Exception):
     __hash__ = Exception.__hash__
 
 
-def _extractNVMLErrorsAsClasses():  # noqa: N802 - mirrors nvidia-ml-py
+def _extractNVMLErrorsAsClasses():  # mirrors nvidia-ml-py
     this_module = sys.modules[__name__]
     for err_name in [x for x in dir(this_module) if x.startswith("NVML_ERROR_")]:
         class_name = "NVMLError_" + string.capwords(err_name.replace("NVML_ERROR_", ""), "_").replace("_", "")
@@ -264,7 +264,7 @@ def nvmlDeviceGetTemperature(handle, sensor):
     return 61 + handle.index
 
 
-def nvmlDeviceGetClockInfo(handle, type):  # noqa: A002 - nvidia-ml-py's name
+def nvmlDeviceGetClockInfo(handle, type):  # nvidia-ml-py's name
     _enter("nvmlDeviceGetClockInfo", handle)
     return {NVML_CLOCK_SM: 1980, NVML_CLOCK_MEM: 2619, NVML_CLOCK_GRAPHICS: 1980}[type]
 
@@ -284,7 +284,7 @@ def nvmlDeviceGetCurrentClocksThrottleReasons(handle):
     return nvmlClocksThrottleReasonSwPowerCap
 
 
-def nvmlDeviceGetTotalEccErrors(handle, errorType, counterType):  # noqa: N803
+def nvmlDeviceGetTotalEccErrors(handle, errorType, counterType):
     _enter("nvmlDeviceGetTotalEccErrors", handle)
     return 3 if errorType == NVML_MEMORY_ERROR_TYPE_CORRECTED else 0
 
@@ -306,7 +306,7 @@ def nvmlDeviceGetGraphicsRunningProcesses(handle):
     return []
 
 
-def nvmlDeviceGetProcessUtilization(handle, timeStamp):  # noqa: N803
+def nvmlDeviceGetProcessUtilization(handle, timeStamp):
     _enter("nvmlDeviceGetProcessUtilization", handle)
     samples = [
         _Struct(pid=pid, timeStamp=timeStamp + 1000, smUtil=sm, memUtil=0, encUtil=0, decUtil=0)
@@ -347,7 +347,7 @@ def nvmlDeviceGetTopologyCommonAncestor(device1, device2):
     return NVML_TOPOLOGY_HOSTBRIDGE
 
 
-def nvmlDeviceGetFieldValues(handle, fieldIds):  # noqa: N803
+def nvmlDeviceGetFieldValues(handle, fieldIds):
     _enter("nvmlDeviceGetFieldValues", handle)
     out = []
     for fid in fieldIds:
@@ -364,11 +364,11 @@ def nvmlEventSetCreate():
     return _Struct(kind="event-set")
 
 
-def nvmlDeviceRegisterEvents(handle, eventTypes, eventSet):  # noqa: N803
+def nvmlDeviceRegisterEvents(handle, eventTypes, eventSet):
     _enter("nvmlDeviceRegisterEvents", handle)
 
 
-def nvmlEventSetWait_v2(eventSet, timeoutms):  # noqa: N803
+def nvmlEventSetWait_v2(eventSet, timeoutms):
     _enter("nvmlEventSetWait_v2")
     if not _config.xid_events:
         raise NVMLError(NVML_ERROR_TIMEOUT)
@@ -377,9 +377,9 @@ def nvmlEventSetWait_v2(eventSet, timeoutms):  # noqa: N803
                    gpuInstanceId=0, computeInstanceId=0)
 
 
-def nvmlEventSetWait(eventSet, timeoutms):  # noqa: N803
+def nvmlEventSetWait(eventSet, timeoutms):
     return nvmlEventSetWait_v2(eventSet, timeoutms)
 
 
-def nvmlEventSetFree(eventSet):  # noqa: N803
+def nvmlEventSetFree(eventSet):
     _enter("nvmlEventSetFree")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import msgspec
 import pytest
+
 from agentd.protocol.errors import ErrorCode
 from agentd.protocol.messages import JobMsg, Migrate, SnapshotReply
 from gui.sources.base import DataSource, NodeAddress, RequestFailure

@@ -10,8 +10,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from agentd.protocol.jobs import CheckpointContract, JobSpec
 from agentd.protocol import ErrorCode
+from agentd.protocol.jobs import CheckpointContract, JobSpec
 from agentd.protocol.messages import Cancel, Jobs, Logs, Migrate, Pause, Resume, Show, Submit
 from agentd.protocol.migration import MigrateStatus
 from agentd.transport.client import RemoteError
@@ -315,8 +315,9 @@ def test_source_killed_mid_migration_recovers_on_restart(daemons, tmp_path, fast
 
 def test_real_target_rejects_corrupted_checkpoint_and_refuses_late_commit(daemons, tmp_path):
     """A source's view over real zmq: a flipped byte is caught by the digest at commit."""
-    from .tarfiles import iter_chunks, pack
     from agentd.protocol.migration import MigrateAbort, MigrateChunk, MigrateCommit, MigrateOffer
+
+    from .tarfiles import iter_chunks, pack
 
     b = daemons("b")
     ckpt = tmp_path / "ckpt"

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
@@ -22,12 +21,12 @@ from .conftest import steps, wait_for
 from .test_migration_daemons import (  # noqa: F401  (daemons and fast_failures are fixtures)
     N,
     _counter_job,
+    _kill_trainers,
     _need_criu,
     _show,
     _spec,
     _submit_and_reach,
     _wait_settled,
-    _kill_trainers,
     daemons,
     fast_failures,
 )

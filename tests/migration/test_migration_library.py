@@ -257,7 +257,6 @@ def test_target_refuses_chunks_it_did_not_accept(cluster):
 
 
 def test_streaming_offer_needs_exact_size_and_digest_at_commit(cluster, tmp_path):
-    import hashlib
 
     from agentd.protocol.migration import MigrateChunk, MigrateCommit, MigrateOffer
 

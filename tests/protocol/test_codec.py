@@ -2,11 +2,21 @@
 
 import msgspec
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agentd.metrics import CpuTimes, HostSample, NodeSample
-from agentd.protocol import COMMANDS, ErrorCode, JobSpec, ProtocolError, decode_reply, decode_request, decode_stream, encode
-from agentd.protocol.messages import ErrorReply, JobReply, Pause, Priority, SampleMsg, Submit
+from agentd.protocol import (
+    COMMANDS,
+    ErrorCode,
+    JobSpec,
+    ProtocolError,
+    decode_reply,
+    decode_request,
+    decode_stream,
+    encode,
+)
+from agentd.protocol.messages import ErrorReply, JobReply, SampleMsg
 
 
 def test_every_command_round_trips_with_its_defaults():
