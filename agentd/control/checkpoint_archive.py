@@ -210,7 +210,8 @@ class _MemberChecker:
         if m.isreg():
             self.total += m.size
             if limit_bytes is not None and self.total > limit_bytes:
-                raise ArchiveError("too_large", f"checkpoint holds more than the {limit_bytes}-byte quota (at member {m.name!r}); raise this node's migration_quota (agentd --migration-quota)")
+                raise ArchiveError("too_large", f"checkpoint holds more than the {limit_bytes}-byte quota (at member "
+                                                f"{m.name!r}); raise this node's migration_quota (agentd --migration-quota)")
         names.add(name)
 
 

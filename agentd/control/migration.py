@@ -191,7 +191,8 @@ class MigrationSource:
         with self._lock:
             for rec in self.journal.unfinished("source"):
                 if rec.job_id == job_id:
-                    raise ProtocolError(ErrorCode.CONFLICT, f"job '{job_id}' is already migrating to {rec.target} (migration {rec.id}); wait for it or check `agentctl show {job_id}`", "job")
+                    raise ProtocolError(ErrorCode.CONFLICT, f"job '{job_id}' is already migrating to {rec.target} "
+                                                            f"(migration {rec.id}); wait for it or check `agentctl show {job_id}`", "job")
             if info.state == "queued":
                 mode = "queued"
             elif info.state in ("running", "paused"):
@@ -206,7 +207,8 @@ class MigrationSource:
                     if not ok:
                         raise ProtocolError(ErrorCode.INVALID, f"job '{job_id}' has no checkpoint contract and {why}; {hint}", "job")
                     if info.spec.gpus:
-                        raise ProtocolError(ErrorCode.INVALID, f"job '{job_id}' has no checkpoint contract and uses GPUs, whose state CRIU cannot move; {hint}", "job")
+                        raise ProtocolError(ErrorCode.INVALID, f"job '{job_id}' has no checkpoint contract and uses "
+                                                               f"GPUs, whose state CRIU cannot move; {hint}", "job")
                     mode = "criu"
             else:
                 raise ProtocolError(ErrorCode.CONFLICT, f"job '{job_id}' is {info.state}; only queued, running or paused jobs can migrate", "job")
@@ -578,9 +580,8 @@ class MigrationSource:
                 self._rollback(rec, f"agentd restarted while job '{rec.job_id}' was checkpointing; restarted here from its checkpoint")
         elif rec.phase == "transferring":
             self._abort_and_rollback(rec, factory, f"agentd restarted during the transfer of job '{rec.job_id}'; restarted here from its checkpoint")
-        elif rec.phase == "committing":
-            if not self._settle_from_status(rec, factory):
-                self._resolve_commit(rec, "agentd restarted after sending the commit")
+        elif rec.phase == "committing" and not self._settle_from_status(rec, factory):
+            self._resolve_commit(rec, "agentd restarted after sending the commit")
 
     # -- reporting -----------------------------------------------------------------------
 

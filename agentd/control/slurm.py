@@ -257,7 +257,7 @@ class SlurmBackend:
 
     def owns(self, job_id: str) -> bool:
         """True for ids this backend answers: ``node.slurm-N`` or ``slurm-N``."""
-        return job_id.startswith(f"{self.node}.{SLURM_PREFIX}") or job_id.startswith(SLURM_PREFIX)
+        return job_id.startswith((f"{self.node}.{SLURM_PREFIX}", SLURM_PREFIX))
 
     def slurm_id(self, job_id: str) -> int:
         """Slurm's numeric job id from ``node.slurm-N``, ``slurm-N`` or ``N``."""

@@ -26,6 +26,7 @@ side (every step of one is undone by a step of the other), so they stay in one m
 
 from __future__ import annotations
 
+import itertools
 import struct
 import sys
 import zlib
@@ -228,7 +229,7 @@ def _find_slots(template: bytes, kinds: list[bool]) -> list[int] | None:
             start = i + 9
     found.sort()
     # a pattern inside a string would overlap a slot or add one: either way the kinds differ
-    if [f for _, f in found] != kinds or any(b[0] - a[0] < 9 for a, b in zip(found, found[1:])):
+    if [f for _, f in found] != kinds or any(b[0] - a[0] < 9 for a, b in itertools.pairwise(found)):
         return None
     offsets = [i for i, _ in found]
     if len(_slot_cache) >= SLOT_CACHE:
@@ -432,7 +433,7 @@ def decode_chunk(body: bytes, shapes: dict[int, Shape]) -> list[bytes]:
         budget -= len(r)
         out[i] = r
     procs = payload.procs
-    for sid, codes_b, _ in payload.groups:
+    for sid, _codes, _ in payload.groups:
         shape = shapes.get(sid)
         if shape is None:
             raise UnknownShape(f"chunk refers to shape {sid}, which the file does not hold")

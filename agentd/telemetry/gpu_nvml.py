@@ -105,7 +105,7 @@ class NvmlBackend:
                 self._logged.add((name, gpu, kind))
                 log.warning("GPU %d: %s failed (%s); will retry each tick, logging once", gpu, name, exc)
             return None
-        except Exception as exc:  # a driver binding bug must not stop the other values
+        except Exception as exc:  # noqa: BLE001 - a driver binding bug must not stop the other values
             if (name, gpu, type(exc).__name__) not in self._logged:
                 self._logged.add((name, gpu, type(exc).__name__))
                 log.warning("GPU %d: %s raised %r; that value stays empty", gpu, name, exc)

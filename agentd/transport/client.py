@@ -77,7 +77,7 @@ def default_actor() -> str:
 
     try:
         user = getpass.getuser()
-    except Exception:
+    except Exception:  # noqa: BLE001 - getuser raises several kinds (KeyError, OSError); the uid will do
         user = str(os.getuid())
     return f"{user}@{socket.gethostname()}"
 

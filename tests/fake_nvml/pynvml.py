@@ -11,6 +11,7 @@ from __future__ import annotations
 import string
 import sys
 from types import SimpleNamespace
+from typing import ClassVar
 
 NVML_SUCCESS = 0
 NVML_ERROR_UNINITIALIZED = 1
@@ -63,8 +64,8 @@ nvmlClocksThrottleReasonSwPowerCap = nvmlClocksEventReasonSwPowerCap
 
 
 class NVMLError(Exception):
-    _valClassMapping: dict[int, type] = {}
-    _errcode_to_string = {
+    _valClassMapping: ClassVar[dict[int, type]] = {}
+    _errcode_to_string: ClassVar[dict[int, str]] = {
         NVML_ERROR_UNINITIALIZED: "Uninitialized",
         NVML_ERROR_INVALID_ARGUMENT: "Invalid Argument",
         NVML_ERROR_NOT_SUPPORTED: "Not Supported",
@@ -86,7 +87,7 @@ class NVMLError(Exception):
         return obj
 
     def __str__(self):
-        return NVMLError._errcode_to_string.get(self.value, "NVML Error with code %d" % self.value)
+        return NVMLError._errcode_to_string.get(self.value, f"NVML Error with code {self.value}")
 
     def __eq__(self, other):
         return self.value == other.value
@@ -216,7 +217,7 @@ def nvmlDeviceGetName(handle):
 
 def nvmlDeviceGetUUID(handle):
     _enter("nvmlDeviceGetUUID", handle)
-    return "GPU-fa4e0000-0000-4000-8000-%012d" % handle.index
+    return f"GPU-fa4e0000-0000-4000-8000-{handle.index:012d}"
 
 
 def nvmlDeviceGetPciInfo(handle):

@@ -51,7 +51,7 @@ def test_legend_toggle_hover_and_pause(qtbot):
     c0, c1 = (chart.curves[k] for k in keys)
     col0, col1 = (c.opts["pen"].color().name() for c in (c0, c1))
     assert {col0, col1} <= _colours(chart), "both curves painted"
-    t1, v1 = c1.getData()
+    _t1, v1 = c1.getData()
     assert np.isnan(v1).any() and len(c1.polys) == 2, "NaN gap splits the line"
 
     # clicking a legend entry hides its curve

@@ -88,7 +88,9 @@ json_values = st.recursive(
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.sampled_from(sorted(COMMANDS)), st.dictionaries(st.sampled_from(["job", "priority", "spec", "grace_s", "target", "id", "offset", "zz"]), json_values, max_size=4))
+@given(st.sampled_from(sorted(COMMANDS)),
+       st.dictionaries(st.sampled_from(["job", "priority", "spec", "grace_s", "target", "id", "offset", "zz"]),
+                       json_values, max_size=4))
 def test_mutated_requests_decode_or_fail_cleanly(cmd, fields):
     body = msgspec.msgpack.encode({"v": 1, "cmd": cmd, **fields})
     try:
