@@ -204,8 +204,8 @@ class _MemberChecker:
             if target == ".." or target.startswith("../"):
                 raise ArchiveError("unsafe", f"checkpoint symlink {m.name!r} -> {m.linkname!r} leaves the checkpoint directory; refusing the archive")
         if m.islnk():
-            target = _clean_name(m.linkname)
-            if target is None or target not in names:
+            linked = _clean_name(m.linkname)
+            if linked is None or linked not in names:
                 raise ArchiveError("unsafe", f"checkpoint hard link {m.name!r} -> {m.linkname!r} does not point to an earlier member; refusing the archive")
         if m.isreg():
             self.total += m.size

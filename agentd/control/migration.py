@@ -70,6 +70,7 @@ from agentd.protocol.migration import (
     MigrateOfferReply,
     MigrateStatus,
     MigrateStatusReply,
+    MigrationMode,
 )
 from agentd.store.migration_journal import MigrationJournal, MigrationRecord
 
@@ -193,6 +194,7 @@ class MigrationSource:
                 if rec.job_id == job_id:
                     raise ProtocolError(ErrorCode.CONFLICT, f"job '{job_id}' is already migrating to {rec.target} "
                                                             f"(migration {rec.id}); wait for it or check `agentctl show {job_id}`", "job")
+            mode: MigrationMode
             if info.state == "queued":
                 mode = "queued"
             elif info.state in ("running", "paused"):

@@ -46,13 +46,8 @@ from agentd.control.slurm_parse import (
 from agentd.kernel import cgroupfs, procfs
 from agentd.kernel.procfs import DEFAULT_PROC_ROOT
 from agentd.protocol.errors import ErrorCode, ProtocolError
-from agentd.protocol.jobs import (
-    PRIORITY_MAX,
-    PRIORITY_MIN,
-    TERMINAL_STATES,
-    JobInfo,
-    JobSpec,
-)
+from agentd.protocol.jobs import TERMINAL_STATES, JobInfo, JobSpec
+from agentd.protocol.limits import PRIORITY_MAX, PRIORITY_MIN
 from agentd.telemetry.cgroup_paths import CgroupRef
 
 log = logging.getLogger(__name__)
@@ -249,7 +244,7 @@ class SlurmBackend:
         self._cache: tuple[float, list[JobInfo]] | None = None
         self._partitions: tuple[float, dict[str, list[str]]] | None = None
         self._refs: dict[str, tuple[CgroupRef | None, list[int]]] = {}
-        self._reported: dict[str, tuple] = {}
+        self._reported: dict[str, tuple[object, ...]] = {}  # job id -> what was last reported
 
     # ---- ids ---------------------------------------------------------------------------------
     def job_id(self, slurm_id: int) -> str:
@@ -405,7 +400,7 @@ class SlurmBackend:
             log.warning("%s", exc.message)
             return []
         changed = []
-        seen: dict[str, tuple] = {}
+        seen: dict[str, tuple[object, ...]] = {}
         for job in current:
             key = (job.state, job.priority, tuple(job.pids), job.reason, job.exit_code)
             seen[job.id] = key

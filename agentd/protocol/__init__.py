@@ -6,8 +6,6 @@ from agentd.protocol.codec import decode_reply, decode_request, decode_stream, e
 from agentd.protocol.errors import ErrorCode, ProtocolError
 from agentd.protocol.jobs import (
     ACTIVE_STATES,
-    PRIORITY_MAX,
-    PRIORITY_MIN,
     TERMINAL_STATES,
     CheckpointContract,
     Event,
@@ -16,6 +14,7 @@ from agentd.protocol.jobs import (
     JobState,
     ToolCall,
 )
+from agentd.protocol.limits import PRIORITY_MAX, PRIORITY_MIN
 from agentd.protocol.messages import *  # noqa: F403  (the schema table is the API)
 from agentd.protocol.messages import COMMANDS, MAX_MESSAGE_BYTES, PROTOCOL_VERSION
 

@@ -62,7 +62,7 @@ _field_of = field_of
 
 
 @cache
-def _request_decoder(n_commands: int) -> msgspec.msgpack.Decoder:
+def _request_decoder(n_commands: int) -> msgspec.msgpack.Decoder[Request]:
     # Rebuilt only when a command module registers more commands.
     # `X | Y` cannot be built from a runtime tuple of types; Union[...] can
     union = Union[tuple(COMMANDS.values())]  # type: ignore[valid-type]  # noqa: UP007

@@ -402,13 +402,15 @@ def _decode_group_np(np: Any, shape: Shape, codes_b: bytes, planes: bytes, k: in
 
 
 def _decode_group_py(shape: Shape, codes_b: bytes, planes: bytes, k: int) -> list[bytes]:
-    columns = _columns_from_planes_py(planes, k, len(codes_b))
-    for c, code in enumerate(codes_b):
+    columns: list[list[int] | list[float]] = []
+    for code, raw in zip(codes_b, _columns_from_planes_py(planes, k, len(codes_b))):
         if code >= CODE_FIXED:
             scale = float(10 ** (code - CODE_FIXED))
-            columns[c] = [v / scale for v in columns[c]]
+            columns.append([v / scale for v in raw])
         elif code == CODE_FLOAT_BITS:
-            columns[c] = _floats_of(columns[c])
+            columns.append(_floats_of(raw))
+        else:
+            columns.append(raw)
     return [shape.pack([col[r] for col in columns]) for r in range(k)]
 
 
@@ -438,8 +440,8 @@ def decode_chunk(body: bytes, shapes: dict[int, Shape]) -> list[bytes]:
         if shape is None:
             raise UnknownShape(f"chunk refers to shape {sid}, which the file does not hold")
         # count the bytes the group will produce before producing them
-        members = sum(1 for s in shape_ids if s == sid)
-        budget -= members * len(shape.template)
+        n_members = sum(1 for s in shape_ids if s == sid)
+        budget -= n_members * len(shape.template)
     budget -= sum(len(p) for p in procs.values())
     if budget < 0:
         raise ValueError(f"chunk would decode to more than {MAX_CHUNK_DECODED_BYTES} bytes")

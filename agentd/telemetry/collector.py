@@ -25,6 +25,8 @@ from agentd.metrics.samples import (
     AppMetric,
     CgroupSample,
     CpuTimes,
+    GpuInfo,
+    GpuLink,
     GpuSample,
     HostSample,
     NodeInventory,
@@ -116,8 +118,8 @@ class NodeCollector:
     def inventory(self) -> NodeInventory:
         """Static facts of the node, its GPUs and how they connect."""
         ident: dict[str, object] = self._guard("host identity", lambda: host_identity(self.proc_root), {})
-        gpus = self._guard("GPU inventory", self._gpu.gpus, [])
-        links = self._guard("GPU topology", self._gpu.links, [])
+        gpus: list[GpuInfo] = self._guard("GPU inventory", self._gpu.gpus, [])
+        links: list[GpuLink] = self._guard("GPU topology", self._gpu.links, [])
         mode = self._guard(
             "cgroup mode",
             lambda: detect_cgroup_mode(self.cgroup_root, self.proc_root),

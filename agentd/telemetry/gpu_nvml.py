@@ -55,13 +55,14 @@ class NvmlBackend:
         self._xid_set: Any = None
         if nvml is None:
             try:
-                import pynvml as nvml  # type: ignore[no-redef]
+                import pynvml
             except ImportError:
                 self.status = (
                     "no NVIDIA driver (NVML error: the nvidia-ml-py package is not installed; "
                     "install fleetdeck[nvidia])"
                 )
                 return
+            nvml = pynvml
         self._nvml = nvml
         try:
             nvml.nvmlInit()
@@ -212,6 +213,8 @@ class NvmlBackend:
             return
         nvml = self._nvml
         wait = getattr(nvml, "nvmlEventSetWait_v2", None) or getattr(nvml, "nvmlEventSetWait", None)
+        if wait is None:  # a binding with event sets but no wait call: no Xid counts, no crash
+            return
         for _ in range(1000):  # bounded: never spin on a misbehaving driver
             try:
                 data = wait(self._xid_set, 0)

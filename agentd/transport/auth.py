@@ -187,7 +187,7 @@ class ZapHandler:
     under ``keys_root``; NULL clients are accepted and named by the kernel where it can.
     """
 
-    def __init__(self, context: zmq.Context, keys_root: Path, domains: dict[str, int]) -> None:
+    def __init__(self, context: zmq.Context[zmq.Socket[bytes]], keys_root: Path, domains: dict[str, int]) -> None:
         self.keys_root = keys_root
         self.domains = domains
         self.refused = 0
