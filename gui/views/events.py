@@ -162,7 +162,7 @@ class EventLog(QWidget):
         if node and ev.node != node:
             return False
         sev = self.severity_box.currentData()
-        if sev == "fail" and ev.ok or sev == "ok" and not ev.ok:
+        if (sev == "fail" and ev.ok) or (sev == "ok" and not ev.ok):
             return False
         job = self.job_edit.text().strip().lower()
         if job and job not in ev.job_id.lower():
