@@ -6,6 +6,9 @@
     server_key = "~/.config/fleetdeck/gpu-a.key"   # optional; required off loopback
     labels = { rack = "r1" }                          # optional; the app's cluster map groups
                                                       # nodes by group, rack, switch or partition
+
+A top-level ``prometheus = "http://prom:9090"`` (optional) names a Prometheus that scrapes these
+nodes; the app reads chart spans longer than its own hour from it (6 h, 24 h, 7 d).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ class ClusterNode(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 
 class ClusterFile(msgspec.Struct, frozen=True, kw_only=True):
     name: str = ""
+    prometheus: str = ""  # a Prometheus scraping these nodes: the app's charts read spans past 1 h there
     node: list[ClusterNode] = []
 
 

@@ -38,6 +38,7 @@ from agentd.protocol import ErrorCode, Event, JobInfo, ProtocolError, decode_req
 from agentd.protocol.alerts import alert_data
 from agentd.protocol.codec import request_id
 from agentd.protocol.fit import REPLY_BUDGET_BYTES, fit_jobs
+from agentd.protocol.gang import GroupAction
 from agentd.protocol.messages import (
     Alerts,
     AlertsReply,
@@ -76,6 +77,7 @@ if TYPE_CHECKING:  # at run time imported where they are built (see _import_part
     from agentd.control.manager import JobManager
     from agentd.control.slurm import SlurmBackend
     from agentd.exporter import MetricsExporter
+    from agentd.gang_service import GangService
     from agentd.migration_service import MigrationService
     from agentd.relay.service import Relay
 
@@ -87,6 +89,7 @@ SNAPSHOT_EVENTS = 200  # recent events a snapshot carries (fewer when they would
 _sample_decoder = msgspec.msgpack.Decoder(NodeSample)
 Handler = Callable[[Any, str], Reply]  # (decoded request, caller name) -> reply
 # Requests that act on one job: the daemon checks the caller may act on it before the handler runs.
+GROUP_ACTIONS = {"pause": "pause", "resume": "resume", "priority": "reprioritise", "cancel": "cancel"}
 JOB_ACTIONS: dict[type[Request], str] = {Pause: "pause", Resume: "resume", Priority: "reprioritise",
                                          Cancel: "cancel", Migrate: "migrate"}
 
@@ -110,6 +113,7 @@ def _import_parts() -> None:
     out of this process first (tests/daemon/test_lean_imports.py)."""
     import agentd.control.manager
     import agentd.control.slurm
+    import agentd.gang_service
     import agentd.migration_service  # noqa: F401
 
 
@@ -155,6 +159,7 @@ class Daemon:
         self._register_handlers()
         self.migration = self._make_migration()
         self._route_slurm_migrations()
+        self.gangs = self._make_gangs()
 
     # ---- wiring ----------------------------------------------------------------------
     # The parts are imported where they are built (see _import_parts for why not at the top).
@@ -202,6 +207,15 @@ class Daemon:
         except Exception:  # runtime trouble only: an ImportError failed the start in _import_parts
             log.exception("migration could not start; this node runs without it")
             return None
+        for req_type, handler in service.handlers().items():
+            self.register(req_type, handler)
+        return service
+
+    def _make_gangs(self) -> GangService:
+        """Gang jobs: the group verbs and the leader of the groups whose rank 0 runs here."""
+        from agentd.gang_service import GangService
+
+        service = GangService(self.node, self.state_dir, self.jobs)
         for req_type, handler in service.handlers().items():
             self.register(req_type, handler)
         return service
@@ -328,6 +342,11 @@ class Daemon:
             return msgspec.structs.replace(req, spec=msgspec.structs.replace(req.spec, user=user))
         if isinstance(req, Priority):
             self._require_priority(caller, req.priority)
+        if isinstance(req, GroupAction):  # every rank here must be the caller's to control
+            if req.action == "priority":
+                self._require_priority(caller, req.priority)
+            for job in self.jobs.group_members(req.group):
+                self.access.require_control(caller, GROUP_ACTIONS[req.action], job)
         action = JOB_ACTIONS.get(type(req))
         if action is not None:
             self.access.require_control(caller, action, self._owner(req.job).get(self._local(req.job)))  # type: ignore[attr-defined]
@@ -492,6 +511,7 @@ class Daemon:
         log.info("agentd %s: node %s, requests on %s, stream on %s%s", __version__, self.node,
                  self.sockets.ctl_endpoint, self.sockets.pub_endpoint, " (CURVE)" if self.sockets.secure else "")
         self.publish(lambda s: InventoryMsg(node=self.node, seq=s, inventory=self.inventory))
+        self.gangs.start()
         interval = self.cfg.interval
         next_tick = time.monotonic()
         while not self._stop.is_set():
@@ -525,6 +545,7 @@ class Daemon:
 
     def close(self) -> None:
         self.jobs.stop_waiting()  # a cancel waiting out a grace period must not delay SIGTERM
+        self.gangs.close()
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.sockets.flush_replies()
         if self.migration is not None:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from PySide6.QtCore import QObject, QSettings, Qt, QTimer, Signal
 from PySide6.QtWidgets import QApplication, QMessageBox
 
+from agentd.clusterfile import load_cluster as load_cluster_file
 from gui.cluster_file import ClusterFileError, load_cluster
 from gui.sources.base import DataSource, NodeAddress
 
@@ -42,6 +43,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-local", action="store_true", help="do not connect to (or start) the local agentd")
     p.add_argument("--yes", action="store_true", help="start a local agentd without asking when none answers")
     p.add_argument("--demo", type=int, metavar="N", help="start N local agentd with simulated GPUs and example jobs")
+    p.add_argument("--prometheus", metavar="URL",
+                   help="a Prometheus scraping the nodes: chart spans past 1 h come from it (or prometheus = URL in the cluster file)")
     p.add_argument("--replay", type=Path, metavar="FILE", help="replay a recording")
     p.add_argument("--screenshot", type=Path, metavar="PATH", help="save the main window as PNG and exit")
     p.add_argument("--after", type=float, default=3.0, metavar="S", help="seconds to wait before --screenshot (default 3)")
@@ -99,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     agents = LocalAgents()
     bridge = _Bridge()
     addresses: list[NodeAddress] = []
+    prometheus: str = args.prometheus or ""
     if args.replay is not None:
         from gui.replay_mode import replay_title
         from gui.sources.replay import ReplaySource
@@ -108,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cluster is not None:
             try:
                 addresses += load_cluster(args.cluster)
+                prometheus = prometheus or load_cluster_file(args.cluster).prometheus
             except ClusterFileError as exc:
                 print(f"fleetdeck: {exc}", file=sys.stderr)
                 return 2
@@ -116,6 +121,15 @@ def main(argv: list[str] | None = None) -> int:
         source = LiveSource([], label=label)
 
     window = assemble_window(source, settings, title_label=label)
+    if prometheus:
+        from gui.sources.history_fetch import HistoryFetcher
+        from gui.sources.prom_history import HistoryError
+
+        try:
+            window.charts.set_history(HistoryFetcher(prometheus, parent=window))
+        except HistoryError as exc:
+            print(f"fleetdeck: {exc}", file=sys.stderr)
+            return 2
     bridge.node_ready.connect(window.add_node)
     bridge.problem.connect(lambda m: (window.state.add_local_event(m, ok=False, kind="error"), window._show_failure(m)))
     bridge.notice.connect(lambda m: (window.state.add_local_event(m, kind="app"), window.status.showMessage(m, 10000)))
@@ -204,6 +218,10 @@ def _run_demo(agents, n: int, bridge: _Bridge, workloads, submit) -> None:
                 bridge.notice.emit("examples/trainer.py and examples/agent_sim.py are missing; the demo runs without jobs")
             for p in submit(a, specs):
                 bridge.problem.emit(p)
+        from gui.local_agents import demo_groups, run_group_submits
+
+        for p in run_group_submits(demo_groups(cluster_file, [a.name for a in started])):
+            bridge.problem.emit(p)
     except Exception as exc:  # noqa: BLE001 - a worker thread: any failure becomes a message, never a dead thread
         bridge.problem.emit(f"the demo could not start: {exc}")
     finally:

@@ -161,6 +161,7 @@ class MainWindow(QMainWindow):
         source.node_removed.connect(self.state.remove_node)
         source.snapshot.connect(self.state.apply_snapshot)
         source.message.connect(self.state.apply_message)
+        source.summaries.connect(self.state.apply_summaries)  # nodes behind a relay
         source.link_state.connect(self._on_link)
         source.problem.connect(lambda m: self.state.add_local_event(m, ok=False, kind="error"))
         source.reset.connect(self.state.clear)
@@ -344,6 +345,8 @@ class MainWindow(QMainWindow):
         """Show the cluster map or the node cards; ``chosen``: the person asked (no more auto switch)."""
         self._view_chosen = self._view_chosen or chosen
         page = self.map if which == "map" else self._cards_page
+        if which == "map":
+            self.source.watch_detail(None)  # back on the map: no node's full stream is needed
         if self.center.currentWidget() is not page:
             self.center.setCurrentWidget(page)
             (self.map if which == "map" else self.topology).refresh()
@@ -351,6 +354,7 @@ class MainWindow(QMainWindow):
     def show_node_card(self, key: str) -> None:
         """From the map to a node's card, centred, at full size."""
         self.show_view("cards", chosen=True)
+        self.source.watch_detail(key)  # behind a relay: its full stream drives the card and charts
         card = self.topology.cards.get(key)
         if card is not None:
             self.topology.resetTransform()
@@ -560,6 +564,8 @@ class MainWindow(QMainWindow):
             w.close()
         for d in list(self.logs_dialogs):
             d.close()
+        if getattr(self.charts, "history", None) is not None:
+            self.charts.history.close()
         self.source.stop()
 
     def closeEvent(self, ev) -> None:

@@ -14,8 +14,8 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from agentd.metrics.derive import derive
-from agentd.metrics.samples import DerivedCgroup, DerivedGpu, DerivedNode, NodeInventory, NodeSample
-from agentd.protocol.jobs import ACTIVE_STATES, TERMINAL_STATES, Event, JobInfo
+from agentd.metrics.samples import DerivedCgroup, DerivedGpu, DerivedNode, GpuInfo, NodeInventory, NodeSample
+from agentd.protocol.jobs import ACTIVE_STATES, TERMINAL_STATES, Event, JobInfo, JobSpec
 from agentd.protocol.messages import (
     EventMsg,
     Heartbeat,
@@ -25,6 +25,7 @@ from agentd.protocol.messages import (
     SnapshotReply,
     StreamMsg,
 )
+from agentd.protocol.relay import NodeSummary
 from gui import fmt
 from gui.alerts import ActiveAlerts
 from gui.series import DEFAULT_HISTORY_S, DEFAULT_INTERVAL_S, SeriesStore, smoothed_last
@@ -149,6 +150,7 @@ class NodeState:
     last_heard_s: float = 0.0
     ever_live: bool = False  # the link has been live at least once (this session)
     failed_once: bool = False  # the link has been stale or down at least once
+    summary: NodeSummary | None = None  # the last relay summary applied (summary-level node)
 
     @property
     def status(self) -> str:
@@ -314,6 +316,64 @@ class ClusterState:
         elif isinstance(msg, Heartbeat):
             pass
 
+    def apply_summaries(self, batch: list[NodeSummary]) -> None:
+        """Summaries of nodes behind a relay (keyed by node name), applied in place: the
+        inventory and jobs are rebuilt only when they changed, so a steady fleet costs one
+        small derived record and one chart row per node per second, and one redraw."""
+        structure = False
+        now = self.clock()
+        for s in batch:
+            node = self.nodes.get(s.node)
+            if node is None:
+                node = self.nodes[s.node] = NodeState(s.node)
+                structure = True
+            prev, node.summary = node.summary, s
+            if s.link != node.link or s.detail != node.link_detail:
+                node.link, node.link_detail = s.link, s.detail
+                node.ever_live = node.ever_live or s.link == "live"
+                node.failed_once = node.failed_once or s.link in ("stale", "down")
+            if prev is None or node.inventory is None or _inventory_changed(prev, s):
+                node.inventory = _summary_inventory(s)
+                structure = True
+            if s.wall_s and (node.derived is None or s.wall_s > node.derived.wall_s):
+                self._apply_summary_sample(node, s)
+            if prev is None or prev.jobs != s.jobs:
+                ids = set(node.jobs)
+                node.jobs = {j.id: JobInfo(id=j.id, node=s.node, name=j.name, state=j.state,  # type: ignore[arg-type]
+                                           spec=JobSpec(argv=[j.name or j.id], name=j.name), owner=j.owner,
+                                           priority=j.priority, gpus=list(j.gpus)) for j in s.jobs}
+                structure = structure or ids != set(node.jobs)
+            if s.link == "live":
+                node.last_heard_s = now
+        if batch:
+            self._bump(structure=structure)
+
+    def _apply_summary_sample(self, node: NodeState, s: NodeSummary) -> None:
+        gpus = [DerivedGpu(index=g.index, sm_util_pct=g.util_pct, mem_used_bytes=g.mem_used_bytes,
+                           mem_total_bytes=g.mem_total_bytes, temp_c=g.temp_c, power_w=g.power_w,
+                           mem_used_pct=(100.0 * g.mem_used_bytes / g.mem_total_bytes
+                                         if g.mem_used_bytes is not None and g.mem_total_bytes else None))
+                for g in s.gpus]
+        jobs = [DerivedCgroup(job_id=j.id, app=dict(j.throughput)) for j in s.jobs if j.throughput]
+        mem_pct = 100.0 * s.mem_used_bytes / s.mem_total_bytes if s.mem_used_bytes is not None and s.mem_total_bytes else 0.0
+        node.derived = DerivedNode(node=s.node, wall_s=s.wall_s, interval_s=1.0, cpu_pct=s.cpu_pct or 0.0,
+                                   mem_total_bytes=s.mem_total_bytes, mem_used_bytes=s.mem_used_bytes or 0,
+                                   mem_used_pct=mem_pct, gpus=gpus, jobs=jobs)
+        values: dict[tuple[str, str], float | None] = {("", "cpu_pct"): s.cpu_pct, ("", "mem_used_pct"): mem_pct}
+        for g in gpus:
+            scope = gpu_scope(g.index)
+            values[(scope, "sm_util_pct")] = g.sm_util_pct
+            values[(scope, "mem_used_pct")] = g.mem_used_pct
+            values[(scope, "power_w")] = g.power_w
+            values[(scope, "temp_c")] = g.temp_c
+        for j in jobs:
+            tp = throughput_of(j.app)
+            values[(j.job_id, "throughput")] = None if tp is None else tp[0]
+            for name, value in j.app.items():
+                if name.endswith("_per_s"):
+                    values[(j.job_id, "app:" + name)] = value
+        self.series.append(node.key, s.wall_s, values)
+
     def apply_job(self, key: str, job: JobInfo) -> None:
         """A job as a reply reported it (arrives before the stream says the same)."""
         node = self.add_node(key)
@@ -452,6 +512,24 @@ class ClusterState:
         """A node key as people know it: the daemon's node name when known."""
         node = self.nodes.get(key)
         return node.name if node is not None else key
+
+
+def _inventory_changed(a: NodeSummary, b: NodeSummary) -> bool:
+    return (len(a.gpus) != len(b.gpus) or a.labels != b.labels or a.cpu_count != b.cpu_count
+            or a.mem_total_bytes != b.mem_total_bytes or a.simulated != b.simulated)
+
+
+def _summary_inventory(s: NodeSummary) -> NodeInventory:
+    """What a summary says of a node's hardware, as an inventory (names and models come with
+    its full snapshot when a view follows it)."""
+    via = " → ".join(s.via) if s.via else ""
+    return NodeInventory(
+        node=s.node, hostname="simulated" if s.simulated else s.node, cpu_count=s.cpu_count,
+        mem_total_bytes=s.mem_total_bytes, gpu_backend="simulated" if s.simulated else "nvml",
+        gpu_status="simulated" if s.simulated else "ok",
+        gpus=[GpuInfo(index=g.index, name="GPU", uuid="", mem_total_bytes=g.mem_total_bytes or 0, simulated=s.simulated)
+              for g in s.gpus],
+        agentd_version="summary via relay" + (f" {via}" if via else ""), labels=dict(s.labels))
 
 
 _DIGITS = re.compile(r"(\d+)")

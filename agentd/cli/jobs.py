@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from agentd.cli import groups
 from agentd.cli.common import (
     CliError,
     Verbs,
@@ -73,6 +74,7 @@ def register(verbs: Verbs) -> None:
     p.add_argument("--label", action="append", default=[], metavar="K=V", help="a label on the job, repeatable")
     p.add_argument("--counter", action="append", default=[], metavar="NAME", help="an app metric that only grows (charted as a rate)")
     p.add_argument("--shell", action="store_true", help="run ARGV as one shell command line")
+    groups.add_submit_flags(p)
     p.add_argument("argv", nargs=argparse.REMAINDER, help="the command, after --")
     p.set_defaults(func=cmd_submit)
 
@@ -81,13 +83,14 @@ def register(verbs: Verbs) -> None:
     p.add_argument("--all", action="store_true",
                    help="also list the superseded hops of migrated jobs (state 'migrated'); by default a job that "
                         "moved shows once, as its live hop")
+    p.add_argument("--ranks", action="store_true", help="list each group's ranks beneath its line")
     p.set_defaults(func=cmd_jobs)
     p = verbs.add("show", command=Show)
-    p.add_argument("job", help="job id NODE.N (a bare N with one node)")
+    p.add_argument("job", help="job id NODE.N (a bare N with one node), or a group id NODE.run-N")
     p.set_defaults(func=cmd_show)
     for verb, request in (("pause", Pause), ("resume", Resume)):
         p = verbs.add(verb, command=request)
-        p.add_argument("job", nargs="+", help="job ids NODE.N (a bare N with one node)")
+        p.add_argument("job", nargs="+", help="job ids NODE.N (a bare N with one node), or group ids NODE.run-N")
         p.set_defaults(func=cmd_pause_resume, verb=verb)
     p = verbs.add("priority", command=Priority)
     p.add_argument("job", help="job id NODE.N (a bare N with one node)")
@@ -183,6 +186,9 @@ def build_spec(args: argparse.Namespace) -> JobSpec:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    if groups.wants_group(args):
+        argv = list(args.argv)
+        return groups.submit_group(args, argv[1:] if argv[:1] == ["--"] else argv, _kv(args.env, "--env"))
     spec = build_spec(args)
     ts = targets(args)
     if len(ts) != 1:
@@ -224,8 +230,10 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         if hidden and not args.json:
             print(f"agentctl: {len(hidden)} superseded hop{'s' if len(hidden) != 1 else ''} of migrated jobs hidden "
                   "(--all lists them)", file=sys.stderr)
+    rows, singles = groups.group_rows(jobs)
     if args.json:
-        emit_json([_job_json(j) for j in jobs])
+        ranks_of = {r.id: [j for j in jobs if j.spec.group and j.spec.group.id == r.id] for r in rows}
+        emit_json([_job_json(j) for j in singles] + [groups.group_json(r, ranks_of[r.id], _job_json) for r in rows])
     else:
         from rich.console import Console
         from rich.table import Table
@@ -233,7 +241,16 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         table = Table(box=None, header_style="bold")
         for col in ("ID", "NAME", "NODE", "STATE", "PRIO", "GPUS", "PID", "AGE", "METRICS"):
             table.add_column(col)
-        for j in jobs:
+        for r in rows:
+            ranks = sorted((j for j in jobs if j.spec.group and j.spec.group.id == r.id), key=groups.rank_of)
+            state = r.state + (" (mixed)" if r.partial else "") + (f" — {r.reason}" if r.reason and r.state in ("queued", "failed") else "")
+            table.add_row(cell(r.id), cell(f"{r.name} [{r.ranks}/{r.world_size} ranks]"), cell(",".join(r.nodes)),
+                          cell(state), f"{ranks[0].priority:+d}" if ranks else "", str(r.gpus or "—"), "", _age(ranks[0]) if ranks else "", "")
+            if args.ranks:
+                for j in ranks:
+                    table.add_row(cell(f"  └ {j.id}"), cell(f"rank {groups.rank_of(j)}"), cell(j.node), cell(j.state),
+                                  f"{j.priority:+d}", ",".join(map(str, j.gpus)) or "—", str(j.pid or ""), _age(j), "")
+        for j in singles:
             metrics = " ".join(f"{k}={v:.4g}" for k, v in sorted(j.metrics.items())[:4])
             state = j.state + (f" (#{j.queue_position})" if j.queue_position else "") + (" [slurm]" if j.backend == "slurm" else "")
             table.add_row(cell(j.id), cell(j.name), cell(j.node), cell(state), f"{j.priority:+d}",
@@ -249,6 +266,8 @@ def _print_job(job: JobInfo, message: str = "") -> None:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    if groups.is_group_id(args.job):
+        return groups.show_group(args, args.job, _job_json)
     c, job_id = client_for_job(args, args.job)
     with c:
         reply = call(c, Show(job=job_id))
@@ -292,19 +311,33 @@ def _report(args: argparse.Namespace, replies: list[JobReply]) -> None:
             _print_job(r.job, r.message)
 
 
+def _one(args: argparse.Namespace, job: str, make: Callable[[str], Request]) -> int:
+    _report(args, [_act(args, job, make)])
+    return 0
+
+
 def cmd_pause_resume(args: argparse.Namespace) -> int:
     kind = Pause if args.verb == "pause" else Resume
+    if any(groups.is_group_id(j) for j in args.job):
+        return max(groups.group_action(args, j, args.verb) if groups.is_group_id(j) else
+                   _one(args, j, lambda jid: kind(job=jid)) for j in args.job)
     _report(args, [_act(args, j, lambda jid: kind(job=jid)) for j in args.job])
     return 0
 
 
 def cmd_priority(args: argparse.Namespace) -> int:
+    if groups.is_group_id(args.job):
+        return groups.group_action(args, args.job, "priority", priority=args.priority)
     _report(args, [_act(args, args.job, lambda jid: Priority(job=jid, priority=args.priority))])
     return 0
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     args.timeout = max(args.timeout, min(args.grace, 10.0) + 10)  # the reply waits for the end at most 10 s
+    if any(groups.is_group_id(j) for j in args.job):
+        return max(groups.group_action(args, j, "cancel", grace_s=args.grace) if groups.is_group_id(j) else
+                   _one(args, j, lambda jid: Cancel(job=jid, grace_s=args.grace))
+                   for j in args.job)
     _report(args, [_act(args, j, lambda jid: Cancel(job=jid, grace_s=args.grace)) for j in args.job])
     return 0
 

@@ -79,6 +79,9 @@ class JobCore:
         self._inbox: ReportInbox | None = None
         self.layout: CgroupLayout | None = None
         self._started = False
+        # Gang admission: queued ranks whose resources are reserved (job id -> monotonic
+        # deadline); their ``gpus`` are the reserved ones (agentd.control.gangnode).
+        self._gang_reserved: dict[str, float] = {}
         self._records = JobRecords(self.state_dir, node, self._store_event)
         self.problems = self._records.problems  # what went wrong reading the state at start
         self.report_path = Path()
@@ -169,7 +172,8 @@ class JobCore:
     def _holding(self) -> list[Job]:
         """Jobs that hold resources: live and starting ones, and parked migrations (their GPUs
         wait for a restart)."""
-        return [j for j in self._jobs.values() if j.live or j.starting or (j.state == "migrating" and j.gpus)]
+        return [j for j in self._jobs.values() if j.live or j.starting or (j.state == "migrating" and j.gpus)
+                or (j.state == "queued" and j.id in self._gang_reserved)]
 
     def _used_gpus(self, but: Job | None = None) -> list[int]:
         return [g for j in self._holding() if j is not but for g in j.gpus]
@@ -186,7 +190,15 @@ class JobCore:
         """Start queued jobs as :func:`admission.plan_admission` says (lock held). A launch that
         fails at once frees its resources: plan again. A deferred one (full disk) keeps the order."""
         while True:
-            plan = admission.plan_admission([self._queued(j) for j in self._queue()], self._resources())
+            # Ranks of a group are held for the gang: only the group's leader starts them, all
+            # at once (agentd.control.gangnode); they do not block the local queue meanwhile.
+            queue = []
+            for j in self._queue():
+                if j.spec.group is None:
+                    queue.append(self._queued(j))
+                elif not j.reason:
+                    j.reason = f"held for gang {j.spec.group.id}: waiting for its leader's admission round"
+            plan = admission.plan_admission(queue, self._resources())
             for never in plan.never:
                 self._finish(self._jobs[never.job_id], "failed", None, never.reason, "")
             replan = False

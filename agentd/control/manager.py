@@ -53,8 +53,9 @@ from pathlib import Path
 from typing import Any
 
 from agentd.control import intake, process, statedir
-from agentd.control.cancelling import MAX_WAITING_CANCELS, Cancelling
+from agentd.control.cancelling import MAX_WAITING_CANCELS
 from agentd.control.cgroups import detect_layout, remove_layout
+from agentd.control.gangnode import GangNode
 from agentd.control.job import LIVE_STATES, Job, Runtime
 from agentd.control.launch import SHIM_START_TIMEOUT_S
 from agentd.control.process import priority_nice
@@ -89,7 +90,7 @@ MAX_LOG_READ = 1 << 20
 LOG_MAX_BYTES = 10 << 20  # a job's stdout/stderr log rotates at this size (read at each launch)
 
 
-class JobManager(Cancelling):
+class JobManager(GangNode):
     """Runs jobs on this node: queue, launch, pause/resume, priority, cancel, re-adoption."""
 
     def __init__(self, node: str, state_dir: Path, gpu_count: int, *, on_event: Callable[[Event], None],
@@ -358,6 +359,7 @@ class JobManager(Cancelling):
                         # a job's bad report never stalls the bookkeeping of every job
                         self._inbox.count_bad(f"{type(e).__name__}: {e}")
             self._cancel_due()
+            self._expire_gang_locked()
             for job in list(self._jobs.values()):
                 if job.state in LIVE_STATES and not job.exited:
                     self._check_exit(job)

@@ -1,5 +1,6 @@
 """The versioned wire protocol shared by agentd, agentctl and the app (no sockets here)."""
 
+from agentd.protocol import gang as _gang  # noqa: F401  (registers group_* and gang_* commands)
 from agentd.protocol import migration as _migration  # noqa: F401  (registers migrate_* commands)
 from agentd.protocol import relay as _relay  # noqa: F401  (registers nodes/follow and the relay stream)
 from agentd.protocol.codec import decode_reply, decode_request, decode_stream, encode, error_reply, topic_of

@@ -14,6 +14,7 @@ from agentd.protocol.limits import (
     CheckpointTimeout,
     Counters,
     Cpus,
+    Endpoint,
     Env,
     GpuCount,
     JobId,
@@ -55,6 +56,7 @@ class CheckpointContract(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
 
 
 MAX_GROUP_RANKS = 65536
+MAX_GROUP_NODES = 4096
 RankIndex = Annotated[int, msgspec.Meta(ge=0, lt=MAX_GROUP_RANKS)]
 GpuIndexes = Annotated[list[Annotated[int, msgspec.Meta(ge=0, lt=1024)]], msgspec.Meta(max_length=64)]
 
@@ -72,6 +74,11 @@ class GroupMember(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     node_rank: RankIndex = 0
     local_rank: RankIndex = 0
     gpu_indexes: GpuIndexes = []
+    # Gang admission and group control (docs/groups.md): rank 0's node daemon is the leader.
+    local_world_size: Annotated[int, msgspec.Meta(ge=1, le=MAX_GROUP_RANKS)] = 1  # ranks on this node
+    leader: Endpoint = ""  # the leader's request endpoint, as the other nodes reach it
+    nodes: Annotated[list[Endpoint], msgspec.Meta(max_length=MAX_GROUP_NODES)] = []  # by node_rank
+    on_rank_failure: Literal["cancel", "ignore"] = "cancel"
 
 
 class JobSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):

@@ -117,6 +117,10 @@ class DataSource(QObject):
         Something went wrong outside a request; show it in the event log.
     ``reset()``
         Forget every node's state; node_added/snapshot follow.
+    ``summaries(batch: list[NodeSummary])``
+        Summary-level news of nodes behind a relay (``agentd.protocol.relay``), keyed by
+        ``NodeSummary.node``; each was announced with ``node_added`` first. A node whose detail
+        is watched (:meth:`DataSource.watch_detail`) gets ``snapshot``/``message`` instead.
     """
 
     node_added = Signal(str)
@@ -128,6 +132,7 @@ class DataSource(QObject):
     request_failed = Signal(int, object)
     problem = Signal(str)
     reset = Signal()
+    summaries = Signal(object)
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -169,6 +174,10 @@ class DataSource(QObject):
         failure)`` follows. Sources that cannot control (``can_control`` False) fail control
         requests with a RequestFailure saying so, still asynchronously."""
         raise NotImplementedError
+
+    def watch_detail(self, key: str | None) -> None:
+        """A view shows node ``key`` in full now (None: no node). Sources that hold only
+        summaries of some nodes (a relay) fetch that node's full stream; others ignore it."""
 
     def add_node(self, address: NodeAddress) -> None:
         """Start following one more node (only when ``can_add_nodes``)."""

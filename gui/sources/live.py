@@ -11,6 +11,7 @@ with the sockets. The GUI thread never touches the network or the disk.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import time
@@ -22,6 +23,7 @@ from PySide6.QtCore import Qt, QThread, QTimer, Signal
 
 from agentd.protocol.link import LinkEvent, LinkMessage, LinkSnapshot, LinkState
 from agentd.protocol.messages import Cancel, ErrorReply, Migrate, Reply, Request
+from agentd.protocol.relay import FollowReply, NodesReply, RelayedMsg, SummaryMsg, Unfollow
 from agentd.store.recording import RecordingError
 from agentd.transport.client import ClientError
 from agentd.transport.nodes import NodeSet, Polled
@@ -34,12 +36,14 @@ from gui.sources.live_commands import (
     SetRecordingMeta,
     StartRecording,
     StopRecording,
+    WatchDetail,
 )
 from gui.sources.live_recording import (
     RecordingSession,
     RecordingStatus,
     set_recording_meta,
 )
+from gui.sources.relay_fanin import FanOut, RelayFanIn
 
 __all__ = ["LiveSource", "RecordingStatus"]
 log = logging.getLogger(__name__)
@@ -84,6 +88,7 @@ class _Worker(QThread):
     failed = Signal(int, object)
     problem = Signal(str)
     recording = Signal(object)  # RecordingStatus
+    relayed = Signal(object)  # FanOut: nodes behind relays (summaries, links, notes)
 
     def __init__(self) -> None:
         super().__init__()
@@ -94,6 +99,9 @@ class _Worker(QThread):
         self._outbox: list[_Outgoing] = []
         self._pending: dict[tuple[str, int], _Pending] = {}
         self._rec: RecordingSession | None = None
+        self._direct: set[str] = set()
+        self._fanin = RelayFanIn(self._direct)
+        self._internal: dict[tuple[str, int], Request] = {}  # the worker's own requests to relays
         # One handler per command type: a new command is a new entry, never a new branch.
         self._handlers: dict[type, Callable[[Any], None]] = {
             AddNode: self._add_node,
@@ -102,6 +110,7 @@ class _Worker(QThread):
             StartRecording: self._start_recording,
             StopRecording: self._stop_recording_cmd,
             SetRecordingMeta: self._set_meta,
+            WatchDetail: lambda cmd: self._fanin.set_detail(cmd.key, time.monotonic()),
         }
 
     def request_stop(self) -> None:
@@ -123,13 +132,19 @@ class _Worker(QThread):
                     continue
                 self._on_polled(polled)
                 self._expire(time.monotonic())
+                self._relays_out()
         finally:
             self._shutdown(nodes)
 
     def _on_polled(self, polled: Polled) -> None:
         for key, message in polled.failures:
             self.problem.emit(f"node {key!r}: {message}")
+        now = time.monotonic()
         for key, ev in polled.events:
+            if self._relay_event(key, ev, now):
+                if self._rec is not None:
+                    self._guard(lambda rec=self._rec, key=key, ev=ev: rec.record(key, ev))
+                continue
             self._emit(key, ev)
             if self._rec is not None:
                 self._guard(lambda rec=self._rec, key=key, ev=ev: rec.record(key, ev))
@@ -140,7 +155,68 @@ class _Worker(QThread):
             if status[0] is not None and self._rec is rec:
                 self.recording.emit(status[0])
         for key, req_id, reply in polled.replies:
-            self._on_reply(key, req_id, reply)
+            internal = self._internal.pop((key, req_id), None)
+            if internal is not None:
+                self._on_relay_reply(key, internal, reply, now)
+            else:
+                self._on_reply(key, req_id, reply)
+
+    # ---- relays (gui.sources.relay_fanin keeps the rules; this thread does the I/O) ----
+
+    def _relay_event(self, key: str, ev: LinkEvent, now: float) -> bool:
+        """Feed a relay link's event to the fan-in; True when it is consumed here (summaries
+        and relayed detail never reach the GUI thread as messages of the relay itself)."""
+        fan = self._fanin
+        if isinstance(ev, LinkSnapshot) and "relay" in ev.hello.capabilities:
+            fan.relay_up(key, ev.hello.node, now)
+        elif isinstance(ev, LinkState) and fan.is_relay(key):
+            fan.relay_link(key, ev.state, now)
+        elif isinstance(ev, LinkMessage) and fan.is_relay(key):
+            if isinstance(ev.msg, SummaryMsg):
+                fan.on_summaries(key, ev.msg.nodes, now)
+                return True
+            if isinstance(ev.msg, RelayedMsg):
+                fan.on_relayed(key, ev.msg, now)
+                return True
+        return False
+
+    def _on_relay_reply(self, key: str, req: Request, reply: Reply | ErrorReply, now: float) -> None:
+        fan = self._fanin
+        if isinstance(reply, ErrorReply):
+            node = getattr(req, "node", "")
+            if node:
+                fan.on_follow_failed(key, node, reply.message)
+            elif not isinstance(req, Unfollow):
+                self.problem.emit(f"relay {key!r} refused {_what(req)}: {reply.message}")
+        elif isinstance(reply, NodesReply):
+            fan.on_summaries(key, reply.nodes, now)
+        elif isinstance(reply, FollowReply):
+            fan.on_follow_reply(key, reply, now)
+
+    def _relays_out(self) -> None:
+        """Send what the fan-in asks and hand its news to the GUI thread in one signal."""
+        fan = self._fanin
+        if not fan.relays:
+            return
+        now = time.monotonic()
+        fan.tick(now)
+        out = fan.take()
+        nodes = self._nodes
+        assert nodes is not None
+        for key, req in out.sends:
+            try:
+                req_id = nodes.send(key, req) if key in nodes else None
+            except ClientError as exc:
+                self.problem.emit(f"could not send {_what(req)} to relay {key!r}: {exc}")
+                continue
+            if req_id is not None:
+                self._internal[(key, req_id)] = req
+        for node, snap in out.snapshots:
+            self.snapshot.emit(node, snap)
+        for node, msg in out.messages:
+            self.message.emit(node, msg)
+        if out.added or out.summaries or out.links or out.notes:
+            self.relayed.emit(FanOut(added=out.added, summaries=out.summaries, links=out.links, notes=out.notes))
 
     def _emit(self, key: str, ev: LinkEvent) -> None:
         if isinstance(ev, LinkSnapshot):
@@ -176,6 +252,7 @@ class _Worker(QThread):
         if addr.key in nodes:
             return
         self._endpoints[addr.key] = addr.endpoint
+        self._direct.add(addr.key)
         try:
             nodes.add(addr.key, addr.endpoint, server_key=addr.server_key)
         except Exception as exc:  # noqa: BLE001 - a bad address or key file: say so, keep the others
@@ -189,6 +266,8 @@ class _Worker(QThread):
     def _remove_node(self, cmd: RemoveNode) -> None:
         assert self._nodes is not None
         self._nodes.remove(cmd.key)
+        self._direct.discard(cmd.key)
+        self._fanin.forget_relay(cmd.key)
         for pkey, p in list(self._pending.items()):
             if p.key == cmd.key:
                 del self._pending[pkey]
@@ -324,6 +403,11 @@ class LiveSource(DataSource):
         self._worker: _Worker | None = None
         self._initial = list(addresses)
         self._recording: RecordingStatus | None = None
+        # Nodes behind relays: key (node name) -> the relay key that serves it now. Their
+        # requests (job actions) go to that relay, which routes them by job id.
+        self._via: dict[str, str] = {}
+        self._relayed: dict[str, None] = {}  # their keys, in the order they appeared
+        self._token_key: dict[int, str] = {}  # a request sent through a relay -> the node asked
 
     def capabilities(self) -> Capabilities:
         return Capabilities(can_control=True, can_add_nodes=True, can_seek=False, live=True, label=self._label)
@@ -342,6 +426,7 @@ class LiveSource(DataSource):
         w.failed.connect(self._on_failed, q)
         w.problem.connect(self._on_problem, q)
         w.recording.connect(self._on_recording, q)
+        w.relayed.connect(self._on_relayed, q)
         w.start()
         for addr in self._initial:
             if addr.key not in self._addresses:  # from the constructor: announce it now
@@ -364,7 +449,15 @@ class LiveSource(DataSource):
         w.deleteLater()
 
     def nodes(self) -> list[str]:
-        return list(self._addresses)
+        return [*self._addresses, *(k for k in self._relayed if k not in self._addresses)]
+
+    def relay_of(self, key: str) -> str | None:
+        """The relay key that serves node ``key`` now (None: followed directly or unknown)."""
+        return None if key in self._addresses else self._via.get(key)
+
+    def watch_detail(self, key: str | None) -> None:
+        if self._worker is not None:
+            self._worker.commands.put(WatchDetail(key))
 
     def address(self, key: str) -> NodeAddress | None:
         return self._addresses.get(key)
@@ -384,6 +477,9 @@ class LiveSource(DataSource):
             self._initial.append(address)
 
     def remove_node(self, key: str) -> None:
+        if self._relayed.pop(key, None) is not None and key not in self._addresses:
+            self.node_removed.emit(key)  # it comes back with the relay's next summary
+            return
         if self._addresses.pop(key, None) is None:
             return
         if self._worker is not None:
@@ -397,7 +493,10 @@ class LiveSource(DataSource):
             # Asynchronous even here, as the contract promises.
             QTimer.singleShot(0, lambda: self.request_failed.emit(token, failure))
             return token
-        self._worker.commands.put(SendRequest(token, key, req))
+        target = self.relay_of(key)
+        if target is not None:
+            self._token_key[token] = key
+        self._worker.commands.put(SendRequest(token, target or key, req))
         return token
 
     # ---- recording ----
@@ -435,10 +534,27 @@ class LiveSource(DataSource):
         self.message.emit(key, msg)
 
     def _on_done(self, token: int, key: str, reply) -> None:
-        self.request_done.emit(token, key, reply)
+        self.request_done.emit(token, self._token_key.pop(token, key), reply)
 
     def _on_failed(self, token: int, failure) -> None:
+        key = self._token_key.pop(token, None)
+        if key is not None:
+            failure = dataclasses.replace(failure, node=key)
         self.request_failed.emit(token, failure)
+
+    def _on_relayed(self, out: FanOut) -> None:
+        for node, relay in out.added:
+            self._via[node] = relay
+            if node not in self._addresses and node not in self._relayed:
+                self._relayed[node] = None
+                self.node_added.emit(node)
+        if out.summaries:
+            self.summaries.emit([s for s in out.summaries if s.node not in self._addresses])
+        for node, state, _detail in out.links:
+            if node in self._relayed:
+                self.link_state.emit(node, state)
+        for note in out.notes:
+            self.problem.emit(note)
 
     def _on_problem(self, text: str) -> None:
         self.problem.emit(text)

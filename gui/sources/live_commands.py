@@ -16,7 +16,7 @@ from agentd.protocol.messages import Request
 from gui.sources.base import NodeAddress
 
 __all__ = ["AddNode", "Command", "CommandQueue", "RemoveNode", "SendRequest", "SetRecordingMeta",
-           "StartRecording", "StopRecording"]
+           "StartRecording", "StopRecording", "WatchDetail"]
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,15 @@ class SetRecordingMeta:
     notes: str | None
 
 
-Command = AddNode | RemoveNode | SendRequest | StartRecording | StopRecording | SetRecordingMeta
+@dataclass(frozen=True)
+class WatchDetail:
+    """Show node ``key`` in full (None: none). A node behind a relay is followed through it
+    (``follow``, renewed, ``unfollow`` when the view leaves it); a direct node needs nothing."""
+
+    key: str | None
+
+
+Command = AddNode | RemoveNode | SendRequest | StartRecording | StopRecording | SetRecordingMeta | WatchDetail
 
 
 class CommandQueue:

@@ -34,7 +34,9 @@ BAND_TOP_K = 5
 BAND_BINS = 150
 BAND_PENS = {"max": ("#9e9e9e", 1, Qt.PenStyle.DotLine), "p95": ("#e07b00", 2, Qt.PenStyle.SolidLine),
              "p50": ("#1f5fbf", 2, Qt.PenStyle.SolidLine), "min": ("#9e9e9e", 1, Qt.PenStyle.DotLine)}
-SPANS_S = {"5 min": 300.0, "15 min": 900.0, "1 h": 3600.0}
+SPANS_S = {"5 min": 300.0, "15 min": 900.0, "1 h": 3600.0, "6 h": 6 * 3600.0, "24 h": 86400.0, "7 d": 7 * 86400.0}
+NO_HISTORY_NOTICE = ("Beyond the app's last hour, history comes from Prometheus: add prometheus = "
+                     "\"http://HOST:9090\" to the cluster file, or start with --prometheus URL")
 DEFAULT_SPAN = "15 min"
 SCROLL_REDRAW_S = 1.0  # with no new data, move the time window at most this often
 SCROLL_PIXELS = 2  # ... and only once it moved this many pixels
@@ -295,6 +297,8 @@ class Chart(QWidget):
         self._computed_at = -math.inf
         self._scope_structure = -1
         self._legend_keys: list[SeriesKey] = []
+        self.history = None  # a gui.sources.history_fetch.HistoryFetcher when a Prometheus URL is set
+        self._history_token = 0
 
         self.metric_box = QComboBox()
         for m in METRICS:
@@ -370,6 +374,11 @@ class Chart(QWidget):
         lay.setSpacing(2)
         lay.addLayout(head)
         lay.addWidget(self.plot, 1)
+        # Says where a long span's data comes from, or why it stops at the app's hour.
+        self.notice = QLabel()
+        self.notice.setWordWrap(True)
+        self.notice.setVisible(False)
+        lay.addWidget(self.notice)
         lay.addWidget(self.legend)
 
         self.metric_box.currentIndexChanged.connect(self._on_metric)
@@ -611,6 +620,16 @@ class Chart(QWidget):
         stats: dict[SeriesKey, tuple[bool, float, float]] = {}
         for k in keys:
             by_node.setdefault(k[0], []).append(k)
+        hist = self._long_history(t0, t1) if span > self.state.series.history_s and not paused else None
+        if span <= self.state.series.history_s:
+            self._say("")
+        if hist is not None:  # Prometheus answered for this window: draw its series
+            band, by_node = False, {}
+            keys = list(hist)[:MAX_CURVES]
+            for k in keys:
+                t, v = data[k] = hist[k]
+                stats[k] = (bool(np.isfinite(v).all()), float(np.nanmin(v)) if v.size else math.nan,
+                            float(np.nanmax(v)) if v.size else math.nan)
         if band:
             keys, data, stats = self._band(all_keys, t0, t1)
             by_node = {}
@@ -657,6 +676,49 @@ class Chart(QWidget):
         if not paused and not self.follows_leader:
             vb.setXRange(t0, t1, padding=0)
         return True
+
+    def _long_history(self, t0: float, t1: float) -> dict[SeriesKey, tuple[np.ndarray, np.ndarray]] | None:
+        """This chart's series over [t0, t1] from Prometheus, keyed like the app's own; None
+        (and a notice saying why) while it loads, without a Prometheus URL, or on failure."""
+        if self.history is None:
+            self._say(NO_HISTORY_NOTICE)
+            return None
+        m, sc = self.chart_metric, self.scope
+        daemon_name = {k: n.inventory.node for k, n in self.state.nodes.items() if n.inventory is not None}
+        node = daemon_name.get(sc.node, sc.node) if sc.kind != "all" else None
+        job = sc.item if sc.kind == "job" else None
+        if m.name == "throughput":
+            self._say("Job throughput beyond the last hour: pick a named rate (Samples/s, Tokens/s…)")
+            return None
+        token, series = self.history.request(m.scope, m.name, t0, t1, node=node, job_id=job)
+        if series is None:
+            self._history_token = token
+            self._say(f"Loading {self.span_box.currentText()} from Prometheus at {self.history.url}…")
+            return None
+        key_of = {name: key for key, name in daemon_name.items()}
+        out = {}
+        for s in series:
+            node_name, scope, name = s.key
+            if sc.kind == "gpu" and scope != gpu_scope(int(sc.item)):
+                continue
+            out[(key_of.get(node_name, node_name), scope, name)] = (s.times, s.values)
+        self._say(f"{self.span_box.currentText()} from Prometheus at {self.history.url}" if out else
+                  f"Prometheus at {self.history.url} has no {m.label} for this scope in the last "
+                  f"{self.span_box.currentText()}")
+        return out
+
+    def history_answered(self, token: int, _series: object) -> None:
+        """A fetch finished: redraw (the answer is in the fetcher's cache now)."""
+        self.invalidate()
+
+    def history_failed(self, token: int, message: str) -> None:
+        if token == self._history_token:
+            self._say(message)
+
+    def _say(self, text: str) -> None:
+        if self.notice.text() != text:
+            self.notice.setText(text)
+        self.notice.setVisible(bool(text))
 
     def _curve_key(self, k: SeriesKey) -> SeriesKey:
         """The curve a series is drawn in. A job keeps one curve (one line, one colour) across
@@ -818,12 +880,28 @@ class ChartsPanel(QWidget):
                   span=DEFAULT_SPAN) -> Chart:
         chart = Chart(self.state, tuple(metric), scope, span)
         chart.setMinimumHeight(170)
+        self._give_history(chart)
         chart.closed.connect(self.remove_chart)
         chart.hovered.connect(lambda x, c=chart: self._on_hovered(c, x))
         self.charts.append(chart)
         self.splitter.addWidget(chart)
         self._relink()
         return chart
+
+    def set_history(self, fetcher) -> None:
+        """Charts read spans past the app's hour from ``fetcher`` (a HistoryFetcher)."""
+        self.history = fetcher
+        for chart in self.charts:
+            self._give_history(chart)
+
+    def _give_history(self, chart: Chart) -> None:
+        fetcher = getattr(self, "history", None)
+        if fetcher is None or chart.history is fetcher:
+            return
+        chart.history = fetcher
+        fetcher.ready.connect(chart.history_answered)
+        fetcher.failed.connect(chart.history_failed)
+        chart.invalidate()
 
     def remove_chart(self, chart: Chart) -> None:
         if chart in self.charts:

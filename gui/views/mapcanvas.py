@@ -30,6 +30,7 @@ from PySide6.QtGui import (
     QPainter,
     QPalette,
     QPen,
+    QPolygon,
 )
 from PySide6.QtWidgets import (
     QSizePolicy,
@@ -44,6 +45,8 @@ from gui.state import ClusterState, NodeState, job_identity, natural_key
 from gui.theme import (
     JOB_PALETTE,
     LINK_COLOURS,
+    SEVERITY_COLOURS,
+    SEVERITY_SYMBOLS,
     is_dark,
     job_palette_index,
     load_colour,
@@ -336,6 +339,7 @@ class MapCanvas(QWidget):
             colour.setAlpha(150)
             x, y, w, h = lay.node_rect(k)
             p.fillRect(QRect(x, y + g.name_h, w, h - g.name_h), QBrush(colour, Qt.BrushStyle.BDiagPattern))
+        self._paint_alerts(p, lay, clip)
         if g.name_h:
             p.setFont(self._small)
             fm = p.fontMetrics()
@@ -382,6 +386,42 @@ class MapCanvas(QWidget):
     def hit(self, pos: QPoint) -> Hit | None:
         return self.layout_.hit(pos.x(), pos.y()) if self.layout_ is not None else None
 
+    def alerts_by_key(self) -> dict[str, list]:
+        """Active alerts per node key (alerts name the daemon; keys are the app's names)."""
+        by_daemon: dict[str, list] = {}
+        for alert in self.state.alerts.sorted():
+            by_daemon.setdefault(alert.node, []).append(alert)
+        if not by_daemon:
+            return {}
+        out = {}
+        for k, node in self.state.nodes.items():
+            name = node.inventory.node if node.inventory is not None else k
+            if name in by_daemon:
+                out[k] = by_daemon[name]
+        return out
+
+    def _paint_alerts(self, p: QPainter, lay: MapLayout, clip: QRect) -> None:
+        """A node with alerts gets a corner mark in its worst severity's colour; a GPU named by an
+        alert gets a frame in that colour, so a throttling or erroring GPU stands out at any zoom."""
+        for k, alerts in self.alerts_by_key().items():
+            if k not in lay._where:
+                continue
+            x, y, w, h = lay.node_rect(k)
+            if not clip.intersects(QRect(x, y, w, h)):
+                continue
+            worst = QColor(SEVERITY_COLOURS.get(alerts[0].severity, "#888888"))
+            size = max(5, min(10, w // 4))
+            p.setPen(Qt.PenStyle.NoPen)
+            p.setBrush(worst)
+            p.drawPolygon(QPolygon([QPoint(x + w - size, y), QPoint(x + w, y), QPoint(x + w, y + size)]))
+            p.setBrush(Qt.BrushStyle.NoBrush)
+            for alert in alerts:
+                if alert.subject.startswith("gpu ") and alert.subject[4:].isdigit():
+                    index = int(alert.subject[4:])
+                    if index < lay.gpus.get(k, 0):
+                        p.setPen(QPen(QColor(SEVERITY_COLOURS.get(alert.severity, "#888888")), 2))
+                        p.drawRect(QRect(*lay.tile_rect(k, index)).adjusted(0, 0, -1, -1))
+
     def describe(self, h: Hit) -> str:
         """Tooltip text of what is under the mouse: node, GPU, job."""
         if not h.key:
@@ -409,6 +449,8 @@ class MapCanvas(QWidget):
             j = active_jobs_by_gpu(node).get(h.gpu)
             lines.append(f"job {j.name or j.id} ({j.id}) · {j.state}" + (f" · owner {j.owner}" if j.owner else "")
                          if j is not None else "no job on this GPU")
+        for alert in self.alerts_by_key().get(h.key, [])[:5]:
+            lines.append(f"{SEVERITY_SYMBOLS.get(alert.severity, '!')} {alert.message}")
         lines.append("Click: the node's card")
         return "\n".join(lines)
 

@@ -223,3 +223,39 @@ def test_window_shows_the_map_for_many_nodes_and_cards_for_few(qtbot, settings):
     assert many.view() == "cards" and key in many.topology.cards
     many.refresh_views()
     assert many.view() == "cards"  # the person chose: no switching back by itself
+
+
+def test_alerts_mark_their_node_and_gpu_and_join_the_tooltip(qtbot) -> None:
+    """A node with an alert gets a corner mark, the GPU it names a frame, both in the severity's
+    colour, and the hover text lists the alert."""
+    from PySide6.QtCore import QPoint
+    from PySide6.QtGui import QColor
+
+    from agentd.protocol.alerts import Alert, alert_data
+    from agentd.protocol.jobs import Event
+    from gui.sim_cluster import simulated_state
+    from gui.theme import SEVERITY_COLOURS
+    from gui.views.clustermap import ClusterMap
+
+    state = simulated_state(16, gpus=8, seed=1)
+    key = sorted(state.nodes)[0]
+    daemon = state.nodes[key].inventory.node
+    alert = Alert(rule="gpu_xid", node=daemon, subject="gpu 2", severity="critical", message="GPU 2: 1 new Xid error",
+                  since_s=1.0)
+    state.alerts.apply(Event(wall_s=1.0, node=daemon, kind="alert", message="x", data=alert_data(alert, "firing")))
+    m = ClusterMap(state)
+    qtbot.addWidget(m)
+    m.resize(1200, 700)
+    m.show()
+    qtbot.waitExposed(m)
+    m.refresh()
+    c = m.canvas
+    x, y, w, _h = c.layout_.node_rect(key)
+    assert _pixel(c, x + w - 2, y + 1) == QColor(SEVERITY_COLOURS["critical"])
+    tx, ty, tw, th = c.layout_.tile_rect(key, 2)
+    assert _pixel(c, tx, ty + th // 2) == QColor(SEVERITY_COLOURS["critical"])
+    hit = c.hit(QPoint(tx + tw // 2, ty + th // 2))
+    assert hit is not None and hit.key == key and "Xid" in c.describe(hit)
+    other = sorted(state.nodes)[1]
+    ox, oy, ow, _ = c.layout_.node_rect(other)
+    assert _pixel(c, ox + ow - 2, oy + 1) != QColor(SEVERITY_COLOURS["critical"])
