@@ -36,8 +36,8 @@ from agentd.health.engine import AlertChange, HealthEngine
 from agentd.health.rules import RulesError, load_rules
 from agentd.metrics import AppMetric, DerivedNode, NodeInventory, NodeSample, derive
 from agentd.protocol import ErrorCode, Event, JobInfo, ProtocolError, decode_request, encode, error_reply
-from agentd.protocol.codec import request_id
 from agentd.protocol.alerts import alert_data
+from agentd.protocol.codec import request_id
 from agentd.protocol.fit import REPLY_BUDGET_BYTES, fit_jobs
 from agentd.protocol.gang import GroupAction
 from agentd.protocol.messages import (

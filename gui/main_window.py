@@ -10,8 +10,19 @@ from collections.abc import Callable
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
-    QDockWidget, QFileDialog, QSystemTrayIcon, QLineEdit, QMainWindow, QMenu, QMessageBox, QStackedWidget, QToolBar, QToolButton, QTreeView,
-    QVBoxLayout, QWidget,
+    QDockWidget,
+    QFileDialog,
+    QLineEdit,
+    QMainWindow,
+    QMenu,
+    QMessageBox,
+    QStackedWidget,
+    QSystemTrayIcon,
+    QToolBar,
+    QToolButton,
+    QTreeView,
+    QVBoxLayout,
+    QWidget,
 )
 
 from gui.actions import Actions
@@ -22,10 +33,10 @@ from gui.views.charts import ChartsPanel
 from gui.views.clustermap import ClusterMap
 from gui.views.dialogs import ConnectDialog, TargetDialog
 from gui.views.events import EventLog
+from gui.views.health import HealthPanel
 from gui.views.jobs import JobsPanel
 from gui.views.logs import LogsDialog
 from gui.views.recording import FILE_FILTER, RecordController
-from gui.views.health import HealthPanel
 from gui.views.statusbar import StatusBar
 from gui.views.topology import TopologyCanvas
 
@@ -436,7 +447,7 @@ class MainWindow(QMainWindow):
         self.actions.migrate(job_id, target_key)
 
     # ---- replay ----
-    def open_recording(self, path: str | None = None) -> "MainWindow | None":
+    def open_recording(self, path: str | None = None) -> MainWindow | None:
         """Replay a recording in a new window; a bad file gives a message box, not a traceback."""
         from agentd.store.recording import RecordingError
 

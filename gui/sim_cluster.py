@@ -91,7 +91,8 @@ def simulated_state(nodes: int, gpus: int = 8, seed: int = 0, clock=None) -> Clu
         straggler = next((j for node in st.nodes.values() for j in node.jobs.values()
                           if j.spec.group is not None and j.spec.group.id.endswith(".run-7") and j.spec.group.rank == STRAGGLER_RANK), None)
         if straggler is not None and straggler.spec.group is not None:
-            st.apply_message(straggler.node, EventMsg(node=straggler.node, seq=0, event=Event(wall_s=START_WALL_S + 1.0, node=straggler.node, kind="radar", job_id=straggler.id, ok=False,
+            st.apply_message(straggler.node, EventMsg(node=straggler.node, seq=0, event=Event(
+                wall_s=START_WALL_S + 1.0, node=straggler.node, kind="radar", job_id=straggler.id, ok=False,
                                 message=f"rank {STRAGGLER_RANK} of {straggler.spec.group.id}: straggler (slow GPU)",
                                 data={"group": straggler.spec.group.id, "rank": STRAGGLER_RANK, "node": straggler.node,
                                       "job_id": straggler.id, "status": "straggler", "class": "slow GPU",

@@ -53,7 +53,7 @@ class Metric:
     def smoothed(self) -> bool:
         """Application rates (tokens/s of a bursty agent) are shown as a mean over a window
         (:func:`gui.series.smooth_rate_rows`), in the charts and the jobs table alike."""
-        return self.scope == "job" and (self.name == "throughput" or self.name.startswith("app:") and self.name.endswith("_per_s"))
+        return self.scope == "job" and (self.name == "throughput" or (self.name.startswith("app:") and self.name.endswith("_per_s")))
 
 
 METRICS: tuple[Metric, ...] = (

@@ -216,7 +216,7 @@ def _age(job: JobInfo) -> str:
 def cmd_jobs(args: argparse.Namespace) -> int:
     jobs: list[JobInfo] = []
     errors = []
-    for t, c in each_node(args):
+    for _target, c in each_node(args):
         try:
             reply = c.call(Jobs(active_only=args.active))
         except ClientError as exc:

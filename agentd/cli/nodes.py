@@ -170,7 +170,7 @@ _SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "blue"}
 def cmd_alerts(args: argparse.Namespace) -> int:
     alerts: list[Alert] = []
     down: list[str] = []
-    for t, c in each_node(args):
+    for _target, c in each_node(args):
         try:
             reply = c.call(Alerts())
             assert isinstance(reply, AlertsReply)
@@ -341,7 +341,7 @@ def cmd_top(args: argparse.Namespace) -> int:
             return run_interactive(args, links)
         from agentd.cli.toptui import TopState
 
-        st = TopState(states={ep: "connecting" for ep in links.links})
+        st = TopState(states=dict.fromkeys(links.links, "connecting"))
         refreshes = 0
         start = time.monotonic()
         # plain prints: a pipe or a file gets every refresh, each ending in a newline

@@ -93,8 +93,10 @@ class RelayHost(Protocol):
     """What the relay needs of the daemon it lives in."""
 
     node: str
-    sockets: _Waker
     inventory: NodeInventory
+
+    @property
+    def sockets(self) -> _Waker: ...  # read-only here, so the daemon's DaemonSockets fits
 
     def publish(self, make: Callable[[int], StreamMsg]) -> None: ...
     def all_jobs(self, active_only: bool = False) -> list[JobInfo]: ...

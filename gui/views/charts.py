@@ -391,7 +391,7 @@ class Chart(QWidget):
 
     # ---- settings ----
     def settings(self) -> dict:
-        return {"metric": list((self.chart_metric.scope, self.chart_metric.name)), "scope": self.scope.to_json(),
+        return {"metric": [self.chart_metric.scope, self.chart_metric.name], "scope": self.scope.to_json(),
                 "span": self.span_box.currentText()}
 
     def _on_metric(self, i: int) -> None:
@@ -628,7 +628,7 @@ class Chart(QWidget):
         span = SPANS_S[self.span_box.currentText()]
         # With no new data, scroll only when the window moved by about a pixel.
         scroll_s = max(SCROLL_REDRAW_S, SCROLL_PIXELS * span / max(1, self.plot.width()))
-        if not force and (paused and not changed or not changed and now_s - self._drawn_at < scroll_s):
+        if not force and ((paused and not changed) or (not changed and now_s - self._drawn_at < scroll_s)):
             return False
         vb = self.plot.getPlotItem().getViewBox()
         if not force and not changed and not paused and now_s - self._computed_at < RECOMPUTE_IDLE_S:
@@ -806,7 +806,7 @@ class Chart(QWidget):
         unit = self.chart_metric.unit
         texts = []
         for k in want:
-            t, v = self._cache.get(k, (np.empty(0), np.empty(0)))
+            _t, v = self._cache.get(k, (np.empty(0), np.empty(0)))
             fin = v[np.isfinite(v)] if v.size else v
             if fin.size == 0:
                 texts.append(fmt.DASH)
@@ -883,11 +883,11 @@ class Chart(QWidget):
 class ChartsPanel(QWidget):
     """A column of charts with an "add chart" button; choices persist through settings()."""
 
-    DEFAULT = [
+    DEFAULT = (  # a tuple: shared by every panel, never changed
         {"metric": ["gpu", "sm_util_pct"], "scope": "*", "span": DEFAULT_SPAN},
         {"metric": ["job", "app:samples_per_s"], "scope": "*", "span": DEFAULT_SPAN},
         {"metric": ["job", "app:tokens_per_s"], "scope": "*", "span": DEFAULT_SPAN},
-    ]
+    )
 
     def __init__(self, state: ClusterState, parent=None) -> None:
         super().__init__(parent)

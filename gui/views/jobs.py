@@ -78,11 +78,14 @@ class JobsPanel(QWidget):
         self.hide_ended.toggled.connect(self._set_hide_ended)
 
         sp = QStyle.StandardPixmap
-        self.act_pause = self._action("Pause", "Space", "Pause the selected jobs (cgroup freezer)", lambda: self.actions.pause(self.selected()), sp.SP_MediaPause)
+        self.act_pause = self._action("Pause", "Space", "Pause the selected jobs (cgroup freezer)",
+                                      lambda: self.actions.pause(self.selected()), sp.SP_MediaPause)
         self.act_resume = self._action("Resume", "Ctrl+R", "Resume the selected jobs", lambda: self.actions.resume(self.selected()), sp.SP_MediaPlay)
         self.act_migrate = self._action("Migrate to…", "Ctrl+M", "Move the selected job to another node", self._migrate, sp.SP_ArrowRight)
-        self.act_priority = self._action("Set priority…", "Ctrl+P", "Set the priority of the selected jobs (asks for the value)", self._ask_priority, None)
-        self.act_cancel = self._action("Cancel…", QKeySequence.StandardKey.Delete, "Cancel the selected jobs (asks first)", lambda: self.actions.cancel(self.selected()), sp.SP_DialogCancelButton)
+        self.act_priority = self._action("Set priority…", "Ctrl+P", "Set the priority of the selected jobs (asks for the value)",
+                                         self._ask_priority, None)
+        self.act_cancel = self._action("Cancel…", QKeySequence.StandardKey.Delete, "Cancel the selected jobs (asks first)",
+                                       lambda: self.actions.cancel(self.selected()), sp.SP_DialogCancelButton)
         self.act_logs = self._action("Logs", "Ctrl+L", "Follow the selected job's output", self._logs, sp.SP_FileDialogDetailedView)
         self.priority_dialog: PriorityDialog | None = None  # the open "Set priority" dialog
         bar = QToolBar()

@@ -351,7 +351,7 @@ class MapCanvas(QWidget):
         if g.name_h:
             p.setFont(self._small)
             fm = p.fontMetrics()
-            for i, k in enumerate(self.order):
+            for k in self.order:
                 x, y, w, _ = lay.node_rect(k)
                 if not clip.intersects(QRect(x, y, w, g.name_h)):
                     continue

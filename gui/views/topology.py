@@ -44,7 +44,7 @@ class PaintCache:
 
     def tile_colours(self, util: float | None) -> tuple[QColor, QColor, QColor]:
         """(background, stale background, text colour) of a tile at ``util`` percent."""
-        q = None if util is None else int(round(max(0.0, min(100.0, util))))
+        q = None if util is None else round(max(0.0, min(100.0, util)))
         c = self._colours.get(q)
         if c is None:
             bg = load_colour(None if q is None else float(q), self.dark)
@@ -66,7 +66,7 @@ class PaintCache:
 class NodeCard(QGraphicsItem):
     """A node: header (name, link, CPU, memory) and its GPU tiles with their links."""
 
-    def __init__(self, canvas: "TopologyCanvas", key: str) -> None:
+    def __init__(self, canvas: TopologyCanvas, key: str) -> None:
         super().__init__()
         self.canvas = canvas
         self.key = key
@@ -118,7 +118,7 @@ class NodeCard(QGraphicsItem):
         y = HEADER_H + self.rows() * (TILE_H + GAP)
         return QRectF(PAD, y, CARD_W - 2 * PAD, CPU_STRIP_H - 4)
 
-    def paint(self, p: QPainter, option, widget=None) -> None:  # noqa: C901 - one picture
+    def paint(self, p: QPainter, option, widget=None) -> None:  # long on purpose: one picture
         lod = option.levelOfDetailFromTransform(p.worldTransform()) if option is not None else 1.0
         if lod < LOD_TEXT:
             self._paint_overview(p)
@@ -263,7 +263,7 @@ class NodeCard(QGraphicsItem):
 class JobChip(QGraphicsObject):
     """A job on a GPU tile (or in a node's CPU strip). Drag it onto another card to migrate."""
 
-    def __init__(self, canvas: "TopologyCanvas", job_id: str) -> None:
+    def __init__(self, canvas: TopologyCanvas, job_id: str) -> None:
         super().__init__()
         self.canvas = canvas
         self.job_id = job_id

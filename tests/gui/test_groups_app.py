@@ -41,7 +41,7 @@ def _gang_state(tokens_per_rank: float = 100.0):
         jobs = [_rank(node, 10 + r, ni * 8 + r, 16) for r in range(8)]
         ids = {j.id: 0 for j in jobs}
         s0 = sample(node, 0.0, gpus=8, jobs=ids, tokens=0.0)
-        s1 = sample(node, 1.0, gpus=8, jobs={k: 1_000_000 for k in ids}, tokens=tokens_per_rank)
+        s1 = sample(node, 1.0, gpus=8, jobs=dict.fromkeys(ids, 1000000), tokens=tokens_per_rank)
         st.apply_snapshot(node, SnapshotReply(seq=1, inventory=inventory(node, gpus=8), samples=[s0, s1], jobs=jobs))
         st.set_link(node, "live")
     st.apply_snapshot("c0", SnapshotReply(seq=1, inventory=inventory("c0", gpus=8), jobs=[job("c0.1", gpus=(0, 1), name="solo")]))
