@@ -5,6 +5,9 @@ interval, a heartbeat after a quiet second), and answers ``hello``/``snapshot`` 
 snapshot's sequence number is exact. Control requests run on a small thread pool because
 some wait on the kernel (freeze) or on a job (cancel grace period); their replies and the
 events they cause come back to the loop through queues.
+
+Over 500 lines: the one place every part is built, authorised and wired to the loop; the parts
+themselves (control, telemetry, health, relay, gangs, radar) live in their own packages.
 """
 
 from __future__ import annotations

@@ -1,5 +1,9 @@
 """The main window: cluster tree, topology, charts, jobs, events and the status bar, all fed
-by one DataSource and redrawn from one timer."""
+by one DataSource and redrawn from one timer.
+
+Over 500 lines: the docks, menus and settings of one window and the wiring between its
+views; each view lives in gui/views and holds its own logic.
+"""
 
 from __future__ import annotations
 

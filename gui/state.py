@@ -4,6 +4,9 @@
 derives rates with :func:`agentd.metrics.derive` (the one derive) and feeds the chart rings in
 :mod:`gui.series`. The Qt models read it; a single timer in the window asks ``revision`` whether
 anything changed, so a burst of messages costs one redraw, not one per message.
+
+Over 500 lines: every way a message changes the cluster (snapshots, stream messages, relay
+summaries, alerts, radar verdicts) is applied here, so the order of those changes is in one place.
 """
 
 from __future__ import annotations

@@ -27,6 +27,9 @@ before acting, and ``recover()`` on either side resumes or rolls back after a cr
 
 The job machinery is reached through two small hook interfaces, :class:`SourceJobs` and
 :class:`TargetJobs` (agentd/control/migration_target.py), which the JobManager implements.
+
+Over 500 lines: the source side's state machine (drawn above) in one class, step by step,
+so every failure path can be read next to the step it leaves.
 """
 
 from __future__ import annotations

@@ -16,6 +16,9 @@ Slurm's priority is relative: agentd priority ``p`` (-10..10, higher is more imp
 ``Nice=-p*NICE_PER_LEVEL``. It orders pending jobs; Slurm never changes the CPU share of a
 running job. Migration is ``scontrol requeue``: Slurm restarts the job from its beginning (or
 from the job's own checkpoint), optionally steered with ``ReqNodeList``/``ExcNodeList``.
+
+Over 500 lines: one backend class whose every action is a Slurm command with its error
+mapping; the parsing of what Slurm prints is in slurm_parse.py.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ One QGraphicsItem per node card paints its own tiles and links (hundreds of GPUs
 job chips are separate items so they can be dragged onto another card. Cards keep their slot
 while they exist and new nodes take the first free slot, so the picture stays put as nodes
 come and go.
+
+Over 500 lines: one QGraphicsScene with its card, chip and drag-to-migrate items, which share
+the scene's coordinates and hit-testing; split, each half would reach into the other.
 """
 
 from __future__ import annotations
