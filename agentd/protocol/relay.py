@@ -19,6 +19,7 @@ from typing import Annotated
 
 import msgspec
 
+from agentd.protocol.alerts import Alert
 from agentd.protocol.messages import (
     TOPICS,
     OkReply,
@@ -86,7 +87,7 @@ class NodeSummary(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     gpus: list[GpuSummary] = []
     jobs: list[JobSummary] = []
     jobs_ended: int = 0
-    alerts: list[str] = []
+    alerts: list[Alert] = []  # firing now: the node's own, and node_stale from the relay following it
     capabilities: list[str] = []
 
 

@@ -33,9 +33,15 @@ import msgspec
 
 from agentd.access import Caller, public_job, without_env_values
 from agentd.clusterfile import ClusterFile
+from agentd.health.engine import NodeLiveness, alert_event
+from agentd.health.rules import HealthRules
 from agentd.metrics import NodeInventory, NodeSample
 from agentd.protocol import ErrorCode, JobInfo, ProtocolError
+from agentd.protocol.alerts import Alert
+from agentd.protocol.jobs import Event
 from agentd.protocol.messages import (
+    Alerts,
+    AlertsReply,
     Cancel,
     JobReply,
     Jobs,
@@ -89,14 +95,24 @@ class _Waker(Protocol):
     def wake(self) -> None: ...
 
 
+class _Health(Protocol):
+    rules: HealthRules
+
+    def active(self) -> list[Alert]: ...
+
+
 class RelayHost(Protocol):
     """What the relay needs of the daemon it lives in."""
 
     node: str
-    sockets: _Waker
     inventory: NodeInventory
 
+    @property
+    def sockets(self) -> _Waker: ...
+    @property
+    def health(self) -> _Health: ...
     def publish(self, make: Callable[[int], StreamMsg]) -> None: ...
+    def emit(self, item: Event | JobInfo) -> None: ...
     def all_jobs(self, active_only: bool = False) -> list[JobInfo]: ...
 
 
@@ -128,6 +144,10 @@ class Relay:
         self._detail: collections.deque[tuple[str, bytes]] = collections.deque(maxlen=DETAIL_QUEUE)
         self._follows: dict[str, tuple[int, float]] = {}  # node -> (followers, lease end, monotonic)
         self._own: tuple[NodeSample | None, NodeSample | None] = (None, None)
+        # node_stale for the nodes (and child relays) followed directly; a child relay runs its
+        # own for the nodes behind it, and its summaries carry them up.
+        self.liveness = NodeLiveness(host.health.rules, observer=f"relay {host.node}")
+        self._stale: dict[str, Alert] = {}  # by node, for the summaries (loop thread writes, whole-dict swap)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="agentd-relay-links", daemon=True)
         self._thread.start()
@@ -194,10 +214,31 @@ class Relay:
     def on_tick(self, sample: NodeSample) -> None:
         """Once per daemon tick: the whole subtree's summaries, in batches (loop thread)."""
         self._own = (sample, self._own[0])
+        self._observe_liveness()
         nodes, _ = self.subtree()
         for i in range(0, len(nodes), SUMMARY_BATCH):
             batch = nodes[i:i + SUMMARY_BATCH]
             self.host.publish(self._summaries(batch))
+
+    def _observe_liveness(self) -> None:
+        with self._lock:
+            heard = {f.name: f.last_heard_s for f in self.followed.values()}
+        try:
+            changes = self.liveness.observe(heard, time.time())
+        except Exception:  # a rule's bug must not stop the summaries
+            log.exception("node_stale rule failed this tick")
+            return
+        self._stale = {a.node: a for a in self.liveness.active()}
+        for change in changes:
+            self.host.emit(alert_event(change, time.time()))
+
+    def alerts(self) -> list[Alert]:
+        """Every alert firing in the subtree: this node's, each node's own, node_stale."""
+        out = {a.key: a for a in self.host.health.active()}
+        nodes, _ = self.subtree()
+        for n in nodes:
+            out.update((a.key, a) for a in n.alerts)
+        return sorted(out.values(), key=lambda a: (a.since_s, a.key))
 
     # ---- what the relay serves -----------------------------------------------------------
     def subtree(self) -> tuple[list[NodeSummary], dict[str, Route]]:
@@ -211,9 +252,17 @@ class Relay:
         routes: dict[str, Route] = {}
         with self._lock:
             followed = list(self.followed.values())
+            stale = self._stale
             for f in followed:
-                if f.summary is not None and f.name not in out:
-                    out[f.name] = f.summary
+                if f.name in out:
+                    continue
+                summary = f.summary
+                if summary is None and f.name in stale:  # never answered: still listed, as stale
+                    summary = NodeSummary(node=f.name, endpoint=f.endpoint, link=f.link, detail=f.detail)
+                if summary is not None:
+                    if f.name in stale:
+                        summary = msgspec.structs.replace(summary, alerts=[*summary.alerts, stale[f.name]])
+                    out[f.name] = summary
                     routes[f.name] = Route(f.name, f.endpoint, f.server_key, (), f.role)
             for f in followed:
                 if not f.is_relay:
@@ -245,6 +294,8 @@ class Relay:
             return NodesReply(relay=self.host.node, nodes=nodes)
         if isinstance(req, Jobs):
             return self._jobs(req, caller)
+        if isinstance(req, Alerts):
+            return AlertsReply(alerts=self.alerts())
         if isinstance(req, Follow):
             return self._follow(req, caller)
         if isinstance(req, Unfollow):
