@@ -346,6 +346,9 @@ class Daemon:
     def _authorize(self, req: Request, caller: Caller) -> Request:
         """Check what needs the object (whose job is it?); returns the request to run."""
         if isinstance(req, Submit):
+            if req.node and req.node != self.node:  # a relay routed it already; this is no relay
+                raise ProtocolError(ErrorCode.NOT_FOUND, f"node {self.node!r} runs jobs only itself and relays to no "
+                                    f"{req.node!r}; submit to that node (or its relay) instead", "node")
             user = self.access.run_as(caller, req.spec.user)
             self._require_priority(caller, req.spec.priority)
             return msgspec.structs.replace(req, spec=msgspec.structs.replace(req.spec, user=user))

@@ -58,6 +58,7 @@ from agentd.protocol.messages import (
     Snapshot,
     SnapshotReply,
     StreamMsg,
+    Submit,
 )
 from agentd.protocol.relay import (
     FOLLOW_LEASE_S,
@@ -101,6 +102,10 @@ class _Health(Protocol):
     def active(self) -> list[Alert]: ...
 
 
+class _Access(Protocol):
+    def run_as(self, caller: Caller, requested: str | None) -> str: ...
+
+
 class RelayHost(Protocol):
     """What the relay needs of the daemon it lives in."""
 
@@ -111,6 +116,8 @@ class RelayHost(Protocol):
     def sockets(self) -> _Waker: ...
     @property
     def health(self) -> _Health: ...
+    @property
+    def access(self) -> _Access: ...
     def publish(self, make: Callable[[int], StreamMsg]) -> None: ...
     def emit(self, item: Event | JobInfo) -> None: ...
     def all_jobs(self, active_only: bool = False) -> list[JobInfo]: ...
@@ -296,6 +303,8 @@ class Relay:
             return self._jobs(req, caller)
         if isinstance(req, Alerts):
             return AlertsReply(alerts=self.alerts())
+        if isinstance(req, Submit):
+            return self._submit(req, caller)
         if isinstance(req, Follow):
             return self._follow(req, caller)
         if isinstance(req, Unfollow):
@@ -353,6 +362,36 @@ class Relay:
         assert isinstance(snap, SnapshotReply)
         snap = msgspec.structs.replace(snap, jobs=[public_job(j) for j in snap.jobs])
         return FollowReply(node=req.node, topic=detail_topic(req.node), snapshot=snap)
+
+    def _submit(self, req: Submit, caller: Caller) -> Reply | None:
+        """A submit names the node that runs the job (``--on``); the relay's own runs here."""
+        if req.node == self.host.node or (not req.node and not self.followed):
+            return None
+        if not req.node:
+            nodes, _ = self.subtree()
+            raise ProtocolError(ErrorCode.INVALID, f"relay {self.host.node!r} serves {len(nodes)} nodes; say which one "
+                                "runs the job: `agentctl --node RELAY submit --on NODE -- CMD` (`--on "
+                                f"{self.host.node}` runs it on the relay's own node; `agentctl --node RELAY nodes` "
+                                "lists them)", "node")
+        r = self._route_to(req.node)
+        role = least_role(caller.role, r.role)
+        eff = dataclasses.replace(caller, role=role)
+        if not eff.at_least(req.role):
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, f"{caller.name} has role {caller.role} at relay {self.host.node!r}, "
+                                f"and the relay holds role {r.role} at node {r.node!r}, so through it {caller.name} is a "
+                                f"{role}; 'submit' needs {req.role} (authorise the relay's key there with a higher role, "
+                                "or submit to the node directly)")
+        # The job runs as the client (never as the relay's own user): the relay decides who
+        # that is with the client's effective role, and the node then checks that the relay
+        # may submit as that user (only a relay that is admin there may run jobs as others).
+        user = self.host.access.run_as(eff, req.spec.user)
+        spec = msgspec.structs.replace(req.spec, user=user)
+        note = f"{caller.name} via relay {self.host.node}" + (f" ({caller.note})" if caller.note else "")
+        fwd = msgspec.structs.replace(req, spec=spec, node="" if not r.via else req.node, actor=note[:200])
+        reply = self._call(r.endpoint, r.server_key, fwd)
+        if isinstance(reply, JobReply) and not eff.may_see_private(reply.job.owner or user):
+            reply = msgspec.structs.replace(reply, job=public_job(reply.job))
+        return reply
 
     def _known_job(self, job_id: str) -> JobInfo | JobSummary | None:
         with self._lock:
