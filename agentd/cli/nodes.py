@@ -251,12 +251,16 @@ def cmd_watch(args: argparse.Namespace) -> int:
     last: dict[str, NodeSample] = {}
     printed: dict[str, int] = {}
     ever_live: set[str] = set()
+    relays: set[str] = set()  # relays answering: --count also waits for the nodes behind them
+    summarised: set[str] = set()
     start = time.monotonic()
     try:
         while True:
             for ev in links.poll(0.5):
                 if isinstance(ev, LinkSnapshot):
                     ever_live.add(ev.endpoint)
+                    if "relay" in ev.hello.capabilities:
+                        relays.add(ev.hello.node)
                     if ev.reply.samples:
                         last[ev.node] = ev.reply.samples[-1]
                 elif isinstance(ev, LinkState):
@@ -274,6 +278,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
                         print(clean(human_watch_line(d)), flush=True)
                     printed[s.node] = printed.get(s.node, 0) + 1
                 elif isinstance(ev, LinkMessage) and isinstance(ev.msg, SummaryMsg):
+                    summarised.add(ev.msg.node)
                     for n in ev.msg.nodes:  # every node behind a relay, once per relay tick
                         if n.node == ev.msg.node:
                             continue  # the relay's own node: its samples are printed above
@@ -294,7 +299,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
                         emit_json(event_to_json(e))
                     else:
                         print(clean(_human_event_line(e.wall_s, e.node, f"{e.kind}: {e.message}")), flush=True)
-            if args.count and printed and len(printed) >= len(ever_live) and min(printed.values()) >= args.count:
+            if args.count and printed and len(printed) >= len(ever_live) and min(printed.values()) >= args.count \
+                    and relays <= summarised:
                 return 0
             if not ever_live and time.monotonic() - start > args.timeout:
                 eps = ", ".join(links.links)
