@@ -61,7 +61,6 @@ from agentd.protocol.messages import (
     Submit,
 )
 from agentd.protocol.relay import (
-    FOLLOW_LEASE_S,
     SUMMARY_BATCH,
     Follow,
     FollowReply,
@@ -149,7 +148,10 @@ class Relay:
                 continue  # the relay's own node: served by its daemon directly
             self.followed[n.endpoint] = FollowedNode(n.name, n.endpoint, n.server_key)
         self._detail: collections.deque[tuple[str, bytes]] = collections.deque(maxlen=DETAIL_QUEUE)
-        self._follows: dict[str, tuple[int, float]] = {}  # node -> (followers, lease end, monotonic)
+        # node -> {(verified caller, client name): lease end (monotonic)}; _follow_until holds the
+        # latest end per node, so the link thread's check per message is one dict lookup.
+        self._leases: dict[str, dict[tuple[str, str], float]] = {}
+        self._follow_until: dict[str, float] = {}
         self._own: tuple[NodeSample | None, NodeSample | None] = (None, None)
         # node_stale for the nodes (and child relays) followed directly; a child relay runs its
         # own for the nodes behind it, and its summaries carry them up.
@@ -199,8 +201,27 @@ class Relay:
         self.pool.close()
 
     def _is_followed(self, node: str) -> bool:
-        entry = self._follows.get(node)
-        return entry is not None and entry[1] > time.monotonic()
+        return self._follow_until.get(node, 0.0) > time.monotonic()
+
+    def _set_lease(self, node: str, key: tuple[str, str], end: float | None) -> None:
+        """Renew (``end``) or drop (None) one client's lease on ``node``; expired ones go too.
+        Called with the lock held."""
+        now = time.monotonic()
+        leases = {k: e for k, e in self._leases.get(node, {}).items() if e > now and k != key}
+        if end is not None:
+            leases[key] = end
+        if leases:
+            self._leases[node] = leases
+            self._follow_until[node] = max(leases.values())
+        else:
+            self._leases.pop(node, None)
+            self._follow_until.pop(node, None)
+
+    def leases(self, node: str) -> list[tuple[str, str]]:
+        """Who holds an unexpired lease on ``node``'s detail: (caller, client name)."""
+        now = time.monotonic()
+        with self._lock:
+            return sorted(k for k, e in self._leases.get(node, {}).items() if e > now)
 
     # ---- the daemon's loop thread --------------------------------------------------------
     def flush(self) -> None:
@@ -308,13 +329,7 @@ class Relay:
         if isinstance(req, Follow):
             return self._follow(req, caller)
         if isinstance(req, Unfollow):
-            with self._lock:
-                n, end = self._follows.get(req.node, (0, 0.0))
-                if n <= 1:
-                    self._follows.pop(req.node, None)
-                else:
-                    self._follows[req.node] = (n - 1, end)
-            return OkReply(message=f"detail of {req.node} no longer needed here")
+            return self._unfollow(req, caller)
         if isinstance(req, FORWARDED):
             job_id: str = req.job  # type: ignore[attr-defined]
             node = job_id.rpartition(".")[0]
@@ -352,16 +367,36 @@ class Relay:
                                 "stream already (subscribe to it and ask for `snapshot`)", "node")
         r = self._route_to(req.node)
         with self._lock:  # before the snapshot: nothing between it and the stream is lost
-            n, _ = self._follows.get(req.node, (0, 0.0))
-            self._follows[req.node] = (n + 1, time.monotonic() + FOLLOW_LEASE_S)
-        if r.via:  # the child relay follows it for us and sends its detail our way
-            reply = self._call(r.endpoint, r.server_key, Follow(node=req.node, actor=caller.name))
+            self._set_lease(req.node, (caller.name, req.client), time.monotonic() + req.lease_s)
+        if r.via:  # the child relay follows it for us (a lease of ours per client of ours)
+            reply = self._call(r.endpoint, r.server_key, Follow(node=req.node, actor=caller.name,
+                                                                 client=self._child_client(caller, req.client),
+                                                                 lease_s=req.lease_s))
             assert isinstance(reply, FollowReply)
-            return msgspec.structs.replace(reply, id=0, topic=detail_topic(req.node), lease_s=FOLLOW_LEASE_S)
+            return msgspec.structs.replace(reply, id=0, topic=detail_topic(req.node), lease_s=req.lease_s)
         snap = self._call(r.endpoint, r.server_key, Snapshot(history=2, actor=caller.name))
         assert isinstance(snap, SnapshotReply)
         snap = msgspec.structs.replace(snap, jobs=[public_job(j) for j in snap.jobs])
-        return FollowReply(node=req.node, topic=detail_topic(req.node), snapshot=snap)
+        return FollowReply(node=req.node, topic=detail_topic(req.node), snapshot=snap, lease_s=req.lease_s)
+
+    @staticmethod
+    def _child_client(caller: Caller, client: str) -> str:
+        """The client name a parent relay's lease at a child relay carries: one per client of
+        the parent, so each one's unfollow ends only its own lease there too."""
+        return f"{caller.name}/{client}"[-64:]
+
+    def _unfollow(self, req: Unfollow, caller: Caller) -> OkReply:
+        with self._lock:
+            self._set_lease(req.node, (caller.name, req.client), None)
+            left = len(self._leases.get(req.node, {}))
+        r = self._route_to(req.node) if req.node != self.host.node else None
+        if r is not None and r.via:  # end our lease for this client at the child relay too
+            try:
+                self._call(r.endpoint, r.server_key, Unfollow(node=req.node, actor=caller.name,
+                                                             client=self._child_client(caller, req.client)))
+            except ProtocolError as exc:  # its lease expires by itself
+                log.info("unfollow of %s at relay %s: %s", req.node, r.via[0], exc.message)
+        return OkReply(message=f"your lease on {req.node}'s detail has ended; {left} other lease(s) on it left")
 
     def _submit(self, req: Submit, caller: Caller) -> Reply | None:
         """A submit names the node that runs the job (``--on``); the relay's own runs here."""
