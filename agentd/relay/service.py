@@ -88,11 +88,21 @@ log = logging.getLogger(__name__)
 FORWARDED: tuple[type[Request], ...] = (Show, Pause, Resume, Priority, Cancel, Logs, Migrate)
 CONTROL = (Pause, Resume, Priority, Cancel, Migrate)
 FORWARD_TIMEOUT_S = 20.0
+# Least time between two polls of the link pool. A poll costs O(followed sockets) whatever
+# is ready (pyzmq builds the whole poll set each call), so polling as soon as anything arrives
+# meant hundreds of O(2,000) polls a second at 1,000 nodes; waiting this long lets each poll
+# drain a batch (every ready socket is read to empty). It adds at most this much latency.
+POLL_GAP_S = 0.05
+# While its links first connect (libzmq's buffers for thousands of connections, the nodes'
+# snapshots), the relay's growth is its own, not a flood: it says so to the flood guard after
+# every batch for at most this long, and after every snapshot or link change at any time.
+SETTLE_S = 120.0
 DETAIL_QUEUE = 20000  # queued detail messages at most (a slow loop drops the oldest)
 
 
 class _Waker(Protocol):
     def wake(self) -> None: ...
+    def own_growth(self, hold_s: float = 0.0) -> None: ...
 
 
 class _Health(Protocol):
@@ -163,9 +173,21 @@ class Relay:
 
     # ---- the link thread ---------------------------------------------------------------
     def _run(self) -> None:
+        # The daemon's flood guard reads unexplained memory growth as a flood of requests and
+        # cuts every client: the relay's own growth (its links, the nodes' snapshots) is not.
+        self.host.sockets.own_growth(hold_s=5.0)
         for f in self.followed.values():
             self.pool.add(f.endpoint, f.server_key)
+        not_live = set(self.followed)
+        settle_until = time.monotonic() + SETTLE_S
+        last_poll = 0.0
         while not self._stop.is_set():
+            gap = last_poll + POLL_GAP_S - time.monotonic()
+            if gap > 0:
+                self._stop.wait(gap)
+            last_poll = time.monotonic()
+            if not_live and last_poll < settle_until:
+                self.host.sockets.own_growth(hold_s=1.0)  # this batch (hellos, snapshots) and the next
             try:
                 events = self.pool.poll(0.1)
             except Exception:  # a link that cannot be polled must not stop the others
@@ -175,6 +197,7 @@ class Relay:
             if not events:
                 continue
             queued = False
+            grew = False
             with self._lock:
                 for ev in events:
                     got = self.followed.get(ev.endpoint)
@@ -183,7 +206,10 @@ class Relay:
                     f = got
                     if isinstance(ev, LinkSnapshot):
                         f.on_snapshot(ev.hello, ev.reply)
+                        not_live.discard(ev.endpoint)
+                        grew = True
                     elif isinstance(ev, LinkState):
+                        grew = True
                         f.on_link(ev.state, ev.detail)
                     elif isinstance(ev, LinkMessage):
                         msg = ev.msg
@@ -196,6 +222,8 @@ class Relay:
                         if not isinstance(msg, SummaryMsg) and self._is_followed(f.name):
                             self._detail.append((f.name, msgspec.msgpack.encode(msg)))
                             queued = True
+            if grew:
+                self.host.sockets.own_growth(hold_s=POLL_GAP_S)
             if queued:
                 self.host.sockets.wake()
         self.pool.close()
