@@ -218,7 +218,12 @@ class Relay:
                                 self._detail.append((msg.origin, msg.body))
                                 queued = True
                             continue
-                        f.on_message(msg)
+                        if isinstance(msg, SummaryMsg):  # a child relay's subtree: new nodes are new memory
+                            known = len(f.subtree)
+                            f.on_message(msg)
+                            grew = grew or len(f.subtree) > known
+                        else:
+                            f.on_message(msg)
                         if not isinstance(msg, SummaryMsg) and self._is_followed(f.name):
                             self._detail.append((f.name, msgspec.msgpack.encode(msg)))
                             queued = True
