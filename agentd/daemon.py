@@ -35,11 +35,10 @@ from agentd.access import AccessPolicy, Caller, owner_of, public_job, without_en
 from agentd.config import ConfigError, DaemonConfig, build_config, load_config_file
 from agentd.control.backend import JobBackend
 from agentd.groups.radar_service import RadarService, radar_config
-from agentd.health.engine import AlertChange, HealthEngine
+from agentd.health.engine import AlertChange, HealthEngine, alert_event
 from agentd.health.rules import RulesError, load_rules
 from agentd.metrics import AppMetric, DerivedNode, NodeInventory, NodeSample, derive
 from agentd.protocol import ErrorCode, Event, JobInfo, ProtocolError, decode_request, encode, error_reply
-from agentd.protocol.alerts import alert_data
 from agentd.protocol.codec import request_id
 from agentd.protocol.fit import REPLY_BUDGET_BYTES, fit_jobs
 from agentd.protocol.gang import GroupAction
@@ -99,11 +98,7 @@ JOB_ACTIONS: dict[type[Request], str] = {Pause: "pause", Resume: "resume", Prior
 
 
 def _alert_event(change: AlertChange) -> Event:
-    alert = change.alert
-    verb = "firing" if change.state == "firing" else "cleared"
-    return Event(wall_s=time.time(), node=alert.node, kind="alert", message=f"{alert.severity} {verb}: {alert.message}",
-                 job_id=alert.subject[4:] if alert.subject.startswith("job ") else "",
-                 ok=change.state == "cleared" or alert.severity == "info", data=alert_data(alert, change.state))
+    return alert_event(change, time.time())
 
 
 class StartupError(RuntimeError):
@@ -354,6 +349,9 @@ class Daemon:
     def _authorize(self, req: Request, caller: Caller) -> Request:
         """Check what needs the object (whose job is it?); returns the request to run."""
         if isinstance(req, Submit):
+            if req.node and req.node != self.node:  # a relay routed it already; this is no relay
+                raise ProtocolError(ErrorCode.NOT_FOUND, f"node {self.node!r} runs jobs only itself and relays to no "
+                                    f"{req.node!r}; submit to that node (or its relay) instead", "node")
             user = self.access.run_as(caller, req.spec.user)
             self._require_priority(caller, req.spec.priority)
             return msgspec.structs.replace(req, spec=msgspec.structs.replace(req.spec, user=user))

@@ -13,7 +13,7 @@ New commands register with :func:`command`, which keeps the table in :data:`COMM
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import msgspec
 
@@ -198,9 +198,12 @@ class Alerts(Request, tag="alerts", kw_only=True):
 
 @command(JobReply, role="user")
 class Submit(Request, tag="submit", kw_only=True):
-    """Submit a job. Refused (INVALID, naming the field) when the spec is impossible here."""
+    """Submit a job. Refused (INVALID, naming the field) when the spec is impossible here.
+    ``node``: at a relay, the node behind it that runs the job (required where nodes are
+    behind it; the relay's own name runs it there); elsewhere empty or the node's own name."""
 
     spec: JobSpec
+    node: Annotated[str, msgspec.Meta(max_length=253)] = ""
 
 
 @command(JobsReply)

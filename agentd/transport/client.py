@@ -284,6 +284,9 @@ class NodeLink:
     hello_timeout_s: float = 2.0
     stale_after_s: float = STALE_AFTER_S
     topics: tuple[bytes, ...] = (b"",)
+    # Stream messages queued per link at most; beyond it the gap is found by seq and repaired
+    # with a fresh snapshot. A relay sets it low: thousands of links x 10,000 is gigabytes.
+    sub_hwm: int = 10000
     ctx: zmq.Context[zmq.Socket[bytes]] | None = None
     state: LinkStatus = "connecting"
     node: str = ""
@@ -331,7 +334,7 @@ class NodeLink:
         sub = self.ctx.socket(zmq.SUB)  # type: ignore[union-attr]
         sub.setsockopt(zmq.LINGER, 0)
         sub.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
-        sub.setsockopt(zmq.RCVHWM, 10000)
+        sub.setsockopt(zmq.RCVHWM, self.sub_hwm)
         _apply_curve(sub, self.server_key, self.keys_dir)
         for t in self.topics:
             sub.setsockopt(zmq.SUBSCRIBE, t)

@@ -169,6 +169,7 @@ class DaemonSockets:
         self._keys_seen: tuple[object, set[bytes]] = ((), set())
         self._keys_checked = 0.0
         self._rss_base = 0  # taken at the first poll, once the daemon has finished starting
+        self._own_until = 0.0  # monotonic time until which growth is the daemon's own (own_growth)
         self._watchdog = threading.Thread(target=self._watch_rss, name="agentd-rss-watchdog", daemon=True)
         self._watchdog.start()
 
@@ -238,6 +239,15 @@ class DaemonSockets:
                 raise BindError(f"cannot bind the {what} socket to {endpoint}: {exc.strerror}; {hint} {what.split()[-1]}") from None
 
     # ---- guards ------------------------------------------------------------------------
+    def own_growth(self, hold_s: float = 0.0) -> None:
+        """Another part of this daemon (a relay's links, their snapshots) grows its memory on
+        purpose, now and for ``hold_s`` more seconds: the flood guard takes the RSS as its
+        baseline until then, so that growth is not read as a flood of requests (which cuts
+        every client). Any thread."""
+        self._own_until = max(self._own_until, time.monotonic() + hold_s)
+        if self._rss_base:
+            self._rss_base = max(self._rss_base, rss_bytes())
+
     def _watch_rss(self) -> None:
         # Cheap on purpose (it runs 50 times a second): a plain sleep, one pread of an open file.
         statm = os.open(os.path.join(procfs.DEFAULT_PROC_ROOT, "self", "statm"), os.O_RDONLY)
@@ -246,6 +256,8 @@ class DaemonSockets:
             while not self._watchdog_stop.is_set():
                 time.sleep(period)
                 pages = procfs.statm_resident_pages(os.pread(statm, 64, 0)) or 0
+                if self._rss_base and time.monotonic() < self._own_until:  # see own_growth
+                    self._rss_base = max(self._rss_base, pages * _PAGE)
                 grown = pages * _PAGE - self._rss_base if self._rss_base else 0
                 period = self._check_flood(grown)
         except OSError:
