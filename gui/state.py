@@ -356,6 +356,8 @@ class ClusterState:
                 structure = structure or ids != set(node.jobs)
             if s.link == "live":
                 node.last_heard_s = now
+            if prev is None or prev.alerts != s.alerts:
+                self.alerts.replace_node(s.node, s.alerts)  # the node's own and the relay's node_stale
         if batch:
             self._bump(structure=structure)
 

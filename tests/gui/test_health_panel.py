@@ -56,3 +56,16 @@ def test_health_panel_lists_filters_and_says_when_all_is_well(qtbot) -> None:
     with qtbot.waitSignal(panel.node_requested) as sig:
         panel.tree.itemDoubleClicked.emit(panel.tree.topLevelItem(1), 0)
     assert sig.args == ["a"]
+
+
+def test_alerts_of_nodes_behind_a_relay_come_with_their_summaries() -> None:
+    from agentd.protocol.relay import NodeSummary
+    from gui.state import ClusterState
+
+    state = ClusterState()
+    stale = Alert(rule="node_stale", node="far-3", subject="node", severity="critical",
+                  message="far-3 not heard from for 9 s (seen from relay-1)", since_s=50.0)
+    state.apply_summaries([NodeSummary(node="far-3", link="stale", alerts=[stale]), NodeSummary(node="far-4", link="live")])
+    assert [a.key for a in state.alerts.sorted()] == [stale.key]
+    state.apply_summaries([NodeSummary(node="far-3", link="live"), NodeSummary(node="far-4", link="live")])
+    assert len(state.alerts) == 0
