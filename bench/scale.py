@@ -7,7 +7,9 @@ the app's (GUI thread + network thread). Measured after every node is live, over
 
 - app CPU: % of one core (process CPU time / wall time);
 - RSS: this process's resident memory at the end;
-- frame p95: the window's frame (``MainWindow.tick``: views, map, charts) when data changed;
+- frame p95: the window's frame (``MainWindow.tick``: views, map, charts) when data changed,
+  wall time, and the GUI thread's CPU time in it (``time.thread_time``: what the frame costs,
+  without the waits for a core that a loaded machine adds);
 - value delay: app receive time minus the node's own measurement stamp (``NodeSummary.wall_s``
   through the relay, ``SampleMsg.sample.wall_s`` directly), p95 — it includes the relay's
   1 s tick, so it is what a person sees, not the wire alone;
@@ -89,16 +91,18 @@ def run(app, addresses, expect: int, seconds: float, relayed: bool, detail_node:
     source.summaries.connect(on_summaries)
     source.message.connect(on_message)
     frames: list[float] = []
+    frames_cpu: list[float] = []
     tick = w.tick
     last_rev = [-1]
 
     def timed_tick() -> None:
         changed = w.state.revision != last_rev[0]
         last_rev[0] = w.state.revision
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         tick()
         if measuring[0] and changed:  # a frame with new data to show
             frames.append((time.perf_counter() - t0) * 1000)
+            frames_cpu.append((time.thread_time() - c0) * 1000)
 
     w.timer.timeout.disconnect()
     w.timer.timeout.connect(timed_tick)
@@ -123,6 +127,7 @@ def run(app, addresses, expect: int, seconds: float, relayed: bool, detail_node:
         if _pump(app, lambda: node.last_sample is not None, 10):
             detail_ms = (time.perf_counter() - t1) * 1000
     out = {"nodes": len(w.state.nodes), "cpu_pct": cpu, "rss_mib": _rss_mib(), "frame_p95_ms": _p95(frames),
+           "frame_cpu_p95_ms": _p95(frames_cpu), "load1": os.getloadavg()[0],
            "delay_p95_s": _p95(delays), "detail_ms": detail_ms}
     w.timer.stop()
     source.stop()
@@ -162,12 +167,12 @@ def main() -> None:
                 res = run(app, addrs, args.direct, args.seconds, False, "")
                 rows.append((f"{args.direct} simulated nodes followed directly ({args.direct} streams)", res))
     print(f"| setup ({args.gpus} GPUs/node, {args.seconds:g} s) | nodes in app | app CPU (% core) | RSS (MiB) "
-          "| frame p95 (ms) | value delay p95 (s) | open detail (ms) |")
-    print("|---|---|---|---|---|---|---|")
+          "| frame p95 (ms) | frame CPU p95 (ms) | value delay p95 (s) | open detail (ms) | load avg |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, r in rows:
         detail = "—" if r["detail_ms"] != r["detail_ms"] else f"{r['detail_ms']:.0f}"
         print(f"| {name} | {r['nodes']} | {r['cpu_pct']:.1f} | {r['rss_mib']:.0f} | {r['frame_p95_ms']:.1f} "
-              f"| {r['delay_p95_s']:.2f} | {detail} |")
+              f"| {r['frame_cpu_p95_ms']:.1f} | {r['delay_p95_s']:.2f} | {detail} | {r['load1']:.1f} |")
 
 
 if __name__ == "__main__":

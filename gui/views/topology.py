@@ -425,7 +425,7 @@ class TopologyCanvas(QGraphicsView):
     # ---- keeping up with the state ----
     def refresh(self) -> None:
         structural = self._seen_structure != self.state.structure_revision
-        jobs_changed = False
+        jobs_changed: set[str] = set()  # cards whose jobs moved: only their chips are redone
         self._seen_structure = self.state.structure_revision
         for key in [k for k in self.cards if k not in self.state.nodes]:
             card = self.cards.pop(key)
@@ -449,19 +449,25 @@ class TopologyCanvas(QGraphicsView):
                 card.jobs_seen = jobs_now
                 card.has_cpu_jobs_now = any(not j.gpus and j.state not in ("succeeded", "failed", "cancelled", "migrated")
                                             for j in self.state.visible_jobs(key))
-                jobs_changed = True
+                jobs_changed.add(key)
             card.set_node(node, card.has_cpu_jobs_now)
         # Finished jobs leave the picture after a while without any message: look again now and then.
         bucket = int(self.state.clock() // JOBS_RECHECK_S)
-        if jobs_changed or structural or bucket != self._jobs_bucket:
+        if structural or bucket != self._jobs_bucket:
             self._jobs_bucket = bucket
             self._sync_chips()
+        elif jobs_changed:
+            self._sync_chips(jobs_changed)
         if structural:
             self._layout()
 
-    def _sync_chips(self) -> None:
+    def _sync_chips(self, only: set[str] | None = None) -> None:
+        """Chips of every card, or of the cards in ``only`` (the others' chips stay as drawn:
+        a relay's second changes a few nodes' jobs, not a thousand cards)."""
         want: dict[tuple[str, int | None], tuple[NodeCard, QRectF]] = {}
         for key, card in self.cards.items():
+            if only is not None and key not in only:
+                continue
             active = [j for j in self.state.visible_jobs(key) if j.state not in ("succeeded", "failed", "cancelled", "migrated")]
             cpu_jobs = [j for j in active if not j.gpus]
             per_gpu: dict[int, list] = {}
@@ -478,7 +484,9 @@ class TopologyCanvas(QGraphicsView):
                 w = min(150.0, (strip.width() - 34) / len(cpu_jobs) - 4)
                 for n, j in enumerate(cpu_jobs):
                     want[(j.id, None)] = (card, QRectF(strip.left() + 34 + n * (w + 4), strip.top() + 2, w, CHIP_H))
-        for k in [k for k in self.chips if k not in want]:
+        mine = self.chips if only is None else {k: c for k, c in self.chips.items()
+                                                 if c.parentItem() is not None and c.parentItem().key in only}
+        for k in [k for k in mine if k not in want]:
             self.scene().removeItem(self.chips.pop(k))
         for k, (card, rect) in want.items():
             job_id = k[0]
