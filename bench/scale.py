@@ -62,7 +62,8 @@ def _pump(app, cond, timeout_s: float) -> bool:
     return False
 
 
-def run(app, addresses, expect: int, seconds: float, relayed: bool, detail_node: str) -> dict[str, float]:
+def run(app, addresses, expect: int, seconds: float, relayed: bool, detail_node: str,
+        profile: str = "") -> dict[str, float]:
     from PySide6.QtCore import QSettings
 
     from agentd.protocol.messages import SampleMsg
@@ -92,6 +93,10 @@ def run(app, addresses, expect: int, seconds: float, relayed: bool, detail_node:
     source.message.connect(on_message)
     frames: list[float] = []
     frames_cpu: list[float] = []
+    prof = None
+    if profile:  # the frames only (not the startup, not the network thread)
+        import cProfile
+        prof = cProfile.Profile()
     tick = w.tick
     last_rev = [-1]
 
@@ -99,7 +104,10 @@ def run(app, addresses, expect: int, seconds: float, relayed: bool, detail_node:
         changed = w.state.revision != last_rev[0]
         last_rev[0] = w.state.revision
         t0, c0 = time.perf_counter(), time.thread_time()
-        tick()
+        if prof is not None and measuring[0]:
+            prof.runcall(tick)
+        else:
+            tick()
         if measuring[0] and changed:  # a frame with new data to show
             frames.append((time.perf_counter() - t0) * 1000)
             frames_cpu.append((time.thread_time() - c0) * 1000)
@@ -119,6 +127,8 @@ def run(app, addresses, expect: int, seconds: float, relayed: bool, detail_node:
     _pump(app, lambda: False, seconds)
     cpu = 100 * (_cpu_s() - cpu0) / (time.monotonic() - t0)
     measuring[0] = False
+    if prof is not None:
+        prof.dump_stats(profile)
     detail_ms = float("nan")
     if relayed:
         node = w.state.nodes[detail_node]
@@ -143,6 +153,7 @@ def main() -> None:
     p.add_argument("--direct", type=int, default=100)
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--gpus", type=int, default=8)
+    p.add_argument("--profile", default="", help="write a cProfile of the relayed run's frames to this file")
     args = p.parse_args()
 
     from PySide6.QtWidgets import QApplication
@@ -159,7 +170,8 @@ def main() -> None:
             with sim_fleet(tmp, args.relayed, prefix="sim", extra=["--gpus", str(args.gpus)]) as cluster, \
                     relay(tmp, cluster) as r:
                 wait_nodes(r, args.relayed + 1, timeout_s=300)
-                res = run(app, [NodeAddress(key=r.node, endpoint=r.ctl)], args.relayed + 1, args.seconds, True, "sim-0007")
+                res = run(app, [NodeAddress(key=r.node, endpoint=r.ctl)], args.relayed + 1, args.seconds, True, "sim-0007",
+                          args.profile)
                 rows.append((f"{args.relayed} simulated nodes through 1 relay (1 stream)", res))
         if args.direct:
             with sim_fleet(tmp, args.direct, prefix="dsim", extra=["--gpus", str(args.gpus)]) as cluster:

@@ -32,6 +32,10 @@ from gui.views.topology import TopologyCanvas
 FRAME_HZ = 15
 REPLAY_CONTROL_TIP = "replay: control is disabled"
 VIEWS_MIN_INTERVAL_S = 0.25  # tree/table/topology refresh at most 4 times a second
+# ... and no sooner than this many times their last cost (a big cluster: <= 20% of the GUI
+# thread), up to once a second (a value must reach the screen within 2 s of its measurement).
+VIEWS_COST_FACTOR = 5
+VIEWS_MAX_INTERVAL_S = 1.0
 SETTINGS_VERSION = 1
 DEFAULT_SIZE = (1440, 900)
 TREE_ROWS_SCAN_MAX = 400  # rows on one screen of the tree, with room to spare
@@ -59,6 +63,7 @@ class MainWindow(QMainWindow):
         self._seen_revision = -1
         self._views_at = 0.0
         self._tree_busy = False
+        self._views_cost_s = 0.0  # how long the last refresh_views took (sets the views' cadence)
         self._links: dict[str, str] = {}
         self.setObjectName("fleetdeck-main")
         self.setDockNestingEnabled(True)
@@ -281,10 +286,12 @@ class MainWindow(QMainWindow):
         """The one redraw: views only when the state changed, charts when data or time moved."""
         now = self.source.now_s()
         mono = time.monotonic()
-        if self.state.revision != self._seen_revision and mono - self._views_at >= VIEWS_MIN_INTERVAL_S:
+        interval = min(VIEWS_MAX_INTERVAL_S, max(VIEWS_MIN_INTERVAL_S, VIEWS_COST_FACTOR * self._views_cost_s))
+        if self.state.revision != self._seen_revision and mono - self._views_at >= interval:
             self._seen_revision = self.state.revision
             self._views_at = mono
             self.refresh_views()
+            self._views_cost_s = time.monotonic() - mono
         self.charts.redraw(now)
         self.actions.tick()
         self.status.tick_clock(now)

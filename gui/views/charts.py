@@ -53,6 +53,10 @@ RECOMPUTE_IDLE_S = 30.0  # with no new data, re-read the rings this often anyway
 # recomputes the window only scrolls.
 RECOMPUTE_MIN_S = ((BAND_MIN_SERIES, 0.0), (1000, 1.0), (math.inf, 2.0))
 RECOMPUTE_COST_FACTOR = 10  # ... and, past BAND_MIN_SERIES, no sooner than 10x its last cost (<= 10% of the GUI thread)
+# A scope list this long (1,000 nodes' GPUs or jobs) is refilled at most every SCOPES_REFILL_S
+# when nodes/jobs come and go: refilling 10,000 entries costs ~30 ms.
+SCOPES_MANY = 500
+SCOPES_REFILL_S = 5.0
 MIN_WINDOW_S = 60.0  # a young session shows at least this much time, then grows to the span
 
 
@@ -305,6 +309,7 @@ class Chart(QWidget):
         self._series_count = 0  # series the last recompute covered (sets the recompute cadence)
         self._recompute_cost_s = 0.0  # wall time of the last recompute
         self._scope_structure = -1
+        self._scopes_at = -math.inf
         self._legend_keys: list[SeriesKey] = []
         self.history = None  # a gui.sources.history_fetch.HistoryFetcher when a Prometheus URL is set
         self._history_token = 0
@@ -439,6 +444,7 @@ class Chart(QWidget):
 
     def _fill_scopes(self) -> None:
         self._scope_structure = self.state.structure_revision
+        self._scopes_at = time.monotonic()
         box = self.scope_box
         box.blockSignals(True)
         box.clear()
@@ -594,7 +600,8 @@ class Chart(QWidget):
         """Draw if the data changed or the window moved; return whether it drew."""
         if not self.isVisible() and not force:
             return False
-        if self._scope_structure != self.state.structure_revision:
+        if self._scope_structure != self.state.structure_revision and (
+                self.scope_box.count() <= SCOPES_MANY or not 0 <= time.monotonic() - self._scopes_at < SCOPES_REFILL_S):
             self._fill_scopes()
         paused = self.pause_btn.isChecked()
         changed = self.state.revision != self._drawn_revision

@@ -8,6 +8,7 @@ are followed. Counts, not timings: nothing here can flake on a loaded machine.
 
 from __future__ import annotations
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -32,10 +33,10 @@ def _summary(n: int, t: float, cpu: float) -> NodeSummary:
                                         throughput={"tokens_per_s": 100.0 * (n % 7 + 1)}) for k in (3, 1, 2)])
 
 
-def _fleet(clock: list[float]) -> ClusterState:
+def _fleet(clock: list[float], nodes: int = NODES) -> ClusterState:
     st = ClusterState(clock=lambda: clock[0])
     for t in range(3):
-        st.apply_summaries([_summary(n, NOW - 2 + t, float(n % 50 + t)) for n in range(NODES)])
+        st.apply_summaries([_summary(n, NOW - 2 + t, float(n % 50 + t)) for n in range(nodes)])
     return st
 
 
@@ -134,3 +135,28 @@ def test_summary_nodes_in_the_state_use_the_short_ring_and_a_followed_one_grows(
     st.apply_snapshot("sim-0001", SnapshotReply(seq=1, inventory=inventory("sim-0001", gpus=8),
                                                 samples=[sample("sim-0001", 10.0, gpus=8)]))
     assert st.series.nodes["sim-0001"].capacity == st.series.capacity
+
+
+def test_node_cards_of_a_big_cluster_get_job_chips_when_on_screen(qtbot):
+    from gui.views.topology import TopologyCanvas
+
+    clock = [NOW]
+    st = _fleet(clock, nodes=200)
+    canvas = TopologyCanvas(st)
+    qtbot.addWidget(canvas)
+    canvas.resize(900, 600)
+    canvas.show()
+    qtbot.waitExposed(canvas)
+    canvas.refresh()
+    assert len(canvas.cards) == 200
+    with_chips = {c.parentItem().key for c in canvas.chips.values()}
+    assert "sim-0000" in with_chips and "sim-0199" not in with_chips, "off-screen cards wait"
+    assert len(with_chips) < 60
+    canvas.centerOn(canvas.cards["sim-0199"])  # scrolled there: its chips come at once
+    assert {k for k in canvas.chips if k[0].startswith("sim-0199.")} == {("sim-0199.1", 1), ("sim-0199.2", 2), ("sim-0199.3", 3)}
+    # a job change on an off-screen card is redone when it comes into view, not before
+    st.apply_summaries([msgspec.structs.replace(_summary(0, NOW + 1, 1.0), jobs=[])])
+    canvas.refresh()
+    assert any(k[0].startswith("sim-0000.") for k in canvas.chips), "off screen: as drawn"
+    canvas.centerOn(canvas.cards["sim-0000"])
+    assert not any(k[0].startswith("sim-0000.") for k in canvas.chips)
