@@ -26,17 +26,19 @@ demo: $(STAMP)
 system-deps:
 	bash scripts/system-deps.sh
 
-## test: the whole suite, import-layer contracts included
-test: $(STAMP) system-deps
-	$(VENV)/bin/lint-imports
+## test: the static checks (make lint), then the whole suite
+test: $(STAMP) system-deps lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## test-fast: the tests that start no process (no agentd, jobs, Slurm...): seconds, not minutes
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not procs and not slurm" $(PYTEST_ARGS)
 
+## lint: import-layer contracts, ruff (style and likely bugs), mypy --strict on agentd/ (seconds)
 lint: $(STAMP)
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 docs: $(STAMP)
 	$(PY) -m agentd.protocol.docs > docs/protocol.md

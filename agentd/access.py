@@ -173,7 +173,7 @@ def public_job(job: JobInfo) -> JobInfo:
     if not spec.env and len(spec.argv) <= 1 and not spec.shell:
         return job
     program = spec.argv[0].split()[0] if spec.shell and spec.argv else (spec.argv[0] if spec.argv else "")
-    hidden = msgspec.structs.replace(spec, argv=[program] if program else [], env={k: "" for k in spec.env})
+    hidden = msgspec.structs.replace(spec, argv=[program] if program else [], env=dict.fromkeys(spec.env, ""))
     return msgspec.structs.replace(job, spec=hidden)
 
 
@@ -181,4 +181,4 @@ def without_env_values(job: JobInfo) -> JobInfo:
     """A job for lists and snapshots shown to its owner: argv whole, env names only."""
     if not job.spec.env:
         return job
-    return msgspec.structs.replace(job, spec=msgspec.structs.replace(job.spec, env={k: "" for k in job.spec.env}))
+    return msgspec.structs.replace(job, spec=msgspec.structs.replace(job.spec, env=dict.fromkeys(job.spec.env, "")))

@@ -99,6 +99,7 @@ class DaemonConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     migration_retry_s: MigrationWait = DEFAULT_RETRY_S
     migration_commit_resolve_s: MigrationWait = DEFAULT_COMMIT_RESOLVE_S
     health_rules: str = ""  # a TOML file overriding the health rules' defaults (docs/health.md)
+    radar: dict[str, int | float] = {}  # [agentd.radar]: RadarConfig fields overriding the radar's rules (docs/groups.md)
 
     def resolved(self) -> DaemonConfig:
         return msgspec.structs.replace(

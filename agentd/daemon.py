@@ -5,6 +5,9 @@ interval, a heartbeat after a quiet second), and answers ``hello``/``snapshot`` 
 snapshot's sequence number is exact. Control requests run on a small thread pool because
 some wait on the kernel (freeze) or on a job (cancel grace period); their replies and the
 events they cause come back to the loop through queues.
+
+Over 500 lines: the one place every part is built, authorised and wired to the loop; the parts
+themselves (control, telemetry, health, relay, gangs, radar) live in their own packages.
 """
 
 from __future__ import annotations
@@ -31,12 +34,12 @@ from agentd import __version__
 from agentd.access import AccessPolicy, Caller, owner_of, public_job, without_env_values
 from agentd.config import ConfigError, DaemonConfig, build_config, load_config_file
 from agentd.control.backend import JobBackend
-from agentd.health.engine import AlertChange, HealthEngine
+from agentd.groups.radar_service import RadarService, radar_config
+from agentd.health.engine import AlertChange, HealthEngine, alert_event
 from agentd.health.rules import RulesError, load_rules
 from agentd.metrics import AppMetric, DerivedNode, NodeInventory, NodeSample, derive
 from agentd.protocol import ErrorCode, Event, JobInfo, ProtocolError, decode_request, encode, error_reply
 from agentd.protocol.codec import request_id
-from agentd.protocol.alerts import alert_data
 from agentd.protocol.fit import REPLY_BUDGET_BYTES, fit_jobs
 from agentd.protocol.gang import GroupAction
 from agentd.protocol.messages import (
@@ -95,11 +98,7 @@ JOB_ACTIONS: dict[type[Request], str] = {Pause: "pause", Resume: "resume", Prior
 
 
 def _alert_event(change: AlertChange) -> Event:
-    alert = change.alert
-    verb = "firing" if change.state == "firing" else "cleared"
-    return Event(wall_s=time.time(), node=alert.node, kind="alert", message=f"{alert.severity} {verb}: {alert.message}",
-                 job_id=alert.subject[4:] if alert.subject.startswith("job ") else "",
-                 ok=change.state == "cleared" or alert.severity == "info", data=alert_data(alert, change.state))
+    return alert_event(change, time.time())
 
 
 class StartupError(RuntimeError):
@@ -160,6 +159,7 @@ class Daemon:
         self.migration = self._make_migration()
         self._route_slurm_migrations()
         self.gangs = self._make_gangs()
+        self.radar = self._make_radar()
 
     # ---- wiring ----------------------------------------------------------------------
     # The parts are imported where they are built (see _import_parts for why not at the top).
@@ -220,6 +220,18 @@ class Daemon:
             self.register(req_type, handler)
         return service
 
+    def _make_radar(self) -> RadarService:
+        """The live straggler and hang radar of the groups whose rank 0 runs here (docs/groups.md)."""
+        try:
+            config = radar_config(self.cfg.radar)
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
+        radar = RadarService(self.node, self.state_dir, self.sockets.ctl_endpoint, self.emit,
+                             lambda j: self._owner(j).get(self._local(j)), config)
+        for req_type, handler in radar.handlers().items():
+            self.register(req_type, handler)
+        return radar
+
     def register(self, req_type: type[Request], handler: Handler) -> None:
         self.handlers[req_type] = handler
 
@@ -232,7 +244,7 @@ class Daemon:
         self.register(Priority, lambda r, actor: JobReply(job=self._owner(r.job).set_priority(self._local(r.job), r.priority, actor=actor)))
         self.register(Cancel, lambda r, actor: JobReply(job=self._owner(r.job).cancel(self._local(r.job), grace_s=r.grace_s, actor=actor)))
         self.register(Logs, self._logs)
-        self.register(Alerts, lambda r, actor: AlertsReply(alerts=self.health.active()))
+        self.register(Alerts, lambda r, actor: AlertsReply(alerts=self.health.active() + self.radar.active()))
 
     def _route_slurm_migrations(self) -> None:
         """Slurm jobs migrate through Slurm (requeue); ours through the migration service."""
@@ -337,6 +349,9 @@ class Daemon:
     def _authorize(self, req: Request, caller: Caller) -> Request:
         """Check what needs the object (whose job is it?); returns the request to run."""
         if isinstance(req, Submit):
+            if req.node and req.node != self.node:  # a relay routed it already; this is no relay
+                raise ProtocolError(ErrorCode.NOT_FOUND, f"node {self.node!r} runs jobs only itself and relays to no "
+                                    f"{req.node!r}; submit to that node (or its relay) instead", "node")
             user = self.access.run_as(caller, req.spec.user)
             self._require_priority(caller, req.spec.priority)
             return msgspec.structs.replace(req, spec=msgspec.structs.replace(req.spec, user=user))
@@ -417,7 +432,7 @@ class Daemon:
         while encoded and sum(map(len, encoded)) > half:
             encoded = encoded[len(encoded) // 2 + 1:]
         base = SnapshotReply(id=req.id, seq=self.seq, epoch=self.epoch, inventory=self.inventory, events=events,
-                             alerts=self.health.active())
+                             alerts=self.health.active() + self.radar.active())
         while events and len(encode(base)) + sum(map(len, encoded)) > half:
             events = events[len(events) // 2 + 1:]
             base = msgspec.structs.replace(base, events=events)
@@ -495,6 +510,7 @@ class Daemon:
             self.migration.on_tick(sample)
         if self.relay is not None:
             self.relay.on_tick(sample)
+        self.radar.on_tick(sample, jobs)
 
     def _observe_health(self, derived: DerivedNode, jobs: list[JobInfo]) -> None:
         """Run the health rules on this sample; each alert firing or clearing is an event."""
@@ -548,6 +564,7 @@ class Daemon:
         self.gangs.close()
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.sockets.flush_replies()
+        self.radar.close()
         if self.migration is not None:
             self.migration.close()
         if self.relay is not None:

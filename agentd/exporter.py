@@ -32,19 +32,19 @@ alerts on them.
 
 from __future__ import annotations
 
-import logging
 import collections
+import logging
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from http.server import ThreadingHTTPServer
-from typing import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import MetricsHandler
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from agentd.metrics.samples import DerivedNode, NodeSample
+from agentd.metrics.samples import CgroupSample, DerivedNode, DiskCounters, GpuSample, NodeSample
 from agentd.protocol.jobs import TERMINAL_STATES, JobInfo, JobState
 from agentd.protocol.limits import MAX_METRICS_PER_JOB
 from agentd.transport.auth import is_loopback_host
@@ -80,7 +80,7 @@ class _Snapshot:
 class SnapshotCollector(Collector):
     """Formats the exporter's latest snapshot; nothing is measured at scrape time."""
 
-    def __init__(self, exporter: "MetricsExporter") -> None:
+    def __init__(self, exporter: MetricsExporter) -> None:
         self.exporter = exporter
 
     def collect(self) -> Iterator[Metric]:
@@ -166,7 +166,7 @@ def _node_metrics(node: str, s: NodeSample, d: DerivedNode) -> Iterator[Metric]:
         for iface in s.host.net:
             c.add_metric([node, iface.name], float(getattr(iface, attr)))
         yield c
-    disk = {
+    disk: dict[str, tuple[str, Callable[[DiskCounters], float]]] = {
         "disk_read_bytes": ("Bytes read", lambda x: x.read_bytes),
         "disk_written_bytes": ("Bytes written", lambda x: x.write_bytes),
         "disk_reads_completed": ("Reads completed", lambda x: x.reads),
@@ -194,7 +194,7 @@ def _node_metrics(node: str, s: NodeSample, d: DerivedNode) -> Iterator[Metric]:
 def _gpu_metrics(node: str, s: NodeSample, d: DerivedNode, simulated: bool) -> Iterator[Metric]:
     labels = ["node", "gpu", "uuid", "simulated"]
     sim = "true" if simulated else "false"
-    gauges = {
+    gauges: dict[str, tuple[str, Callable[[GpuSample], float | None]]] = {
         "gpu_utilization_ratio": ("Share of time a kernel ran on the GPU (SM utilisation, 0-1)", lambda g: _pct(g.sm_util_pct)),
         "gpu_memory_utilization_ratio": ("Share of time GPU memory was read or written (0-1)", lambda g: _pct(g.mem_util_pct)),
         "gpu_memory_used_bytes": ("GPU memory in use", lambda g: g.mem_used_bytes),
@@ -209,7 +209,7 @@ def _gpu_metrics(node: str, s: NodeSample, d: DerivedNode, simulated: bool) -> I
         "gpu_throttle_reasons": ("NVML clocks-throttle reason bitmask (0: not throttled)", lambda g: g.throttle_reasons),
         "gpu_processes": ("Processes holding memory on the GPU", lambda g: len(g.processes)),
     }
-    counters = {
+    counters: dict[str, tuple[str, Callable[[GpuSample], float | None]]] = {
         "gpu_energy_joules": ("Energy used since the driver loaded", lambda g: None if g.energy_mj is None else g.energy_mj / 1000.0),
         "gpu_nvlink_transmit_bytes": ("Bytes sent over NVLink", lambda g: g.nvlink_tx_bytes),
         "gpu_nvlink_receive_bytes": ("Bytes received over NVLink", lambda g: g.nvlink_rx_bytes),
@@ -236,7 +236,7 @@ def _pct(v: float | None) -> float | None:
 
 
 def _job_metrics(node: str, s: NodeSample, d: DerivedNode, jobs: list[JobInfo], ended: list[JobInfo],
-                 exporter: "MetricsExporter") -> Iterator[Metric]:
+                 exporter: MetricsExporter) -> Iterator[Metric]:
     by_id = {j.id: j for j in jobs}
     names = {j.id: j.name for j in jobs}
     labels = ["node", "job_id", "name"]
@@ -262,14 +262,14 @@ def _job_metrics(node: str, s: NodeSample, d: DerivedNode, jobs: list[JobInfo], 
 
     raw = {c.job_id: c for c in s.jobs}
     derived = {c.job_id: c for c in d.jobs}
-    counters = {
+    counters: dict[str, tuple[str, Callable[[CgroupSample], float]]] = {
         "job_cpu_seconds": ("CPU time used by the job's cgroup", lambda c: c.cpu_usage_us / 1e6),
         "job_cpu_throttled_seconds": ("Time the job's cgroup was throttled by its CPU limit", lambda c: c.cpu_throttled_us / 1e6),
         "job_oom_kills": ("Processes of the job killed for lack of memory", lambda c: c.oom_kills_total),
         "job_io_read_bytes": ("Bytes the job read from block devices", lambda c: c.io_read_bytes),
         "job_io_written_bytes": ("Bytes the job wrote to block devices", lambda c: c.io_write_bytes),
     }
-    gauges = {
+    gauges: dict[str, tuple[str, Callable[[CgroupSample], float | None]]] = {
         "job_memory_bytes": ("Memory charged to the job's cgroup", lambda c: c.mem_current_bytes),
         "job_memory_peak_bytes": ("Most memory the job's cgroup has used", lambda c: c.mem_peak_bytes),
         "job_memory_limit_bytes": ("Memory limit of the job's cgroup", lambda c: c.mem_limit_bytes),
@@ -281,23 +281,23 @@ def _job_metrics(node: str, s: NodeSample, d: DerivedNode, jobs: list[JobInfo], 
         for jid, c in raw.items():
             fam.add_metric([node, jid, names.get(jid, "")], float(get(c)))
         yield fam
-    for name, (doc, get) in gauges.items():
-        fam = _g(name, doc, labels)
+    for name, (doc, read) in gauges.items():
+        gauge = _g(name, doc, labels)
         for jid, c in raw.items():
-            v = get(c)
+            v = read(c)
             if v is not None:
-                fam.add_metric([node, jid, names.get(jid, "")], float(v))
-        yield fam
+                gauge.add_metric([node, jid, names.get(jid, "")], float(v))
+        yield gauge
     usage = _g("job_cpu_usage_cores", "CPU used by the job over the last interval, in cores (1 = one full core)", labels)
     gmem = _g("job_gpu_memory_bytes", "GPU memory held by the job's processes, per GPU", [*labels, "gpu"])
     rate = _g("job_app_rate_per_second", "A job's own counter (tokens, samples, steps...) per second over the last interval",
               [*labels, "metric"])
-    for jid, c in derived.items():
+    for jid, dc in derived.items():
         lv = [node, jid, names.get(jid, "")]
-        usage.add_metric(lv, c.cpu_pct / 100.0)
-        for gpu, used in sorted(c.gpu_mem_bytes.items()):
+        usage.add_metric(lv, dc.cpu_pct / 100.0)
+        for gpu, used in sorted(dc.gpu_mem_bytes.items()):
             gmem.add_metric([*lv, str(gpu)], float(used))
-        for key, value in sorted(c.app.items()):
+        for key, value in sorted(dc.app.items()):
             if key.endswith("_per_s") and exporter.admit_name(jid, key[: -len("_per_s")]):
                 rate.add_metric([*lv, key[: -len("_per_s")]], value)
     yield from (usage, gmem, rate)
@@ -456,7 +456,7 @@ class MetricsExporter:
         if thread is not None:
             thread.join(timeout=5)
 
-    def __enter__(self) -> "MetricsExporter":
+    def __enter__(self) -> MetricsExporter:
         self.start()
         return self
 

@@ -46,7 +46,8 @@ def _port_free(port: int) -> bool:
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]  # (host, port) for AF_INET
+        return port
 
 
 def pick_ports(port: int) -> tuple[int, int, bool]:
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.port <= 65534:
         p.error(f"--port {args.port} is out of range; use 1 to 65534")
     ctl = f"tcp://{LOOPBACK}:{args.port}"
-    daemon: subprocess.Popen | None = None
+    daemon: subprocess.Popen[bytes] | None = None
     if _answers(ctl):
         print(f"using the agentd already answering at {ctl}", file=sys.stderr)
     else:

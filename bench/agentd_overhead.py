@@ -169,7 +169,7 @@ class LatencyProbe:
                         self.samples = self.samples[-(KEEP_SAMPLES - 1):] + [ev.msg.sample]
                 if self.wanted and len(self.latencies_ms) >= self.wanted:
                     break
-        except Exception as exc:  # reported in the table, never a hang
+        except Exception as exc:  # noqa: BLE001 - reported in the table, never a hang
             self.error = f"{type(exc).__name__}: {exc}"
         finally:
             link.close()

@@ -23,21 +23,27 @@ from pathlib import Path
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import msgspec  # noqa: E402
-import numpy as np  # noqa: E402
-import pyqtgraph as pg  # noqa: E402
-from PySide6.QtCore import QSettings  # noqa: E402
-from PySide6.QtGui import QImage, QPainter  # noqa: E402
-from PySide6.QtWidgets import QApplication  # noqa: E402
+import msgspec
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QSettings
+from PySide6.QtGui import QImage, QPainter
+from PySide6.QtWidgets import QApplication
 
-from agentd.metrics.samples import (  # noqa: E402
-    CpuTimes, GpuInfo, GpuLink, GpuSample, HostSample, NodeInventory, NodeSample,
+from agentd.metrics.samples import (
+    CpuTimes,
+    GpuInfo,
+    GpuLink,
+    GpuSample,
+    HostSample,
+    NodeInventory,
+    NodeSample,
 )
-from agentd.protocol.jobs import JobInfo, JobSpec  # noqa: E402
-from agentd.protocol.messages import SnapshotReply  # noqa: E402
-from gui.series import NodeSeries  # noqa: E402
-from gui.sources.base import Capabilities, DataSource  # noqa: E402
-from gui.state import ClusterState, gpu_scope  # noqa: E402
+from agentd.protocol.jobs import JobInfo, JobSpec
+from agentd.protocol.messages import SnapshotReply
+from gui.series import NodeSeries
+from gui.sources.base import Capabilities, DataSource
+from gui.state import ClusterState, gpu_scope
 
 NODES, GPUS, HISTORY = 64, 8, 3600
 BUDGET_MS = {"a": 20.0, "b": 50.0, "c": 20.0}
@@ -195,8 +201,9 @@ def main() -> int:
     rows.append(("(c') topology at 100 % zoom (text on every tile in view)", med, p95, BUDGET_MS["c"], None, None))
     canvas.close()
 
-    from gui.main_window import MainWindow
     import tempfile
+
+    from gui.main_window import MainWindow
     with tempfile.TemporaryDirectory() as d:
         w = MainWindow(IdleSource(), QSettings(os.path.join(d, "s.ini"), QSettings.Format.IniFormat), state=st)
         w.show()

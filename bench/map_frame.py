@@ -9,6 +9,7 @@ Budget: p95 <= 30 ms at 1,000 nodes x 8 GPUs.
 
     QT_QPA_PLATFORM=offscreen .venv/bin/python bench/map_frame.py [--frames 60]
     .venv/bin/python bench/map_frame.py --show 1000      # a window on a SIMULATED cluster (screenshots)
+    .venv/bin/python bench/map_frame.py --show 64 --group grpo-async   # ... with a group selected, its charts open
 """
 
 from __future__ import annotations
@@ -106,8 +107,9 @@ def bench_band(frames: int, nodes: int = 1000, gpus: int = 8, points: int = 900)
     return statistics.median(times), times[int(0.95 * (len(times) - 1))]
 
 
-def show(n: int) -> int:
-    """A main window on a SIMULATED cluster of ``n`` nodes (no daemons), for screenshots."""
+def show(n: int, group: str = "") -> int:
+    """A main window on a SIMULATED cluster of ``n`` nodes (no daemons), for screenshots;
+    ``group`` (a group's name or id): selected in the jobs table, outlined on the map, its charts open."""
     from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication
 
@@ -131,6 +133,23 @@ def show(n: int) -> int:
     w = MainWindow(Still(), settings, state=simulated_state(n, gpus=8),
                    title_label=f"SIMULATED cluster of {n:,} nodes (synthetic state, no daemons)")
     w.start()
+    if group:
+        from gui.groups import group_ids
+        from gui.models.jobs import JOB_ID_ROLE
+
+        gid = next((g for g, (name, _roles) in group_ids(w.state.nodes).items() if group in (g, name)), None)
+        if gid is None:
+            print(f"map_frame: no group {group!r} in the simulated cluster of {n} nodes (groups need 10 nodes or more)", file=sys.stderr)
+            return 2
+        for c in list(w.charts.charts):
+            w.charts.remove_chart(c)
+        w.charts.add_group_charts(gid)
+        w.refresh_views()
+        w.jobs.select([gid])
+        proxy = w.jobs.proxy
+        top = next(proxy.index(r, 0) for r in range(proxy.rowCount()) if proxy.index(r, 0).data(JOB_ID_ROLE) == gid)
+        w.jobs.table.expand(top)
+        w.jobs.table.scrollTo(top, w.jobs.table.ScrollHint.PositionAtTop)
     screen = w.screen().availableGeometry()
     w.setGeometry(screen)  # a whole screen, as maximised (Xvfb has no window manager to maximise)
     w.show()
@@ -143,9 +162,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=60)
     ap.add_argument("--show", type=int, metavar="N", help="open a window on a SIMULATED cluster of N nodes instead")
+    ap.add_argument("--group", default="", metavar="NAME", help="with --show: select this group, open its charts")
     args = ap.parse_args()
     if args.show:
-        return show(args.show)
+        return show(args.show, args.group)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     rows = bench(args.frames)
     print("| nodes x GPUs | tile px | frame p50 ms | frame p95 ms | budget |")

@@ -18,6 +18,7 @@ Budgets (100 MiB): downtime <= checkpoint write + 1 s; transfer >= 300 MiB/s.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import shutil
 import signal
@@ -56,7 +57,7 @@ class Agentd:
         pub = f"tcp://127.0.0.1:{free_port()}"
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
                **(extra_env or {})}
-        self.log = open(root / f"{node}.log", "ab")
+        self.log = open(root / f"{node}.log", "ab")  # noqa: SIM115 - the daemon writes it until stop() closes it
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "import sys; from agentd.daemon import main; sys.exit(main(sys.argv[1:]))",
              "--state-dir", str(self.state), "--ctl", self.ctl, "--pub", pub, "--node-name", node,
@@ -116,7 +117,8 @@ def journal_times(db: Path, mid: str) -> dict[str, float]:
     and 'dump_s' (how long a CRIU dump took)."""
     con = sqlite3.connect(db)
     try:
-        rows = con.execute("select phase, message, wall_s from job_migration_steps where migration_id = ? and side = 'source' order by rowid", (mid,)).fetchall()
+        rows = con.execute("select phase, message, wall_s from job_migration_steps"
+                           " where migration_id = ? and side = 'source' order by rowid", (mid,)).fetchall()
     finally:
         con.close()
     out: dict[str, float] = {}
@@ -167,7 +169,7 @@ def run_one(root: Path, a: Agentd, b: Agentd, size_mib: int, run: int, criu: boo
     t = journal_times(a.state / "jobs.db", info.migration["id"])
     if criu:  # the same pid on both nodes: the downtime is the longest pause between two steps
         times = sorted(ts for _, _, ts in steps)
-        gap, last_a = max((later - earlier, earlier) for earlier, later in zip(times, times[1:]))
+        gap, last_a = max((later - earlier, earlier) for earlier, later in itertools.pairwise(times))
         first_b = last_a + gap
     else:
         last_a = max(ts for _, pid, ts in steps if pid != new.pid)

@@ -18,14 +18,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agentd.protocol import JobSpec  # noqa: E402
-from agentd.protocol.messages import Hello, Pause, Resume, Show, Submit  # noqa: E402
-from tests.agentd_proc import start_agentd  # noqa: E402
+from agentd.protocol import JobSpec
+from agentd.protocol.messages import Hello, Pause, Resume, Show, Submit
+from tests.agentd_proc import start_agentd
 
 
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
 def main() -> int:
@@ -41,9 +41,15 @@ def main() -> int:
                     time.sleep(0.05)
                 pause, resume, rtt = [], [], []
                 for _ in range(args.cycles):
-                    t = time.perf_counter(); c.call(Hello()); rtt.append(time.perf_counter() - t)
-                    t = time.perf_counter(); assert c.call(Pause(job=job.id)).job.state == "paused"; pause.append(time.perf_counter() - t)
-                    t = time.perf_counter(); assert c.call(Resume(job=job.id)).job.state == "running"; resume.append(time.perf_counter() - t)
+                    t = time.perf_counter()
+                    c.call(Hello())
+                    rtt.append(time.perf_counter() - t)
+                    t = time.perf_counter()
+                    assert c.call(Pause(job=job.id)).job.state == "paused"
+                    pause.append(time.perf_counter() - t)
+                    t = time.perf_counter()
+                    assert c.call(Resume(job=job.id)).job.state == "running"
+                    resume.append(time.perf_counter() - t)
                 control = c.call(Show(job=job.id)).job.control
         finally:
             node.stop()

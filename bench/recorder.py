@@ -12,7 +12,6 @@ derived samples/s replay produces (100x playback of 16 nodes needs 1,600/s).
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import sqlite3
 import statistics
@@ -23,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agentd.protocol.messages import SampleMsg, SnapshotReply  # noqa: E402
-from agentd.store.recording import Recorder, RecordingReader  # noqa: E402
-from agentd.store.recording_synth import SyntheticNode  # noqa: E402
+from agentd.protocol.messages import SampleMsg, SnapshotReply
+from agentd.store.recording import Recorder, RecordingReader
+from agentd.store.recording_synth import SyntheticNode
 
 MIB = 1024 * 1024
 

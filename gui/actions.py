@@ -100,7 +100,9 @@ class Actions(QObject):
         if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
             self._report_failure(f"priority {priority} is out of range; use {PRIORITY_MIN}..{PRIORITY_MAX}")
             return []
-        return [t for j in job_ids if (t := self._send(j, Priority(job=j, priority=priority), f"setting priority {priority:+d} on {self._describe(j)}")) is not None]
+        return [t for j in job_ids
+                if (t := self._send(j, Priority(job=j, priority=priority),
+                                    f"setting priority {priority:+d} on {self._describe(j)}")) is not None]
 
     def cancel(self, job_ids: list[str], ask: bool = True) -> list[int]:
         if not job_ids:

@@ -218,7 +218,11 @@ def _run_demo(agents, n: int, bridge: _Bridge, workloads, submit) -> None:
                 bridge.notice.emit("examples/trainer.py and examples/agent_sim.py are missing; the demo runs without jobs")
             for p in submit(a, specs):
                 bridge.problem.emit(p)
-    except Exception as exc:
+        from gui.local_agents import demo_groups, run_group_submits
+
+        for p in run_group_submits(demo_groups(cluster_file, [a.name for a in started])):
+            bridge.problem.emit(p)
+    except Exception as exc:  # noqa: BLE001 - a worker thread: any failure becomes a message, never a dead thread
         bridge.problem.emit(f"the demo could not start: {exc}")
     finally:
         bridge.busy.emit("")
@@ -243,7 +247,7 @@ def _probe_local(bridge: _Bridge, yes: bool, window, agents) -> None:
                 a = agents.start("local", ctl=LOCAL_CTL, pub=LOCAL_PUB)
                 agents.wait_ready(a)
                 bridge.node_ready.emit(NodeAddress(key="local", endpoint=LOCAL_CTL))
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a worker thread: any failure becomes a message
                 bridge.problem.emit(f"could not start a local agentd: {exc}")
             finally:
                 bridge.busy.emit("")

@@ -209,6 +209,37 @@ def demo_workloads(node_index: int) -> list[JobSpec]:
     return specs
 
 
+def demo_groups(cluster_file: Path, names: list[str]) -> list[list[str]]:
+    """agentctl command lines for the demo's groups (run through the real gang path): a ring
+    all-reduce trainer over the first two nodes, and with three or more an async-RL-shaped
+    group (a trainer on the first node, rollout workers on the next two). CPU-capped."""
+    ring, rl = EXAMPLES / "ring_trainer.py", EXAMPLES / "async_rl.py"
+    base = [sys.executable, "-m", "agentd.cli", "--cluster", str(cluster_file), "submit",
+            "--cpus", str(DEMO_JOB_CPUS), "--label", "demo=1"]
+    cmds = []
+    if len(names) >= 2 and ring.exists():
+        cmds.append([*base, "--nodes", ",".join(names[:2]), "--name", "ring", "--",
+                     sys.executable, str(ring), "--steps", "1000000", "--compute-ms", "60", "--checkpoint-every", "200"])
+    if len(names) >= 3 and rl.exists():
+        cmds.append([*base, "--role", f"trainer:{names[0]}", "--role", f"rollout:{names[1]},{names[2]}",
+                     "--name", "async-rl", "--", sys.executable, str(rl), "--steps", "1000000"])
+    return cmds
+
+
+def run_group_submits(cmds: list[list[str]]) -> list[str]:
+    """Run each agentctl submit; readable failures (empty when all went)."""
+    problems = []
+    for cmd in cmds:
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            problems.append(f"the demo group {cmd[cmd.index('--name') + 1]} could not be submitted: {exc}")
+            continue
+        if out.returncode != 0:
+            problems.append(f"the demo group {cmd[cmd.index('--name') + 1]} was refused: {out.stderr.strip()[-300:]}")
+    return problems
+
+
 def submit(agent: LocalAgent, specs: list[JobSpec]) -> list[str]:
     """Submit specs like ``agentctl submit``; returns readable failures (empty when all went)."""
     problems = []

@@ -1,5 +1,9 @@
 """The main window: cluster tree, topology, charts, jobs, events and the status bar, all fed
-by one DataSource and redrawn from one timer."""
+by one DataSource and redrawn from one timer.
+
+Over 500 lines: the docks, menus and settings of one window and the wiring between its
+views; each view lives in gui/views and holds its own logic.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,19 @@ from collections.abc import Callable
 from PySide6.QtCore import QByteArray, QPoint, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
-    QDockWidget, QFileDialog, QSystemTrayIcon, QLineEdit, QMainWindow, QMenu, QMessageBox, QStackedWidget, QToolBar, QToolButton, QTreeView,
-    QVBoxLayout, QWidget,
+    QDockWidget,
+    QFileDialog,
+    QLineEdit,
+    QMainWindow,
+    QMenu,
+    QMessageBox,
+    QStackedWidget,
+    QSystemTrayIcon,
+    QToolBar,
+    QToolButton,
+    QTreeView,
+    QVBoxLayout,
+    QWidget,
 )
 
 from gui.actions import Actions
@@ -22,10 +37,10 @@ from gui.views.charts import ChartsPanel
 from gui.views.clustermap import ClusterMap
 from gui.views.dialogs import ConnectDialog, TargetDialog
 from gui.views.events import EventLog
+from gui.views.health import HealthPanel
 from gui.views.jobs import JobsPanel
 from gui.views.logs import LogsDialog
 from gui.views.recording import FILE_FILTER, RecordController
-from gui.views.health import HealthPanel
 from gui.views.statusbar import StatusBar
 from gui.views.topology import TopologyCanvas
 
@@ -119,6 +134,8 @@ class MainWindow(QMainWindow):
         self.map = ClusterMap(self.state, labels_of=self._node_labels)
         self.map.canvas.node_activated.connect(self.show_node_card)
         self.map.canvas.job_clicked.connect(lambda j: self.jobs.select([j]))
+        self.jobs.group_selected.connect(self.map.canvas.set_outline_group)  # the map outlines the group
+        self.jobs.group_charts_requested.connect(self.charts.add_group_charts)
         self.map.cards_requested.connect(lambda: self.show_view("cards", chosen=True))
         cards = QWidget()
         cards_lay = QVBoxLayout(cards)
@@ -477,7 +494,7 @@ class MainWindow(QMainWindow):
         self.actions.migrate(job_id, target_key)
 
     # ---- replay ----
-    def open_recording(self, path: str | None = None) -> "MainWindow | None":
+    def open_recording(self, path: str | None = None) -> MainWindow | None:
         """Replay a recording in a new window; a bad file gives a message box, not a traceback."""
         from agentd.store.recording import RecordingError
 

@@ -130,8 +130,8 @@ class SeriesStore:
     def __init__(self, history_s: float = DEFAULT_HISTORY_S, interval_s: float = DEFAULT_INTERVAL_S,
                  summary_history_s: float = DEFAULT_SUMMARY_HISTORY_S) -> None:
         self.history_s = history_s
-        self.capacity = max(2, int(math.ceil(history_s / interval_s)))
-        self.summary_capacity = min(self.capacity, max(2, int(math.ceil(summary_history_s / interval_s))))
+        self.capacity = max(2, math.ceil(history_s / interval_s))
+        self.summary_capacity = min(self.capacity, max(2, math.ceil(summary_history_s / interval_s)))
         self.nodes: dict[str, NodeSeries] = {}
 
     def node(self, key: str, summary: bool = False) -> NodeSeries:

@@ -4,6 +4,9 @@
 derives rates with :func:`agentd.metrics.derive` (the one derive) and feeds the chart rings in
 :mod:`gui.series`. The Qt models read it; a single timer in the window asks ``revision`` whether
 anything changed, so a burst of messages costs one redraw, not one per message.
+
+Over 500 lines: every way a message changes the cluster (snapshots, stream messages, relay
+summaries, alerts, radar verdicts) is applied here, so the order of those changes is in one place.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from agentd.protocol.messages import (
 from agentd.protocol.relay import NodeSummary
 from gui import fmt
 from gui.alerts import ActiveAlerts
+from gui.radar import RadarBoard
 from gui.series import DEFAULT_HISTORY_S, DEFAULT_INTERVAL_S, SeriesStore, smoothed_last
 
 MAX_EVENTS = 5000
@@ -53,7 +57,7 @@ class Metric:
     def smoothed(self) -> bool:
         """Application rates (tokens/s of a bursty agent) are shown as a mean over a window
         (:func:`gui.series.smooth_rate_rows`), in the charts and the jobs table alike."""
-        return self.scope == "job" and (self.name == "throughput" or self.name.startswith("app:"))
+        return self.scope == "job" and (self.name == "throughput" or (self.name.startswith("app:") and self.name.endswith("_per_s")))
 
 
 METRICS: tuple[Metric, ...] = (
@@ -82,7 +86,11 @@ METRICS: tuple[Metric, ...] = (
     Metric("job", "app:samples_per_s", "Samples/s", ""),
     Metric("job", "app:tokens_per_s", "Tokens/s", ""),
     Metric("job", "app:steps_per_s", "Steps/s", ""),
+    # Gauges of async RL runs (AGENTD_METRIC queue_depth=… policy_version=…), shown as reported.
+    Metric("job", "app:queue_depth", "Queue depth", ""),
+    Metric("job", "app:policy_version", "Policy version", ""),
 )
+CHARTED_GAUGES = ("queue_depth", "policy_version")  # application gauges kept in the chart rings
 METRIC_BY_KEY = {(m.scope, m.name): m for m in METRICS}
 _NODE_FIELDS = [m.name for m in METRICS if m.scope == "node"]
 _GPU_FIELDS = [m.name for m in METRICS if m.scope == "gpu"]
@@ -96,10 +104,11 @@ def gpu_scope(index: int) -> str:
 @dataclass(frozen=True)
 class ChartScope:
     """What a chart shows: every node ("all"), one node ("node"), one GPU of a node ("gpu",
-    ``item`` its index) or one job of a node ("job", ``item`` its id). Typed, never a string
+    ``item`` its index), one job of a node ("job", ``item`` its id) or a group's ranks ("group",
+    ``item`` the group id, ``node`` a role or "" for all; gui/groups.py). Typed, never a string
     split on ":": a node keyed by its endpoint (``tcp://h:7710``) is as chartable as any."""
 
-    kind: str = "all"  # "all", "node", "gpu" or "job"
+    kind: str = "all"  # "all", "node", "gpu", "job" or "group"
     node: str = ""
     item: str = ""
 
@@ -121,7 +130,7 @@ class ChartScope:
             node, item = rest.rsplit(":", 1)
         else:
             raise ValueError(f"chart scope {raw!r} is not one this version knows")
-        if kind not in ("all", "node", "gpu", "job") or (kind == "gpu" and not item.isdigit()):
+        if kind not in ("all", "node", "gpu", "job", "group") or (kind == "gpu" and not item.isdigit()):
             raise ValueError(f"chart scope {raw!r} is not one this version knows")
         return cls(kind, node, item)
 
@@ -240,6 +249,7 @@ class ClusterState:
         self.structure_revision = 0  # nodes/GPUs/jobs appeared or vanished
         self.live_source = True  # False in a replay: link states are what was recorded
         self.alerts = ActiveAlerts()  # health alerts firing now, from alert events and snapshots
+        self.radar = RadarBoard()  # the straggler/hang radar's latest verdict per rank (gui/radar.py)
         self._sorted_jobs: dict[str, tuple[int, dict[str, JobInfo], list[JobInfo]]] = {}  # visible_jobs' cache
         self._job_rows: dict[str, tuple[tuple, list[JobRow]]] = {}  # job_rows' cache, per node
 
@@ -269,6 +279,7 @@ class ClusterState:
         self.events.clear()
         self.series.clear()
         self.alerts.clear()
+        self.radar.clear()
         self._bump(structure=True)
 
     def set_link(self, key: str, state: str, detail: str = "") -> None:
@@ -405,6 +416,7 @@ class ClusterState:
         self.events.append(ev)
         self.events_total += 1
         self.alerts.apply(ev)
+        self.radar.apply(ev)
 
     def _apply_sample(self, node: NodeState, sample: NodeSample, prev: NodeSample | None) -> None:
         d = derive(sample, prev)
@@ -423,7 +435,7 @@ class ClusterState:
             tp = throughput_of(j.app)
             values[(j.job_id, "throughput")] = None if tp is None else tp[0]
             for name, value in j.app.items():
-                if name.endswith("_per_s"):
+                if name.endswith("_per_s") or name in CHARTED_GAUGES:
                     values[(j.job_id, "app:" + name)] = value
         self.series.append(node.key, sample.wall_s, values)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import zlib
 
 from PySide6.QtGui import QColor, QGuiApplication, QPalette
@@ -41,7 +42,7 @@ def load_colour(pct: float | None, dark: bool | None = None) -> QColor:
         return QColor("#3a3d42" if dark else "#d9dce1")
     stops = [(0, (96, 125, 139)), (30, (67, 160, 71)), (70, (251, 192, 45)), (100, (229, 57, 53))]
     p = max(0.0, min(100.0, pct))
-    for (p0, c0), (p1, c1) in zip(stops, stops[1:]):
+    for (p0, c0), (p1, c1) in itertools.pairwise(stops):
         if p <= p1:
             f = (p - p0) / (p1 - p0)
             rgb = [int(a + (b - a) * f) for a, b in zip(c0, c1)]

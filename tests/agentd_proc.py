@@ -49,7 +49,7 @@ class AgentdProc:
         assert self.proc is not None
         return self.proc.pid
 
-    def start(self, wait: bool = True) -> "AgentdProc":
+    def start(self, wait: bool = True) -> AgentdProc:
         self.log_path = self.state_dir.parent / f"{self.node}.stderr.log"
         self.state_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **self.env, "PYTHONPATH": str(REPO)}

@@ -60,13 +60,13 @@ def _starts_processes(obj: object, depth: int = 2) -> bool:
     scope = getattr(obj, "__globals__", {})
     for name in _code_names(code):
         target = scope.get(name)
-        if (inspect.isfunction(target) or inspect.isclass(target)) and target.__module__.startswith("tests"):
-            if _starts_processes(target, depth - 1):
-                return True
+        ours = (inspect.isfunction(target) or inspect.isclass(target)) and target.__module__.startswith("tests")
+        if ours and _starts_processes(target, depth - 1):
+            return True
     return False
 
 
-def pytest_collection_modifyitems(config, items):  # noqa: ARG001
+def pytest_collection_modifyitems(config, items):
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
         func = getattr(item, "function", None)
@@ -101,10 +101,10 @@ def agentd_factory(tmp_path):
 
 
 # ---- real unprivileged users (tests/users.py) ------------------------------------------------
-from collections.abc import Callable, Iterator  # noqa: E402
-from pathlib import Path  # noqa: E402
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
-from tests import users as _users  # noqa: E402
+from tests import users as _users
 
 
 @pytest.fixture

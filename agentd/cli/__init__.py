@@ -12,7 +12,7 @@ import json
 import sys
 
 from agentd import __version__
-from agentd.cli import cluster, jobs, keys, nodes, recording
+from agentd.cli import cluster, jobs, keys, nodes, radar, recording
 from agentd.cli.common import (
     GLOBAL_DEFAULTS,
     CliError,
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     add_global_options(common, suppress=True)
     verbs = Verbs(sub, common)
-    for module in (nodes, jobs, recording, cluster, keys):
+    for module in (nodes, jobs, recording, cluster, keys, radar):
         module.register(verbs)
     return parser
 

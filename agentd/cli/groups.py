@@ -165,7 +165,7 @@ def submit_group(args: argparse.Namespace, command: list[str], base_env: dict[st
                              local_rank=a.local_rank, local_world_size=per_node[a.node], leader=leader.endpoint,
                              nodes=endpoints, on_rank_failure=args.on_rank_failure)
         specs[a.node].append(JobSpec(argv=a.argv, name=f"{name}-r{a.rank}", cwd=spec.cwd, env=env, gpus=len(a.gpus),
-                                     group=member, **({"priority": args.priority} if args.priority is not None else {})))
+                                     group=member, **_rank_limits(args)))
 
     def submit_node(n: str) -> list[JobInfo]:
         done: list[JobInfo] = []
@@ -200,6 +200,21 @@ def submit_group(args: argparse.Namespace, command: list[str], base_env: dict[st
         print(f"{len(jobs)} ranks on {len(order)} nodes, rendezvous {addr}:{port}; they start together "
               "when every node has room", file=sys.stderr)
     return 0
+
+
+def _rank_limits(args: argparse.Namespace) -> dict[str, Any]:
+    """The job flags every rank takes as they are: priority, CPU limit, counters, labels."""
+    extra: dict[str, Any] = {}
+    if getattr(args, "priority", None) is not None:
+        extra["priority"] = args.priority
+    if getattr(args, "cpus", None) is not None:
+        extra["cpus"] = args.cpus
+    if getattr(args, "counter", None):
+        extra["counters"] = list(args.counter)
+    labels = dict(item.split("=", 1) for item in getattr(args, "label", []) if "=" in item)
+    if labels:
+        extra["labels"] = labels
+    return extra
 
 
 # ---- finding a group's ranks -----------------------------------------------------------------

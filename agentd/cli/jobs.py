@@ -75,6 +75,8 @@ def register(verbs: Verbs) -> None:
     p.add_argument("--counter", action="append", default=[], metavar="NAME", help="an app metric that only grows (charted as a rate)")
     p.add_argument("--shell", action="store_true", help="run ARGV as one shell command line")
     groups.add_submit_flags(p)
+    p.add_argument("--on", metavar="NODE", default="",
+                   help="with --node RELAY: the node behind the relay that runs the job (docs/relays.md)")
     p.add_argument("argv", nargs=argparse.REMAINDER, help="the command, after --")
     p.set_defaults(func=cmd_submit)
 
@@ -195,7 +197,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         names = ", ".join(t.name or t.endpoint for t in ts)
         raise CliError(f"submit goes to one node; {len(ts)} were given ({names}): pick one with --node NAME or --node ENDPOINT", 2)
     with connect(args, ts[0]) as c:
-        reply = call(c, Submit(spec=spec))
+        reply = call(c, Submit(spec=spec, node=args.on))
     assert isinstance(reply, JobReply)
     if args.json:
         emit_json({"id": reply.job.id, "node": reply.job.node, "state": reply.job.state})
@@ -216,7 +218,7 @@ def _age(job: JobInfo) -> str:
 def cmd_jobs(args: argparse.Namespace) -> int:
     jobs: list[JobInfo] = []
     errors = []
-    for t, c in each_node(args):
+    for _target, c in each_node(args):
         try:
             reply = c.call(Jobs(active_only=args.active))
         except ClientError as exc:

@@ -53,7 +53,7 @@ def cmd_authorize(args: argparse.Namespace) -> int:
         raise CliError(f"key name {args.name!r} may only use letters, digits and . _ @ - (at most 64)", 2)
     try:
         load_public_key(args.keyfile)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure means the same to the user: not a key file
         raise CliError(f"{args.keyfile}: not a CURVE public key file ({exc})", 2) from None
     if args.user:
         try:

@@ -25,11 +25,12 @@ from agentd.cli.watchfmt import (
     event_to_json,
     job_to_json,
     link_to_json,
+    summary_to_json,
 )
 from agentd.metrics import DerivedNode, NodeInventory, NodeSample, derive
 from agentd.metrics.units import human_bytes
-from agentd.protocol.jobs import JobInfo
 from agentd.protocol.alerts import Alert
+from agentd.protocol.jobs import JobInfo
 from agentd.protocol.messages import (
     Alerts,
     AlertsReply,
@@ -40,6 +41,7 @@ from agentd.protocol.messages import (
     Snapshot,
     SnapshotReply,
 )
+from agentd.protocol.relay import NodeSummary, SummaryMsg
 from agentd.transport.client import (
     ClientError,
     LinkMessage,
@@ -58,7 +60,8 @@ def register(verbs: Verbs) -> None:
     p.set_defaults(func=cmd_whoami)
     p = verbs.add("alerts", help="the health alerts firing now on every node, most severe first (docs/health.md)")
     p.set_defaults(func=cmd_alerts)
-    p = verbs.add("watch", help="live derived samples (--json: one object per node per tick)")
+    p = verbs.add("watch", help="live derived samples (--json: one object per node per tick); at a relay, every "
+                  "node behind it from its summaries")
     p.add_argument("--count", type=int_in(1, None, "--count"), metavar="N", help="stop after N samples from each node")
     p.set_defaults(func=cmd_watch)
     p = verbs.add("top", help="live terminal view of nodes, GPUs, jobs and busiest processes",
@@ -170,7 +173,7 @@ _SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "blue"}
 def cmd_alerts(args: argparse.Namespace) -> int:
     alerts: list[Alert] = []
     down: list[str] = []
-    for t, c in each_node(args):
+    for _target, c in each_node(args):
         try:
             reply = c.call(Alerts())
             assert isinstance(reply, AlertsReply)
@@ -231,17 +234,33 @@ def _human_event_line(ts: float, node: str, text: str) -> str:
     return f"{time.strftime('%H:%M:%S', time.localtime(ts))} {node:<12} {text}"
 
 
+def human_summary_line(n: NodeSummary) -> str:
+    """A node behind a relay, from its summary (what crosses a relay every second)."""
+    when = time.strftime('%H:%M:%S', time.localtime(n.wall_s or time.time()))
+    if n.cpu_pct is None:
+        return f"{when} {n.node:<12} {n.link}{': ' + n.detail if n.detail else ''}"
+    mem = 100.0 * (n.mem_used_bytes or 0) / n.mem_total_bytes if n.mem_total_bytes else 0.0
+    gpus = " ".join(f"gpu{g.index}:{g.util_pct or 0:.0f}%" for g in n.gpus)
+    extra = f"  jobs {len(n.jobs)}" + (f"  alerts {len(n.alerts)}" if n.alerts else "")
+    link = "" if n.link == "live" else f"  [{n.link}]"
+    return f"{when} {n.node:<12} cpu {n.cpu_pct:5.1f}%  mem {mem:5.1f}%{extra}  {gpus}{link}"
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
     links = _links(args)
     last: dict[str, NodeSample] = {}
     printed: dict[str, int] = {}
     ever_live: set[str] = set()
+    relays: set[str] = set()  # relays answering: --count also waits for the nodes behind them
+    summarised: set[str] = set()
     start = time.monotonic()
     try:
         while True:
             for ev in links.poll(0.5):
                 if isinstance(ev, LinkSnapshot):
                     ever_live.add(ev.endpoint)
+                    if "relay" in ev.hello.capabilities:
+                        relays.add(ev.hello.node)
                     if ev.reply.samples:
                         last[ev.node] = ev.reply.samples[-1]
                 elif isinstance(ev, LinkState):
@@ -258,6 +277,16 @@ def cmd_watch(args: argparse.Namespace) -> int:
                     else:
                         print(clean(human_watch_line(d)), flush=True)
                     printed[s.node] = printed.get(s.node, 0) + 1
+                elif isinstance(ev, LinkMessage) and isinstance(ev.msg, SummaryMsg):
+                    summarised.add(ev.msg.node)
+                    for n in ev.msg.nodes:  # every node behind a relay, once per relay tick
+                        if n.node == ev.msg.node:
+                            continue  # the relay's own node: its samples are printed above
+                        if args.json:
+                            emit_json(summary_to_json(n, ev.msg.node))
+                        else:
+                            print(clean(human_summary_line(n)), flush=True)
+                        printed[n.node] = printed.get(n.node, 0) + 1
                 elif isinstance(ev, LinkMessage) and isinstance(ev.msg, JobMsg):
                     j = ev.msg.job
                     if args.json:
@@ -270,7 +299,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
                         emit_json(event_to_json(e))
                     else:
                         print(clean(_human_event_line(e.wall_s, e.node, f"{e.kind}: {e.message}")), flush=True)
-            if args.count and printed and len(printed) >= len(ever_live) and min(printed.values()) >= args.count:
+            if args.count and printed and len(printed) >= len(ever_live) and min(printed.values()) >= args.count \
+                    and relays <= summarised:
                 return 0
             if not ever_live and time.monotonic() - start > args.timeout:
                 eps = ", ".join(links.links)
@@ -341,7 +371,7 @@ def cmd_top(args: argparse.Namespace) -> int:
             return run_interactive(args, links)
         from agentd.cli.toptui import TopState
 
-        st = TopState(states={ep: "connecting" for ep in links.links})
+        st = TopState(states=dict.fromkeys(links.links, "connecting"))
         refreshes = 0
         start = time.monotonic()
         # plain prints: a pipe or a file gets every refresh, each ending in a newline

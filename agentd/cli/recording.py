@@ -52,6 +52,9 @@ def register(verbs: Verbs) -> None:
     p.add_argument("--duration", type=_duration, metavar="S", help="stop after S seconds (also 90s, 5m, 1h30m)")
     p.add_argument("--title", default="", help="session title (default: 'Recording DATE TIME')")
     p.add_argument("--notes", default="", help="free-form notes stored with the session")
+    p.add_argument("--follow", action="append", default=[], metavar="NODE",
+                   help="with --node RELAY: record NODE behind it in full (its own stream), not only its 1 Hz "
+                        "summary; repeatable (docs/relays.md)")
     p.set_defaults(func=cmd_record)
 
     p = verbs.add("replay", help="print a recording as 'agentctl watch' lines",
@@ -132,7 +135,7 @@ class _Stop(Exception):
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    from agentd.protocol.link import LinkState
+    from agentd.protocol.link import LinkSnapshot, LinkState
     from agentd.store.link_recorder import LinkRecorder
     from agentd.transport.client import LinkSet
 
@@ -143,6 +146,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     except RecordingError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
     writer = LinkRecorder(rec)  # the app records through the same call
+    detail = _RelayDetail(args, writer, {t.endpoint: t.server_key for t in tgts})
     links = LinkSet()
     key_of: dict[str, str] = {}
     old_term = signal.getsignal(signal.SIGTERM)
@@ -172,9 +176,12 @@ def cmd_record(args: argparse.Namespace) -> int:
                 break
             wait = 0.25 if args.duration is None else max(0.0, min(0.25, args.duration - (now - started)))
             for ev in links.poll(wait):
+                if isinstance(ev, LinkSnapshot) and args.follow:
+                    detail.start(ev)
                 writer.record(key_of.get(ev.endpoint, ev.endpoint), ev)
                 if isinstance(ev, LinkState) and ev.state == "down":
                     print(clean(f"agentctl: {ev.endpoint}: link down ({ev.detail}); gap recorded, retrying"), file=sys.stderr)
+            detail.renew()
             rec.maybe_flush()
             if time.monotonic() >= next_progress:
                 _progress(rec, time.monotonic() - started, tty)
@@ -187,6 +194,7 @@ def cmd_record(args: argparse.Namespace) -> int:
         raise CliError(str(exc), EXIT_FAILED) from None
     finally:
         signal.signal(signal.SIGTERM, old_term)
+        detail.close()
     links.close()
     try:
         rec.close()
@@ -197,6 +205,65 @@ def cmd_record(args: argparse.Namespace) -> int:
     print(f"agentctl: {reason}; {rec.samples_written} samples, {rec.events_written} events, "
           f"{human_bytes(rec.size_bytes())} in {args.out}", file=sys.stderr)
     return EXIT_OK
+
+
+class _RelayDetail:
+    """``record --follow NODE``: hold a follow lease at the relay for each NODE and hand the
+    follow's snapshot to the LinkRecorder, which then records the node's relayed stream."""
+
+    def __init__(self, args: argparse.Namespace, writer: Any, keys: dict[str, str]) -> None:
+        import os
+
+        self.args, self.writer, self.keys = args, writer, keys
+        self.client_name = f"agentctl-record-{os.getpid()}"
+        self.held: dict[str, tuple[str, float]] = {}  # node -> (relay endpoint, renew at, monotonic)
+
+    def _call(self, endpoint: str, req: Any) -> Any:
+        from agentd.transport.client import NodeClient
+
+        with NodeClient(endpoint, server_key=self.keys.get(endpoint) or None, timeout_s=self.args.timeout) as c:
+            return c.call(req)
+
+    def start(self, ev: Any) -> None:
+        """A link (re)connected: at a relay, follow the nodes asked for (again: a fresh snapshot)."""
+        from agentd.protocol.relay import Follow
+        from agentd.transport.client import ClientError
+
+        if "relay" not in ev.hello.capabilities:
+            raise CliError(f"--follow: {ev.endpoint} ({ev.hello.node}) is no relay; record that node directly "
+                           "with --node", EXIT_USAGE)
+        for node in self.args.follow:
+            try:
+                reply = self._call(ev.endpoint, Follow(node=node, client=self.client_name))
+            except ClientError as exc:
+                raise CliError(f"--follow {node}: {exc}", EXIT_FAILED) from None
+            self.writer.follow_detail(node, reply.snapshot)
+            self.held[node] = (ev.endpoint, time.monotonic() + reply.lease_s / 2)
+
+    def renew(self) -> None:
+        from agentd.protocol.relay import Follow
+        from agentd.transport.client import ClientError
+
+        now = time.monotonic()
+        for node, (endpoint, at) in list(self.held.items()):
+            if now >= at:
+                try:
+                    reply = self._call(endpoint, Follow(node=node, client=self.client_name))
+                    self.held[node] = (endpoint, now + reply.lease_s / 2)
+                except ClientError as exc:  # the relay is away: the link's reconnect follows again
+                    print(clean(f"agentctl: --follow {node}: {exc}"), file=sys.stderr)
+                    self.held[node] = (endpoint, now + 5.0)
+
+    def close(self) -> None:
+        from agentd.protocol.relay import Unfollow
+        from agentd.transport.client import ClientError
+
+        for node, (endpoint, _) in self.held.items():
+            try:
+                self._call(endpoint, Unfollow(node=node, client=self.client_name))
+            except ClientError:
+                pass  # the lease ends by itself
+        self.held.clear()
 
 
 def _progress(rec: Recorder, elapsed_s: float, tty: bool) -> None:

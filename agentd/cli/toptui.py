@@ -186,7 +186,7 @@ class TopApp:
     def __init__(self, args: argparse.Namespace, links: LinkSet) -> None:
         self.args = args
         self.links = links
-        self.state = TopState(states={ep: "connecting" for ep in links.links})
+        self.state = TopState(states=dict.fromkeys(links.links, "connecting"))
         self.keys_of: dict[str, str] = {t.endpoint: t.server_key for t in targets(args)}
         self.results: queue.Queue[str] = queue.Queue()
         self.busy = 0

@@ -19,6 +19,7 @@ import msgspec
 from agentd.metrics import DerivedNode
 from agentd.protocol import JobInfo
 from agentd.protocol.jobs import Event
+from agentd.protocol.relay import NodeSummary
 
 
 def derived_to_json(derived: DerivedNode) -> dict[str, Any]:
@@ -59,3 +60,10 @@ def link_to_json(node: str, ts: float, state: str, detail: str = "") -> dict[str
 def gap_to_json(node: str, start_s: float, end_s: float, reason: str) -> dict[str, Any]:
     """A span without data from ``node``."""
     return {"type": "gap", "node": node, "ts": start_s, "end": end_s, "reason": reason}
+
+
+def summary_to_json(summary: NodeSummary, relay: str) -> dict[str, Any]:
+    """One node behind a relay at one tick (``type`` "summary"): its relay's 1 Hz summary."""
+    out: dict[str, Any] = {"type": "summary", "relay": relay, **msgspec.to_builtins(summary)}
+    out["ts"] = summary.wall_s
+    return out

@@ -138,7 +138,7 @@ class Cancelling(MigrationHooks):
 
 def _finite_range(value: float, low: float, high: float) -> float:
     """``value`` clamped to low..high; NaN becomes ``low`` (callers inside agentd skip the schema)."""
-    if value != value:  # noqa: PLR0124 - NaN
+    if value != value:  # NaN
         return low
     return max(low, min(high, float(value)))
 

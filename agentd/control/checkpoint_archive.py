@@ -204,13 +204,14 @@ class _MemberChecker:
             if target == ".." or target.startswith("../"):
                 raise ArchiveError("unsafe", f"checkpoint symlink {m.name!r} -> {m.linkname!r} leaves the checkpoint directory; refusing the archive")
         if m.islnk():
-            target = _clean_name(m.linkname)
-            if target is None or target not in names:
+            linked = _clean_name(m.linkname)
+            if linked is None or linked not in names:
                 raise ArchiveError("unsafe", f"checkpoint hard link {m.name!r} -> {m.linkname!r} does not point to an earlier member; refusing the archive")
         if m.isreg():
             self.total += m.size
             if limit_bytes is not None and self.total > limit_bytes:
-                raise ArchiveError("too_large", f"checkpoint holds more than the {limit_bytes}-byte quota (at member {m.name!r}); raise this node's migration_quota (agentd --migration-quota)")
+                raise ArchiveError("too_large", f"checkpoint holds more than the {limit_bytes}-byte quota (at member "
+                                                f"{m.name!r}); raise this node's migration_quota (agentd --migration-quota)")
         names.add(name)
 
 

@@ -17,7 +17,9 @@ import os
 import shlex
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from agentd.kernel.procfs import fd_target
 
@@ -43,7 +45,8 @@ def criu_command() -> list[str] | None:
     return [exe] if exe else None
 
 
-def criu_status(cmd: list[str] | None = None, run=subprocess.run) -> tuple[bool, str]:
+def criu_status(cmd: list[str] | None = None,
+                run: Callable[..., subprocess.CompletedProcess[str]] = subprocess.run) -> tuple[bool, str]:
     """Whether ``criu check`` passes here (with ``cmd``, default :func:`criu_command`), and a
     sentence saying why not."""
     cmd = cmd or criu_command()
@@ -91,7 +94,7 @@ def dump(pid: int, images_dir: Path) -> None:
         raise CriuError(f"criu dump of pid {pid} failed: {_log_tail(images_dir / 'dump.log')}")
 
 
-def restore_launch(images_dir: Path) -> dict:
+def restore_launch(images_dir: Path) -> dict[str, Any]:
     """What the shim needs to restore the image in ``images_dir`` (see shim.py)."""
     cmd = criu_command()
     if cmd is None:

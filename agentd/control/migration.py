@@ -27,6 +27,9 @@ before acting, and ``recover()`` on either side resumes or rolls back after a cr
 
 The job machinery is reached through two small hook interfaces, :class:`SourceJobs` and
 :class:`TargetJobs` (agentd/control/migration_target.py), which the JobManager implements.
+
+Over 500 lines: the source side's state machine (drawn above) in one class, step by step,
+so every failure path can be read next to the step it leaves.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ from agentd.protocol.migration import (
     MigrateOfferReply,
     MigrateStatus,
     MigrateStatusReply,
+    MigrationMode,
 )
 from agentd.store.migration_journal import MigrationJournal, MigrationRecord
 
@@ -191,7 +195,9 @@ class MigrationSource:
         with self._lock:
             for rec in self.journal.unfinished("source"):
                 if rec.job_id == job_id:
-                    raise ProtocolError(ErrorCode.CONFLICT, f"job '{job_id}' is already migrating to {rec.target} (migration {rec.id}); wait for it or check `agentctl show {job_id}`", "job")
+                    raise ProtocolError(ErrorCode.CONFLICT, f"job '{job_id}' is already migrating to {rec.target} "
+                                                            f"(migration {rec.id}); wait for it or check `agentctl show {job_id}`", "job")
+            mode: MigrationMode
             if info.state == "queued":
                 mode = "queued"
             elif info.state in ("running", "paused"):
@@ -206,7 +212,8 @@ class MigrationSource:
                     if not ok:
                         raise ProtocolError(ErrorCode.INVALID, f"job '{job_id}' has no checkpoint contract and {why}; {hint}", "job")
                     if info.spec.gpus:
-                        raise ProtocolError(ErrorCode.INVALID, f"job '{job_id}' has no checkpoint contract and uses GPUs, whose state CRIU cannot move; {hint}", "job")
+                        raise ProtocolError(ErrorCode.INVALID, f"job '{job_id}' has no checkpoint contract and uses "
+                                                               f"GPUs, whose state CRIU cannot move; {hint}", "job")
                     mode = "criu"
             else:
                 raise ProtocolError(ErrorCode.CONFLICT, f"job '{job_id}' is {info.state}; only queued, running or paused jobs can migrate", "job")
@@ -258,7 +265,7 @@ class MigrationSource:
             self.journal.note(rec, f"recovering after a daemon restart in phase {rec.phase}")
             try:
                 self._recover_one(rec)
-            except Exception as exc:  # noqa: BLE001 - one bad record must not stop the others
+            except Exception as exc:  # one bad record must not stop the others
                 log.exception("migration %s: recovery failed", rec.id)
                 self.journal.note(rec, f"recovery failed: {exc}")
             done.append(rec)
@@ -269,7 +276,7 @@ class MigrationSource:
     def _run_guarded(self, rec: MigrationRecord) -> None:
         try:
             self._run(rec)
-        except Exception as exc:  # noqa: BLE001 - never leave a job stranded
+        except Exception as exc:  # never leave a job stranded
             log.exception("migration %s failed unexpectedly", rec.id)
             if rec.phase in ("committing",):
                 self._resolve_commit(rec, f"unexpected error: {exc}")
@@ -578,9 +585,8 @@ class MigrationSource:
                 self._rollback(rec, f"agentd restarted while job '{rec.job_id}' was checkpointing; restarted here from its checkpoint")
         elif rec.phase == "transferring":
             self._abort_and_rollback(rec, factory, f"agentd restarted during the transfer of job '{rec.job_id}'; restarted here from its checkpoint")
-        elif rec.phase == "committing":
-            if not self._settle_from_status(rec, factory):
-                self._resolve_commit(rec, "agentd restarted after sending the commit")
+        elif rec.phase == "committing" and not self._settle_from_status(rec, factory):
+            self._resolve_commit(rec, "agentd restarted after sending the commit")
 
     # -- reporting -----------------------------------------------------------------------
 
@@ -609,7 +615,7 @@ class MigrationSource:
         try:
             if phase != "done":
                 self.jobs.update_migration(rec.job_id, self._migration_dict(rec, None, phase, reason=reason))
-        except Exception:  # noqa: BLE001 - reporting must not undo a finished rollback
+        except Exception:  # reporting must not undo a finished rollback
             log.exception("migration %s: cannot update job %s", rec.id, rec.job_id)
         self._event(rec, reason, ok=ok, data=data)
 

@@ -128,7 +128,8 @@ class MigrationTarget:
                 if rec.phase in ("receiving", "received") and rec.size_bytes == req.size_bytes and rec.sha256 == req.sha256:
                     f = self._streams.get(rec.id)
                     return MigrateOfferReply(id=req.id, migration_id=rec.id, next_offset=f.next_offset if f else 0)
-                raise ProtocolError(ErrorCode.CONFLICT, f"migration {req.migration_id} is already {rec.phase} on node {self.node}; start a new migration", "migration_id")
+                raise ProtocolError(ErrorCode.CONFLICT, f"migration {req.migration_id} is already {rec.phase} on node "
+                                                        f"{self.node}; start a new migration", "migration_id")
             if req.source_node == self.node:
                 raise ProtocolError(ErrorCode.INVALID, f"job '{req.source_job}' already runs on node {self.node}; "
                                     "a job cannot migrate to its own node: pick another node", "source_node")
@@ -137,7 +138,8 @@ class MigrationTarget:
             will_queue, why = self.jobs.admission(req.spec)
             if req.mode in ("checkpoint", "criu"):
                 if req.size_bytes <= 0 or len(req.sha256) not in (0, 64):
-                    raise ProtocolError(ErrorCode.INVALID, "a checkpoint offer needs size_bytes > 0 and a SHA-256 hex digest (or none, when streaming)", "size_bytes")
+                    raise ProtocolError(ErrorCode.INVALID, "a checkpoint offer needs size_bytes > 0 and a SHA-256 hex "
+                                                           "digest (or none, when streaming)", "size_bytes")
                 # Incoming checkpoints, and CRIU images received earlier that wait for their
                 # restore (a queued job): both are on this node's disk.
                 in_flight = sum(r.size_bytes for r in self.journal.unfinished("target")) + self.jobs.held_image_bytes()
@@ -171,7 +173,8 @@ class MigrationTarget:
     def chunk(self, req: MigrateChunk) -> MigrateChunkReply:
         f = self._streams.get(req.migration_id)
         if f is None:
-            raise ProtocolError(ErrorCode.NOT_FOUND, f"node {self.node} accepted no migration {req.migration_id!r}, or it was aborted; offer it first", "migration_id")
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"node {self.node} accepted no migration {req.migration_id!r}, "
+                                                     "or it was aborted; offer it first", "migration_id")
         unpacker = self._unpackers.get(req.migration_id)
         if unpacker is not None and unpacker.error is not None:
             # Refuse at once (disk full, quota, a hostile member): the source stops sending.
@@ -189,7 +192,8 @@ class MigrationTarget:
     def status(self, req: MigrateStatus) -> MigrateStatusReply:
         rec = self.journal.get(req.migration_id, "target")
         if rec is None:
-            return MigrateStatusReply(id=req.id, migration_id=req.migration_id, phase="unknown", message=f"node {self.node} knows no migration {req.migration_id}")
+            return MigrateStatusReply(id=req.id, migration_id=req.migration_id, phase="unknown",
+                                      message=f"node {self.node} knows no migration {req.migration_id}")
         f = self._streams.get(rec.id)
         job = None
         if rec.phase == "committed" and rec.new_job_id:
@@ -257,11 +261,13 @@ class MigrationTarget:
         want = req.sha256 or rec.sha256
         if not want or (rec.sha256 and req.sha256 and rec.sha256 != req.sha256):
             self._drop(rec, "no digest, or commit and offer disagree on it")
-            raise ProtocolError(ErrorCode.INVALID, f"migration {rec.id}: the commit must carry the checkpoint's SHA-256 (matching the offer's, if any)", "sha256")
+            raise ProtocolError(ErrorCode.INVALID, f"migration {rec.id}: the commit must carry the checkpoint's "
+                                                   "SHA-256 (matching the offer's, if any)", "sha256")
         digest = f.digest()
         if digest != want:
             self._drop(rec, f"checkpoint digest mismatch: expected sha256 {want}, received {digest}")
-            raise ProtocolError(ErrorCode.FAILED, f"checkpoint of job '{rec.job_id}' arrived corrupted on node {self.node} (sha256 {digest} != {want}); migration aborted", "sha256")
+            raise ProtocolError(ErrorCode.FAILED, f"checkpoint of job '{rec.job_id}' arrived corrupted on node "
+                                                  f"{self.node} (sha256 {digest} != {want}); migration aborted", "sha256")
         self.journal.update(rec, size_bytes=size, sha256=want, bytes_done=size)
         try:
             self._unpackers.pop(rec.id).finish()
@@ -286,7 +292,8 @@ class MigrationTarget:
                 self.journal.create(rec, f"abort of unknown migration: {req.reason}")
                 return MigrateAbortReply(id=req.id, migration_id=rec.id, message="nothing to abort")
             if rec.phase == "committed":
-                raise ProtocolError(ErrorCode.CONFLICT, f"migration {rec.id} already started job {rec.new_job_id} on node {self.node}; cancel that job instead", "migration_id")
+                raise ProtocolError(ErrorCode.CONFLICT, f"migration {rec.id} already started job {rec.new_job_id} on "
+                                                        f"node {self.node}; cancel that job instead", "migration_id")
             if rec.phase != "aborted":
                 self._drop(rec, req.reason or "aborted by the source")
             return MigrateAbortReply(id=req.id, migration_id=rec.id, message="aborted")

@@ -35,6 +35,7 @@ import socket
 import sys
 import time
 import warnings  # noqa: F401 - os.execvpe imports it lazily; after setuid the stdlib may be unreadable
+from typing import Any, BinaryIO
 
 PR_SET_CHILD_SUBREAPER = 36
 READ_CHUNK = 65536
@@ -50,7 +51,7 @@ def _warn(text: str) -> None:
         pass  # shim.log is on the same full disk
 
 
-def _atomic_json(path: str, obj: dict) -> None:
+def _atomic_json(path: str, obj: dict[str, Any]) -> None:
     """Write ``obj`` to ``path`` atomically; daemon-private (0600 root) whatever the umask."""
     tmp = path + ".tmp"
     try:
@@ -70,7 +71,7 @@ def _atomic_json(path: str, obj: dict) -> None:
         raise
 
 
-def _try_json(path: str, obj: dict) -> bool:
+def _try_json(path: str, obj: dict[str, Any]) -> bool:
     """``_atomic_json`` that reports failure (a full disk) instead of raising; the caller retries."""
     try:
         _atomic_json(path, obj)
@@ -113,7 +114,7 @@ class RotatingLog:
     def __init__(self, path: str, max_bytes: int, keep: int, owner: tuple[int, int] | None = None) -> None:
         self.path, self.max_bytes, self.keep, self.owner = path, max_bytes, keep, owner
         self.dropped_bytes = 0
-        self.f = None
+        self.f: BinaryIO | None = None
         self._reopen()
 
     def _reopen(self) -> None:
@@ -166,7 +167,7 @@ class LineForwarder:
             self.sock.setblocking(False)
 
     def feed(self, data: bytes) -> None:
-        if self.sock is None:
+        if self.sock is None or not self.report_path:
             return
         self.buf += data
         lines = self.buf.split(b"\n")
@@ -181,7 +182,7 @@ class LineForwarder:
                     pass  # daemon gone or its queue full: metrics are best effort
 
 
-def _enter_job(launch: dict) -> None:
+def _enter_job(launch: dict[str, Any]) -> None:
     """In a forked child: join the job's cgroups and take back the signal defaults (the shim
     ignores some; what runs next, the job or criu, needs them)."""
     me = str(os.getpid())
@@ -192,7 +193,7 @@ def _enter_job(launch: dict) -> None:
         signal.signal(sig, signal.SIG_DFL)
 
 
-def _child(launch: dict, out_w: int, err_w: int) -> None:
+def _child(launch: dict[str, Any], out_w: int, err_w: int) -> None:
     """In the forked child: enter the cgroups, set up the session and exec. Never returns."""
     try:
         os.setsid()
@@ -234,7 +235,7 @@ def _child(launch: dict, out_w: int, err_w: int) -> None:
             os._exit(127)
 
 
-def _restore_child(launch: dict, out_w: int, err_w: int, pidfile: str) -> None:
+def _restore_child(launch: dict[str, Any], out_w: int, err_w: int, pidfile: str) -> None:
     """In the forked child: enter the cgroups and exec ``criu restore`` (the restored tasks are
     created inside them). ``--inherit-fd`` gives the restored job our pipes for the stdout and
     stderr pipes it had on the source. Never returns."""
@@ -256,7 +257,7 @@ def _restore_child(launch: dict, out_w: int, err_w: int, pidfile: str) -> None:
             os._exit(127)
 
 
-def _restore(launch: dict, job_dir: str, out_w: int, err_w: int, exec_w: int, closing: list[int]) -> int:
+def _restore(launch: dict[str, Any], job_dir: str, out_w: int, err_w: int, exec_w: int, closing: list[int]) -> int:
     """Restore the job from a CRIU image; its pid (our child: we are its subreaper), or exit."""
     pidfile = os.path.join(job_dir, "restored.pid")
     criu = os.fork()
@@ -326,7 +327,7 @@ def main(job_dir: str) -> int:
     status: int | None = None
     exited_at = 0.0
     wrote_exit = False
-    result: dict = {}
+    result: dict[str, Any] = {}
     while True:
         timeout = 0.2
         if not wrote_pid:

@@ -16,6 +16,9 @@ Slurm's priority is relative: agentd priority ``p`` (-10..10, higher is more imp
 ``Nice=-p*NICE_PER_LEVEL``. It orders pending jobs; Slurm never changes the CPU share of a
 running job. Migration is ``scontrol requeue``: Slurm restarts the job from its beginning (or
 from the job's own checkpoint), optionally steered with ``ReqNodeList``/``ExcNodeList``.
+
+Over 500 lines: one backend class whose every action is a Slurm command with its error
+mapping; the parsing of what Slurm prints is in slurm_parse.py.
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from agentd.control.slurm_parse import (
@@ -45,13 +49,8 @@ from agentd.control.slurm_parse import (
 from agentd.kernel import cgroupfs, procfs
 from agentd.kernel.procfs import DEFAULT_PROC_ROOT
 from agentd.protocol.errors import ErrorCode, ProtocolError
-from agentd.protocol.jobs import (
-    PRIORITY_MAX,
-    PRIORITY_MIN,
-    TERMINAL_STATES,
-    JobInfo,
-    JobSpec,
-)
+from agentd.protocol.jobs import TERMINAL_STATES, JobInfo, JobSpec
+from agentd.protocol.limits import PRIORITY_MAX, PRIORITY_MIN
 from agentd.telemetry.cgroup_paths import CgroupRef
 
 log = logging.getLogger(__name__)
@@ -144,7 +143,7 @@ class SlurmUnavailable(RuntimeError):
 
 
 def backend_for(node: str, mode: str = "auto", *, commands: SlurmCommands | None = None,
-                slurm_node: str | None = None) -> "SlurmBackend | None":
+                slurm_node: str | None = None) -> SlurmBackend | None:
     """The daemon's switch (``--slurm auto|on|off``): a backend when Slurm answers here.
 
     ``auto``: a backend when scontrol is on PATH and ``scontrol ping`` says UP, else None
@@ -248,7 +247,7 @@ class SlurmBackend:
         self._cache: tuple[float, list[JobInfo]] | None = None
         self._partitions: tuple[float, dict[str, list[str]]] | None = None
         self._refs: dict[str, tuple[CgroupRef | None, list[int]]] = {}
-        self._reported: dict[str, tuple] = {}
+        self._reported: dict[str, tuple[object, ...]] = {}  # job id -> what was last reported
 
     # ---- ids ---------------------------------------------------------------------------------
     def job_id(self, slurm_id: int) -> str:
@@ -256,7 +255,7 @@ class SlurmBackend:
 
     def owns(self, job_id: str) -> bool:
         """True for ids this backend answers: ``node.slurm-N`` or ``slurm-N``."""
-        return job_id.startswith(f"{self.node}.{SLURM_PREFIX}") or job_id.startswith(SLURM_PREFIX)
+        return job_id.startswith((f"{self.node}.{SLURM_PREFIX}", SLURM_PREFIX))
 
     def slurm_id(self, job_id: str) -> int:
         """Slurm's numeric job id from ``node.slurm-N``, ``slurm-N`` or ``N``."""
@@ -278,7 +277,7 @@ class SlurmBackend:
                 self._use_json = True
                 return jobs
             except SlurmError as exc:
-                if self._use_json or "json" not in exc.message.lower() and "unrecognized" not in exc.message.lower():
+                if self._use_json or ("json" not in exc.message.lower() and "unrecognized" not in exc.message.lower()):
                     raise
             except (ValueError, KeyError, TypeError) as exc:
                 if self._use_json:
@@ -404,7 +403,7 @@ class SlurmBackend:
             log.warning("%s", exc.message)
             return []
         changed = []
-        seen: dict[str, tuple] = {}
+        seen: dict[str, tuple[object, ...]] = {}
         for job in current:
             key = (job.state, job.priority, tuple(job.pids), job.reason, job.exit_code)
             seen[job.id] = key
@@ -584,7 +583,7 @@ def _protocol_error(exc: SlurmError, what: str) -> ProtocolError:
     text = f"Slurm refused {' '.join(exc.argv[:2])} for {what!r}: {msg}"
     if "invalid job id" in low or "unknown job" in low:
         return ProtocolError(ErrorCode.NOT_FOUND, text, "job")
-    if "access" in low and "denied" in low or "permission" in low or "not authorized" in low:
+    if ("access" in low and "denied" in low) or "permission" in low or "not authorized" in low:
         return ProtocolError(ErrorCode.UNAUTHORIZED, text + " (Slurm allows this only to the job's owner or an operator)", "job")
     if "already" in low or "pending" in low or "suspended" in low or "not running" in low or "disabled" in low \
             or "completing" in low or "completed" in low or "not suspended" in low:

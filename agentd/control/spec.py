@@ -128,10 +128,9 @@ def validate_spec(spec: JobSpec, *, gpu_count: int, cpu_count: int | None = None
                        f"ask for at most {gpu_count} or submit to a bigger node", "gpus")
     if spec.cpus is not None and cpu_count is not None and spec.cpus > cpu_count:
         raise _invalid(f"the job asks for {spec.cpus} CPUs but this node has {cpu_count}", "cpus")
-    if spec.memory_bytes is not None:
-        if mem_total_bytes is not None and spec.memory_bytes > mem_total_bytes:
-            raise _invalid(f"the job asks for {spec.memory_bytes} bytes of memory but this node has "
-                           f"{mem_total_bytes}", "memory_bytes")
+    if spec.memory_bytes is not None and mem_total_bytes is not None and spec.memory_bytes > mem_total_bytes:
+        raise _invalid(f"the job asks for {spec.memory_bytes} bytes of memory but this node has "
+                       f"{mem_total_bytes}", "memory_bytes")
     if spec.checkpoint is not None:
         try:
             signal_number(spec.checkpoint.signal)

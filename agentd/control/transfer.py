@@ -168,7 +168,7 @@ def _send_round(connect: ClientFactory, mid: str, read: Reader, size: int, start
                 return None
             try:
                 data = read(off, min(chunk_bytes, size - off))
-            except Exception as exc:  # noqa: BLE001 - not a connection problem: re-raised below
+            except Exception as exc:  # not a connection problem: re-raised below
                 raise _ReadFailed(exc) from exc
             state["cursor"] = off + len(data)
             return off, data

@@ -25,8 +25,8 @@ import msgspec
 
 from agentd.health.rules import CounterRule, HealthRules, Pressure, Rule
 from agentd.metrics.samples import DerivedCgroup, DerivedGpu, DerivedNode
-from agentd.protocol.alerts import Alert, AlertState
-from agentd.protocol.jobs import JobInfo
+from agentd.protocol.alerts import Alert, AlertState, alert_data
+from agentd.protocol.jobs import Event, JobInfo
 
 # NVML clock-event reason bits (nvmlClocksEventReason*): the ones that mean the GPU is slowed
 # by heat or hardware protection, and the software power cap (common under full load).
@@ -322,6 +322,15 @@ class NodeLiveness:
                                  + (f" (seen from {self.observer})" if self.observer else ""),
                          since_s=heard, evidence={"silent_s": silent})
         return make
+
+
+def alert_event(change: AlertChange, wall_s: float) -> Event:
+    """The ``"alert"`` event announcing ``change`` (daemon and relay publish the same shape)."""
+    alert = change.alert
+    verb = "firing" if change.state == "firing" else "cleared"
+    return Event(wall_s=wall_s, node=alert.node, kind="alert", message=f"{alert.severity} {verb}: {alert.message}",
+                 job_id=alert.subject[4:] if alert.subject.startswith("job ") else "",
+                 ok=change.state == "cleared" or alert.severity == "info", data=alert_data(alert, change.state))
 
 
 def alerts_by_severity(alerts: Iterable[Alert]) -> dict[str, int]:

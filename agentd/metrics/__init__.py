@@ -13,7 +13,6 @@ from agentd.metrics.samples import (
     DerivedGpu,
     DerivedNode,
     DerivedProc,
-    ProcSample,
     DiskCounters,
     GpuInfo,
     GpuLink,
@@ -24,6 +23,7 @@ from agentd.metrics.samples import (
     NodeInventory,
     NodeSample,
     Pressure,
+    ProcSample,
 )
 
 __all__ = [

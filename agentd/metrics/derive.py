@@ -169,10 +169,10 @@ def derive(newer: NodeSample, older: NodeSample | None) -> DerivedNode:
     old_disk = {d.name: d for d in ho.disks}
     disk_per_dev: dict[str, tuple[float, float]] = {}
     for d in h.disks:
-        o = old_disk.get(d.name, d)
+        od = old_disk.get(d.name, d)
         disk_per_dev[d.name] = (
-            _rate0(d.read_bytes, o.read_bytes, interval_s),
-            _rate0(d.write_bytes, o.write_bytes, interval_s),
+            _rate0(d.read_bytes, od.read_bytes, interval_s),
+            _rate0(d.write_bytes, od.write_bytes, interval_s),
         )
     # Loopback traffic is local chatter, not cluster throughput.
     external = [v for k, v in net_per_if.items() if k != "lo"]

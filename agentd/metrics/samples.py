@@ -14,10 +14,14 @@ import msgspec
 
 
 class Struct(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """Base for every telemetry struct: immutable, keyword-only, compact on the wire."""
+    """Base for every telemetry struct: immutable, keyword-only, compact on the wire.
+
+    Subclasses repeat ``frozen=True``: msgspec inherits it, but a type checker reads each
+    class's own keywords (a dataclass transform) and would call the subclass mutable.
+    """
 
 
-class CpuTimes(Struct):
+class CpuTimes(Struct, frozen=True):
     """Cumulative CPU time in seconds, as in /proc/stat."""
 
     user_s: float = 0.0
@@ -30,7 +34,7 @@ class CpuTimes(Struct):
     steal_s: float = 0.0
 
 
-class NetCounters(Struct):
+class NetCounters(Struct, frozen=True):
     """Cumulative counters of one network interface."""
 
     name: str
@@ -44,7 +48,7 @@ class NetCounters(Struct):
     tx_drops: int = 0
 
 
-class DiskCounters(Struct):
+class DiskCounters(Struct, frozen=True):
     """Cumulative counters of one block device."""
 
     name: str
@@ -55,7 +59,7 @@ class DiskCounters(Struct):
     busy_ms: int = 0
 
 
-class Pressure(Struct):
+class Pressure(Struct, frozen=True):
     """Pressure stall information of one resource (/proc/pressure/* or a cgroup's *.pressure).
 
     ``*_total_us`` are cumulative stall times; ``*_avg10_pct`` are the kernel's own 10 s averages.
@@ -68,7 +72,7 @@ class Pressure(Struct):
     full_avg10_pct: float = 0.0
 
 
-class HostSample(Struct):
+class HostSample(Struct, frozen=True):
     """One reading of the host: CPU, memory, swap, network, disks, pressure, temperatures."""
 
     cpu_total: CpuTimes
@@ -90,7 +94,7 @@ class HostSample(Struct):
     procs_total: int = 0
 
 
-class GpuProcess(Struct):
+class GpuProcess(Struct, frozen=True):
     """A process holding memory on a GPU (NVML's running compute/graphics processes)."""
 
     pid: int
@@ -98,7 +102,7 @@ class GpuProcess(Struct):
     sm_pct: float | None = None
 
 
-class GpuSample(Struct):
+class GpuSample(Struct, frozen=True):
     """One reading of one GPU. ``None`` means the driver does not offer that value."""
 
     index: int
@@ -125,7 +129,7 @@ class GpuSample(Struct):
     processes: list[GpuProcess] = []
 
 
-class CgroupSample(Struct):
+class CgroupSample(Struct, frozen=True):
     """One reading of a job's cgroup (v1 or v2), raw counters only."""
 
     job_id: str
@@ -149,7 +153,7 @@ class CgroupSample(Struct):
     gpu_sm_pct: dict[int, float] = {}
 
 
-class AppMetric(Struct):
+class AppMetric(Struct, frozen=True):
     """A job's own metric as reported by the job (tokens, samples, loss...).
 
     ``counter`` values only grow (rates are derived); gauges are shown as they are.
@@ -161,7 +165,7 @@ class AppMetric(Struct):
     counter: bool = False
 
 
-class ProcSample(Struct):
+class ProcSample(Struct, frozen=True):
     """One process from the periodic full process scan (for "busiest processes" views)."""
 
     pid: int
@@ -177,7 +181,7 @@ class ProcSample(Struct):
     scan_interval_s: float = 0.0
 
 
-class NodeSample(Struct):
+class NodeSample(Struct, frozen=True):
     """Everything a node measured in one tick. The unit of the stream and of recordings."""
 
     node: str
@@ -193,7 +197,7 @@ class NodeSample(Struct):
     boot_id: str = ""
 
 
-class GpuLink(Struct):
+class GpuLink(Struct, frozen=True):
     """A connection between two GPUs of one node, as NVML's topology reports it."""
 
     a: int
@@ -202,7 +206,7 @@ class GpuLink(Struct):
     links: int = 0  # NVLink lane count, 0 for PCIe
 
 
-class GpuInfo(Struct):
+class GpuInfo(Struct, frozen=True):
     """Static facts of one GPU."""
 
     index: int
@@ -215,7 +219,7 @@ class GpuInfo(Struct):
     simulated: bool = False
 
 
-class NodeInventory(Struct):
+class NodeInventory(Struct, frozen=True):
     """Static facts of a node. ``gpu_status`` explains missing GPUs in words."""
 
     node: str
@@ -235,7 +239,7 @@ class NodeInventory(Struct):
     labels: dict[str, str] = {}
 
 
-class DerivedGpu(Struct):
+class DerivedGpu(Struct, frozen=True):
     """Rates and values of one GPU between two samples."""
 
     index: int
@@ -260,7 +264,7 @@ class DerivedGpu(Struct):
     processes: list[GpuProcess] = []
 
 
-class DerivedCgroup(Struct):
+class DerivedCgroup(Struct, frozen=True):
     """Rates and values of one job between two samples."""
 
     job_id: str
@@ -283,7 +287,7 @@ class DerivedCgroup(Struct):
     app: dict[str, float] = {}
 
 
-class DerivedProc(Struct):
+class DerivedProc(Struct, frozen=True):
     pid: int
     name: str
     user: str = ""
@@ -292,7 +296,7 @@ class DerivedProc(Struct):
     gpu_mem_bytes: int = 0
 
 
-class DerivedNode(Struct):
+class DerivedNode(Struct, frozen=True):
     """What a person sees for a node at one moment: every rate and percentage."""
 
     node: str

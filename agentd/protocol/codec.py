@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from functools import cache
 from typing import TypeVar, Union
 
 import msgspec
@@ -43,7 +43,7 @@ def topic_of(msg: StreamMsg) -> bytes:
     return TOPICS[type(msg)] + suffix
 
 
-@lru_cache(maxsize=None)
+@cache
 def _stream_decoder(n_types: int) -> msgspec.msgpack.Decoder[StreamMsg]:
     # Rebuilt only when a protocol module registers more stream messages (agentd.protocol.relay).
     extra = tuple(t for t in TOPICS if t not in StreamBody.__args__)
@@ -61,10 +61,11 @@ def field_of(err: Exception | str) -> str:
 _field_of = field_of
 
 
-@lru_cache(maxsize=None)
-def _request_decoder(n_commands: int) -> msgspec.msgpack.Decoder:
+@cache
+def _request_decoder(n_commands: int) -> msgspec.msgpack.Decoder[Request]:
     # Rebuilt only when a command module registers more commands.
-    union = Union[tuple(COMMANDS.values())]  # type: ignore[valid-type]
+    # `X | Y` cannot be built from a runtime tuple of types; Union[...] can
+    union = Union[tuple(COMMANDS.values())]  # type: ignore[valid-type]  # noqa: UP007
     return msgspec.msgpack.Decoder(union)
 
 
@@ -95,7 +96,7 @@ def request_id(buf: bytes | memoryview) -> int:
     """Best-effort request id of a body that failed to decode (0 when unreadable)."""
     try:
         return _header_decoder.decode(buf).id
-    except Exception:
+    except Exception:  # noqa: BLE001 - garbage in, 0 out: the caller already reports the decode error
         return 0
 
 

@@ -12,7 +12,8 @@ New commands register with :func:`command`, which keeps the table in :data:`COMM
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import msgspec
 
@@ -58,7 +59,7 @@ class Request(msgspec.Struct, kw_only=True, tag_field="cmd"):
     """Base of every request."""
 
     role: ClassVar[str] = "viewer"
-    reply: ClassVar[type["Reply"]]
+    reply: ClassVar[type[Reply]]
     v: int = PROTOCOL_VERSION
     id: int = 0
     actor: Actor = ""  # a note from the client for the audit log; the daemon names the caller itself
@@ -94,10 +95,13 @@ class Header(msgspec.Struct, kw_only=True):
 COMMANDS: dict[str, type[Request]] = {}
 
 
-def command(reply: type[Reply], role: Role = "viewer"):
+_Req = TypeVar("_Req", bound="Request")
+
+
+def command(reply: type[Reply], role: Role = "viewer") -> Callable[[type[_Req]], type[_Req]]:
     """Class decorator registering a request type, its reply type and required role."""
 
-    def register(cls: type[Request]) -> type[Request]:
+    def register(cls: type[_Req]) -> type[_Req]:
         name = cls.__struct_config__.tag
         assert isinstance(name, str), cls
         if name in COMMANDS:
@@ -194,9 +198,12 @@ class Alerts(Request, tag="alerts", kw_only=True):
 
 @command(JobReply, role="user")
 class Submit(Request, tag="submit", kw_only=True):
-    """Submit a job. Refused (INVALID, naming the field) when the spec is impossible here."""
+    """Submit a job. Refused (INVALID, naming the field) when the spec is impossible here.
+    ``node``: at a relay, the node behind it that runs the job (required where nodes are
+    behind it; the relay's own name runs it there); elsewhere empty or the node's own name."""
 
     spec: JobSpec
+    node: Annotated[str, msgspec.Meta(max_length=253)] = ""
 
 
 @command(JobsReply)

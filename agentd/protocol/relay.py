@@ -8,8 +8,10 @@ nothing but ``nodes`` (the subtree now) to start. Full detail of one node is ask
 ``follow``: the reply carries that node's own snapshot, and from then on the node's own stream
 messages travel wrapped in :class:`RelayedMsg` on topic ``d:NODE|`` with the node's own ``seq``
 and ``epoch`` inside (Clone pattern per node: drop inner messages at or below the snapshot's
-``seq``). A follow is a lease of :data:`FOLLOW_LEASE_S`; clients renew it by following again
-and drop it with ``unfollow``. Job actions need no new command: a job id names its node
+``seq``). A follow is a lease (at most :data:`FOLLOW_LEASE_S`) held by one client: its verified
+identity and the ``client`` name it picks for the view. Following again renews that lease,
+``unfollow`` ends it, and the detail crosses while any lease on the node is unexpired, so one
+client's unfollow (or crash) never stops another's detail. Job actions need no new command: a job id names its node
 (``gpu-a.42``), and the relay hands the request to that node and returns the node's reply.
 """
 
@@ -19,6 +21,7 @@ from typing import Annotated
 
 import msgspec
 
+from agentd.protocol.alerts import Alert
 from agentd.protocol.messages import (
     TOPICS,
     OkReply,
@@ -31,7 +34,8 @@ from agentd.protocol.messages import (
     Request as _Request,
 )
 
-FOLLOW_LEASE_S = 60.0  # a followed node's detail stops crossing this long after the last follow
+FOLLOW_LEASE_S = 60.0  # the longest follow lease: detail stops crossing this long after the last renewal
+ClientName = Annotated[str, msgspec.Meta(max_length=64)]
 SUMMARY_BATCH = 400  # nodes per SummaryMsg (~100 KiB), so one frame never holds a whole fleet
 NodeName = Annotated[str, msgspec.Meta(min_length=1, max_length=253)]
 
@@ -86,7 +90,7 @@ class NodeSummary(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     gpus: list[GpuSummary] = []
     jobs: list[JobSummary] = []
     jobs_ended: int = 0
-    alerts: list[str] = []
+    alerts: list[Alert] = []  # firing now: the node's own, and node_stale from the relay following it
     capabilities: list[str] = []
 
 
@@ -145,13 +149,19 @@ class Nodes(_Request, tag="nodes", kw_only=True):
 @command(FollowReply)
 class Follow(_Request, tag="follow", kw_only=True):
     """Send ``node``'s full detail across the relay for the reply's ``lease_s`` (follow again
-    to renew); the reply holds the node's snapshot. NOT_FOUND for a node the relay does not serve."""
+    to renew); the reply holds the node's snapshot. NOT_FOUND for a node the relay does not serve.
+    The lease is this caller's under ``client`` (a name the client picks per view, e.g. a random
+    token per window); ``lease_s`` asks for a shorter lease than the longest, FOLLOW_LEASE_S."""
 
     node: NodeName
+    client: ClientName = ""
+    lease_s: Annotated[float, msgspec.Meta(gt=0, le=FOLLOW_LEASE_S)] = FOLLOW_LEASE_S
 
 
 @command(OkReply)
 class Unfollow(_Request, tag="unfollow", kw_only=True):
-    """Stop sending ``node``'s full detail across the relay (when no other client follows it)."""
+    """End this caller's lease on ``node``'s detail under ``client`` (as given to ``follow``);
+    the detail stops crossing when no other lease on the node is left."""
 
     node: NodeName
+    client: ClientName = ""

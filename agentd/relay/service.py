@@ -33,9 +33,15 @@ import msgspec
 
 from agentd.access import Caller, public_job, without_env_values
 from agentd.clusterfile import ClusterFile
+from agentd.health.engine import NodeLiveness, alert_event
+from agentd.health.rules import HealthRules
 from agentd.metrics import NodeInventory, NodeSample
 from agentd.protocol import ErrorCode, JobInfo, ProtocolError
+from agentd.protocol.alerts import Alert
+from agentd.protocol.jobs import Event
 from agentd.protocol.messages import (
+    Alerts,
+    AlertsReply,
     Cancel,
     JobReply,
     Jobs,
@@ -52,9 +58,9 @@ from agentd.protocol.messages import (
     Snapshot,
     SnapshotReply,
     StreamMsg,
+    Submit,
 )
 from agentd.protocol.relay import (
-    FOLLOW_LEASE_S,
     SUMMARY_BATCH,
     Follow,
     FollowReply,
@@ -82,21 +88,47 @@ log = logging.getLogger(__name__)
 FORWARDED: tuple[type[Request], ...] = (Show, Pause, Resume, Priority, Cancel, Logs, Migrate)
 CONTROL = (Pause, Resume, Priority, Cancel, Migrate)
 FORWARD_TIMEOUT_S = 20.0
+# Least time between two polls of the link pool. A poll costs O(followed sockets) whatever
+# is ready (pyzmq builds the whole poll set each call), so polling as soon as anything arrives
+# meant hundreds of O(2,000) polls a second at 1,000 nodes; waiting this long lets each poll
+# drain a batch (every ready socket is read to empty). It adds at most this much latency.
+POLL_GAP_S = 0.05
+# While its links first connect (libzmq's buffers for thousands of connections, the nodes'
+# snapshots), the relay's growth is its own, not a flood: it says so to the flood guard after
+# every batch for at most this long, and after every snapshot or link change at any time.
+SETTLE_S = 120.0
 DETAIL_QUEUE = 20000  # queued detail messages at most (a slow loop drops the oldest)
 
 
 class _Waker(Protocol):
     def wake(self) -> None: ...
+    def own_growth(self, hold_s: float = 0.0) -> None: ...
+
+
+class _Health(Protocol):
+    rules: HealthRules
+
+    def active(self) -> list[Alert]: ...
+
+
+class _Access(Protocol):
+    def run_as(self, caller: Caller, requested: str | None) -> str: ...
 
 
 class RelayHost(Protocol):
     """What the relay needs of the daemon it lives in."""
 
     node: str
-    sockets: _Waker
     inventory: NodeInventory
 
+    @property
+    def sockets(self) -> _Waker: ...  # read-only here, so the daemon's DaemonSockets fits
+    @property
+    def health(self) -> _Health: ...
+    @property
+    def access(self) -> _Access: ...
     def publish(self, make: Callable[[int], StreamMsg]) -> None: ...
+    def emit(self, item: Event | JobInfo) -> None: ...
     def all_jobs(self, active_only: bool = False) -> list[JobInfo]: ...
 
 
@@ -126,17 +158,36 @@ class Relay:
                 continue  # the relay's own node: served by its daemon directly
             self.followed[n.endpoint] = FollowedNode(n.name, n.endpoint, n.server_key)
         self._detail: collections.deque[tuple[str, bytes]] = collections.deque(maxlen=DETAIL_QUEUE)
-        self._follows: dict[str, tuple[int, float]] = {}  # node -> (followers, lease end, monotonic)
+        # node -> {(verified caller, client name): lease end (monotonic)}; _follow_until holds the
+        # latest end per node, so the link thread's check per message is one dict lookup.
+        self._leases: dict[str, dict[tuple[str, str], float]] = {}
+        self._follow_until: dict[str, float] = {}
         self._own: tuple[NodeSample | None, NodeSample | None] = (None, None)
+        # node_stale for the nodes (and child relays) followed directly; a child relay runs its
+        # own for the nodes behind it, and its summaries carry them up.
+        self.liveness = NodeLiveness(host.health.rules, observer=f"relay {host.node}")
+        self._stale: dict[str, Alert] = {}  # by node, for the summaries (loop thread writes, whole-dict swap)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="agentd-relay-links", daemon=True)
         self._thread.start()
 
     # ---- the link thread ---------------------------------------------------------------
     def _run(self) -> None:
+        # The daemon's flood guard reads unexplained memory growth as a flood of requests and
+        # cuts every client: the relay's own growth (its links, the nodes' snapshots) is not.
+        self.host.sockets.own_growth(hold_s=5.0)
         for f in self.followed.values():
             self.pool.add(f.endpoint, f.server_key)
+        not_live = set(self.followed)
+        settle_until = time.monotonic() + SETTLE_S
+        last_poll = 0.0
         while not self._stop.is_set():
+            gap = last_poll + POLL_GAP_S - time.monotonic()
+            if gap > 0:
+                self._stop.wait(gap)
+            last_poll = time.monotonic()
+            if not_live and last_poll < settle_until:
+                self.host.sockets.own_growth(hold_s=1.0)  # this batch (hellos, snapshots) and the next
             try:
                 events = self.pool.poll(0.1)
             except Exception:  # a link that cannot be polled must not stop the others
@@ -146,6 +197,7 @@ class Relay:
             if not events:
                 continue
             queued = False
+            grew = False
             with self._lock:
                 for ev in events:
                     got = self.followed.get(ev.endpoint)
@@ -154,7 +206,10 @@ class Relay:
                     f = got
                     if isinstance(ev, LinkSnapshot):
                         f.on_snapshot(ev.hello, ev.reply)
+                        not_live.discard(ev.endpoint)
+                        grew = True
                     elif isinstance(ev, LinkState):
+                        grew = True
                         f.on_link(ev.state, ev.detail)
                     elif isinstance(ev, LinkMessage):
                         msg = ev.msg
@@ -163,17 +218,43 @@ class Relay:
                                 self._detail.append((msg.origin, msg.body))
                                 queued = True
                             continue
-                        f.on_message(msg)
+                        if isinstance(msg, SummaryMsg):  # a child relay's subtree: new nodes are new memory
+                            known = len(f.subtree)
+                            f.on_message(msg)
+                            grew = grew or len(f.subtree) > known
+                        else:
+                            f.on_message(msg)
                         if not isinstance(msg, SummaryMsg) and self._is_followed(f.name):
                             self._detail.append((f.name, msgspec.msgpack.encode(msg)))
                             queued = True
+            if grew:
+                self.host.sockets.own_growth(hold_s=POLL_GAP_S)
             if queued:
                 self.host.sockets.wake()
         self.pool.close()
 
     def _is_followed(self, node: str) -> bool:
-        entry = self._follows.get(node)
-        return entry is not None and entry[1] > time.monotonic()
+        return self._follow_until.get(node, 0.0) > time.monotonic()
+
+    def _set_lease(self, node: str, key: tuple[str, str], end: float | None) -> None:
+        """Renew (``end``) or drop (None) one client's lease on ``node``; expired ones go too.
+        Called with the lock held."""
+        now = time.monotonic()
+        leases = {k: e for k, e in self._leases.get(node, {}).items() if e > now and k != key}
+        if end is not None:
+            leases[key] = end
+        if leases:
+            self._leases[node] = leases
+            self._follow_until[node] = max(leases.values())
+        else:
+            self._leases.pop(node, None)
+            self._follow_until.pop(node, None)
+
+    def leases(self, node: str) -> list[tuple[str, str]]:
+        """Who holds an unexpired lease on ``node``'s detail: (caller, client name)."""
+        now = time.monotonic()
+        with self._lock:
+            return sorted(k for k, e in self._leases.get(node, {}).items() if e > now)
 
     # ---- the daemon's loop thread --------------------------------------------------------
     def flush(self) -> None:
@@ -194,10 +275,31 @@ class Relay:
     def on_tick(self, sample: NodeSample) -> None:
         """Once per daemon tick: the whole subtree's summaries, in batches (loop thread)."""
         self._own = (sample, self._own[0])
+        self._observe_liveness()
         nodes, _ = self.subtree()
         for i in range(0, len(nodes), SUMMARY_BATCH):
             batch = nodes[i:i + SUMMARY_BATCH]
             self.host.publish(self._summaries(batch))
+
+    def _observe_liveness(self) -> None:
+        with self._lock:
+            heard = {f.name: f.last_heard_s for f in self.followed.values()}
+        try:
+            changes = self.liveness.observe(heard, time.time())
+        except Exception:  # a rule's bug must not stop the summaries
+            log.exception("node_stale rule failed this tick")
+            return
+        self._stale = {a.node: a for a in self.liveness.active()}
+        for change in changes:
+            self.host.emit(alert_event(change, time.time()))
+
+    def alerts(self) -> list[Alert]:
+        """Every alert firing in the subtree: this node's, each node's own, node_stale."""
+        out = {a.key: a for a in self.host.health.active()}
+        nodes, _ = self.subtree()
+        for n in nodes:
+            out.update((a.key, a) for a in n.alerts)
+        return sorted(out.values(), key=lambda a: (a.since_s, a.key))
 
     # ---- what the relay serves -----------------------------------------------------------
     def subtree(self) -> tuple[list[NodeSummary], dict[str, Route]]:
@@ -211,9 +313,17 @@ class Relay:
         routes: dict[str, Route] = {}
         with self._lock:
             followed = list(self.followed.values())
+            stale = self._stale
             for f in followed:
-                if f.summary is not None and f.name not in out:
-                    out[f.name] = f.summary
+                if f.name in out:
+                    continue
+                summary = f.summary
+                if summary is None and f.name in stale:  # never answered: still listed, as stale
+                    summary = NodeSummary(node=f.name, endpoint=f.endpoint, link=f.link, detail=f.detail)
+                if summary is not None:
+                    if f.name in stale:
+                        summary = msgspec.structs.replace(summary, alerts=[*summary.alerts, stale[f.name]])
+                    out[f.name] = summary
                     routes[f.name] = Route(f.name, f.endpoint, f.server_key, (), f.role)
             for f in followed:
                 if not f.is_relay:
@@ -245,16 +355,14 @@ class Relay:
             return NodesReply(relay=self.host.node, nodes=nodes)
         if isinstance(req, Jobs):
             return self._jobs(req, caller)
+        if isinstance(req, Alerts):
+            return AlertsReply(alerts=self.alerts())
+        if isinstance(req, Submit):
+            return self._submit(req, caller)
         if isinstance(req, Follow):
             return self._follow(req, caller)
         if isinstance(req, Unfollow):
-            with self._lock:
-                n, end = self._follows.get(req.node, (0, 0.0))
-                if n <= 1:
-                    self._follows.pop(req.node, None)
-                else:
-                    self._follows[req.node] = (n - 1, end)
-            return OkReply(message=f"detail of {req.node} no longer needed here")
+            return self._unfollow(req, caller)
         if isinstance(req, FORWARDED):
             job_id: str = req.job  # type: ignore[attr-defined]
             node = job_id.rpartition(".")[0]
@@ -292,16 +400,66 @@ class Relay:
                                 "stream already (subscribe to it and ask for `snapshot`)", "node")
         r = self._route_to(req.node)
         with self._lock:  # before the snapshot: nothing between it and the stream is lost
-            n, _ = self._follows.get(req.node, (0, 0.0))
-            self._follows[req.node] = (n + 1, time.monotonic() + FOLLOW_LEASE_S)
-        if r.via:  # the child relay follows it for us and sends its detail our way
-            reply = self._call(r.endpoint, r.server_key, Follow(node=req.node, actor=caller.name))
+            self._set_lease(req.node, (caller.name, req.client), time.monotonic() + req.lease_s)
+        if r.via:  # the child relay follows it for us (a lease of ours per client of ours)
+            reply = self._call(r.endpoint, r.server_key, Follow(node=req.node, actor=caller.name,
+                                                                 client=self._child_client(caller, req.client),
+                                                                 lease_s=req.lease_s))
             assert isinstance(reply, FollowReply)
-            return msgspec.structs.replace(reply, id=0, topic=detail_topic(req.node), lease_s=FOLLOW_LEASE_S)
+            return msgspec.structs.replace(reply, id=0, topic=detail_topic(req.node), lease_s=req.lease_s)
         snap = self._call(r.endpoint, r.server_key, Snapshot(history=2, actor=caller.name))
         assert isinstance(snap, SnapshotReply)
         snap = msgspec.structs.replace(snap, jobs=[public_job(j) for j in snap.jobs])
-        return FollowReply(node=req.node, topic=detail_topic(req.node), snapshot=snap)
+        return FollowReply(node=req.node, topic=detail_topic(req.node), snapshot=snap, lease_s=req.lease_s)
+
+    @staticmethod
+    def _child_client(caller: Caller, client: str) -> str:
+        """The client name a parent relay's lease at a child relay carries: one per client of
+        the parent, so each one's unfollow ends only its own lease there too."""
+        return f"{caller.name}/{client}"[-64:]
+
+    def _unfollow(self, req: Unfollow, caller: Caller) -> OkReply:
+        with self._lock:
+            self._set_lease(req.node, (caller.name, req.client), None)
+            left = len(self._leases.get(req.node, {}))
+        r = self._route_to(req.node) if req.node != self.host.node else None
+        if r is not None and r.via:  # end our lease for this client at the child relay too
+            try:
+                self._call(r.endpoint, r.server_key, Unfollow(node=req.node, actor=caller.name,
+                                                             client=self._child_client(caller, req.client)))
+            except ProtocolError as exc:  # its lease expires by itself
+                log.info("unfollow of %s at relay %s: %s", req.node, r.via[0], exc.message)
+        return OkReply(message=f"your lease on {req.node}'s detail has ended; {left} other lease(s) on it left")
+
+    def _submit(self, req: Submit, caller: Caller) -> Reply | None:
+        """A submit names the node that runs the job (``--on``); the relay's own runs here."""
+        if req.node == self.host.node or (not req.node and not self.followed):
+            return None
+        if not req.node:
+            nodes, _ = self.subtree()
+            raise ProtocolError(ErrorCode.INVALID, f"relay {self.host.node!r} serves {len(nodes)} nodes; say which one "
+                                "runs the job: `agentctl --node RELAY submit --on NODE -- CMD` (`--on "
+                                f"{self.host.node}` runs it on the relay's own node; `agentctl --node RELAY nodes` "
+                                "lists them)", "node")
+        r = self._route_to(req.node)
+        role = least_role(caller.role, r.role)
+        eff = dataclasses.replace(caller, role=role)
+        if not eff.at_least(req.role):
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, f"{caller.name} has role {caller.role} at relay {self.host.node!r}, "
+                                f"and the relay holds role {r.role} at node {r.node!r}, so through it {caller.name} is a "
+                                f"{role}; 'submit' needs {req.role} (authorise the relay's key there with a higher role, "
+                                "or submit to the node directly)")
+        # The job runs as the client (never as the relay's own user): the relay decides who
+        # that is with the client's effective role, and the node then checks that the relay
+        # may submit as that user (only a relay that is admin there may run jobs as others).
+        user = self.host.access.run_as(eff, req.spec.user)
+        spec = msgspec.structs.replace(req.spec, user=user)
+        note = f"{caller.name} via relay {self.host.node}" + (f" ({caller.note})" if caller.note else "")
+        fwd = msgspec.structs.replace(req, spec=spec, node="" if not r.via else req.node, actor=note[:200])
+        reply = self._call(r.endpoint, r.server_key, fwd)
+        if isinstance(reply, JobReply) and not eff.may_see_private(reply.job.owner or user):
+            reply = msgspec.structs.replace(reply, job=public_job(reply.job))
+        return reply
 
     def _known_job(self, job_id: str) -> JobInfo | JobSummary | None:
         with self._lock:

@@ -7,6 +7,7 @@ stream messages, link states); the summary is rebuilt when a sample arrives, wit
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import msgspec
@@ -14,7 +15,9 @@ import msgspec
 from agentd.access import ROLE_RANK, public_job
 from agentd.metrics import NodeInventory, NodeSample, derive
 from agentd.protocol import TERMINAL_STATES, JobInfo
+from agentd.protocol.alerts import Alert, alert_from_data
 from agentd.protocol.messages import (
+    EventMsg,
     HelloReply,
     InventoryMsg,
     JobMsg,
@@ -74,6 +77,10 @@ class FollowedNode:
     jobs: dict[str, JobInfo] = field(default_factory=dict)
     subtree: dict[str, NodeSummary] = field(default_factory=dict)  # a child relay's nodes, by name
     summary: NodeSummary | None = None
+    # The node's own alerts firing now (its snapshot, then its alert events), by Alert.key. A
+    # child relay's alerts about the nodes behind it reach us in its summaries instead.
+    alerts: dict[tuple[str, str, str], Alert] = field(default_factory=dict)
+    last_heard_s: float = field(default_factory=time.time)  # wall time of the last message (node_stale)
 
     @property
     def role(self) -> str:
@@ -90,10 +97,13 @@ class FollowedNode:
         self.older = reply.samples[-2] if len(reply.samples) > 1 else None
         # What crosses the relay is what every viewer may see: the relay may be an operator there.
         self.jobs = {j.id: public_job(j) for j in reply.jobs}
+        self.alerts = {a.key: a for a in reply.alerts if a.node == self.name}
         self.link = "live"
+        self.last_heard_s = time.time()
         self.refresh()
 
     def on_message(self, msg: StreamMsg) -> None:
+        self.last_heard_s = time.time()
         if isinstance(msg, SampleMsg):
             self.older, self.newer = self.newer, msg.sample
             self.refresh()
@@ -102,6 +112,8 @@ class FollowedNode:
             self._prune()
         elif isinstance(msg, InventoryMsg):
             self.inventory = msg.inventory
+        elif isinstance(msg, EventMsg) and msg.event.kind == "alert":
+            self._on_alert(msg.event.data)
         elif isinstance(msg, SummaryMsg):
             for s in msg.nodes:
                 if s.node != self.name:  # the child relay's own node: summarised here from its samples
@@ -111,6 +123,18 @@ class FollowedNode:
         self.link, self.detail = state, detail
         if self.summary is not None:
             self.refresh()
+
+    def _on_alert(self, data: dict[str, object]) -> None:
+        got = alert_from_data(data)
+        if got is None or got[0].node != self.name:
+            return
+        alert, state = got
+        if state == "firing":
+            self.alerts[alert.key] = alert
+        else:
+            self.alerts.pop(alert.key, None)
+        if self.summary is not None:
+            self.summary = msgspec.structs.replace(self.summary, alerts=list(self.alerts.values()))
 
     def _prune(self) -> None:
         ended = [j for j in self.jobs.values() if j.state in TERMINAL_STATES]
@@ -124,7 +148,7 @@ class FollowedNode:
         self.summary = summarise(
             self.name, self.newer, self.older, self.inventory, list(self.jobs.values()),
             endpoint=self.endpoint, link=self.link, detail=self.detail, relay_role=least_role(self.role),
-            capabilities=caps,
+            capabilities=caps, alerts=list(self.alerts.values()),
         )
         if "simulated" in caps and not self.summary.simulated:
             self.summary = msgspec.structs.replace(self.summary, simulated=True)

@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="the role every caller gets on the simulated nodes (default operator)")
     p.add_argument("--failures", type=float, default=0.0, metavar="P",
                    help="chance per node per tick that it dies for 5-20 s (default 0)")
+    p.add_argument("--alert-rate", type=float, default=0.001, metavar="P",
+                   help="chance per node per tick that a GPU starts a simulated throttling alert (default 0.001)")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between samples (default 1)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -30,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     fleet = Fleet(args.k, prefix=args.prefix, gpus=args.gpus, role=args.role, seed=args.seed,
-                  failures=args.failures, interval_s=args.interval)
+                  failures=args.failures, interval_s=args.interval, alert_rate=args.alert_rate)
     if args.cluster_out:
         fleet.write_cluster(args.cluster_out)
         print(f"agentd-simulate: {args.k} SIMULATED nodes; cluster file {args.cluster_out}", file=sys.stderr)

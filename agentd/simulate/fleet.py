@@ -8,7 +8,9 @@ Nothing runs: jobs are rows whose state changes, GPUs are numbers. Every node sa
 (``sim-0001``), hostname ``simulated``, ``gpu_backend`` "simulated", label ``simulated=true``,
 agentd version ``simulated`` and the hello capability ``simulated``.
 
-Life in the fleet: jobs start and finish at random, every node's load bursts now and then, and
+Life in the fleet: jobs start and finish at random, every node's load bursts now and then, a
+GPU now and then throttles for a while (a ``gpu_throttle`` alert, message marked simulated,
+firing and clearing as agentd's health rules do; ``alert_rate`` per node per tick), and
 with ``failures`` a node dies for a while (answers nothing, publishes nothing) and comes back
 as a new run (new epoch, seq from 1), as a restarted agentd would.
 """
@@ -33,8 +35,11 @@ from agentd.protocol import (
     encode,
     error_reply,
 )
+from agentd.protocol.alerts import Alert, alert_data
 from agentd.protocol.codec import request_id, topic_of
 from agentd.protocol.messages import (
+    Alerts,
+    AlertsReply,
     Cancel,
     EventMsg,
     Heartbeat,
@@ -85,6 +90,8 @@ class SimNode:
     last: NodeSample | None = None
     last_publish: float = 0.0
     outbox: list[tuple[bytes, bytes]] = field(default_factory=list)  # (topic, body) to publish
+    alert_rate: float = 0.001  # chance per tick that a GPU starts throttling (a simulated alert)
+    alerts: dict[int, tuple[Alert, float]] = field(default_factory=dict)  # GPU -> (alert, clears at monotonic)
 
     def __post_init__(self) -> None:
         self.epoch = time.time_ns() // 1000
@@ -127,11 +134,15 @@ class SimNode:
         now = time.time()
         if isinstance(req, Hello):
             return HelloReply(node=self.name, agentd_version=SIM_VERSION, pub_endpoint=self.pub, server_time_s=now,
-                              capabilities=["telemetry", "snapshot", "jobs", "pause", "priority", "cancel", "simulated"],
+                              capabilities=["telemetry", "snapshot", "jobs", "pause", "priority", "cancel", "alerts",
+                                            "simulated"],
                               role=self.role, verified_by="simulated", epoch=self.epoch)
         if isinstance(req, Snapshot):
             return SnapshotReply(seq=self.seq, epoch=self.epoch, inventory=self.inventory,
-                                 samples=[self.last] if self.last is not None else [], jobs=list(self.jobs.values()))
+                                 samples=[self.last] if self.last is not None else [], jobs=list(self.jobs.values()),
+                                 alerts=[a for a, _ in self.alerts.values()])
+        if isinstance(req, Alerts):
+            return AlertsReply(alerts=[a for a, _ in self.alerts.values()])
         if isinstance(req, Jobs):
             return JobsReply(jobs=[j for j in self.jobs.values() if not req.active_only or j.state in ("running", "paused")])
         if isinstance(req, Show):
@@ -183,12 +194,34 @@ class SimNode:
     def start(self) -> None:
         self._publish(InventoryMsg(node=self.name, seq=0, inventory=self.inventory))
 
+    def _alert(self, alert: Alert, firing: bool) -> None:
+        verb = "firing" if firing else "cleared"
+        self._publish(EventMsg(node=self.name, seq=0, event=Event(
+            wall_s=time.time(), node=self.name, kind="alert", message=f"{alert.severity} {verb}: {alert.message}",
+            ok=not firing, data=alert_data(alert, "firing" if firing else "cleared"))))
+
+    def _throttle(self, mono: float, wall: float) -> None:
+        """Start and end simulated GPU throttling, each an alert event as agentd sends."""
+        for g, (alert, until) in list(self.alerts.items()):
+            if mono >= until:
+                del self.alerts[g]
+                self._alert(alert, firing=False)
+        if self.gpus and self.rng.random() < self.alert_rate:
+            g = self.rng.randrange(self.gpus)
+            if g not in self.alerts:
+                alert = Alert(rule="gpu_throttle", node=self.name, subject=f"gpu {g}", severity="warning",
+                              message=f"GPU {g} clocks held down: hardware thermal slowdown (simulated)",
+                              since_s=wall, evidence={"reasons": "0x40", "simulated": "true"})
+                self.alerts[g] = (alert, mono + self.rng.uniform(10, 60))
+                self._alert(alert, firing=True)
+
     def tick(self, mono: float, wall: float, failures: float) -> None:
         """One sample's worth of life: jobs, bursts, failures (called once per interval)."""
         if self.dead:
             return
         if self.dead_until:  # back from the dead: a new run of the daemon
             self.dead_until, self.seq, self.epoch = 0.0, 0, time.time_ns() // 1000
+            self.alerts.clear()
             self.start()
         if failures and self.rng.random() < failures:
             self.dead_until = time.monotonic() + self.rng.uniform(5, 20)
@@ -199,6 +232,7 @@ class SimNode:
             self._changed(msgspec.structs.replace(j, state="succeeded", ended_s=wall, exit_code=0), f"job {j.id} succeeded (simulated)")
         if len(running) < 3 and self.rng.random() < 0.02:
             self._start_job(wall)
+        self._throttle(mono, wall)
         if self.rng.random() < 0.005:
             self.burst_until = mono + self.rng.uniform(3, 15)
         busy = {g for j in self.jobs.values() if j.state == "running" for g in j.gpus}

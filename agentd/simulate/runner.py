@@ -20,7 +20,8 @@ class Fleet:
     Sample ticks are spread over the interval, so the fleet's work is even, not a burst."""
 
     def __init__(self, k: int, *, prefix: str = "sim", gpus: int = 8, role: str = "operator", seed: int = 0,
-                 failures: float = 0.0, interval_s: float = 1.0, host: str = "127.0.0.1") -> None:
+                 failures: float = 0.0, interval_s: float = 1.0, host: str = "127.0.0.1",
+                 alert_rate: float = 0.001) -> None:
         if k < 1:
             raise ValueError(f"a fleet of {k} nodes: give at least 1")
         self.interval_s = interval_s
@@ -32,7 +33,7 @@ class Fleet:
             idx = self.socks.add()
             self.nodes.append(SimNode(name=f"{prefix}-{i + 1:0{width}d}", index=i, ctl=self.socks.ctl[idx],
                                       pub=self.socks.pub_endpoints[idx], gpus=gpus, role=role,
-                                      rng=random.Random(seed * 1_000_003 + i)))
+                                      rng=random.Random(seed * 1_000_003 + i), alert_rate=alert_rate))
         self._stop = threading.Event()
 
     def cluster_toml(self, name: str = "simulated fleet") -> str:

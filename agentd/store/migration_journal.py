@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from agentd.protocol.migration import MigrationMode
 from agentd.store.schema_state import JOURNAL_STEPS_TABLE, JOURNAL_TABLE
 from agentd.store.statedb import StateDB
 
@@ -39,7 +40,7 @@ class MigrationRecord:
     side: str
     job_id: str  # source: the job here; target: the source's job id
     phase: str
-    mode: str = "checkpoint"
+    mode: MigrationMode = "checkpoint"
     spec_json: str = "{}"
     source_node: str = ""
     target: str = ""  # source: target endpoint

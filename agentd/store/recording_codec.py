@@ -26,11 +26,13 @@ side (every step of one is undone by a step of the other), so they stay in one m
 
 from __future__ import annotations
 
+import itertools
 import struct
 import sys
-from array import array
 import zlib
-from typing import Annotated, Any, Sequence
+from array import array
+from collections.abc import Sequence
+from typing import Annotated, Any
 
 import msgspec
 
@@ -143,7 +145,7 @@ class Shape:
         return struct.pack(f"<{len(self.offsets)}I", *self.offsets)
 
     @classmethod
-    def from_row(cls, template: bytes, offsets_blob: bytes) -> "Shape":
+    def from_row(cls, template: bytes, offsets_blob: bytes) -> Shape:
         return cls(template, struct.unpack(f"<{len(offsets_blob) // 4}I", offsets_blob))
 
 
@@ -227,7 +229,7 @@ def _find_slots(template: bytes, kinds: list[bool]) -> list[int] | None:
             start = i + 9
     found.sort()
     # a pattern inside a string would overlap a slot or add one: either way the kinds differ
-    if [f for _, f in found] != kinds or any(b[0] - a[0] < 9 for a, b in zip(found, found[1:])):
+    if [f for _, f in found] != kinds or any(b[0] - a[0] < 9 for a, b in itertools.pairwise(found)):
         return None
     offsets = [i for i, _ in found]
     if len(_slot_cache) >= SLOT_CACHE:
@@ -400,13 +402,15 @@ def _decode_group_np(np: Any, shape: Shape, codes_b: bytes, planes: bytes, k: in
 
 
 def _decode_group_py(shape: Shape, codes_b: bytes, planes: bytes, k: int) -> list[bytes]:
-    columns = _columns_from_planes_py(planes, k, len(codes_b))
-    for c, code in enumerate(codes_b):
+    columns: list[list[int] | list[float]] = []
+    for code, raw in zip(codes_b, _columns_from_planes_py(planes, k, len(codes_b))):
         if code >= CODE_FIXED:
             scale = float(10 ** (code - CODE_FIXED))
-            columns[c] = [v / scale for v in columns[c]]
+            columns.append([v / scale for v in raw])
         elif code == CODE_FLOAT_BITS:
-            columns[c] = _floats_of(columns[c])
+            columns.append(_floats_of(raw))
+        else:
+            columns.append(raw)
     return [shape.pack([col[r] for col in columns]) for r in range(k)]
 
 
@@ -431,13 +435,13 @@ def decode_chunk(body: bytes, shapes: dict[int, Shape]) -> list[bytes]:
         budget -= len(r)
         out[i] = r
     procs = payload.procs
-    for sid, codes_b, _ in payload.groups:
+    for sid, _codes, _ in payload.groups:
         shape = shapes.get(sid)
         if shape is None:
             raise UnknownShape(f"chunk refers to shape {sid}, which the file does not hold")
         # count the bytes the group will produce before producing them
-        members = sum(1 for s in shape_ids if s == sid)
-        budget -= members * len(shape.template)
+        n_members = sum(1 for s in shape_ids if s == sid)
+        budget -= n_members * len(shape.template)
     budget -= sum(len(p) for p in procs.values())
     if budget < 0:
         raise ValueError(f"chunk would decode to more than {MAX_CHUNK_DECODED_BYTES} bytes")

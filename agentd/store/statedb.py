@@ -156,7 +156,7 @@ class StateDB:
             STATE_SCHEMA.check(db, self.path)
         except sqlite3.DatabaseError as exc:
             db.conn.close()
-            if is_disk_full(exc) or isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+            if is_disk_full(exc) or (isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)):
                 raise
             moved = move_aside(self.path, "corrupt")
             self._problem(f"job store {self.path} is damaged ({exc}); moved aside to {moved.name} and started a "

@@ -12,9 +12,9 @@ import os
 import time
 import uuid
 import zlib
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from types import ModuleType
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import msgspec
 
@@ -25,6 +25,8 @@ from agentd.metrics.samples import (
     AppMetric,
     CgroupSample,
     CpuTimes,
+    GpuInfo,
+    GpuLink,
     GpuSample,
     HostSample,
     NodeInventory,
@@ -90,7 +92,7 @@ class NodeCollector:
         else:
             try:
                 self._gpu = NvmlBackend(nvml)
-            except Exception as exc:  # noqa: BLE001 - hardware is optional, never fatal
+            except Exception as exc:  # hardware is optional, never fatal
                 log.exception("GPU backend failed to start; continuing without GPUs")
                 self._gpu = NoGpuBackend(f"no NVIDIA driver (NVML error: {exc})")
 
@@ -103,7 +105,7 @@ class NodeCollector:
         """Run one backend; log its first failure of a kind, return ``default`` on error."""
         try:
             value = fn()
-        except Exception as exc:  # noqa: BLE001 - one backend never takes down the others
+        except Exception as exc:  # one backend never takes down the others
             key = f"{what}:{type(exc).__name__}"
             if key not in self._failed:
                 self._failed.add(key)
@@ -116,8 +118,8 @@ class NodeCollector:
     def inventory(self) -> NodeInventory:
         """Static facts of the node, its GPUs and how they connect."""
         ident: dict[str, object] = self._guard("host identity", lambda: host_identity(self.proc_root), {})
-        gpus = self._guard("GPU inventory", self._gpu.gpus, [])
-        links = self._guard("GPU topology", self._gpu.links, [])
+        gpus: list[GpuInfo] = self._guard("GPU inventory", self._gpu.gpus, [])
+        links: list[GpuLink] = self._guard("GPU topology", self._gpu.links, [])
         mode = self._guard(
             "cgroup mode",
             lambda: detect_cgroup_mode(self.cgroup_root, self.proc_root),

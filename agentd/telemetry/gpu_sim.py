@@ -13,7 +13,7 @@ import math
 import random
 import time
 import uuid
-from typing import Callable
+from collections.abc import Callable
 
 from agentd.metrics.samples import GpuInfo, GpuLink, GpuProcess, GpuSample
 

@@ -157,7 +157,7 @@ def authorized_keys(root: Path) -> dict[bytes, AuthorizedKey]:
         for f in sorted(d.glob("*.key")):
             try:
                 public, _ = zmq.auth.load_certificate(str(f))
-            except Exception as exc:  # one bad file must not lock everyone out
+            except Exception as exc:  # noqa: BLE001 - one bad file must not lock everyone out
                 log.warning("ignoring unreadable key file %s: %s", f, exc)
                 continue
             out.setdefault(public, AuthorizedKey(role, f.stem, key_user(f), f))
@@ -187,7 +187,7 @@ class ZapHandler:
     under ``keys_root``; NULL clients are accepted and named by the kernel where it can.
     """
 
-    def __init__(self, context: zmq.Context, keys_root: Path, domains: dict[str, int]) -> None:
+    def __init__(self, context: zmq.Context[zmq.Socket[bytes]], keys_root: Path, domains: dict[str, int]) -> None:
         self.keys_root = keys_root
         self.domains = domains
         self.refused = 0

@@ -14,9 +14,10 @@ import itertools
 import logging
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, TypeVar
+from typing import TypeVar
 
 import msgspec
 import zmq
@@ -24,7 +25,13 @@ import zmq
 from agentd.protocol import MAX_MESSAGE_BYTES, ProtocolError, decode_reply, decode_stream, encode
 from agentd.protocol.link import LinkEvent, LinkMessage, LinkSnapshot, LinkState, LinkStatus
 from agentd.protocol.messages import ErrorReply, Hello, HelloReply, Reply, Request, Snapshot, SnapshotReply, StreamMsg
-from agentd.transport.auth import client_keys_dir, connect_address, endpoint_host, load_or_create_keypair, load_public_key
+from agentd.transport.auth import (
+    client_keys_dir,
+    connect_address,
+    endpoint_host,
+    load_or_create_keypair,
+    load_public_key,
+)
 from agentd.transport.errors import ClientError
 from agentd.transport.poll import Ready, wait_ready
 
@@ -70,12 +77,12 @@ def default_actor() -> str:
 
     try:
         user = getpass.getuser()
-    except Exception:
+    except Exception:  # noqa: BLE001 - getuser raises several kinds (KeyError, OSError); the uid will do
         user = str(os.getuid())
     return f"{user}@{socket.gethostname()}"
 
 
-def _apply_curve(sock: zmq.Socket, server_key: str | bytes | None, keys_dir: Path | None) -> None:
+def _apply_curve(sock: zmq.Socket[bytes], server_key: str | bytes | None, keys_dir: Path | None) -> None:
     if not server_key:
         return
     server_public = server_key if isinstance(server_key, bytes) else load_public_key(server_key)
@@ -97,7 +104,7 @@ class NodeClient:
         keys_dir: Path | None = None,
         timeout_s: float = 5.0,
         actor: str | None = None,
-        ctx: zmq.Context | None = None,
+        ctx: zmq.Context[zmq.Socket[bytes]] | None = None,
     ) -> None:
         endpoint_host(endpoint)  # validate early, with a message naming the endpoint
         self.endpoint = endpoint
@@ -107,11 +114,11 @@ class NodeClient:
         self.actor = actor if actor is not None else default_actor()
         self._own_ctx = ctx is None
         self.ctx = ctx or zmq.Context()
-        self.sock: zmq.Socket | None = None
+        self.sock: zmq.Socket[bytes] | None = None
         self._hello: HelloReply | None = None
         self._expected: dict[int, type[Reply]] = {}  # send_nowait ids -> the reply type awaited
 
-    def _socket(self) -> zmq.Socket:
+    def _socket(self) -> zmq.Socket[bytes]:
         if self.sock is None:
             s = self.ctx.socket(zmq.DEALER)
             try:
@@ -130,7 +137,7 @@ class NodeClient:
         :meth:`send_nowait` finds it up."""
         self._socket()
 
-    def sockets(self) -> list[zmq.Socket]:
+    def sockets(self) -> list[zmq.Socket[bytes]]:
         """The socket to wait on with :func:`~agentd.transport.poll.wait_ready` (none until
         connected)."""
         return [self.sock] if self.sock is not None else []
@@ -245,7 +252,7 @@ class NodeClient:
         if self._own_ctx:
             self.ctx.term()
 
-    def __enter__(self) -> "NodeClient":
+    def __enter__(self) -> NodeClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -277,7 +284,10 @@ class NodeLink:
     hello_timeout_s: float = 2.0
     stale_after_s: float = STALE_AFTER_S
     topics: tuple[bytes, ...] = (b"",)
-    ctx: zmq.Context | None = None
+    # Stream messages queued per link at most; beyond it the gap is found by seq and repaired
+    # with a fresh snapshot. A relay sets it low: thousands of links x 10,000 is gigabytes.
+    sub_hwm: int = 10000
+    ctx: zmq.Context[zmq.Socket[bytes]] | None = None
     state: LinkStatus = "connecting"
     node: str = ""
     _events: list[LinkEvent] = field(default_factory=list)
@@ -286,7 +296,7 @@ class NodeLink:
         self._own_ctx = self.ctx is None
         self.ctx = self.ctx or zmq.Context()
         self.client = NodeClient(self.endpoint, server_key=self.server_key, keys_dir=self.keys_dir, ctx=self.ctx)
-        self.sub: zmq.Socket | None = None
+        self.sub: zmq.Socket[bytes] | None = None
         self.hello_reply: HelloReply | None = None
         self.last_seq = 0
         self.last_rx = 0.0
@@ -296,7 +306,7 @@ class NodeLink:
         self._start()
 
     # -- sockets a caller may poll together with others (see LinkSet) --
-    def sockets(self) -> list[zmq.Socket]:
+    def sockets(self) -> list[zmq.Socket[bytes]]:
         socks = [self.client._socket()]
         if self.sub is not None:
             socks.append(self.sub)
@@ -324,7 +334,7 @@ class NodeLink:
         sub = self.ctx.socket(zmq.SUB)  # type: ignore[union-attr]
         sub.setsockopt(zmq.LINGER, 0)
         sub.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
-        sub.setsockopt(zmq.RCVHWM, 10000)
+        sub.setsockopt(zmq.RCVHWM, self.sub_hwm)
         _apply_curve(sub, self.server_key, self.keys_dir)
         for t in self.topics:
             sub.setsockopt(zmq.SUBSCRIBE, t)
@@ -394,7 +404,7 @@ class NodeLink:
         """Take a fresh hello + snapshot now (a recorder starting wants the full state)."""
         self._resync(time.monotonic())
 
-    def handle(self, ready: Ready | Iterable[zmq.Socket], now: float | None = None) -> list[LinkEvent]:
+    def handle(self, ready: Ready | Iterable[zmq.Socket[bytes]], now: float | None = None) -> list[LinkEvent]:
         """Process sockets that are ready (a :class:`~agentd.transport.poll.Ready` or the
         sockets themselves), timers, and return the events that resulted."""
         now = time.monotonic() if now is None else now
@@ -460,7 +470,7 @@ class NodeLink:
 class LinkSet:
     """Many NodeLinks polled together from one thread (the app's worker, the recorder)."""
 
-    def __init__(self, ctx: zmq.Context | None = None) -> None:
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]] | None = None) -> None:
         self._own_ctx = ctx is None
         self.ctx = ctx or zmq.Context()
         self.links: dict[str, NodeLink] = {}

@@ -22,6 +22,10 @@ from agentd.transport.client import LinkEvent, NodeClient, NodeLink
 log = logging.getLogger(__name__)
 TIMERS_EVERY_S = 0.25  # how often every link's timers run, ready or not
 MAX_SOCKETS = 65536
+# Stream messages a relay queues per followed node (a node sends a few a second). A relay that
+# falls behind holds at most this many per node, and the link resyncs from a fresh snapshot,
+# rather than libzmq growing the relay by gigabytes (2,500 links x the usual 10,000).
+POOL_SUB_HWM = 100
 
 
 def raise_fd_limit() -> int:
@@ -52,8 +56,10 @@ class LinkPool:
 
     def add(self, endpoint: str, server_key: str = "", history: int = 2, hello_timeout_s: float = 3.0) -> NodeLink:
         if endpoint not in self.links:
-            self.links[endpoint] = NodeLink(endpoint, server_key=server_key or None, keys_dir=self.keys_dir,
-                                            history=history, hello_timeout_s=hello_timeout_s, ctx=self.ctx)
+            link = NodeLink(endpoint, server_key=server_key or None, keys_dir=self.keys_dir,
+                            history=history, hello_timeout_s=hello_timeout_s, ctx=self.ctx)
+            link.sub_hwm = POOL_SUB_HWM
+            self.links[endpoint] = link
         return self.links[endpoint]
 
     def client(self, endpoint: str, server_key: str = "", timeout_s: float = 10.0) -> NodeClient:

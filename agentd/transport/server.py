@@ -43,8 +43,15 @@ import zmq
 from agentd.kernel import procfs
 from agentd.protocol import MAX_MESSAGE_BYTES, encode, topic_of
 from agentd.protocol.messages import StreamMsg
+from agentd.transport.auth import (
+    UNVERIFIED,
+    ZapHandler,
+    authorized_keys,
+    is_loopback,
+    keys_signature,
+    load_or_create_keypair,
+)
 from agentd.transport.peers import client_connection_inodes
-from agentd.transport.auth import UNVERIFIED, ZapHandler, authorized_keys, is_loopback, keys_signature, load_or_create_keypair
 
 log = logging.getLogger(__name__)
 REPLY_HWM = 8  # replies queued per peer beyond the kernel's buffer; more are dropped
@@ -120,7 +127,7 @@ class DaemonSockets:
         self._wake_lock = threading.Lock()
         self.dropped_frames = 0
         self.rebuilds = 0
-        self.routers: dict[str, zmq.Socket] = {}
+        self.routers: dict[str, zmq.Socket[bytes]] = {}
         self.zap: ZapHandler | None = None
         self._watchdog_stop = threading.Event()
         self.floods = 0
@@ -150,9 +157,9 @@ class DaemonSockets:
             self.close()
             raise
         for name, sock in self.routers.items():  # a re-bind must get the same port as the first
-            self.endpoints[name] = sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+            self.endpoints[name] = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.ctl_endpoint = self.endpoints["ctl"]
-        self.pub_endpoint = self.pub.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.pub_endpoint = self.pub.getsockopt_string(zmq.LAST_ENDPOINT)
         self.local_endpoint = self.endpoints.get("local", "")
         self.zap.domains.update({name: _port(self.routers[name]) for name in self.routers})
         self.zap.domains["pub"] = _port(self.pub)
@@ -162,6 +169,7 @@ class DaemonSockets:
         self._keys_seen: tuple[object, set[bytes]] = ((), set())
         self._keys_checked = 0.0
         self._rss_base = 0  # taken at the first poll, once the daemon has finished starting
+        self._own_until = 0.0  # monotonic time until which growth is the daemon's own (own_growth)
         self._watchdog = threading.Thread(target=self._watch_rss, name="agentd-rss-watchdog", daemon=True)
         self._watchdog.start()
 
@@ -175,7 +183,7 @@ class DaemonSockets:
                 f"(server public key: {state_dir / 'keys' / 'server.key'})"
             )
 
-    def _socket(self, kind: int, domain: str, secure: bool) -> zmq.Socket:
+    def _socket(self, kind: int, domain: str, secure: bool) -> zmq.Socket[bytes]:
         sock = self.ctx.socket(kind)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
@@ -186,7 +194,7 @@ class DaemonSockets:
             sock.curve_publickey, sock.curve_secretkey = self._keys
         return sock
 
-    def _router(self, name: str, retry_s: float = 0.0) -> zmq.Socket:
+    def _router(self, name: str, retry_s: float = 0.0) -> zmq.Socket[bytes]:
         endpoint = self.endpoints[name]
         sock = self._socket(zmq.ROUTER, name, secure=self.secure and name == "ctl")
         sock.setsockopt(zmq.SNDHWM, REPLY_HWM)
@@ -215,7 +223,7 @@ class DaemonSockets:
         self.poller.register(self.wake_rx, zmq.POLLIN)
 
     @staticmethod
-    def _bind(sock: zmq.Socket, endpoint: str, what: str, retry_s: float = 0.0) -> None:
+    def _bind(sock: zmq.Socket[bytes], endpoint: str, what: str, retry_s: float = 0.0) -> None:
         deadline = time.monotonic() + retry_s
         while True:
             try:
@@ -231,6 +239,15 @@ class DaemonSockets:
                 raise BindError(f"cannot bind the {what} socket to {endpoint}: {exc.strerror}; {hint} {what.split()[-1]}") from None
 
     # ---- guards ------------------------------------------------------------------------
+    def own_growth(self, hold_s: float = 0.0) -> None:
+        """Another part of this daemon (a relay's links, their snapshots) grows its memory on
+        purpose, now and for ``hold_s`` more seconds: the flood guard takes the RSS as its
+        baseline until then, so that growth is not read as a flood of requests (which cuts
+        every client). Any thread."""
+        self._own_until = max(self._own_until, time.monotonic() + hold_s)
+        if self._rss_base:
+            self._rss_base = max(self._rss_base, rss_bytes())
+
     def _watch_rss(self) -> None:
         # Cheap on purpose (it runs 50 times a second): a plain sleep, one pread of an open file.
         statm = os.open(os.path.join(procfs.DEFAULT_PROC_ROOT, "self", "statm"), os.O_RDONLY)
@@ -239,6 +256,8 @@ class DaemonSockets:
             while not self._watchdog_stop.is_set():
                 time.sleep(period)
                 pages = procfs.statm_resident_pages(os.pread(statm, 64, 0)) or 0
+                if self._rss_base and time.monotonic() < self._own_until:  # see own_growth
+                    self._rss_base = max(self._rss_base, pages * _PAGE)
                 grown = pages * _PAGE - self._rss_base if self._rss_base else 0
                 period = self._check_flood(grown)
         except OSError:
@@ -359,7 +378,8 @@ class DaemonSockets:
                     self.dropped_frames += 1
                     continue
                 try:
-                    peer = frames[1].get("User-Id") or UNVERIFIED
+                    user_id = frames[1].get("User-Id")  # a str for this property ("int | str" in general)
+                    peer = user_id if isinstance(user_id, str) and user_id else UNVERIFIED
                 except zmq.ZMQError:
                     peer = UNVERIFIED
                 self.request_bytes += len(frames[1])
@@ -409,9 +429,9 @@ class DaemonSockets:
         for sock in self.routers.values():
             sock.close(linger=0)
         for name in ("pub", "wake_rx", "_wake_tx"):
-            sock = getattr(self, name, None)
-            if sock is not None:
-                sock.close(linger=0)
+            other = getattr(self, name, None)  # absent when __init__ failed half way
+            if other is not None:
+                other.close(linger=0)
         if self.zap is not None:
             self.zap.stop()
         self.ctx.term()
@@ -449,9 +469,9 @@ def cut_connections(inodes: set[int]) -> int:
     return cut
 
 
-def _port(sock: zmq.Socket) -> int:
+def _port(sock: zmq.Socket[bytes]) -> int:
     """The TCP port a socket is bound to (0 for ipc)."""
-    endpoint = sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+    endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
     if endpoint.startswith("tcp://"):
         return int(endpoint.rsplit(":", 1)[1])
     return 0

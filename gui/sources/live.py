@@ -7,6 +7,10 @@ hands back replies by request id. This module imports no zmq: sockets stay in
 signals; commands (typed dataclasses of :mod:`gui.sources.live_commands`) cross the other way
 through a :class:`~gui.sources.live_commands.CommandQueue` whose wake-up pipe the worker polls
 with the sockets. The GUI thread never touches the network or the disk.
+
+Over 500 lines: the worker thread's one loop (links, requests, relays, recording) and the
+source object whose signals it feeds are read together; the commands, the recording session
+and the relay fan-in rules are already in modules of their own.
 """
 
 from __future__ import annotations

@@ -22,12 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from PySide6.QtCore import QThread, QTimer, Qt, Signal
+from PySide6.QtCore import Qt, QThread, QTimer, Signal
 
 from agentd.protocol.jobs import Event
 from agentd.protocol.messages import Request, SampleMsg, StreamMsg
-from agentd.store.recording import LinkChange, RecordingError, RecordingReader, SnapshotMark
-from agentd.store.recording import check_recording_file
+from agentd.store.recording import LinkChange, RecordingError, RecordingReader, SnapshotMark, check_recording_file
 from gui.sources.base import Capabilities, DataSource, RequestFailure
 
 log = logging.getLogger(__name__)

@@ -15,13 +15,24 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QIcon, QPainter, QPalette, QPen, QPixmap, QPolygonF, QTransform
-from PySide6.QtWidgets import QGraphicsObject
 from PySide6.QtWidgets import (
-    QComboBox, QFrame, QGridLayout, QHBoxLayout, QLabel, QScrollArea, QSizePolicy, QSplitter, QStyle, QToolButton,
-    QVBoxLayout, QWidget,
+    QComboBox,
+    QFrame,
+    QGraphicsObject,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QScrollArea,
+    QSizePolicy,
+    QSplitter,
+    QStyle,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
 )
 
 from gui import fmt
+from gui.groups import POLICY_METRIC, group_curves, group_first_time, group_ids, live_ranks, role_unit
 from gui.series import RATE_WINDOW_S, SeriesKey, decimate_minmax_rows, smooth_rate_rows
 from gui.state import METRIC_BY_KEY, METRICS, ChartScope, ClusterState, Metric, gpu_scope, job_identity
 from gui.theme import job_colour, series_colour
@@ -404,7 +415,7 @@ class Chart(QWidget):
 
     # ---- settings ----
     def settings(self) -> dict:
-        return {"metric": list((self.chart_metric.scope, self.chart_metric.name)), "scope": self.scope.to_json(),
+        return {"metric": [self.chart_metric.scope, self.chart_metric.name], "scope": self.scope.to_json(),
                 "span": self.span_box.currentText()}
 
     def _on_metric(self, i: int) -> None:
@@ -419,6 +430,7 @@ class Chart(QWidget):
         data = self.scope_box.itemData(i)
         if isinstance(data, ChartScope) and data != self.scope:
             self.scope = data
+            self._apply_axis_label()
             self._clear_curves()
             self.invalidate()
 
@@ -432,6 +444,11 @@ class Chart(QWidget):
         # Units that take SI prefixes are given as units (MB/s); others go in the label text.
         # The metric box names the metric in full; the axis has the height of a short chart.
         unit, label = self.chart_metric.unit, self.chart_metric.label.split(" (")[0]
+        if self.scope.kind == "group" and self.chart_metric.name == POLICY_METRIC:
+            label = "Policy lag (versions)"  # a group chart draws how far each role lags the newest
+        elif self.scope.kind == "group" and self.chart_metric.name == "throughput" and self.scope.node:
+            unit = role_unit(self.state.nodes, self.scope.item, self.scope.node) or unit
+            label = f"{self.scope.node} throughput"
         if unit in ("B", "B/s", "W"):
             self.plot.getPlotItem().setLabel("left", label, units=unit)
         else:
@@ -459,11 +476,19 @@ class Chart(QWidget):
             if kind == "job":
                 for j in self.state.visible_jobs(key):
                     box.addItem(f"  {j.name or j.id} ({j.id})", ChartScope("job", key, j.id))
+        if kind == "job":  # groups: their ranks summed, all roles or one
+            for gid, (name, roles) in sorted(group_ids(self.state.nodes).items()):
+                box.addItem(f"Group {name} ({gid}) — per role" if len(roles) > 1 else f"Group {name} ({gid})",
+                            ChartScope("group", "", gid))
+                for role in roles if len(roles) > 1 else ():
+                    box.addItem(f"Group {name} — {role}", ChartScope("group", role, gid))
         # Compared in Python: a ChartScope in a QVariant has no Qt equality for findData.
         i = next((n for n in range(box.count()) if box.itemData(n) == self.scope), -1)
         if i < 0:
             sc = self.scope
-            box.addItem(f"{sc.node}{' GPU' + sc.item if sc.kind == 'gpu' else ' ' + sc.item if sc.item else ''} (gone)", sc)
+            text = (f"Group {sc.item}" + (f" — {sc.node}" if sc.node else "") if sc.kind == "group"
+                    else f"{sc.node}{' GPU' + sc.item if sc.kind == 'gpu' else ' ' + sc.item if sc.item else ''}")
+            box.addItem(f"{text} (gone)", sc)
             i = box.count() - 1
         box.setCurrentIndex(i)
         box.blockSignals(False)
@@ -473,6 +498,9 @@ class Chart(QWidget):
         kind, name = self.chart_metric.scope, self.chart_metric.name
         sc = self.scope
         out: list[SeriesKey] = []
+        if sc.kind == "group":  # the ranks' own series (the chart draws their sums: _group)
+            return [(k, j.id, name) for k, j, m in live_ranks(self.state.nodes, sc.item)
+                    if not sc.node or m.role == sc.node][:limit]
         for key, node in self.state.nodes.items():
             if sc.kind != "all" and sc.node != key:
                 continue
@@ -558,12 +586,36 @@ class Chart(QWidget):
                 add(k, series[int(i)][has].astype(np.float64), f"top {rank}: {k[0]} {k[1].upper()}")
         return out, data, stats
 
+    def _group(self, t0: float, t1: float, bins: int) -> tuple[list[SeriesKey], dict, dict]:
+        """The curves of a group scope (gui/groups.py: sums over ranks per role, policy lag),
+        keyed ("", "group:ID:PART", metric) and labelled like the band's curves."""
+        sc, name = self.scope, self.chart_metric.name
+        data: dict = {}
+        stats: dict = {}
+        self._band_labels = {}
+        out: list[SeriesKey] = []
+        for suffix, label, t, v in group_curves(self.state.nodes, self.state.series, sc.item, name, sc.node,
+                                                t0, t1, bins, self.chart_metric.smoothed):
+            k = ("", f"group:{sc.item}:{suffix}", name)
+            data[k] = (t, v)
+            stats[k] = (True, float(v.min()), float(v.max()))
+            self._band_labels[k] = label
+            out.append(k)
+        return out, data, stats
+
     def _pen(self, k: SeriesKey) -> QPen:
         """A series' pen: the band's own styles, a job's colour (as on the map and in the
         table), else the next series colour."""
         if k[0] == "" and k[1].startswith("band:"):
             colour, width, style = BAND_PENS[k[1][5:]]
             return pg.mkPen(colour, width=width, style=style)
+        if k[0] == "" and k[1].startswith("group:"):
+            # Per role: the group's own colour for the first, then the series colours; wider,
+            # a group chart has a handful of lines.
+            keys = [c for c in self._band_labels if c[1].startswith("group:")]
+            i = keys.index(k) if k in keys else 0
+            colour = job_colour(self.scope.item) if i == 0 else series_colour(i + 2)
+            return pg.mkPen(colour, width=2, style=Qt.PenStyle.DashLine if k[1].endswith(":all") else Qt.PenStyle.SolidLine)
         if self.chart_metric.scope == "job":
             node = self.state.nodes.get(k[0])
             j = self.state.live_hop(k[1]) if k[0] == "" else node.jobs.get(k[1]) if node is not None else None
@@ -614,7 +666,7 @@ class Chart(QWidget):
         span = SPANS_S[self.span_box.currentText()]
         # With no new data, scroll only when the window moved by about a pixel.
         scroll_s = max(SCROLL_REDRAW_S, SCROLL_PIXELS * span / max(1, self.plot.width()))
-        if not force and (paused and not changed or not changed and now_s - self._drawn_at < scroll_s):
+        if not force and ((paused and not changed) or (not changed and now_s - self._drawn_at < scroll_s)):
             return False
         vb = self.plot.getPlotItem().getViewBox()
         if not force and not changed and not paused and now_s - self._computed_at < RECOMPUTE_IDLE_S:
@@ -667,8 +719,12 @@ class Chart(QWidget):
                 t, v = data[k] = hist[k]
                 stats[k] = (bool(np.isfinite(v).all()), float(np.nanmin(v)) if v.size else math.nan,
                             float(np.nanmax(v)) if v.size else math.nan)
+        group = self.scope.kind == "group" and hist is None
         if band:
             keys, data, stats = self._band(all_keys, t0, t1)
+            by_node = {}
+        elif group:
+            keys, data, stats = self._group(t0, t1, bins)
             by_node = {}
         for node, nkeys in by_node.items():
             ns = self.state.series.nodes.get(node)
@@ -694,7 +750,7 @@ class Chart(QWidget):
             for k, v, f, a, b in zip(nkeys, rows, finite, lo, hi):
                 data[k] = (t, v)
                 stats[k] = (f, a, b)
-        if not band:
+        if not band and not group:
             self._band_labels = {}
             keys, stats = self._merge_hops(keys, data, stats)
         wanted = set(keys)
@@ -797,7 +853,7 @@ class Chart(QWidget):
         unit = self.chart_metric.unit
         texts = []
         for k in want:
-            t, v = self._cache.get(k, (np.empty(0), np.empty(0)))
+            _t, v = self._cache.get(k, (np.empty(0), np.empty(0)))
             fin = v[np.isfinite(v)] if v.size else v
             if fin.size == 0:
                 texts.append(fmt.DASH)
@@ -807,6 +863,8 @@ class Chart(QWidget):
         self.legend.set_stats(texts)
 
     def _first_time(self, k: SeriesKey) -> float:
+        if k[0] == "" and k[1].startswith("group:"):
+            return group_first_time(self.state.nodes, self.state.series, self.scope.item)
         ns = self.state.series.nodes.get(k[0])
         t = None if ns is None else ns.first_time()
         return math.inf if t is None else t
@@ -872,11 +930,11 @@ class Chart(QWidget):
 class ChartsPanel(QWidget):
     """A column of charts with an "add chart" button; choices persist through settings()."""
 
-    DEFAULT = [
+    DEFAULT = (  # a tuple: shared by every panel, never changed
         {"metric": ["gpu", "sm_util_pct"], "scope": "*", "span": DEFAULT_SPAN},
         {"metric": ["job", "app:samples_per_s"], "scope": "*", "span": DEFAULT_SPAN},
         {"metric": ["job", "app:tokens_per_s"], "scope": "*", "span": DEFAULT_SPAN},
-    ]
+    )
 
     def __init__(self, state: ClusterState, parent=None) -> None:
         super().__init__(parent)
@@ -914,14 +972,26 @@ class ChartsPanel(QWidget):
         lay.addWidget(scroll, 1)
 
     def add_chart(self, metric=("gpu", "sm_util_pct"), scope: ChartScope | dict | str = ALL_SCOPE,
-                  span=DEFAULT_SPAN) -> Chart:
+                  span=DEFAULT_SPAN, beside: Chart | None = None) -> Chart:
+        """A new chart at the bottom, or to the right of ``beside`` (in one row with it)."""
         chart = Chart(self.state, tuple(metric), scope, span)
         chart.setMinimumHeight(170)
         self._give_history(chart)
         chart.closed.connect(self.remove_chart)
         chart.hovered.connect(lambda x, c=chart: self._on_hovered(c, x))
         self.charts.append(chart)
-        self.splitter.addWidget(chart)
+        if beside is not None and beside in self.charts:
+            row = beside.parentWidget()
+            if row is self.splitter:  # beside stands alone: it becomes the first of a row
+                row = QSplitter(Qt.Orientation.Horizontal)
+                row.setChildrenCollapsible(False)
+                # Insert the row where beside is, then move beside into it (replaceWidget would
+                # hand beside back to Python unowned, and it would be deleted).
+                self.splitter.insertWidget(self.splitter.indexOf(beside), row)
+                row.addWidget(beside)
+            row.addWidget(chart)
+        else:
+            self.splitter.addWidget(chart)
         self._relink()
         return chart
 
@@ -939,12 +1009,39 @@ class ChartsPanel(QWidget):
         fetcher.ready.connect(chart.history_answered)
         fetcher.failed.connect(chart.history_failed)
         chart.invalidate()
+    def add_group_charts(self, group_id: str) -> list[Chart]:
+        """A group's charts: throughput summed over its ranks, per role side by side (rollout
+        tokens/s beside trainer samples/s), then queue depth beside policy lag where the ranks
+        report them (``AGENTD_METRIC queue_depth=… policy_version=…``)."""
+        name_roles = group_ids(self.state.nodes).get(group_id)
+        if name_roles is None:
+            return []
+        roles = name_roles[1] if len(name_roles[1]) > 1 else ("",)
+        out: list[Chart] = []
+        for role in roles:
+            out.append(self.add_chart(("job", "throughput"), ChartScope("group", role, group_id), beside=out[-1] if out else None))
+        reported = set()
+        for key, j, _m in live_ranks(self.state.nodes, group_id):
+            ns = self.state.series.nodes.get(key)
+            if ns is not None:
+                reported.update(name for scope, name in ns.values if scope == j.id)
+        first = None
+        for metric in ("app:queue_depth", POLICY_METRIC):
+            if metric in reported:
+                c = self.add_chart(("job", metric), ChartScope("group", "", group_id), beside=first)
+                first = first or c
+                out.append(c)
+        return out
 
     def remove_chart(self, chart: Chart) -> None:
         if chart in self.charts:
             self.charts.remove(chart)
+            row = chart.parentWidget()
             chart.setParent(None)
             chart.deleteLater()
+            if row is not None and row is not self.splitter and isinstance(row, QSplitter) and row.count() == 0:
+                row.setParent(None)
+                row.deleteLater()
             self._relink()
 
     @property

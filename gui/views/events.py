@@ -13,7 +13,14 @@ import time
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (
-    QAbstractItemView, QComboBox, QHBoxLayout, QLineEdit, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget,
+    QAbstractItemView,
+    QComboBox,
+    QHBoxLayout,
+    QLineEdit,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
 )
 
 from agentd.protocol.jobs import Event
@@ -162,7 +169,7 @@ class EventLog(QWidget):
         if node and ev.node != node:
             return False
         sev = self.severity_box.currentData()
-        if sev == "fail" and ev.ok or sev == "ok" and not ev.ok:
+        if (sev == "fail" and ev.ok) or (sev == "ok" and not ev.ok):
             return False
         job = self.job_edit.text().strip().lower()
         if job and job not in ev.job_id.lower():
@@ -222,7 +229,7 @@ class EventLog(QWidget):
             box.addItem(text, value)
             box.blockSignals(False)
 
-    def toPlainText(self) -> str:  # noqa: N802 - the name of QTextEdit's, which this view replaced
+    def toPlainText(self) -> str:  # the name of QTextEdit's, which this view replaced
         """Every line shown, folded tool calls included, one per line (for copying and tests)."""
         out = []
         for i in range(self.view.topLevelItemCount()):

@@ -1,20 +1,45 @@
-"""Job table with its toolbar, filter, context menu and keyboard shortcuts."""
+"""Job table with its toolbar, filter, context menu and keyboard shortcuts.
+
+A tree: a group (the ranks of one gang job) is one row that opens to its ranks. An action on a
+group row acts on every rank (one request per rank through gui/actions.py for now).
+"""
 
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
-    QAbstractItemView, QCheckBox, QDialog, QDialogButtonBox, QFormLayout, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QMenu,
-    QSpinBox, QStyle, QTableView, QToolBar, QVBoxLayout, QWidget,
+    QAbstractItemView,
+    QCheckBox,
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QMenu,
+    QSpinBox,
+    QStyle,
+    QToolBar,
+    QTreeView,
+    QVBoxLayout,
+    QWidget,
 )
 
 from agentd.protocol.jobs import PRIORITY_MAX, PRIORITY_MIN
 from gui.actions import Actions
-from gui.models.jobs import JOB_ID_ROLE, JobFilterProxy, JobTableModel
+from gui.models.jobs import GROUP_ROLE, JOB_ID_ROLE, RANK_IDS_ROLE, JobFilterProxy, JobTableModel
 from gui.state import ClusterState
 
 READ_ONLY_TIP = "replay: control is disabled"
+
+
+class JobTree(QTreeView):
+    """The jobs' tree view; ``horizontalHeader()`` as a QTableView has it (saved layouts)."""
+
+    def horizontalHeader(self) -> QHeaderView:
+        return self.header()
 
 
 class JobsPanel(QWidget):
@@ -22,6 +47,8 @@ class JobsPanel(QWidget):
 
     logs_requested = Signal(str)
     migrate_requested = Signal(str)  # job id; the window asks for the target
+    group_selected = Signal(str)  # the group of the selected row(s), "" for none: the map outlines it
+    group_charts_requested = Signal(str)  # group id: the window adds the group's charts
 
     def __init__(self, state: ClusterState, actions: Actions, parent=None) -> None:
         super().__init__(parent)
@@ -31,22 +58,24 @@ class JobsPanel(QWidget):
         self.model = JobTableModel(state, parent=self)
         self.proxy = JobFilterProxy(self)
         self.proxy.setSourceModel(self.model)
-        self.table = QTableView()
+        self.table = JobTree()
         self.table.setModel(self.proxy)
+        self.table.setUniformRowHeights(True)  # 10,000 rows: no per-row height queries
+        self.table.setRootIsDecorated(True)
+        self.table.setAllColumnsShowFocus(True)
         self.table.setSortingEnabled(True)
         self.table.sortByColumn(0, Qt.SortOrder.AscendingOrder)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.table.setAlternatingRowColors(True)
-        self.table.verticalHeader().setVisible(False)
-        self.table.verticalHeader().setDefaultSectionSize(22)
         self.table.horizontalHeader().setStretchLastSection(False)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
-        for col, w in enumerate((95, 140, 70, 90, 60, 50, 55, 80, 100, 70)):
+        for col, w in enumerate((150, 140, 70, 130, 60, 65, 55, 80, 165, 70)):  # ids of groups: + the tree's indent
             self.table.setColumnWidth(col, w)
         self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.table.customContextMenuRequested.connect(self._menu)
+        self.table.setExpandsOnDoubleClick(False)  # a double click opens the logs, as before
         self.table.doubleClicked.connect(lambda *_: self._logs())
         self.filter = QLineEdit()
         self.filter.setPlaceholderText("Filter: words, or column:text (state:running node:r01)…")
@@ -63,11 +92,14 @@ class JobsPanel(QWidget):
         self.hide_ended.toggled.connect(self._set_hide_ended)
 
         sp = QStyle.StandardPixmap
-        self.act_pause = self._action("Pause", "Space", "Pause the selected jobs (cgroup freezer)", lambda: self.actions.pause(self.selected()), sp.SP_MediaPause)
+        self.act_pause = self._action("Pause", "Space", "Pause the selected jobs (cgroup freezer)",
+                                      lambda: self.actions.pause(self.selected()), sp.SP_MediaPause)
         self.act_resume = self._action("Resume", "Ctrl+R", "Resume the selected jobs", lambda: self.actions.resume(self.selected()), sp.SP_MediaPlay)
         self.act_migrate = self._action("Migrate to…", "Ctrl+M", "Move the selected job to another node", self._migrate, sp.SP_ArrowRight)
-        self.act_priority = self._action("Set priority…", "Ctrl+P", "Set the priority of the selected jobs (asks for the value)", self._ask_priority, None)
-        self.act_cancel = self._action("Cancel…", QKeySequence.StandardKey.Delete, "Cancel the selected jobs (asks first)", lambda: self.actions.cancel(self.selected()), sp.SP_DialogCancelButton)
+        self.act_priority = self._action("Set priority…", "Ctrl+P", "Set the priority of the selected jobs (asks for the value)",
+                                         self._ask_priority, None)
+        self.act_cancel = self._action("Cancel…", QKeySequence.StandardKey.Delete, "Cancel the selected jobs (asks first)",
+                                       lambda: self.actions.cancel(self.selected()), sp.SP_DialogCancelButton)
         self.act_logs = self._action("Logs", "Ctrl+L", "Follow the selected job's output", self._logs, sp.SP_FileDialogDetailedView)
         self.priority_dialog: PriorityDialog | None = None  # the open "Set priority" dialog
         bar = QToolBar()
@@ -91,7 +123,8 @@ class JobsPanel(QWidget):
         lay.setSpacing(2)
         lay.addLayout(top)
         lay.addWidget(self.table, 1)
-        self.table.selectionModel().selectionChanged.connect(lambda *_: self.update_enabled())
+        self.table.selectionModel().selectionChanged.connect(lambda *_: self._selection_changed())
+        self._group_shown = ""
         self.update_enabled()
 
     def _action(self, text: str, shortcut, tip: str, slot, icon) -> QAction:
@@ -140,28 +173,58 @@ class JobsPanel(QWidget):
         if self.count.text() != text:
             self.count.setText(text)
 
+    def _selected_indexes(self) -> list:
+        rows = self.table.selectionModel().selectedRows()
+        return sorted(rows, key=lambda i: (i.parent().row(), i.row()) if i.parent().isValid() else (i.row(), -1))
+
     def selected(self) -> list[str]:
-        rows = {i.row() for i in self.table.selectionModel().selectedRows()}
-        return [self.proxy.index(r, 0).data(JOB_ID_ROLE) for r in sorted(rows)]
+        """The job ids the actions act on: a group row stands for every one of its ranks."""
+        out: dict[str, None] = {}
+        for i in self._selected_indexes():
+            for j in i.data(RANK_IDS_ROLE) or [i.data(JOB_ID_ROLE)]:
+                out[j] = None
+        return list(out)
+
+    def selected_group(self) -> str:
+        """The group of the selection: a group row, or ranks of one group ("" otherwise)."""
+        groups = {i.data(GROUP_ROLE) for i in self._selected_indexes()}
+        return groups.pop() if len(groups) == 1 else ""
+
+    def _selection_changed(self) -> None:
+        self.update_enabled()
+        g = self.selected_group()
+        if g != self._group_shown:
+            self._group_shown = g
+            self.group_selected.emit(g)
 
     def select(self, job_ids: list[str]) -> None:
+        """Select the rows of these jobs (a rank's row inside its group, opened) or groups."""
         sm = self.table.selectionModel()
         sm.clearSelection()
         from PySide6.QtCore import QItemSelectionModel
+        flags = QItemSelectionModel.SelectionFlag.Select | QItemSelectionModel.SelectionFlag.Rows
         for r in range(self.proxy.rowCount()):
-            if self.proxy.index(r, 0).data(JOB_ID_ROLE) in job_ids:
-                sm.select(self.proxy.index(r, 0), QItemSelectionModel.SelectionFlag.Select | QItemSelectionModel.SelectionFlag.Rows)
+            top = self.proxy.index(r, 0)
+            if top.data(JOB_ID_ROLE) in job_ids:
+                sm.select(top, flags)
+            for c in range(self.proxy.rowCount(top)):
+                child = self.proxy.index(c, 0, top)
+                if child.data(JOB_ID_ROLE) in job_ids:
+                    self.table.expand(top)
+                    sm.select(child, flags)
+                    self.table.scrollTo(child)
 
     def update_enabled(self) -> None:
         ids = self.selected()
         control = self.actions.can_control()
+        single = len(self._selected_indexes()) == 1
         states = [self.state.job(j).state if self.state.job(j) else "" for j in ids]
         self.act_pause.setEnabled(control and any(s == "running" for s in states))
         self.act_resume.setEnabled(control and any(s == "paused" for s in states))
         self.act_migrate.setEnabled(control and len(ids) == 1 and states[0] in ("running", "paused"))
         self.act_priority.setEnabled(control and bool(ids))
         self.act_cancel.setEnabled(control and any(s in ("running", "paused", "queued") for s in states))
-        self.act_logs.setEnabled(len(ids) == 1)
+        self.act_logs.setEnabled(len(ids) == 1 and single)
         if not control and not self._read_only_shown:
             # Greyed out, and the tooltip says why (the actions exist, they just cannot act here).
             self._read_only_shown = True
@@ -192,6 +255,11 @@ class JobsPanel(QWidget):
         other = prio.addAction("Other…")
         other.triggered.connect(lambda _=False: self._ask_priority())
         menu.addSeparator()
+        group = self.selected_group()
+        if group:
+            charts = menu.addAction("Group charts")
+            charts.setToolTip("Throughput summed over the ranks, per role, queue depth and policy lag")
+            charts.triggered.connect(lambda _=False, g=group: self.group_charts_requested.emit(g))
         menu.addAction(self.act_logs)
         menu.addSeparator()
         menu.addAction(self.act_cancel)

@@ -13,6 +13,10 @@ Tiles are coloured by a chosen metric; job and owner colours come from
 whose link is not live keeps its last colours washed out, with a hatched amber (stale) or red
 (down) frame. Hover says node/GPU/job; a search dims everything that does not match; a click on
 a node asks the window for its card (``node_activated``) and selects its job (``job_clicked``).
+
+Groups (gui/groups.py): hovering a rank's GPU, or selecting a group in the jobs table
+(``set_outline_group``), outlines every GPU and node of the group's ranks together; a rank the
+radar calls a straggler or hung carries a corner marker (amber, red) wherever it runs.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from PySide6.QtWidgets import (
 from agentd.protocol.jobs import TERMINAL_STATES, JobInfo
 from gui import fmt
 from gui.maplayout import VALUE_TEXT_MIN_TILE, Hit, MapLayout, group_of, layout
+from gui.radar import RADAR_BAD
 from gui.state import ClusterState, NodeState, job_identity, natural_key
 from gui.theme import (
     JOB_PALETTE,
@@ -52,6 +57,7 @@ from gui.theme import (
     load_colour,
     text_on,
 )
+from gui.views import mapgroups
 
 
 @dataclass(frozen=True)
@@ -128,6 +134,7 @@ class MapCanvas(QWidget):
         self._small.setPointSizeF(max(6.5, self.font().pointSizeF() * 0.85))
         self._fit_height: int | None = None
         self._seen_structure = -1
+        self.outline_group = ""  # the group selected in the jobs table ("" none)
 
     # ---- state -> geometry -> pixels ----
     def set_fit_height(self, height: int | None) -> None:
@@ -200,7 +207,8 @@ class MapCanvas(QWidget):
             if m.categorical:
                 for gi, j in active_jobs_by_gpu(node).items():
                     if gi < G:
-                        ident = job_identity(j) if m.name == "job" else (j.owner or "?")
+                        # A group's ranks are one job: one colour, the group row's in the table.
+                        ident = (j.spec.group.id if j.spec.group is not None else job_identity(j)) if m.name == "job" else (j.owner or "?")
                         cats[i * G + gi] = job_palette_index(ident)
                 continue
             if node.derived is None:
@@ -343,7 +351,7 @@ class MapCanvas(QWidget):
         if g.name_h:
             p.setFont(self._small)
             fm = p.fontMetrics()
-            for i, k in enumerate(self.order):
+            for k in self.order:
                 x, y, w, _ = lay.node_rect(k)
                 if not clip.intersects(QRect(x, y, w, g.name_h)):
                     continue
@@ -373,6 +381,30 @@ class MapCanvas(QWidget):
             p.setPen(QPen(pal.color(QPalette.ColorRole.Highlight), 2))
             p.setBrush(Qt.BrushStyle.NoBrush)
             p.drawRect(QRect(x - 1, y - 1, w + 1, h + 1))
+        mapgroups.paint_group(p, lay, *self.group_tiles(self.shown_group()))
+        mapgroups.paint_radar(p, lay, self.radar_marks())
+
+    def shown_group(self) -> str:
+        """The group outlined now: the one under the mouse, else the one selected."""
+        h = self._hover
+        if h is not None and h.key and h.gpu is not None and h.key in self.state.nodes:
+            j = active_jobs_by_gpu(self.state.nodes[h.key]).get(h.gpu)
+            if j is not None and j.spec.group is not None:
+                return j.spec.group.id
+        return self.outline_group
+
+    def set_outline_group(self, group_id: str) -> None:
+        if group_id != self.outline_group:
+            self.outline_group = group_id
+            self.update()
+
+    def group_tiles(self, group_id: str) -> tuple[set[tuple[str, int]], set[str]]:
+        """The (node key, GPU index) tiles and the node keys of a group's ranks on the map."""
+        return mapgroups.group_tiles(self.state, self.layout_, group_id)
+
+    def radar_marks(self) -> list[tuple[str, int, str]]:
+        """(node key, GPU index, status) of every tile of a rank the radar flags."""
+        return mapgroups.radar_marks(self.state, self.layout_)
 
     def resizeEvent(self, ev) -> None:
         super().resizeEvent(ev)
@@ -449,6 +481,11 @@ class MapCanvas(QWidget):
             j = active_jobs_by_gpu(node).get(h.gpu)
             lines.append(f"job {j.name or j.id} ({j.id}) · {j.state}" + (f" · owner {j.owner}" if j.owner else "")
                          if j is not None else "no job on this GPU")
+            m = j.spec.group if j is not None else None
+            if m is not None:
+                v = self.state.radar.verdict(m.id, m.rank)
+                lines.append(f"rank {m.rank} of {m.world_size}" + (f" ({m.role})" if m.role else "") + f" in group {m.id}"
+                             + (f" · radar: {v.status}" + (f" ({v.cls})" if v.cls else "") if v is not None and v.status in RADAR_BAD else ""))
         for alert in self.alerts_by_key().get(h.key, [])[:5]:
             lines.append(f"{SEVERITY_SYMBOLS.get(alert.severity, '!')} {alert.message}")
         lines.append("Click: the node's card")

@@ -4,6 +4,9 @@ One QGraphicsItem per node card paints its own tiles and links (hundreds of GPUs
 job chips are separate items so they can be dragged onto another card. Cards keep their slot
 while they exist and new nodes take the first free slot, so the picture stays put as nodes
 come and go.
+
+Over 500 lines: one QGraphicsScene with its card, chip and drag-to-migrate items, which share
+the scene's coordinates and hit-testing; split, each half would reach into the other.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import math
 
 from PySide6.QtCore import QMimeData, QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QBrush, QColor, QDrag, QFont, QPainter, QFontMetricsF, QPalette, QPen, QStaticText, QTransform
+from PySide6.QtGui import QBrush, QColor, QDrag, QFont, QFontMetricsF, QPainter, QPalette, QPen, QStaticText, QTransform
 from PySide6.QtWidgets import QApplication, QGraphicsItem, QGraphicsObject, QGraphicsScene, QGraphicsView
 
 from gui import fmt
@@ -45,7 +48,7 @@ class PaintCache:
 
     def tile_colours(self, util: float | None) -> tuple[QColor, QColor, QColor]:
         """(background, stale background, text colour) of a tile at ``util`` percent."""
-        q = None if util is None else int(round(max(0.0, min(100.0, util))))
+        q = None if util is None else round(max(0.0, min(100.0, util)))
         c = self._colours.get(q)
         if c is None:
             bg = load_colour(None if q is None else float(q), self.dark)
@@ -67,7 +70,7 @@ class PaintCache:
 class NodeCard(QGraphicsItem):
     """A node: header (name, link, CPU, memory) and its GPU tiles with their links."""
 
-    def __init__(self, canvas: "TopologyCanvas", key: str) -> None:
+    def __init__(self, canvas: TopologyCanvas, key: str) -> None:
         super().__init__()
         self.canvas = canvas
         self.key = key
@@ -119,7 +122,7 @@ class NodeCard(QGraphicsItem):
         y = HEADER_H + self.rows() * (TILE_H + GAP)
         return QRectF(PAD, y, CARD_W - 2 * PAD, CPU_STRIP_H - 4)
 
-    def paint(self, p: QPainter, option, widget=None) -> None:  # noqa: C901 - one picture
+    def paint(self, p: QPainter, option, widget=None) -> None:  # long on purpose: one picture
         lod = option.levelOfDetailFromTransform(p.worldTransform()) if option is not None else 1.0
         if lod < LOD_TEXT:
             self._paint_overview(p)
@@ -264,7 +267,7 @@ class NodeCard(QGraphicsItem):
 class JobChip(QGraphicsObject):
     """A job on a GPU tile (or in a node's CPU strip). Drag it onto another card to migrate."""
 
-    def __init__(self, canvas: "TopologyCanvas", job_id: str) -> None:
+    def __init__(self, canvas: TopologyCanvas, job_id: str) -> None:
         super().__init__()
         self.canvas = canvas
         self.job_id = job_id

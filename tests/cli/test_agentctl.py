@@ -6,8 +6,6 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from tests.agentd_proc import REPO, free_port
 
 

@@ -6,9 +6,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from tests.control.control_helpers import Recorder, cleanup_manager, node_name
 
 from agentd.control.manager import JobManager
+from tests.control.control_helpers import Recorder, cleanup_manager, node_name
 
 
 @pytest.fixture

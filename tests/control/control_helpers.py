@@ -7,10 +7,9 @@ import os
 import sys
 from collections.abc import Callable
 
-
 from agentd.control.cgroups import remove_layout
 from agentd.control.manager import JobManager
-from agentd.protocol import Event, JobInfo, JobSpec, TERMINAL_STATES
+from agentd.protocol import TERMINAL_STATES, Event, JobInfo, JobSpec
 from tests.waiting import wait_for  # noqa: F401 - the tests import it from here
 
 PY = sys.executable

@@ -64,7 +64,7 @@ def test_job_numbers_never_reused_when_jobsdb_is_lost_or_restored_old(tmp_path):
         #    numbered above every job (left by some earlier job): it is never adopted
         _drop_db(state)
         (state / "job-ids").unlink()
-        cg = Path(jobs_cgroup := listed[a.id].cgroup) if listed[a.id].cgroup else None
+        cg = Path(listed[a.id].cgroup) if listed[a.id].cgroup else None
         stale_n = _number(e.id) + 5
         if cg is not None:
             stale_dir = cg.parent / f"job-{stale_n}"

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import time
 
-from tests.control.control_helpers import spec
-
 from agentd.protocol.jobs import GroupMember
+from tests.control.control_helpers import spec
 
 
 def _rank(gid: str, rank: int, local: int, *, gpus: int = 1) -> object:

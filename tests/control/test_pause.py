@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.control.control_helpers import SPIN, spec, wait_for
 
 from agentd.control import procs
 from agentd.protocol import ErrorCode, ProtocolError
+from tests.control.control_helpers import SPIN, spec, wait_for
 
 
 def _cpu(pid: int) -> float:

@@ -13,11 +13,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.control.control_helpers import finished, wait_for
-from tests.users import run_as
 
 from agentd.protocol import JobSpec
 from agentd.protocol.errors import ProtocolError
+from tests.control.control_helpers import finished, wait_for
+from tests.users import run_as
 
 pytestmark = pytest.mark.root
 

@@ -8,6 +8,7 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from tests.control.control_helpers import finished, spec, wait_for
 
 pytestmark = pytest.mark.root
@@ -36,7 +37,7 @@ def test_existing_loose_state_dir_is_tightened_on_start(make_manager, tmp_path):
     for d in (state, state / "keys", state / "authorized_keys", state / "jobs", state / "jobs" / "1",
               state / "checkpoints" / "n.1"):
         d.chmod(0o755)
-    m, _ = make_manager(state_dir=state)
+    _m, _ = make_manager(state_dir=state)
     assert mode(state) == 0o711
     assert mode(state / "keys") == 0o700 and mode(state / "authorized_keys") == 0o700
     assert mode(state / "authorized_keys" / "operator") == 0o700

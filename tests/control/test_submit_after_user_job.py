@@ -9,12 +9,12 @@ import os
 import time
 
 import pytest
-from tests.agentd_proc import start_agentd
-from tests.control.control_helpers import wait_for
 
 from agentd.control.manager import SHIM_START_TIMEOUT_S
 from agentd.protocol import TERMINAL_STATES, JobSpec
 from agentd.protocol.messages import Show, Submit
+from tests.agentd_proc import start_agentd
+from tests.control.control_helpers import wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -43,7 +43,7 @@ def test_root_submit_right_after_a_user_job_ends_in_process(make_manager, make_u
 
         def exited() -> bool:
             m.tick()
-            j = m.get(user_job.id)
+            j = m.get(user_job.id)  # noqa: B023 - called within this iteration only
             return j.state in TERMINAL_STATES or _gone(j.pid)
 
         wait_for(exited, 30, f"round {i}: the user's job to exit")
@@ -65,7 +65,7 @@ def test_root_submit_right_after_a_user_job_ends_real_agentd(make_user, public_d
                 user_job = c.call(Submit(spec=spec)).job
 
                 def exited() -> bool:
-                    j = c.call(Show(job=user_job.id)).job
+                    j = c.call(Show(job=user_job.id)).job  # noqa: B023 - called within this iteration only
                     return j.state in TERMINAL_STATES or _gone(j.pid)
 
                 wait_for(exited, 30, f"round {i}: the user's job to exit")

@@ -1,7 +1,6 @@
 """A real agentd on loopback: hello, snapshot, the stream, errors, and clean shutdown."""
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -91,7 +90,8 @@ def _raw_dealer(ctx, endpoint):
 
 
 def test_fuzzed_frames_get_error_replies_and_the_daemon_keeps_serving(agentd):
-    from hypothesis import HealthCheck, given, settings, strategies as st
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
 
     ctx = zmq.Context()
     dealer = _raw_dealer(ctx, agentd.ctl)
@@ -142,9 +142,8 @@ def test_oversized_message_is_refused_without_harm(agentd):
 
 
 def test_unreachable_node_times_out_with_one_line():
-    with NodeClient(f"tcp://127.0.0.1:{free_port()}", timeout_s=0.5) as c:
-        with pytest.raises(Unreachable) as err:
-            c.call(Hello())
+    with NodeClient(f"tcp://127.0.0.1:{free_port()}", timeout_s=0.5) as c, pytest.raises(Unreachable) as err:
+        c.call(Hello())
     assert "did not answer within 0.5 s" in str(err.value)
 
 
@@ -231,17 +230,15 @@ def test_non_loopback_requires_curve_keys_and_roles(tmp_path):
     try:
         time.sleep(1.5)
         # No key at all: the CURVE handshake never completes, so no answer.
-        with NodeClient(proc.ctl, timeout_s=1.0) as c:
-            with pytest.raises(Unreachable):
-                c.call(Hello())
+        with NodeClient(proc.ctl, timeout_s=1.0) as c, pytest.raises(Unreachable):
+            c.call(Hello())
         # An unknown key is refused by the authenticator.
         kd = tmp_path / "k-stranger"
         kd.mkdir()
         for ext in ("key", "key_secret"):
             (kd / f"client.{ext}").write_bytes((keys / f"stranger.{ext}").read_bytes())
-        with NodeClient(proc.ctl, server_key=str(server_key), keys_dir=kd, timeout_s=1.0) as c:
-            with pytest.raises(Unreachable):
-                c.call(Hello())
+        with NodeClient(proc.ctl, server_key=str(server_key), keys_dir=kd, timeout_s=1.0) as c, pytest.raises(Unreachable):
+            c.call(Hello())
         kd = tmp_path / "k-viewer"
         kd.mkdir()
         for ext in ("key", "key_secret"):

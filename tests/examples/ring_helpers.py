@@ -37,7 +37,7 @@ class Ring:
                 codes.append(p.wait(timeout=max(0.1, deadline - time.monotonic())))
             except subprocess.TimeoutExpired:
                 self.kill()
-                raise AssertionError(f"rank {r} still running after {timeout_s} s; stderr: {self.err(r)[-2000:]}")
+                raise AssertionError(f"rank {r} still running after {timeout_s} s; stderr: {self.err(r)[-2000:]}") from None
         return codes
 
     def kill(self) -> None:

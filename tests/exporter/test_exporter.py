@@ -151,7 +151,7 @@ def test_scrapes_parse_while_the_daemon_updates(exporter):
                 status, text = _scrape(exporter.url)
                 fams = list(text_string_to_metric_families(text))
                 results.append((status, len(fams)))
-        except BaseException as exc:  # reported below, in the test thread
+        except BaseException as exc:  # noqa: BLE001 - reported below, in the test thread
             errors.append(exc)
 
     t = threading.Thread(target=scraper, name="scraper")

@@ -78,7 +78,7 @@ class _Canned(http.server.BaseHTTPRequestHandler):
     body = b""
     code = 200
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:  # http.server's name
         self.send_response(self.code)
         self.send_header("Content-Type", "application/json")
         self.end_headers()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import string
 import sys
 from types import SimpleNamespace
+from typing import ClassVar
 
 NVML_SUCCESS = 0
 NVML_ERROR_UNINITIALIZED = 1
@@ -63,8 +64,8 @@ nvmlClocksThrottleReasonSwPowerCap = nvmlClocksEventReasonSwPowerCap
 
 
 class NVMLError(Exception):
-    _valClassMapping: dict[int, type] = {}
-    _errcode_to_string = {
+    _valClassMapping: ClassVar[dict[int, type]] = {}
+    _errcode_to_string: ClassVar[dict[int, str]] = {
         NVML_ERROR_UNINITIALIZED: "Uninitialized",
         NVML_ERROR_INVALID_ARGUMENT: "Invalid Argument",
         NVML_ERROR_NOT_SUPPORTED: "Not Supported",
@@ -78,7 +79,7 @@ class NVMLError(Exception):
         NVML_ERROR_UNKNOWN: "Unknown Error",
     }
 
-    def __new__(typ, value):  # noqa: N804 - mirrors nvidia-ml-py
+    def __new__(typ, value):  # mirrors nvidia-ml-py
         if typ == NVMLError:
             typ = NVMLError._valClassMapping.get(value, typ)
         obj = Exception.__new__(typ)
@@ -86,7 +87,7 @@ class NVMLError(Exception):
         return obj
 
     def __str__(self):
-        return NVMLError._errcode_to_string.get(self.value, "NVML Error with code %d" % self.value)
+        return NVMLError._errcode_to_string.get(self.value, f"NVML Error with code {self.value}")
 
     def __eq__(self, other):
         return self.value == other.value
@@ -94,7 +95,7 @@ class NVMLError(Exception):
     __hash__ = Exception.__hash__
 
 
-def _extractNVMLErrorsAsClasses():  # noqa: N802 - mirrors nvidia-ml-py
+def _extractNVMLErrorsAsClasses():  # mirrors nvidia-ml-py
     this_module = sys.modules[__name__]
     for err_name in [x for x in dir(this_module) if x.startswith("NVML_ERROR_")]:
         class_name = "NVMLError_" + string.capwords(err_name.replace("NVML_ERROR_", ""), "_").replace("_", "")
@@ -216,7 +217,7 @@ def nvmlDeviceGetName(handle):
 
 def nvmlDeviceGetUUID(handle):
     _enter("nvmlDeviceGetUUID", handle)
-    return "GPU-fa4e0000-0000-4000-8000-%012d" % handle.index
+    return f"GPU-fa4e0000-0000-4000-8000-{handle.index:012d}"
 
 
 def nvmlDeviceGetPciInfo(handle):
@@ -264,7 +265,7 @@ def nvmlDeviceGetTemperature(handle, sensor):
     return 61 + handle.index
 
 
-def nvmlDeviceGetClockInfo(handle, type):  # noqa: A002 - nvidia-ml-py's name
+def nvmlDeviceGetClockInfo(handle, type):  # nvidia-ml-py's name
     _enter("nvmlDeviceGetClockInfo", handle)
     return {NVML_CLOCK_SM: 1980, NVML_CLOCK_MEM: 2619, NVML_CLOCK_GRAPHICS: 1980}[type]
 
@@ -284,7 +285,7 @@ def nvmlDeviceGetCurrentClocksThrottleReasons(handle):
     return nvmlClocksThrottleReasonSwPowerCap
 
 
-def nvmlDeviceGetTotalEccErrors(handle, errorType, counterType):  # noqa: N803
+def nvmlDeviceGetTotalEccErrors(handle, errorType, counterType):
     _enter("nvmlDeviceGetTotalEccErrors", handle)
     return 3 if errorType == NVML_MEMORY_ERROR_TYPE_CORRECTED else 0
 
@@ -306,7 +307,7 @@ def nvmlDeviceGetGraphicsRunningProcesses(handle):
     return []
 
 
-def nvmlDeviceGetProcessUtilization(handle, timeStamp):  # noqa: N803
+def nvmlDeviceGetProcessUtilization(handle, timeStamp):
     _enter("nvmlDeviceGetProcessUtilization", handle)
     samples = [
         _Struct(pid=pid, timeStamp=timeStamp + 1000, smUtil=sm, memUtil=0, encUtil=0, decUtil=0)
@@ -347,7 +348,7 @@ def nvmlDeviceGetTopologyCommonAncestor(device1, device2):
     return NVML_TOPOLOGY_HOSTBRIDGE
 
 
-def nvmlDeviceGetFieldValues(handle, fieldIds):  # noqa: N803
+def nvmlDeviceGetFieldValues(handle, fieldIds):
     _enter("nvmlDeviceGetFieldValues", handle)
     out = []
     for fid in fieldIds:
@@ -364,11 +365,11 @@ def nvmlEventSetCreate():
     return _Struct(kind="event-set")
 
 
-def nvmlDeviceRegisterEvents(handle, eventTypes, eventSet):  # noqa: N803
+def nvmlDeviceRegisterEvents(handle, eventTypes, eventSet):
     _enter("nvmlDeviceRegisterEvents", handle)
 
 
-def nvmlEventSetWait_v2(eventSet, timeoutms):  # noqa: N803
+def nvmlEventSetWait_v2(eventSet, timeoutms):
     _enter("nvmlEventSetWait_v2")
     if not _config.xid_events:
         raise NVMLError(NVML_ERROR_TIMEOUT)
@@ -377,9 +378,9 @@ def nvmlEventSetWait_v2(eventSet, timeoutms):  # noqa: N803
                    gpuInstanceId=0, computeInstanceId=0)
 
 
-def nvmlEventSetWait(eventSet, timeoutms):  # noqa: N803
+def nvmlEventSetWait(eventSet, timeoutms):
     return nvmlEventSetWait_v2(eventSet, timeoutms)
 
 
-def nvmlEventSetFree(eventSet):  # noqa: N803
+def nvmlEventSetFree(eventSet):
     _enter("nvmlEventSetFree")

@@ -18,12 +18,12 @@ FAST = ["--compute-ms", "5", "--dim", "37", "--peer-timeout", "60", "--rendezvou
 class Cluster:
     """Daemons named ``names`` with ``gpus`` simulated GPUs each, and their cluster file."""
 
-    def __init__(self, tmp: Path, names: list[str], gpus: int = 2) -> None:
+    def __init__(self, tmp: Path, names: list[str], gpus: int = 2, extra: list[str] | None = None) -> None:
         self.tmp = tmp
         self.daemons: list[AgentdProc] = []
         try:
             for n in names:
-                self.daemons.append(start_agentd(tmp, n, simulate_gpus=gpus, interval=0.25))
+                self.daemons.append(start_agentd(tmp, n, simulate_gpus=gpus, interval=0.25, extra=extra))
         except BaseException:
             self.close()
             raise

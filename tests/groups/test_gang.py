@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from tests.groups.gang_helpers import FAST, RING, Cluster, kernel_frozen
 from tests.waiting import wait_for
 

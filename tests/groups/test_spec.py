@@ -85,7 +85,7 @@ def test_bad_files_name_the_field(tmp_path, text, field, words):
 
 
 def test_missing_file_is_named(tmp_path):
-    with pytest.raises(GroupSpecError, match="cannot read group spec .*nope.toml"):
+    with pytest.raises(GroupSpecError, match=r"cannot read group spec .*nope\.toml"):
         load_spec(tmp_path / "nope.toml")
 
 

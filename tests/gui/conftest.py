@@ -11,8 +11,8 @@ import pytest
 pytest.importorskip("PySide6")
 pytest.importorskip("pyqtgraph")
 
-from agentd.protocol.jobs import JobSpec  # noqa: E402
-from agentd.protocol.messages import Submit  # noqa: E402
+from agentd.protocol.jobs import JobSpec
+from agentd.protocol.messages import Submit
 from tests.waiting import wait_for
 
 BUSY_LOOP = "import time\nwhile True:\n    sum(range(20000)); time.sleep(0.001)\n"

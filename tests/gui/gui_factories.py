@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from agentd.metrics.samples import (
-    AppMetric, CgroupSample, CpuTimes, GpuInfo, GpuLink, GpuSample, HostSample, NetCounters, NodeInventory, NodeSample,
+    AppMetric,
+    CgroupSample,
+    CpuTimes,
+    GpuInfo,
+    GpuLink,
+    GpuSample,
+    HostSample,
+    NetCounters,
+    NodeInventory,
+    NodeSample,
 )
 from agentd.protocol.jobs import JobInfo, JobSpec
 from agentd.protocol.messages import SnapshotReply

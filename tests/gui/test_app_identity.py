@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import msgspec
 import pytest
+
 from agentd.protocol.errors import ErrorCode
 from agentd.protocol.messages import JobMsg, Migrate, SnapshotReply
 from gui.sources.base import DataSource, NodeAddress, RequestFailure
@@ -132,7 +133,7 @@ def test_migrate_without_checkpoint_offers_restart_and_resends(qtbot):
 
 
 def test_migrate_restart_declined_reports_one_readable_sentence(qtbot):
-    acts, src, asked, failures = _actions_with_job(checkpoint=False, answer=False)
+    acts, src, _asked, failures = _actions_with_job(checkpoint=False, answer=False)
     token = acts.migrate("n1.1", "n2", ask=False)
     src.request_failed.emit(token, RequestFailure(node="n1", request=src.sent[0][2], code=int(ErrorCode.INVALID),
                                                   message=CRIU_REFUSAL))

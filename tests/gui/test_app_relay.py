@@ -36,7 +36,7 @@ def test_app_through_a_relay_sees_50_nodes_follows_one_and_pauses(qtbot, tmp_pat
         c = w.map.canvas
         assert set(_sims(w)) <= set(c.order) and c.layout_ is not None
         c.repaint()
-        x, y, tw, th = c.layout_.tile_rect("sim-0007", 3)
+        _x, _y, tw, th = c.layout_.tile_rect("sim-0007", 3)
         assert tw > 0 and th > 0
 
         # Opening a node's card follows it through the relay: its full samples drive it.

@@ -243,7 +243,7 @@ def test_event_log_folds_tool_calls_per_job_in_time_order_with_names_and_bytes(q
 
 
 def test_event_log_filters_by_kind_node_job_severity_and_text(qtbot):
-    st, log = _log_with_events(qtbot)
+    _st, log = _log_with_events(qtbot)
     log.kind_box.setCurrentIndex(log.kind_box.findData("migration"))
     assert len(log.visible_lines()) == 1 and "1.2 GiB" in log.visible_lines()[0]
     log.kind_box.setCurrentIndex(0)

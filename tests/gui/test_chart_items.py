@@ -8,11 +8,11 @@ import pytest
 from PySide6.QtCore import QPointF
 from PySide6.QtGui import QColor
 
+from agentd.protocol.messages import SnapshotReply
 from gui.series import NodeSeries, decimate_minmax, decimate_minmax_rows
 from gui.state import ClusterState, gpu_scope
 from gui.views.charts import Chart
 from tests.gui.gui_factories import inventory, sample
-from agentd.protocol.messages import SnapshotReply
 
 pytestmark = [pytest.mark.gui, pytest.mark.qt_log_ignore("does not support propagateSizeHints")]
 NOW = 1_000_000.0
@@ -34,7 +34,7 @@ def _state(n_points: int = 300) -> ClusterState:
 
 
 def _colours(chart: Chart) -> set[str]:
-    img = chart.plot.grab().toImage();   # pixel exact (render() into an image may rescale the lines)
+    img = chart.plot.grab().toImage()   # pixel exact (render() into an image may rescale the lines)
     return {QColor(img.pixel(x, y)).name() for x in range(0, img.width(), 2) for y in range(img.height())}  # 1-px lines: every row
 
 
@@ -51,7 +51,7 @@ def test_legend_toggle_hover_and_pause(qtbot):
     c0, c1 = (chart.curves[k] for k in keys)
     col0, col1 = (c.opts["pen"].color().name() for c in (c0, c1))
     assert {col0, col1} <= _colours(chart), "both curves painted"
-    t1, v1 = c1.getData()
+    _t1, v1 = c1.getData()
     assert np.isnan(v1).any() and len(c1.polys) == 2, "NaN gap splits the line"
 
     # clicking a legend entry hides its curve

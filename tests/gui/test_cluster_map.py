@@ -17,7 +17,7 @@ def _groups(n: int, per_rack: int = 32) -> tuple[list[tuple[str, list[str]]], di
     groups: dict[str, list[str]] = {}
     for k in keys:
         groups.setdefault(k[:3], []).append(k)
-    return list(groups.items()), {k: 8 for k in keys}
+    return list(groups.items()), dict.fromkeys(keys, 8)
 
 
 def test_group_comes_from_labels_then_the_name():
@@ -38,7 +38,7 @@ def test_a_thousand_nodes_of_eight_gpus_fit_one_screen(width, height):
     for key in ("r01-n01", "r07-n13", "r32-n08"):
         for gpu in (0, 3, 4, 7):
             x, y, w, h = lay.tile_rect(key, gpu)
-            assert 0 <= x and x + w <= width and y + h <= height
+            assert x >= 0 and x + w <= width and y + h <= height
             assert lay.hit(x, y) == Hit(key[:3], key, gpu)
             assert lay.hit(x + w - 1, y + h - 1) == Hit(key[:3], key, gpu)
 
@@ -250,7 +250,7 @@ def test_alerts_mark_their_node_and_gpu_and_join_the_tooltip(qtbot) -> None:
     qtbot.waitExposed(m)
     m.refresh()
     c = m.canvas
-    x, y, w, h = c.layout_.node_rect(key)
+    x, y, w, _h = c.layout_.node_rect(key)
     assert _pixel(c, x + w - 2, y + 1) == QColor(SEVERITY_COLOURS["critical"])
     tx, ty, tw, th = c.layout_.tile_rect(key, 2)
     assert _pixel(c, tx, ty + th // 2) == QColor(SEVERITY_COLOURS["critical"])

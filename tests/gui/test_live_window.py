@@ -48,7 +48,7 @@ def test_tree_table_topology_and_charts_fill(qtbot, agentd, open_window):
     assert len(chart.curves) == 2
     # job CPU shows once two cgroup samples were derived
     wait_until(qtbot, lambda: (r := w.jobs.model.rows[_row_of(w, job)]).cpu_pct is not None and r.cpu_pct > 1, what="job CPU%")
-    assert "Fleetdeck — live (1 node)" == w.windowTitle()
+    assert w.windowTitle() == "Fleetdeck — live (1 node)"
 
 
 def test_pause_resume_priority_cancel_from_the_table(qtbot, agentd, open_window):

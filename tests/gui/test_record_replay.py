@@ -288,7 +288,7 @@ def test_open_recording_from_a_live_window(qtbot, tmp_path, settings):
     # clicking a marker jumps to its event
     from PySide6.QtCore import QPoint, Qt
     rw.timeline.bar.resize(600, 34)
-    x = int(round(rw.timeline.bar.x_of(ev.wall_s)))
+    x = round(rw.timeline.bar.x_of(ev.wall_s))
     qtbot.mouseClick(rw.timeline.bar, Qt.MouseButton.LeftButton, pos=QPoint(x, 20))
     want = min(max(ev.wall_s, start), end)
     wait_until(qtbot, lambda: rw.source.now_s() == want, what="jumped to the marker")

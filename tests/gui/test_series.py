@@ -21,7 +21,7 @@ def test_metric_appearing_late_is_nan_before_and_missing_values_are_gaps():
     ns.append(0.0, {("", "cpu"): 1.0})
     ns.append(1.0, {("", "cpu"): 2.0, ("j1", "cpu_pct"): 5.0})
     ns.append(2.0, {("", "cpu"): 3.0})
-    t, v = ns.get("j1", "cpu_pct")
+    _t, v = ns.get("j1", "cpu_pct")
     assert np.isnan(v[0]) and v[1] == 5.0 and np.isnan(v[2])
     assert ns.last("j1", "cpu_pct") is None
     ns.drop_scope("j1")
@@ -49,7 +49,7 @@ def test_decimate_keeps_spikes_and_bounds_point_count():
     assert dv.max() == 100.0 and dv.min() == -50.0
     assert np.all(np.diff(dt) >= 0), "time stays ordered"
     # small series pass through untouched
-    st, sv = decimate_minmax(t[:100], v[:100], 500)
+    st, _sv = decimate_minmax(t[:100], v[:100], 500)
     assert st.size == 100
 
 
@@ -64,6 +64,6 @@ def test_decimate_keeps_nan_gaps():
 def test_window_includes_neighbours():
     t = np.arange(10, dtype=np.float64)
     v = t * 2
-    wt, wv = window(t, v, 3.5, 6.5)
+    wt, _wv = window(t, v, 3.5, 6.5)
     assert wt.tolist() == [3.0, 4.0, 5.0, 6.0, 7.0]
     assert window(np.empty(0), np.empty(0), 0, 1)[0].size == 0

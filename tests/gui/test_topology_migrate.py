@@ -24,7 +24,7 @@ def test_drop_on_other_card_confirms_and_reaches_the_daemon(qtbot, agentd_factor
     w.topology.drop_job(job, "a")
     assert not w.confirmations
     w.topology.drop_job(job, "b")
-    title, text, detail = w.confirmations[-1]
+    _title, text, detail = w.confirmations[-1]
     assert "mover" in text and job in text and "from a to b" in text
     assert "checkpoint" in detail.lower() or "criu" in detail.lower()
     # the daemon answers: either the job moves or a readable refusal arrives (a busy loop

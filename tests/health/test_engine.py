@@ -39,7 +39,7 @@ def test_idle_allocated_gpu_fires_after_its_duration_and_clears_when_busy() -> N
         util = 0.0 if t < 200 else 90.0
         return node([DerivedGpu(index=0, sm_util_pct=util), DerivedGpu(index=1, sm_util_pct=0.0)])
 
-    changes = run(engine, range(0, 260), sample, [job("n1.1", gpus=[0])])
+    changes = run(engine, range(260), sample, [job("n1.1", gpus=[0])])
     # GPU 1 is idle too, but nobody holds it and nothing queues: no alert for it.
     assert changes == [(120, "firing", "gpu_idle_allocated", "gpu 0"), (200, "cleared", "gpu_idle_allocated", "gpu 0")]
 
@@ -47,7 +47,7 @@ def test_idle_allocated_gpu_fires_after_its_duration_and_clears_when_busy() -> N
 def test_idle_free_gpu_alerts_only_while_jobs_queue() -> None:
     engine = HealthEngine("n1", rules_from_dict({"gpu_idle_while_queued": {"for_s": 10}}))
     sample = lambda t: node([DerivedGpu(index=0, sm_util_pct=0.0)])  # noqa: E731
-    assert run(engine, range(0, 30), sample, [job("n1.1", state="succeeded")]) == []
+    assert run(engine, range(30), sample, [job("n1.1", state="succeeded")]) == []
     changes = run(engine, range(30, 60), sample, [job("n1.2", state="queued")])
     assert changes == [(40, "firing", "gpu_idle_while_queued", "gpu 0")]
     assert engine.active()[0].evidence["queued"] == 1.0
@@ -61,7 +61,7 @@ def test_thermal_throttle_names_the_reason_and_power_cap_is_a_separate_slow_rule
                                 temp_c=91.0),
                      DerivedGpu(index=4, sm_util_pct=99.0, throttle_reasons=THROTTLE_SW_POWER_CAP)])
 
-    changes = run(engine, range(0, 120), sample)
+    changes = run(engine, range(120), sample)
     assert changes == [(60, "firing", "gpu_throttle", "gpu 3")]  # power cap needs 30 min by default
     alert = engine.active()[0]
     assert "hardware thermal slowdown" in alert.message and "900 MHz" in alert.message
@@ -76,14 +76,14 @@ def test_error_counters_fire_on_growth_not_on_their_first_value_and_clear_after_
         xid = 5 if t < 10 else 7  # 5 errors from before agentd started are the baseline
         return node([DerivedGpu(index=0, xid_total=xid, ecc_uncorrected_total=0)])
 
-    changes = run(engine, range(0, 200), sample)
+    changes = run(engine, range(200), sample)
     assert changes == [(10, "firing", "gpu_xid", "gpu 0"), (110, "cleared", "gpu_xid", "gpu 0")]
 
 
 def test_oom_kill_of_a_job() -> None:
     engine = HealthEngine("n1")
     sample = lambda t: node(jobs=[DerivedCgroup(job_id="n1.4", oom_kills_total=0 if t < 3 else 1)])  # noqa: E731
-    changes = run(engine, range(0, 6), sample, [job("n1.4")])
+    changes = run(engine, range(6), sample, [job("n1.4")])
     assert changes == [(3, "firing", "oom_kill", "job n1.4")]
     assert engine.active()[0].severity == "warning"
 
@@ -93,21 +93,21 @@ def test_stalled_job_fires_after_factor_times_its_usual_step_time_and_not_while_
     # 2 s per step until t=40, then no progress.
     steps = lambda t: float(min(t, 40) // 2)  # noqa: E731
     sample = lambda t: node(jobs=[DerivedCgroup(job_id="n1.7", app={"step": steps(t)})])  # noqa: E731
-    changes = run(engine, range(0, 80), sample, [job("n1.7")])
+    changes = run(engine, range(80), sample, [job("n1.7")])
     # last progress at t=40; usual step 2 s -> limit max(10, 5*2) = 10 s
     assert changes == [(50, "firing", "job_stalled", "job n1.7")]
     ev = engine.active()[0].evidence
     assert ev["usual_step_s"] == 2.0 and ev["limit_s"] == 10.0
 
     paused = HealthEngine("n1", rules_from_dict({"job_stalled": {"min_s": 10, "factor": 5}}))
-    assert run(paused, range(0, 40), sample, [job("n1.7")]) == []
+    assert run(paused, range(40), sample, [job("n1.7")]) == []
     assert run(paused, range(40, 200), sample, [job("n1.7", state="paused")]) == []
 
 
 def test_a_job_that_ends_clears_its_condition_alerts() -> None:
     engine = HealthEngine("n1", rules_from_dict({"gpu_idle_allocated": {"for_s": 5}}))
     sample = lambda t: node([DerivedGpu(index=0, sm_util_pct=0.0)])  # noqa: E731
-    assert run(engine, range(0, 10), sample, [job("n1.1", gpus=[0])]) == [(5, "firing", "gpu_idle_allocated", "gpu 0")]
+    assert run(engine, range(10), sample, [job("n1.1", gpus=[0])]) == [(5, "firing", "gpu_idle_allocated", "gpu 0")]
     assert run(engine, range(10, 12), sample, [job("n1.1", state="succeeded", gpus=[0])]) == [
         (10, "cleared", "gpu_idle_allocated", "gpu 0")]
 
@@ -115,9 +115,9 @@ def test_a_job_that_ends_clears_its_condition_alerts() -> None:
 def test_pressure_rule_and_disabling_a_rule() -> None:
     sample = lambda t: node(mem_pressure_pct=55.0)  # noqa: E731
     on = HealthEngine("n1")
-    assert run(on, range(0, 70), sample) == [(60, "firing", "mem_pressure", "node")]
+    assert run(on, range(70), sample) == [(60, "firing", "mem_pressure", "node")]
     off = HealthEngine("n1", rules_from_dict({"mem_pressure": {"enabled": False}}))
-    assert run(off, range(0, 70), sample) == []
+    assert run(off, range(70), sample) == []
 
 
 def test_stale_node_fires_from_its_last_beat_and_clears_when_heard_or_unfollowed() -> None:
@@ -134,7 +134,7 @@ def test_stale_node_fires_from_its_last_beat_and_clears_when_heard_or_unfollowed
 
 def test_alert_event_data_round_trips_and_malformed_data_is_refused() -> None:
     engine = HealthEngine("n1", rules_from_dict({"oom_kill": {"hold_s": 1}}))
-    run(engine, range(0, 3), lambda t: node(jobs=[DerivedCgroup(job_id="j", oom_kills_total=t)]), [job("j")])
+    run(engine, range(3), lambda t: node(jobs=[DerivedCgroup(job_id="j", oom_kills_total=t)]), [job("j")])
     alert = engine.active()[0]
     assert alert_from_data(alert_data(alert, "firing")) == (alert, "firing")
     assert alert_from_data({"rule": "x", "state": "firing"}) is None

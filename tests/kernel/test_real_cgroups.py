@@ -37,7 +37,7 @@ def job_cgroup(request: pytest.FixtureRequest) -> Iterator[tuple[JobCgroup, int]
             with open(f, "w") as fh:
                 fh.write(str(os.getpid()))
 
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], preexec_fn=enter)  # noqa: PLW1509
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], preexec_fn=enter)
     try:
         yield cg, child.pid
     finally:

@@ -23,7 +23,7 @@ import msgspec
 import pytest
 
 from agentd.control import procs
-from agentd.control.migration import MIGRATION_LABEL, MigrationSource, SourceOptions
+from agentd.control.migration import MigrationSource, SourceOptions
 from agentd.control.migration_target import MigrationTarget
 from agentd.protocol import ErrorCode, ProtocolError, decode_reply, decode_request, encode
 from agentd.protocol.jobs import CheckpointContract, Event, JobInfo, JobSpec
@@ -225,7 +225,7 @@ class ProcJobs:
 class DirectClient:
     """Calls a MigrationTarget through the real codec; faults are set on ``link``."""
 
-    def __init__(self, link: "Link") -> None:
+    def __init__(self, link: Link) -> None:
         self.link = link
 
     def call(self, req: Any) -> Any:

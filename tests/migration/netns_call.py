@@ -14,7 +14,7 @@ from agentd.protocol.messages import COMMANDS
 from agentd.transport.client import NodeClient, RemoteError, Unreachable
 
 endpoint, server_key, keys_dir, body = sys.argv[1:5]
-req = msgspec.json.decode(body, type=Union[tuple(COMMANDS.values())])
+req = msgspec.json.decode(body, type=Union[tuple(COMMANDS.values())])  # noqa: UP007 - built from a runtime tuple
 try:
     with NodeClient(endpoint, server_key=server_key, keys_dir=Path(keys_dir), timeout_s=3.0, actor="test") as c:
         reply = c.call(req)

@@ -10,8 +10,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from agentd.protocol.jobs import CheckpointContract, JobSpec
 from agentd.protocol import ErrorCode
+from agentd.protocol.jobs import CheckpointContract, JobSpec
 from agentd.protocol.messages import Cancel, Jobs, Logs, Migrate, Pause, Resume, Show, Submit
 from agentd.protocol.migration import MigrateStatus
 from agentd.transport.client import RemoteError
@@ -101,7 +101,8 @@ def test_trainer_migrates_between_real_daemons(daemons, tmp_path):
         while time.monotonic() < deadline:
             max_alive = max(max_alive, len(trainers(tag)))
             info = _show(a, job.id)
-            if info.state in ("migrated", "running", "failed") and info.migration.get("phase") not in (None, "requested", "checkpointing", "transferring", "committing"):
+            unsettled = (None, "requested", "checkpointing", "transferring", "committing")
+            if info.state in ("migrated", "running", "failed") and info.migration.get("phase") not in unsettled:
                 break
             time.sleep(0.05)
         assert info.state == "migrated", (info.state, info.reason, info.migration)
@@ -315,8 +316,9 @@ def test_source_killed_mid_migration_recovers_on_restart(daemons, tmp_path, fast
 
 def test_real_target_rejects_corrupted_checkpoint_and_refuses_late_commit(daemons, tmp_path):
     """A source's view over real zmq: a flipped byte is caught by the digest at commit."""
-    from .tarfiles import iter_chunks, pack
     from agentd.protocol.migration import MigrateAbort, MigrateChunk, MigrateCommit, MigrateOffer
+
+    from .tarfiles import iter_chunks, pack
 
     b = daemons("b")
     ckpt = tmp_path / "ckpt"
@@ -502,7 +504,7 @@ def test_paused_job_moves_with_criu_and_arrives_paused(daemons, tmp_path):
     a, b = daemons("a", env=env), daemons("b", env=env)
     spec, counts, alive = _counter_job(tmp_path)
     try:
-        job, info, max_alive = _count_then_migrate(a, b, spec, counts, alive, pause=True)
+        _job, info, max_alive = _count_then_migrate(a, b, spec, counts, alive, pause=True)
         assert info.state == "migrated", (info.state, info.migration.get("reason"))
         assert _show(b, info.migrated_to).state == "paused" and max_alive == 1
         frozen_at = len(counts())

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
@@ -22,12 +21,12 @@ from .conftest import steps, wait_for
 from .test_migration_daemons import (  # noqa: F401  (daemons and fast_failures are fixtures)
     N,
     _counter_job,
+    _kill_trainers,
     _need_criu,
     _show,
     _spec,
     _submit_and_reach,
     _wait_settled,
-    _kill_trainers,
     daemons,
     fast_failures,
 )
@@ -203,7 +202,7 @@ def test_criu_image_is_deleted_on_the_target_once_restored(daemons, tmp_path):
         new = _show(b, info.migrated_to)
         assert new.state == "running" and new.priority == 4
         assert _nice(new.pid) == -4, "the restored process runs with the job's current priority"
-        held = [p for p in (b.state_dir / "checkpoints").rglob("*.img")]
+        held = list((b.state_dir / "checkpoints").rglob("*.img"))
         assert not held, f"CRIU images left on the target after the restore: {held[:5]}"
         assert not list((a.state_dir / "migrations").rglob("*.img")), "the source's image is gone too"
     finally:

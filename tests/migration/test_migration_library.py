@@ -103,7 +103,7 @@ def test_paused_job_without_a_handler_is_refused_untouched(cluster, tmp_path):
 
 def test_job_that_ignores_the_signal_is_not_signalled(cluster, tmp_path):
     a, b = cluster.add("a"), cluster.add("b")
-    job, progress = _start_trainer(a, tmp_path, ignore="1", timeout_s=0.5)
+    job, _progress = _start_trainer(a, tmp_path, ignore="1", timeout_s=0.5)
     pid = a.jobs.get(job.id).pid
     rec = _migrate(a, job.id, "b")
     assert rec.phase == "failed" and "ignores SIGUSR1" in rec.reason and "keeps running here" in rec.reason
@@ -148,7 +148,7 @@ def test_target_dies_mid_transfer_job_restarts_here(cluster, tmp_path):
 
 def test_dropped_connection_resumes_transfer_from_target_offset(cluster, tmp_path):
     a, b = cluster.add("a", retry_s=5), cluster.add("b")
-    job, progress = _start_trainer(a, tmp_path, pad_bytes=8 << 20)
+    job, _progress = _start_trainer(a, tmp_path, pad_bytes=8 << 20)
     cluster.link("b").flaky = {5, 6, 9}
     rec = _migrate(a, job.id, "b")
     assert rec.phase == "done", rec.reason
@@ -168,7 +168,7 @@ def test_corrupt_chunk_is_caught_by_digest_and_rolled_back(cluster, tmp_path):
 
 
 def test_target_quota_refuses_offer_job_restarts_here(cluster, tmp_path):
-    a, b = cluster.add("a"), cluster.add("b", quota_bytes=1 << 20)
+    a, _b = cluster.add("a"), cluster.add("b", quota_bytes=1 << 20)
     job, progress = _start_trainer(a, tmp_path, pad_bytes=2 << 20)
     rec = _migrate(a, job.id, "b")
     assert rec.phase == "rolled_back" and "migration quota" in rec.reason, rec.reason
@@ -176,8 +176,8 @@ def test_target_quota_refuses_offer_job_restarts_here(cluster, tmp_path):
 
 
 def test_lost_commit_reply_is_resolved_without_a_second_copy(cluster, tmp_path):
-    a, b = cluster.add("a", commit_resolve_s=5), cluster.add("b")
-    job, progress = _start_trainer(a, tmp_path)
+    a, _b = cluster.add("a", commit_resolve_s=5), cluster.add("b")
+    job, _progress = _start_trainer(a, tmp_path)
     link = cluster.link("b")
     link.drop_commit_reply = True
 
@@ -197,7 +197,7 @@ def test_lost_commit_reply_is_resolved_without_a_second_copy(cluster, tmp_path):
 
 def test_unreachable_after_commit_keeps_checkpoint_and_restarts_nothing(cluster, tmp_path):
     a, b = cluster.add("a", commit_resolve_s=0.5), cluster.add("b")
-    job, progress = _start_trainer(a, tmp_path)
+    job, _progress = _start_trainer(a, tmp_path)
     cluster.link("b").drop_commit_reply = True  # and stays down
     rec = _migrate(a, job.id, "b")
     assert rec.phase == "committing" and "stopped answering" in rec.reason
@@ -223,7 +223,7 @@ def test_queued_job_moves_to_target_queue(cluster, tmp_path):
 @pytest.mark.parametrize("resume", [False, True])
 def test_paused_job_arrives_paused_unless_resume(cluster, tmp_path, resume):
     a, b = cluster.add("a"), cluster.add("b")
-    job, progress = _start_trainer(a, tmp_path)
+    job, _progress = _start_trainer(a, tmp_path)
     a.jobs.pause(job.id)
     rec = _migrate(a, job.id, "b", resume=resume)
     assert rec.phase == "done", rec.reason
@@ -257,7 +257,6 @@ def test_target_refuses_chunks_it_did_not_accept(cluster):
 
 
 def test_streaming_offer_needs_exact_size_and_digest_at_commit(cluster, tmp_path):
-    import hashlib
 
     from agentd.protocol.migration import MigrateChunk, MigrateCommit, MigrateOffer
 

@@ -2,11 +2,21 @@
 
 import msgspec
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agentd.metrics import CpuTimes, HostSample, NodeSample
-from agentd.protocol import COMMANDS, ErrorCode, JobSpec, ProtocolError, decode_reply, decode_request, decode_stream, encode
-from agentd.protocol.messages import ErrorReply, JobReply, Pause, Priority, SampleMsg, Submit
+from agentd.protocol import (
+    COMMANDS,
+    ErrorCode,
+    JobSpec,
+    ProtocolError,
+    decode_reply,
+    decode_request,
+    decode_stream,
+    encode,
+)
+from agentd.protocol.messages import ErrorReply, JobReply, SampleMsg
 
 
 def test_every_command_round_trips_with_its_defaults():
@@ -78,7 +88,9 @@ json_values = st.recursive(
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.sampled_from(sorted(COMMANDS)), st.dictionaries(st.sampled_from(["job", "priority", "spec", "grace_s", "target", "id", "offset", "zz"]), json_values, max_size=4))
+@given(st.sampled_from(sorted(COMMANDS)),
+       st.dictionaries(st.sampled_from(["job", "priority", "spec", "grace_s", "target", "id", "offset", "zz"]),
+                       json_values, max_size=4))
 def test_mutated_requests_decode_or_fail_cleanly(cmd, fields):
     body = msgspec.msgpack.encode({"v": 1, "cmd": cmd, **fields})
     try:

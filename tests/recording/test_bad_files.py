@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from agentd.store.recording import Recorder, RecordingError, RecordingReader
-
 from tests.recording import bad_files as bad
 
 from .conftest import make_recording
@@ -74,7 +73,6 @@ def test_damaged_pages_become_recording_errors(tmp_path):
     for off in range(page * 3, len(data), page):  # scribble over every page after the schema
         data[off:off + 64] = b"\xff" * 64
     p.write_bytes(bytes(data))
-    with pytest.raises(RecordingError):
-        with RecordingReader(p) as r:
-            list(r.iter_derived())
-            r.info()
+    with pytest.raises(RecordingError), RecordingReader(p) as r:
+        list(r.iter_derived())
+        r.info()

@@ -11,7 +11,13 @@ import pytest
 from agentd.metrics.samples import CpuTimes, GpuProcess, GpuSample, HostSample, NodeSample, ProcSample
 from agentd.store import recording_codec
 from agentd.store.recording_codec import (
-    CHUNK_ROWS, Shape, ShapeBook, decode_chunk, decode_sample, encode_chunk, split_sample,
+    CHUNK_ROWS,
+    Shape,
+    ShapeBook,
+    decode_chunk,
+    decode_sample,
+    encode_chunk,
+    split_sample,
 )
 from agentd.store.recording_synth import SyntheticNode
 

@@ -111,7 +111,7 @@ def test_unwritable_paths(tmp_path, where, pattern):
 
 
 def test_read_only_location(tmp_path):
-    with pytest.raises(RecordingError, match="cannot be (written|opened)"):
+    with pytest.raises(RecordingError, match=r"cannot be (written|opened)"):
         Recorder("/proc/fleetdeck-test.db")
 
 

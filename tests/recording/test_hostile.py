@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 
 from agentd.store.recording import Recorder, RecordingError, RecordingReader
-
 from tests.recording import bad_files as bad
 
 REPO = Path(__file__).resolve().parents[2]

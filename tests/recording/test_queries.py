@@ -47,7 +47,7 @@ def test_unknown_metric_scope_or_node_is_a_recording_error(recording):
             r.series("bogus", "n0", START_S, START_S + 3)
         with pytest.raises(RecordingError, match="unknown scope"):
             r.series("x", "n0", START_S, START_S + 3, scope="disk:0")
-        with pytest.raises(RecordingError, match="node 'n9' is not in recording .* it holds: n0, n1"):
+        with pytest.raises(RecordingError, match=r"node 'n9' is not in recording .* it holds: n0, n1"):
             r.samples("n9", 0, 1)
 
 

@@ -6,11 +6,11 @@ import pytest
 
 pytest.importorskip("PySide6")
 
-from agentd.protocol.messages import Pause, SampleMsg, SnapshotReply  # noqa: E402
-from agentd.store.recording import RecordingError  # noqa: E402
-from gui.sources.replay import ReplaySource  # noqa: E402
+from agentd.protocol.messages import Pause, SampleMsg, SnapshotReply
+from agentd.store.recording import RecordingError
+from gui.sources.replay import ReplaySource
 
-from .conftest import START_S, make_recording  # noqa: E402
+from .conftest import START_S, make_recording
 
 pytestmark = pytest.mark.gui
 

@@ -7,10 +7,10 @@ import sqlite3
 import pytest
 
 from agentd.metrics.derive import derive
-from agentd.store.recording import Recorder, RecordingReader
-from agentd.store.schema_recording import SCHEMA_VERSION
-from agentd.store.recording_synth import SyntheticNode
 from agentd.protocol.messages import SampleMsg, SnapshotReply
+from agentd.store.recording import Recorder, RecordingReader
+from agentd.store.recording_synth import SyntheticNode
+from agentd.store.schema_recording import SCHEMA_VERSION
 
 from .conftest import START_S, FakeClock, make_recording
 

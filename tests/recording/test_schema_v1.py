@@ -15,8 +15,8 @@ from agentd.metrics.samples import NodeSample
 from agentd.protocol.messages import SampleMsg
 from agentd.store.recording import Recorder, RecordingReader
 from agentd.store.recording_codec import xor_bytes
-from agentd.store.schema_recording import RECORDING_SCHEMA, SCHEMA_VERSION
 from agentd.store.recording_synth import SyntheticNode
+from agentd.store.schema_recording import RECORDING_SCHEMA, SCHEMA_VERSION
 
 from .conftest import START_S
 

@@ -36,7 +36,7 @@ def record(attack: str, result: str, rss_before_kib: int, rss_after_kib: int) ->
     assert growth <= RSS_LIMIT_KIB, f"{attack}: agentd grew by {growth} KiB"
 
 
-def pytest_sessionfinish(session, exitstatus):  # noqa: ARG001
+def pytest_sessionfinish(session, exitstatus):
     if ROWS:
         print("\n| attack | result | RSS growth |\n|---|---|---|")
         for row in ROWS:

@@ -35,7 +35,7 @@ def _request(cmd: str) -> st.SearchStrategy[dict]:
     fields = [f.encode_name for f in msgspec.structs.fields(COMMANDS[cmd]) if f.name not in ("v", "id")]
     spec_fields = ["argv", "name", "cwd", "env", "gpus", "cpus", "memory_bytes", "priority", "checkpoint",
                    "labels", "counters", "shell", "user", "kind"]
-    spec = st.fixed_dictionaries({}, optional={k: HOSTILE_VALUES for k in spec_fields})
+    spec = st.fixed_dictionaries({}, optional=dict.fromkeys(spec_fields, HOSTILE_VALUES))
     values = {k: (st.one_of(spec, HOSTILE_VALUES) if k == "spec" else HOSTILE_VALUES) for k in fields}
     return st.fixed_dictionaries({"cmd": st.just(cmd), "v": st.just(1), "id": st.integers(0, 1 << 31)},
                                  optional=values)

@@ -186,7 +186,7 @@ def test_a_local_user_cannot_use_daemon_verbs(node, make_user, user_python):
     assert reply["ok"] is False and reply["code"] == 401 and "peer daemons" in reply["message"]
 
 
-def _config(directory, **values) -> "object":
+def _config(directory, **values) -> object:
     import tomllib  # noqa: F401  (the file must be what agentd's TOML reader accepts)
 
     path = directory / "agentd-test.toml"

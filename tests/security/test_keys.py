@@ -135,6 +135,5 @@ def test_removing_a_key_cuts_its_connections(secure):
     while "authorized key(s) removed" not in secure.proc.stderr():
         assert time.monotonic() < removed_at + 5, "the connections were not cut after the key was removed"
         time.sleep(0.05)
-    with secure.client("laptop", timeout_s=1.5) as c:  # and it cannot come back
-        with pytest.raises(Unreachable):
-            c.call(Hello())
+    with secure.client("laptop", timeout_s=1.5) as c, pytest.raises(Unreachable):  # and it cannot come back
+        c.call(Hello())

@@ -18,10 +18,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from agentd.control.slurm import SlurmCommands, SlurmError
 
@@ -191,7 +191,7 @@ def single_node_slurm() -> Iterator[SlurmCluster]:
     try:
         munge_user = pwd.getpwnam("munge")
     except KeyError:
-        raise SlurmCannotStart("no 'munge' user (the munge package creates it)")
+        raise SlurmCannotStart("no 'munge' user (the munge package creates it)") from None
 
     root = Path(tempfile.mkdtemp(prefix="fleetdeck-slurm-"))
     root.chmod(0o755)  # munged (user munge) must reach its socket dir below
@@ -218,7 +218,7 @@ def single_node_slurm() -> Iterator[SlurmCluster]:
         msock = mdir / "munge.socket"
         conf = _write_conf(root, node, cpus, msock)
         env["SLURM_CONF"] = str(conf)
-        mlog = open(root / "log" / "munged.out", "w")
+        mlog = open(root / "log" / "munged.out", "w")  # noqa: SIM115 - closed with the cluster (logs)
         logs.append(mlog)
         procs["munged"] = subprocess.Popen(
             [_find("munged"), "-F", f"--socket={msock}", f"--key-file={key}", f"--pid-file={mdir}/munged.pid",
@@ -230,7 +230,7 @@ def single_node_slurm() -> Iterator[SlurmCluster]:
                 raise SlurmCannotStart(f"munged did not start: {(root / 'log' / 'munged.out').read_text()[-800:]}")
             time.sleep(0.05)
         for name, argv in (("slurmctld", [_find("slurmctld"), "-D", "-i"]), ("slurmd", [_find("slurmd"), "-D"])):
-            out = open(root / "log" / f"{name}.out", "w")
+            out = open(root / "log" / f"{name}.out", "w")  # noqa: SIM115 - closed with the cluster (logs)
             logs.append(out)
             procs[name] = subprocess.Popen(argv, env=env, cwd=root / "spool", stdout=out, stderr=subprocess.STDOUT,
                                            start_new_session=True)

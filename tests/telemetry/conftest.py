@@ -14,6 +14,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+
 from tests.waiting import wait_for  # noqa: F401 - the tests import it from here
 
 DATA = Path(__file__).resolve().parent.parent / "data"

@@ -121,7 +121,7 @@ def test_binding_bug_in_one_call_leaves_the_rest(fake_nvml, monkeypatch, caplog)
     fake_nvml.configure(gpu_count=1)
     b = NvmlBackend(fake_nvml)
 
-    def broken(handle, type):  # noqa: A002 - nvidia-ml-py's name
+    def broken(handle, type):  # nvidia-ml-py's name
         raise TypeError("ctypes argument 2: wrong type")
 
     monkeypatch.setattr(fake_nvml, "nvmlDeviceGetClockInfo", broken)

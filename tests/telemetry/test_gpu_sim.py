@@ -54,5 +54,5 @@ def test_busy_gpu_shows_load_memory_and_heat():
 
 def test_set_load_unknown_gpu_names_the_range():
     b = SimulatedGpuBackend(2, clock=Clock())
-    with pytest.raises(IndexError, match="0..1"):
+    with pytest.raises(IndexError, match=r"0\.\.1"):
         b.set_load(5, True, [])

@@ -195,7 +195,7 @@ def check_schema(conn: sqlite3.Connection, path: Path, version: int) -> None:
     if len(objects) > MAX_SCHEMA_OBJECTS:
         raise RecordingError(f"{path} declares more than {MAX_SCHEMA_OBJECTS} tables and indexes; "
                              "it is not a Fleetdeck recording")
-    for kind, name, table, sql in objects:
+    for kind, name, _table, sql in objects:
         if kind in ("view", "trigger"):
             raise RecordingError(
                 f"{path} contains a {kind} ({name!r}); Fleetdeck recordings have none and a {kind} could run "
