@@ -332,7 +332,7 @@ class MainWindow(QMainWindow):
     def refresh_tree(self) -> None:
         """The tree redoes only changed nodes, and of those only the ones on screen (the rest
         when they scroll into view); nothing while its dock is hidden (once shown, it catches up)."""
-        if self._tree_busy or self.isVisible() and not self.tree.isVisible():
+        if self._tree_busy or (self.isVisible() and not self.tree.isVisible()):
             return
         self._tree_busy = True  # expanding rows below emits expanded: no refresh inside a refresh
         try:
