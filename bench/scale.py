@@ -7,7 +7,9 @@ the app's (GUI thread + network thread). Measured after every node is live, over
 
 - app CPU: % of one core (process CPU time / wall time);
 - RSS: this process's resident memory at the end;
-- frame p95: the window's frame (``MainWindow.tick``: views, map, charts) when data changed;
+- frame p95: the window's frame (``MainWindow.tick``: views, map, charts) when data changed,
+  wall time, and the GUI thread's CPU time in it (``time.thread_time``: what the frame costs,
+  without the waits for a core that a loaded machine adds);
 - value delay: app receive time minus the node's own measurement stamp (``NodeSummary.wall_s``
   through the relay, ``SampleMsg.sample.wall_s`` directly), p95 — it includes the relay's
   1 s tick, so it is what a person sees, not the wire alone;
@@ -60,7 +62,8 @@ def _pump(app, cond, timeout_s: float) -> bool:
     return False
 
 
-def run(app, addresses, expect: int, seconds: float, relayed: bool, detail_node: str) -> dict[str, float]:
+def run(app, addresses, expect: int, seconds: float, relayed: bool, detail_node: str,
+        profile: str = "") -> dict[str, float]:
     from PySide6.QtCore import QSettings
 
     from agentd.protocol.messages import SampleMsg
@@ -89,16 +92,25 @@ def run(app, addresses, expect: int, seconds: float, relayed: bool, detail_node:
     source.summaries.connect(on_summaries)
     source.message.connect(on_message)
     frames: list[float] = []
+    frames_cpu: list[float] = []
+    prof = None
+    if profile:  # the frames only (not the startup, not the network thread)
+        import cProfile
+        prof = cProfile.Profile()
     tick = w.tick
     last_rev = [-1]
 
     def timed_tick() -> None:
         changed = w.state.revision != last_rev[0]
         last_rev[0] = w.state.revision
-        t0 = time.perf_counter()
-        tick()
+        t0, c0 = time.perf_counter(), time.thread_time()
+        if prof is not None and measuring[0]:
+            prof.runcall(tick)
+        else:
+            tick()
         if measuring[0] and changed:  # a frame with new data to show
             frames.append((time.perf_counter() - t0) * 1000)
+            frames_cpu.append((time.thread_time() - c0) * 1000)
 
     w.timer.timeout.disconnect()
     w.timer.timeout.connect(timed_tick)
@@ -115,6 +127,8 @@ def run(app, addresses, expect: int, seconds: float, relayed: bool, detail_node:
     _pump(app, lambda: False, seconds)
     cpu = 100 * (_cpu_s() - cpu0) / (time.monotonic() - t0)
     measuring[0] = False
+    if prof is not None:
+        prof.dump_stats(profile)
     detail_ms = float("nan")
     if relayed:
         node = w.state.nodes[detail_node]
@@ -123,6 +137,7 @@ def run(app, addresses, expect: int, seconds: float, relayed: bool, detail_node:
         if _pump(app, lambda: node.last_sample is not None, 10):
             detail_ms = (time.perf_counter() - t1) * 1000
     out = {"nodes": len(w.state.nodes), "cpu_pct": cpu, "rss_mib": _rss_mib(), "frame_p95_ms": _p95(frames),
+           "frame_cpu_p95_ms": _p95(frames_cpu), "load1": os.getloadavg()[0],
            "delay_p95_s": _p95(delays), "detail_ms": detail_ms}
     w.timer.stop()
     source.stop()
@@ -138,6 +153,7 @@ def main() -> None:
     p.add_argument("--direct", type=int, default=100)
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--gpus", type=int, default=8)
+    p.add_argument("--profile", default="", help="write a cProfile of the relayed run's frames to this file")
     args = p.parse_args()
 
     from PySide6.QtWidgets import QApplication
@@ -154,7 +170,8 @@ def main() -> None:
             with sim_fleet(tmp, args.relayed, prefix="sim", extra=["--gpus", str(args.gpus)]) as cluster, \
                     relay(tmp, cluster) as r:
                 wait_nodes(r, args.relayed + 1, timeout_s=300)
-                res = run(app, [NodeAddress(key=r.node, endpoint=r.ctl)], args.relayed + 1, args.seconds, True, "sim-0007")
+                res = run(app, [NodeAddress(key=r.node, endpoint=r.ctl)], args.relayed + 1, args.seconds, True, "sim-0007",
+                          args.profile)
                 rows.append((f"{args.relayed} simulated nodes through 1 relay (1 stream)", res))
         if args.direct:
             with sim_fleet(tmp, args.direct, prefix="dsim", extra=["--gpus", str(args.gpus)]) as cluster:
@@ -162,12 +179,12 @@ def main() -> None:
                 res = run(app, addrs, args.direct, args.seconds, False, "")
                 rows.append((f"{args.direct} simulated nodes followed directly ({args.direct} streams)", res))
     print(f"| setup ({args.gpus} GPUs/node, {args.seconds:g} s) | nodes in app | app CPU (% core) | RSS (MiB) "
-          "| frame p95 (ms) | value delay p95 (s) | open detail (ms) |")
-    print("|---|---|---|---|---|---|---|")
+          "| frame p95 (ms) | frame CPU p95 (ms) | value delay p95 (s) | open detail (ms) | load avg |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, r in rows:
         detail = "—" if r["detail_ms"] != r["detail_ms"] else f"{r['detail_ms']:.0f}"
         print(f"| {name} | {r['nodes']} | {r['cpu_pct']:.1f} | {r['rss_mib']:.0f} | {r['frame_p95_ms']:.1f} "
-              f"| {r['delay_p95_s']:.2f} | {detail} |")
+              f"| {r['frame_cpu_p95_ms']:.1f} | {r['delay_p95_s']:.2f} | {detail} | {r['load1']:.1f} |")
 
 
 if __name__ == "__main__":

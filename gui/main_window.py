@@ -11,7 +11,7 @@ import json
 import time
 from collections.abc import Callable
 
-from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
+from PySide6.QtCore import QByteArray, QPoint, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
@@ -47,8 +47,13 @@ from gui.views.topology import TopologyCanvas
 FRAME_HZ = 15
 REPLAY_CONTROL_TIP = "replay: control is disabled"
 VIEWS_MIN_INTERVAL_S = 0.25  # tree/table/topology refresh at most 4 times a second
+# ... and no sooner than this many times their last cost (a big cluster: <= 20% of the GUI
+# thread), up to once a second (a value must reach the screen within 2 s of its measurement).
+VIEWS_COST_FACTOR = 5
+VIEWS_MAX_INTERVAL_S = 1.0
 SETTINGS_VERSION = 1
 DEFAULT_SIZE = (1440, 900)
+TREE_ROWS_SCAN_MAX = 400  # rows on one screen of the tree, with room to spare
 MAP_MIN_NODES = 5  # from this many nodes the cluster map is the default view; fewer fit as cards
 
 
@@ -72,6 +77,8 @@ class MainWindow(QMainWindow):
         self.timeline: QWidget | None = None
         self._seen_revision = -1
         self._views_at = 0.0
+        self._tree_busy = False
+        self._views_cost_s = 0.0  # how long the last refresh_views took (sets the views' cadence)
         self._links: dict[str, str] = {}
         self.setObjectName("fleetdeck-main")
         self.setDockNestingEnabled(True)
@@ -151,6 +158,10 @@ class MainWindow(QMainWindow):
         self.notifications: list[tuple[str, str]] = []  # (title, text) shown, for tests and a later log
         self.setCentralWidget(self.center)
         self.dock_tree = self._dock("Cluster", tree_box, Qt.DockWidgetArea.LeftDockWidgetArea)
+        # Rows that come into view (scrolled, expanded, dock shown) catch up at once.
+        self.dock_tree.visibilityChanged.connect(lambda on: on and self.refresh_tree())
+        self.tree.verticalScrollBar().valueChanged.connect(lambda _v: self.refresh_tree())
+        self.tree.expanded.connect(lambda _i: self.refresh_tree())
         self.dock_charts = self._dock("Charts", self.charts, Qt.DockWidgetArea.RightDockWidgetArea)
         self.dock_jobs = self._dock("Jobs", self.jobs, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.dock_events = self._dock("Events", self.events, Qt.DockWidgetArea.RightDockWidgetArea)
@@ -292,19 +303,18 @@ class MainWindow(QMainWindow):
         """The one redraw: views only when the state changed, charts when data or time moved."""
         now = self.source.now_s()
         mono = time.monotonic()
-        if self.state.revision != self._seen_revision and mono - self._views_at >= VIEWS_MIN_INTERVAL_S:
+        interval = min(VIEWS_MAX_INTERVAL_S, max(VIEWS_MIN_INTERVAL_S, VIEWS_COST_FACTOR * self._views_cost_s))
+        if self.state.revision != self._seen_revision and mono - self._views_at >= interval:
             self._seen_revision = self.state.revision
             self._views_at = mono
             self.refresh_views()
+            self._views_cost_s = time.monotonic() - mono
         self.charts.redraw(now)
         self.actions.tick()
         self.status.tick_clock(now)
 
     def refresh_views(self) -> None:
-        structural = self.tree_model.rowCount() != len(self.state.nodes)
-        self.tree_model.refresh()
-        if structural:
-            self.tree.expandToDepth(0)
+        self.refresh_tree()
         if not self._view_chosen and len(self.state.nodes) >= MAP_MIN_NODES and self.view() == "cards":
             self.show_view("map")
         # The hidden one waits: a thousand cards cost more than the map that covers them.
@@ -318,6 +328,37 @@ class MainWindow(QMainWindow):
         self.status.refresh()
         self._notify_alerts()
         self._update_title()
+
+    def refresh_tree(self) -> None:
+        """The tree redoes only changed nodes, and of those only the ones on screen (the rest
+        when they scroll into view); nothing while its dock is hidden (once shown, it catches up)."""
+        if self._tree_busy or (self.isVisible() and not self.tree.isVisible()):
+            return
+        self._tree_busy = True  # expanding rows below emits expanded: no refresh inside a refresh
+        try:
+            structural = self.tree_model.rowCount() != len(self.state.nodes)
+            self.tree_model.refresh(self._tree_visible_keys() if self.isVisible() else None)
+            if structural:
+                self.tree.expandToDepth(0)
+        finally:
+            self._tree_busy = False
+
+    def _tree_visible_keys(self) -> set[str]:
+        """Keys of the nodes with a row in the tree's viewport (a row's node is its top ancestor)."""
+        keys: set[str] = set()
+        bottom = self.tree.viewport().height()
+        idx = self.tree.indexAt(QPoint(1, 1))
+        for _ in range(TREE_ROWS_SCAN_MAX):
+            if not idx.isValid() or self.tree.visualRect(idx).top() > bottom:
+                break
+            top = idx
+            while top.parent().isValid():
+                top = top.parent()
+            k = top.data(KEY_ROLE)
+            if k:
+                keys.add(k[1])
+            idx = self.tree.indexBelow(idx)
+        return keys
 
     def _notify_alerts(self) -> None:
         """A new warning or critical alert of a live cluster: a desktop notification where the
@@ -359,8 +400,10 @@ class MainWindow(QMainWindow):
 
     def show_node_card(self, key: str) -> None:
         """From the map to a node's card, centred, at full size."""
+        # Ask first: behind a relay the follow goes out (and the detail starts coming) while the
+        # cards are built; its full stream then drives the card and charts.
+        self.source.watch_detail(key)
         self.show_view("cards", chosen=True)
-        self.source.watch_detail(key)  # behind a relay: its full stream drives the card and charts
         card = self.topology.cards.get(key)
         if card is not None:
             self.topology.resetTransform()

@@ -15,6 +15,10 @@ import numpy as np
 
 DEFAULT_HISTORY_S = 3600.0
 DEFAULT_INTERVAL_S = 1.0
+# A node known only by relay summaries keeps this much (1,000 nodes x 34 metrics x 1 h of
+# float32 is ~500 MiB; 15 min, the charts' default span, is a quarter of it). Once the node is
+# followed (full samples), its ring grows to the full history and keeps what it had.
+DEFAULT_SUMMARY_HISTORY_S = 900.0
 COLUMN_LOOP_MAX = 64  # points per bin up to which decimation steps over columns (see decimate_minmax_rows)
 
 # A series is named (node key, scope, metric): scope "" is the node itself, "gpu3" a GPU,
@@ -48,6 +52,21 @@ class NodeSeries:
                 self.values[key] = arr
         self.head = (row + 1) % self.capacity
         self.count = min(self.count + 1, self.capacity)
+
+    def grow(self, capacity: int) -> None:
+        """Make the ring hold ``capacity`` rows, keeping every row it holds (oldest first)."""
+        if capacity <= self.capacity:
+            return
+        n = self.count
+        times = np.full(capacity, np.nan, dtype=np.float64)
+        times[:n] = self._order(self.times)
+        values = {}
+        for key, arr in self.values.items():
+            new = np.full(capacity, np.nan, dtype=np.float32)
+            new[:n] = self._order(arr)
+            values[key] = new
+        self.times, self.values, self.capacity = times, values, capacity
+        self.head = n % capacity
 
     def _order(self, arr: np.ndarray) -> np.ndarray:
         if self.count < self.capacity:
@@ -105,21 +124,26 @@ class NodeSeries:
 
 
 class SeriesStore:
-    """Every node's rings. ``history_s`` / ``interval_s`` decide the ring size."""
+    """Every node's rings. ``history_s`` / ``interval_s`` decide the ring size; a node fed
+    only summaries (``summary=True``) gets ``summary_history_s`` until a full sample comes."""
 
-    def __init__(self, history_s: float = DEFAULT_HISTORY_S, interval_s: float = DEFAULT_INTERVAL_S) -> None:
+    def __init__(self, history_s: float = DEFAULT_HISTORY_S, interval_s: float = DEFAULT_INTERVAL_S,
+                 summary_history_s: float = DEFAULT_SUMMARY_HISTORY_S) -> None:
         self.history_s = history_s
         self.capacity = max(2, math.ceil(history_s / interval_s))
+        self.summary_capacity = min(self.capacity, max(2, math.ceil(summary_history_s / interval_s)))
         self.nodes: dict[str, NodeSeries] = {}
 
-    def node(self, key: str) -> NodeSeries:
+    def node(self, key: str, summary: bool = False) -> NodeSeries:
         ns = self.nodes.get(key)
         if ns is None:
-            ns = self.nodes[key] = NodeSeries(self.capacity)
+            ns = self.nodes[key] = NodeSeries(self.summary_capacity if summary else self.capacity)
+        elif not summary and ns.capacity < self.capacity:
+            ns.grow(self.capacity)  # followed now: the full history from here on
         return ns
 
-    def append(self, key: str, t: float, values: dict[tuple[str, str], float | None]) -> None:
-        self.node(key).append(t, values)
+    def append(self, key: str, t: float, values: dict[tuple[str, str], float | None], summary: bool = False) -> None:
+        self.node(key, summary).append(t, values)
 
     def get(self, key: SeriesKey) -> tuple[np.ndarray, np.ndarray]:
         ns = self.nodes.get(key[0])

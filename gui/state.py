@@ -37,6 +37,7 @@ from gui.series import DEFAULT_HISTORY_S, DEFAULT_INTERVAL_S, SeriesStore, smoot
 MAX_EVENTS = 5000
 # Finished jobs stay visible this long so a person sees how they ended.
 KEEP_FINISHED_S = 600.0
+JOB_ROWS_RECHECK_S = 5.0  # a node's cached job rows are rebuilt at least this often (finished jobs leave)
 # Application rates preferred as "the" throughput of a job, in this order.
 THROUGHPUT_PREFERENCE = ("tokens_per_s", "samples_per_s", "steps_per_s", "requests_per_s", "episodes_per_s")
 THROUGHPUT_UNITS = {"tokens_per_s": "tok/s", "samples_per_s": "samples/s", "steps_per_s": "steps/s",
@@ -160,6 +161,7 @@ class NodeState:
     ever_live: bool = False  # the link has been live at least once (this session)
     failed_once: bool = False  # the link has been stale or down at least once
     summary: NodeSummary | None = None  # the last relay summary applied (summary-level node)
+    rev: int = 0  # bumped when anything of this node changed: views redo only changed nodes
 
     @property
     def status(self) -> str:
@@ -248,6 +250,8 @@ class ClusterState:
         self.live_source = True  # False in a replay: link states are what was recorded
         self.alerts = ActiveAlerts()  # health alerts firing now, from alert events and snapshots
         self.radar = RadarBoard()  # the straggler/hang radar's latest verdict per rank (gui/radar.py)
+        self._sorted_jobs: dict[str, tuple[int, dict[str, JobInfo], list[JobInfo]]] = {}  # visible_jobs' cache
+        self._job_rows: dict[str, tuple[tuple, list[JobRow]]] = {}  # job_rows' cache, per node
 
     # ---- applying what a source emits ------------------------------------------------
 
@@ -262,12 +266,16 @@ class ClusterState:
         node = self.nodes.get(key)
         if node is not None and node.inventory is not None:
             self.alerts.forget_node(node.inventory.node)
+        self._sorted_jobs.pop(key, None)
+        self._job_rows.pop(key, None)
         if self.nodes.pop(key, None) is not None:
             self.series.drop_node(key)
             self._bump(structure=True)
 
     def clear(self) -> None:
         self.nodes.clear()
+        self._sorted_jobs.clear()
+        self._job_rows.clear()
         self.events.clear()
         self.series.clear()
         self.alerts.clear()
@@ -276,6 +284,7 @@ class ClusterState:
 
     def set_link(self, key: str, state: str, detail: str = "") -> None:
         node = self.add_node(key)
+        node.rev += 1
         node.link = state
         node.link_detail = detail
         if state == "live":
@@ -287,6 +296,7 @@ class ClusterState:
     def apply_snapshot(self, key: str, snap: SnapshotReply) -> None:
         """Replace what is known about a node with a fresh snapshot."""
         node = self.add_node(key)
+        node.rev += 1
         node.inventory = snap.inventory
         node.jobs = {j.id: j for j in snap.jobs}
         # A new snapshot means a (re)connect: the previous sample may belong to another life
@@ -311,6 +321,8 @@ class ClusterState:
     def apply_message(self, key: str, msg: StreamMsg) -> None:
         node = self.add_node(key)
         node.last_heard_s = self.clock()
+        if not isinstance(msg, Heartbeat):
+            node.rev += 1
         if isinstance(msg, SampleMsg):
             self._apply_sample(node, msg.sample, node.last_sample)
             self._bump()
@@ -339,6 +351,7 @@ class ClusterState:
                 node = self.nodes[s.node] = NodeState(s.node)
                 structure = True
             prev, node.summary = node.summary, s
+            node.rev += 1
             if s.link != node.link or s.detail != node.link_detail:
                 node.link, node.link_detail = s.link, s.detail
                 node.ever_live = node.ever_live or s.link == "live"
@@ -385,11 +398,12 @@ class ClusterState:
             for name, value in j.app.items():
                 if name.endswith("_per_s"):
                     values[(j.job_id, "app:" + name)] = value
-        self.series.append(node.key, s.wall_s, values)
+        self.series.append(node.key, s.wall_s, values, summary=True)
 
     def apply_job(self, key: str, job: JobInfo) -> None:
         """A job as a reply reported it (arrives before the stream says the same)."""
         node = self.add_node(key)
+        node.rev += 1
         known = job.id in node.jobs
         node.jobs[job.id] = job
         self._bump(structure=not known)
@@ -435,6 +449,10 @@ class ClusterState:
     # ---- reading ---------------------------------------------------------------------
 
     def node_of_job(self, job_id: str) -> str | None:
+        # Job ids start with their node's name (the key, through a relay): look there first.
+        guess = self.nodes.get(job_id.rsplit(".", 1)[0])
+        if guess is not None and job_id in guess.jobs:
+            return guess.key
         for key, node in self.nodes.items():
             if job_id in node.jobs:
                 return key
@@ -458,43 +476,57 @@ class ClusterState:
     def visible_jobs(self, key: str) -> list[JobInfo]:
         """Jobs of a node worth showing: active and queued ones, plus recently finished."""
         now = self.clock()
-        out = []
-        for j in self.nodes[key].jobs.values():
-            if j.state in TERMINAL_STATES and j.ended_s is not None and now - j.ended_s > KEEP_FINISHED_S:
-                continue
-            out.append(j)
-        return sorted(out, key=lambda j: _job_sort_key(j.id))
+        node = self.nodes[key]
+        cached = self._sorted_jobs.get(key)
+        if cached is None or cached[0] != node.rev or cached[1] is not node.jobs:
+            # Sorted once per change of the node (views ask every refresh, for every node).
+            cached = self._sorted_jobs[key] = (node.rev, node.jobs,
+                                               sorted(node.jobs.values(), key=lambda j: _job_sort_key(j.id)))
+        return [j for j in cached[2] if not (j.state in TERMINAL_STATES and j.ended_s is not None
+                                             and now - j.ended_s > KEEP_FINISHED_S)]
 
     def job_rows(self, show_migrated: bool = False) -> list[JobRow]:
         """One row per job shown. A migrated job is one job: its live hop is listed and the
         superseded hops (state ``migrated``) only when ``show_migrated`` asks for them."""
-        rows = []
+        rows: list[JobRow] = []
+        bucket = int(self.clock() // JOB_ROWS_RECHECK_S)
         for key, node in self.nodes.items():
             # A node that stopped answering: its jobs keep their last known state, marked stale,
             # and show no live-looking numbers.
             stale = node.is_stale and self.live_source
-            for j in self.visible_jobs(key):
-                if j.state == "migrated" and not show_migrated:
-                    continue
-                m = node.job_metrics(j.id) if j.state in ACTIVE_STATES and not stale else None
-                tp = throughput_of(m.app) if m is not None else None
-                if tp is not None:  # the windowed mean the charts draw, not the last interval's rate
-                    ns = self.series.nodes.get(key)
-                    mean = None if ns is None else smoothed_last(ns, j.id, "throughput")
-                    tp = (tp[0] if mean is None else mean, tp[1])
-                rows.append(JobRow(
-                    id=j.id, name=j.name or j.spec.name or j.id, node=key, state=j.state,
-                    priority=j.priority, gpus=tuple(j.gpus),
-                    cpu_pct=None if m is None else m.cpu_pct,
-                    mem_bytes=None if m is None else m.mem_current_bytes,
-                    throughput=None if tp is None else tp[0], throughput_unit="" if tp is None else tp[1],
-                    # Age counts from the first submit, so a migration does not make a job young.
-                    started_s=(j.first_submitted_s or j.submitted_s) if j.lineage else (j.started_s if j.started_s else j.submitted_s or None),
-                    kind=j.spec.kind, migration=dict(j.migration), backend=j.backend,
-                    stale=stale and j.state not in TERMINAL_STATES,
-                    last_seen_s=node.last_heard_s or None, reason=j.reason, queue_position=j.queue_position,
-                    origin=job_identity(j),
-                ))
+            # A node's rows are built once per change of the node (the table asks 4 times a
+            # second; through a relay each node changes once a second).
+            tag = (node.rev, stale, show_migrated, bucket)
+            cached = self._job_rows.get(key)
+            if cached is None or cached[0] != tag:
+                cached = self._job_rows[key] = (tag, self._node_job_rows(key, node, stale, show_migrated))
+            rows.extend(cached[1])
+        return rows
+
+    def _node_job_rows(self, key: str, node: NodeState, stale: bool, show_migrated: bool) -> list[JobRow]:
+        rows: list[JobRow] = []
+        for j in self.visible_jobs(key):
+            if j.state == "migrated" and not show_migrated:
+                continue
+            m = node.job_metrics(j.id) if j.state in ACTIVE_STATES and not stale else None
+            tp = throughput_of(m.app) if m is not None else None
+            if tp is not None:  # the windowed mean the charts draw, not the last interval's rate
+                ns = self.series.nodes.get(key)
+                mean = None if ns is None else smoothed_last(ns, j.id, "throughput")
+                tp = (tp[0] if mean is None else mean, tp[1])
+            rows.append(JobRow(
+                id=j.id, name=j.name or j.spec.name or j.id, node=key, state=j.state,
+                priority=j.priority, gpus=tuple(j.gpus),
+                cpu_pct=None if m is None else m.cpu_pct,
+                mem_bytes=None if m is None else m.mem_current_bytes,
+                throughput=None if tp is None else tp[0], throughput_unit="" if tp is None else tp[1],
+                # Age counts from the first submit, so a migration does not make a job young.
+                started_s=(j.first_submitted_s or j.submitted_s) if j.lineage else (j.started_s if j.started_s else j.submitted_s or None),
+                kind=j.spec.kind, migration=dict(j.migration), backend=j.backend,
+                stale=stale and j.state not in TERMINAL_STATES,
+                last_seen_s=node.last_heard_s or None, reason=j.reason, queue_position=j.queue_position,
+                origin=job_identity(j),
+            ))
         return rows
 
     def jobs_on_gpu(self, key: str, index: int) -> list[JobInfo]:

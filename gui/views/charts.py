@@ -40,7 +40,9 @@ from gui.theme import job_colour, series_colour
 MAX_CURVES = 256
 # Past this many GPUs, "all GPUs" is a quantile band (min, p50, p95, max over every GPU per time
 # bin) with the top-k GPUs (highest mean over the window) as lines on top: 8,000 lines are a blur.
+# The same for "all nodes" and "all jobs" past BAND_MIN_SERIES series.
 BAND_MIN_SERIES = 64
+BAND_NOUNS = {"gpu": "GPUs", "node": "nodes", "job": "jobs"}
 BAND_TOP_K = 5
 BAND_BINS = 150
 BAND_PENS = {"max": ("#9e9e9e", 1, Qt.PenStyle.DotLine), "p95": ("#e07b00", 2, Qt.PenStyle.SolidLine),
@@ -57,6 +59,15 @@ LEGEND_ROWS = 2  # the legend's height in entries; more scroll, so the plot keep
 READOUT_MAX_ROWS = 12  # hover read-out lines per column before it starts another column
 CROWDED_CURVES = 64
 RECOMPUTE_IDLE_S = 30.0  # with no new data, re-read the rings this often anyway
+# New data re-reads the rings at most this often, by the series the chart covers (a band over
+# hundreds of nodes costs ~100 ms; data through a relay arrives once a second anyway); between
+# recomputes the window only scrolls.
+RECOMPUTE_MIN_S = ((BAND_MIN_SERIES, 0.0), (1000, 1.0), (math.inf, 2.0))
+RECOMPUTE_COST_FACTOR = 10  # ... and, past BAND_MIN_SERIES, no sooner than 10x its last cost (<= 10% of the GUI thread)
+# A scope list this long (1,000 nodes' GPUs or jobs) is refilled at most every SCOPES_REFILL_S
+# when nodes/jobs come and go: refilling 10,000 entries costs ~30 ms.
+SCOPES_MANY = 500
+SCOPES_REFILL_S = 5.0
 MIN_WINDOW_S = 60.0  # a young session shows at least this much time, then grows to the span
 
 
@@ -306,7 +317,10 @@ class Chart(QWidget):
         self._drawn_revision = -1
         self._drawn_at = -math.inf
         self._computed_at = -math.inf
+        self._series_count = 0  # series the last recompute covered (sets the recompute cadence)
+        self._recompute_cost_s = 0.0  # wall time of the last recompute
         self._scope_structure = -1
+        self._scopes_at = -math.inf
         self._legend_keys: list[SeriesKey] = []
         self.history = None  # a gui.sources.history_fetch.HistoryFetcher when a Prometheus URL is set
         self._history_token = 0
@@ -447,6 +461,7 @@ class Chart(QWidget):
 
     def _fill_scopes(self) -> None:
         self._scope_structure = self.state.structure_revision
+        self._scopes_at = time.monotonic()
         box = self.scope_box
         box.blockSignals(True)
         box.clear()
@@ -504,8 +519,8 @@ class Chart(QWidget):
         return out[:limit]
 
     def band_mode(self, keys: list[SeriesKey]) -> bool:
-        """"All GPUs" of a big cluster: drawn as a quantile band plus the top-k outliers."""
-        return self.chart_metric.scope == "gpu" and self.scope.kind == "all" and len(keys) > BAND_MIN_SERIES
+        """"All GPUs/nodes/jobs" of a big cluster: drawn as a quantile band plus the top-k outliers."""
+        return self.scope.kind == "all" and len(keys) > BAND_MIN_SERIES
 
     def _band(self, keys: list[SeriesKey], t0: float, t1: float) -> tuple[list[SeriesKey], dict, dict]:
         """min/p50/p95/max over every series per time bin, and the BAND_TOP_K series with the
@@ -521,7 +536,13 @@ class Chart(QWidget):
             ns = self.state.series.nodes.get(node)
             if ns is None:
                 continue
-            t, rows = ns.get_rows([(k[1], k[2]) for k in nkeys], t0, t1)
+            if self.chart_metric.smoothed:  # a rate's band is over its window means, as its lines
+                t, rows = ns.get_rows([(k[1], k[2]) for k in nkeys], t0 - RATE_WINDOW_S, t1)
+                rows = smooth_rate_rows(t, rows)
+                i0 = max(0, int(np.searchsorted(t, t0, side="left")) - 1)
+                t, rows = t[i0:], rows[:, i0:]
+            else:
+                t, rows = ns.get_rows([(k[1], k[2]) for k in nkeys], t0, t1)
             if not t.size:
                 continue
             # Mean per time bin, all GPUs of the node at once (their times are shared).
@@ -556,7 +577,7 @@ class Chart(QWidget):
         for name, q in (("max", 1.0), ("p95", 0.95), ("p50", 0.5), ("min", 0.0)):
             idx = np.floor(q * np.maximum(n[has] - 1, 0)).astype(np.int64)
             add(("", f"band:{name}", self.chart_metric.name), m[has][np.arange(idx.size), idx].astype(np.float64),
-                f"{name} of {len(row_keys):,} GPUs")
+                f"{name} of {len(row_keys):,} {BAND_NOUNS.get(self.chart_metric.scope, 'series')}")
         fin = np.isfinite(series)
         score = np.where(fin.any(axis=1), np.where(fin, series, 0.0).sum(axis=1) / np.maximum(fin.sum(axis=1), 1), -np.inf)
         for rank, i in enumerate(np.argsort(-score)[:BAND_TOP_K], 1):
@@ -631,10 +652,17 @@ class Chart(QWidget):
         """Draw if the data changed or the window moved; return whether it drew."""
         if not self.isVisible() and not force:
             return False
-        if self._scope_structure != self.state.structure_revision:
+        if self._scope_structure != self.state.structure_revision and (
+                self.scope_box.count() <= SCOPES_MANY or not 0 <= time.monotonic() - self._scopes_at < SCOPES_REFILL_S):
             self._fill_scopes()
         paused = self.pause_btn.isChecked()
         changed = self.state.revision != self._drawn_revision
+        # Many series: new data is read at most every RECOMPUTE_MIN_S, the window scrolls between.
+        min_s = next(s for n, s in RECOMPUTE_MIN_S if self._series_count <= n)
+        if self._series_count > BAND_MIN_SERIES:
+            min_s = max(min_s, RECOMPUTE_COST_FACTOR * self._recompute_cost_s)
+        if changed and not force and not paused and 0 <= now_s - self._computed_at < min_s:
+            changed = False
         span = SPANS_S[self.span_box.currentText()]
         # With no new data, scroll only when the window moved by about a pixel.
         scroll_s = max(SCROLL_REDRAW_S, SCROLL_PIXELS * span / max(1, self.plot.width()))
@@ -649,7 +677,16 @@ class Chart(QWidget):
             return True
         self._drawn_revision = self.state.revision
         self._drawn_at = self._computed_at = now_s
+        started = time.perf_counter()
+        try:
+            return self._recompute(now_s, paused, span, vb)
+        finally:
+            self._recompute_cost_s = time.perf_counter() - started
+
+    def _recompute(self, now_s: float, paused: bool, span: float, vb) -> bool:
+        """Re-read the rings for the window ending at ``now_s`` and set every curve."""
         all_keys = self.series_keys(limit=None)
+        self._series_count = len(all_keys)
         band = self.band_mode(all_keys)
         keys = all_keys[:MAX_CURVES]
         if paused:

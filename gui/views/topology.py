@@ -32,6 +32,7 @@ CARD_GAP = 28
 CARD_W = PAD * 2 + COLS * TILE_W + (COLS - 1) * GAP
 LOD_TEXT = 0.55  # below this zoom, cards and chips drop their small text
 JOBS_RECHECK_S = 5.0  # finished jobs drop off the cards on the clock, not on a message
+CHIPS_ALL_CARDS = 64  # up to this many cards every chip is kept up to date; past it, the ones on screen
 STATIC_TEXT_CACHE = 4096  # laid-out strings kept (GPU names, percentages, sizes repeat a lot)
 
 
@@ -401,6 +402,7 @@ class TopologyCanvas(QGraphicsView):
         self._columns = 0
         self._seen_structure = -1
         self._jobs_bucket = -1
+        self._chips_pending: set[str] = set()  # cards off screen whose chips wait until shown
         self.overview_font = QFont(self.font())
         self.overview_font.setPointSizeF(self.font().pointSizeF() * 2.2)
         self.overview_font.setBold(True)
@@ -428,7 +430,7 @@ class TopologyCanvas(QGraphicsView):
     # ---- keeping up with the state ----
     def refresh(self) -> None:
         structural = self._seen_structure != self.state.structure_revision
-        jobs_changed = False
+        jobs_changed: set[str] = set()  # cards whose jobs moved: only their chips are redone
         self._seen_structure = self.state.structure_revision
         for key in [k for k in self.cards if k not in self.state.nodes]:
             card = self.cards.pop(key)
@@ -452,19 +454,45 @@ class TopologyCanvas(QGraphicsView):
                 card.jobs_seen = jobs_now
                 card.has_cpu_jobs_now = any(not j.gpus and j.state not in ("succeeded", "failed", "cancelled", "migrated")
                                             for j in self.state.visible_jobs(key))
-                jobs_changed = True
+                jobs_changed.add(key)
             card.set_node(node, card.has_cpu_jobs_now)
         # Finished jobs leave the picture after a while without any message: look again now and then.
         bucket = int(self.state.clock() // JOBS_RECHECK_S)
-        if jobs_changed or structural or bucket != self._jobs_bucket:
-            self._jobs_bucket = bucket
-            self._sync_chips()
         if structural:
-            self._layout()
+            self._layout()  # before the chips: which cards are on screen depends on it
+        if structural or bucket != self._jobs_bucket:
+            self._jobs_bucket = bucket
+            self._sync_chips(set(self.cards))
+        elif jobs_changed or self._chips_pending:
+            self._sync_chips(jobs_changed)
 
-    def _sync_chips(self) -> None:
+    def _on_screen(self, keys: set[str]) -> set[str]:
+        """Of ``keys``, the cards in (or near) the viewport; all of them when the view is not
+        shown or the cluster is small. The rest wait in ``_chips_pending`` (a thousand cards'
+        chips cost a second; a screen shows a few dozen)."""
+        if len(self.cards) <= CHIPS_ALL_CARDS or not self.isVisible():
+            return set(keys)
+        area = self.mapToScene(self.viewport().rect()).boundingRect()
+        area.adjust(-CARD_W, -CARD_W, CARD_W, CARD_W)
+        return {k for k in keys if k in self.cards and area.intersects(self.cards[k].sceneBoundingRect())}
+
+    def scrollContentsBy(self, dx: int, dy: int) -> None:
+        super().scrollContentsBy(dx, dy)
+        if self._chips_pending:
+            self._sync_chips(set())  # cards scrolled into view get their chips now
+
+    def _sync_chips(self, changed: set[str]) -> None:
+        """Chips of the cards in ``changed`` and of pending cards now on screen (the others'
+        chips stay as drawn: a relay's second changes some nodes' jobs, not a thousand cards)."""
+        self._chips_pending = (self._chips_pending | changed) & set(self.cards)
+        only = self._on_screen(self._chips_pending)
+        self._chips_pending = self._chips_pending - only
+        if not only:
+            return
         want: dict[tuple[str, int | None], tuple[NodeCard, QRectF]] = {}
         for key, card in self.cards.items():
+            if key not in only:
+                continue
             active = [j for j in self.state.visible_jobs(key) if j.state not in ("succeeded", "failed", "cancelled", "migrated")]
             cpu_jobs = [j for j in active if not j.gpus]
             per_gpu: dict[int, list] = {}
@@ -481,7 +509,8 @@ class TopologyCanvas(QGraphicsView):
                 w = min(150.0, (strip.width() - 34) / len(cpu_jobs) - 4)
                 for n, j in enumerate(cpu_jobs):
                     want[(j.id, None)] = (card, QRectF(strip.left() + 34 + n * (w + 4), strip.top() + 2, w, CHIP_H))
-        for k in [k for k in self.chips if k not in want]:
+        mine = {k: c for k, c in self.chips.items() if c.parentItem() is None or c.parentItem().key in only}
+        for k in [k for k in mine if k not in want]:
             self.scene().removeItem(self.chips.pop(k))
         for k, (card, rect) in want.items():
             job_id = k[0]
