@@ -4,6 +4,10 @@ Charts never redraw on a message. The window's one timer calls :meth:`ChartsPane
 (10-20 Hz); a chart draws only when the state changed or its time window moved, reads the
 ring buffers, cuts the visible window, reduces it to a min/max envelope of the plot's pixel
 width and only then calls setData.
+
+Over 500 lines, and the next module to split: the chart widget with its legend, hover read-out
+and curve painting, plus the pure computations behind its scopes (quantile bands, group sums,
+Prometheus history). Those computations are the part to move into a Qt-free module.
 """
 
 from __future__ import annotations
