@@ -34,17 +34,26 @@ def test_sigkill_during_launches_starts_each_job_exactly_once(tmp_path):
     proc.start()
     try:
         for trial in range(TRIALS):
-            def burst(t: int = trial) -> None:
+            first_done = threading.Event()
+
+            def burst(t: int = trial, first_done: threading.Event = first_done) -> None:
                 try:
                     with proc.client(timeout_s=5) as c:
                         for i in range(JOBS_PER_TRIAL):
                             c.call(Submit(spec=JobSpec(argv=_starter(records / f"{t}-{i}"), name=f"{t}-{i}")))
+                            first_done.set()
                 except ClientError:
                     pass  # the daemon died under us: that is the point
+                finally:
+                    first_done.set()
 
             th = threading.Thread(target=burst)
             th.start()
-            time.sleep(rng.uniform(0.0, 0.35))  # a shim start takes ~30-100 ms: hit every phase
+            # Kill while the next launches are under way: from the first answered submit on (a
+            # slow connect on a loaded host must not let the kill land before any submit), at a
+            # random point; a shim start takes ~30-100 ms, so this hits every phase.
+            first_done.wait(10)
+            time.sleep(rng.uniform(0.0, 0.35))
             proc.kill9()
             th.join(10)
             proc.start()  # same state dir, same ports: re-adopts and finishes the launches
