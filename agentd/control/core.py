@@ -192,9 +192,11 @@ class JobCore:
         while True:
             # Ranks of a group are held for the gang: only the group's leader starts them, all
             # at once (agentd.control.gangnode); they do not block the local queue meanwhile.
+            # A group member that names no leader (made by hand through the protocol) has
+            # nobody to start it: it is scheduled as a plain job.
             queue = []
             for j in self._queue():
-                if j.spec.group is None:
+                if j.spec.group is None or not j.spec.group.leader:
                     queue.append(self._queued(j))
                 elif not j.reason:
                     j.reason = f"held for gang {j.spec.group.id}: waiting for its leader's admission round"

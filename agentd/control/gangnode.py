@@ -52,7 +52,7 @@ class GangNode(Cancelling):
         recently: the groups this node leads."""
         with self._lock:
             return sorted({j.spec.group.id for j in self._jobs.values()
-                           if j.spec.group is not None and j.spec.group.rank == 0})
+                           if j.spec.group is not None and j.spec.group.rank == 0 and j.spec.group.leader})
 
     def next_group_number(self) -> int:
         """The next N of this node's group ids ``NODE.run-N``, never reused (kept in the state

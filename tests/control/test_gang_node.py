@@ -8,10 +8,12 @@ import time
 from agentd.protocol.jobs import GroupMember
 from tests.control.control_helpers import spec
 
+LEADER = "tcp://127.0.0.1:9"  # a gang member names its leader; the leader is played by the test
+
 
 def _rank(gid: str, rank: int, local: int, *, gpus: int = 1) -> object:
     return spec(name=f"r{rank}", gpus=gpus, group=GroupMember(id=gid, rank=rank, world_size=4, local_rank=rank,
-                                                                  local_world_size=local))
+                                                                  local_world_size=local, leader=LEADER))
 
 
 def test_ranks_are_held_and_do_not_block_the_local_queue(manager):
