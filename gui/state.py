@@ -327,9 +327,11 @@ class ClusterState:
             self._apply_sample(node, msg.sample, node.last_sample)
             self._bump()
         elif isinstance(msg, JobMsg):
-            known = msg.job.id in node.jobs
+            known = node.jobs.get(msg.job.id)
+            if known is not None and msg.job.revision < known.revision:
+                return  # built before a change a reply already showed (the stream lags the reply)
             node.jobs[msg.job.id] = msg.job
-            self._bump(structure=not known)
+            self._bump(structure=known is None)
         elif isinstance(msg, EventMsg):
             self._add_event(msg.event)
             self._bump()

@@ -113,7 +113,7 @@ class JobCore:
                        metrics=dict(job.metrics), tool_calls=calls[-MAX_TOOL_CALLS:], resumed_from=job.resumed_from,
                        migrated_to=job.migrated_to, migration=dict(job.migration), lineage=list(job.lineage),
                        origin=job.lineage[0] if job.lineage else job.id,
-                       first_submitted_s=job.first_submitted_s or job.submitted_s)
+                       first_submitted_s=job.first_submitted_s or job.submitted_s, revision=job.revision)
 
     def _save(self, job: Job, required: bool = False) -> None:
         self._records.save(job.job_dir, self._info(job), job.n, job.runtime(), required)

@@ -167,6 +167,9 @@ class Job:
     lineage: list[str] = field(default_factory=list)  # earlier hops' ids, oldest first
     first_submitted_s: float = 0.0  # wall time of the first submit (0: this job's own)
     launch_token: str | None = None
+    # Counts this life's changes of state or priority: a viewer that got the job in a reply
+    # can tell a stream message built before that change (and delivered after it) as older.
+    revision: int = 0
 
     @property
     def starting(self) -> bool:
@@ -187,6 +190,7 @@ class Job:
         old = self.state
         check_transition(self.id, old, new)
         self.state = new
+        self.revision += 1
         return old
 
     def runtime(self) -> Runtime:

@@ -447,6 +447,7 @@ class JobManager(GangNode):
                                 "can no longer change", "job")
         old = job.priority
         job.priority = priority
+        job.revision += 1
         if job.state in LIVE_STATES:
             process.apply_priority(job)
         self._save(job)

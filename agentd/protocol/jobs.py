@@ -156,6 +156,10 @@ class JobInfo(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     lineage: Lineage = []
     origin: str = ""  # the job's first id ("node.N" where it was submitted); "" = ``id``
     first_submitted_s: float = 0.0  # wall time of the first submit; 0 = ``submitted_s``
+    # Changes of state or priority in this daemon life (0: not counted, e.g. Slurm or a
+    # recording). Within one life a higher revision is newer: a viewer drops a stream message
+    # older than what a reply already told it.
+    revision: int = 0
     short: bool = False  # listed in short form (over MAX_LISTED_JOB_BYTES): `show` has the whole job
 
 

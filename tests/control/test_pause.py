@@ -24,10 +24,12 @@ def _assert_pause_stops_cpu(m, job_id: str) -> None:
     wait_for(lambda: _cpu(info.pid) > 0.05, 10, "the job to use some CPU")
     paused = m.pause(job_id, actor="alice")
     assert paused.state == "paused"
+    assert paused.revision > info.revision, "each change counts up, so viewers can order replies and stream"
     before = _cpu(info.pid)
     time.sleep(0.5)
     assert _cpu(info.pid) == before, "CPU time advanced while paused"
-    assert m.resume(job_id, actor="alice").state == "running"
+    resumed = m.resume(job_id, actor="alice")
+    assert resumed.state == "running" and resumed.revision > paused.revision
     wait_for(lambda: _cpu(info.pid) > before + 0.02, 10, "CPU time to advance after resume")
 
 

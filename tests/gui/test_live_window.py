@@ -65,7 +65,8 @@ def test_pause_resume_priority_cancel_from_the_table(qtbot, agentd, open_window)
     with agentd.client() as c:
         from agentd.protocol.messages import Show
         assert c.call(Show(job=a)).job.state == "paused", "the daemon itself reports paused"
-    wait_until(qtbot, lambda: w.jobs.model.rows[_row_of(w, a)].state == "paused", what="table shows paused")
+    wait_until(qtbot, lambda: all(w.jobs.model.rows[_row_of(w, j)].state == "paused" for j in (a, b)),
+               what="table shows both paused")
     assert w.jobs.act_resume.isEnabled() and not w.jobs.act_pause.isEnabled()
     w.jobs.act_resume.trigger()
     wait_until(qtbot, lambda: all(w.state.job(j).state == "running" for j in (a, b)), what="both running again")

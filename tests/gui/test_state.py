@@ -56,6 +56,22 @@ def test_job_and_event_messages_and_structure_revision():
     assert not st.events[-1].ok
 
 
+def test_a_stream_message_older_than_a_reply_does_not_undo_it():
+    # The pause reply (revision 2) can arrive before a "running" update the daemon built just
+    # before the pause (revision 1); the table must not flick back to running.
+    st = ClusterState(clock=lambda: 1_000_010.0)
+    st.apply_snapshot("n1", snapshot(jobs=[job("n1.1", revision=1)]))
+    st.apply_job("n1", job("n1.1", state="paused", revision=2))
+    st.apply_message("n1", JobMsg(node="n1", seq=11, job=job("n1.1", state="running", revision=1, metrics={"x": 1.0})))
+    assert st.job("n1.1").state == "paused"
+    st.apply_message("n1", JobMsg(node="n1", seq=12, job=job("n1.1", state="running", revision=3)))
+    assert st.job("n1.1").state == "running", "a newer change is applied"
+    # A restarted daemon counts from 0 again; its snapshot replaces what the app knew.
+    st.apply_snapshot("n1", snapshot(jobs=[job("n1.1", state="paused", revision=0)]))
+    st.apply_message("n1", JobMsg(node="n1", seq=1, job=job("n1.1", state="running", revision=1)))
+    assert st.job("n1.1").state == "running"
+
+
 def test_finished_jobs_fade_out_and_link_state():
     now = [1_000_000.0]
     st = ClusterState(clock=lambda: now[0])

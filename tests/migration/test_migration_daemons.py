@@ -305,7 +305,13 @@ def test_source_killed_mid_migration_recovers_on_restart(daemons, tmp_path, fast
                 break
             time.sleep(0.05)
         # Either outcome is right; what matters: exactly one copy, resumed from the checkpoint.
-        wait_for(lambda: len(trainers(tag)) == 1, timeout_s=10, what="one trainer after recovery")
+        try:
+            wait_for(lambda: len(trainers(tag)) == 1, timeout_s=10, what="one trainer after recovery")
+        except BaseException:
+            info = _show(a, job.id)
+            there = _show(b, info.migrated_to) if info.migrated_to else None
+            pytest.fail(f"no trainer after recovery: on a {info.state} {info.reason!r} {info.migration}; "
+                        f"on b {there and (there.state, there.reason, there.exit_code)}")
         pid = trainers(tag)[0]
         wait_for(lambda: any(p == pid for s, p in steps(progress)), timeout_s=10, what="trainer stepping")
         before = [s for s, p in steps(progress) if p != pid]
