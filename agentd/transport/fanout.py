@@ -84,7 +84,13 @@ class LinkPool:
     def poll(self, timeout_s: float) -> list[LinkEvent]:
         """Wait up to ``timeout_s`` and return what the links yielded."""
         self._sync_poller()
-        ready = [s for s, _ in self._poller.poll(max(0, int(timeout_s * 1000)))]
+        if self._registered:
+            ready = [s for s, _ in self._poller.poll(max(0, int(timeout_s * 1000)))]
+        else:
+            # zmq_poll over no sockets returns at once: sleep instead, or an idle pool (the
+            # radar of a node that leads no group, links all waiting to reconnect) spins a core.
+            time.sleep(max(0.0, timeout_s))
+            ready = []
         now = time.monotonic()
         out: list[LinkEvent] = []
         by_link: dict[int, tuple[NodeLink, list[zmq.Socket[bytes]]]] = {}

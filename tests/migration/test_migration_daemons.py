@@ -307,7 +307,7 @@ def test_source_killed_mid_migration_recovers_on_restart(daemons, tmp_path, fast
         # Either outcome is right; what matters: exactly one copy, resumed from the checkpoint.
         try:
             wait_for(lambda: len(trainers(tag)) == 1, timeout_s=10, what="one trainer after recovery")
-        except BaseException:
+        except pytest.fail.Exception:
             info = _show(a, job.id)
             there = _show(b, info.migrated_to) if info.migrated_to else None
             pytest.fail(f"no trainer after recovery: on a {info.state} {info.reason!r} {info.migration}; "
