@@ -70,6 +70,7 @@ Connect = Callable[[str], NodeClient]
 class _Led:
     """What the leader keeps about one group between rounds."""
 
+    rank0: str = ""  # the job id of rank 0 here: a group that moved back here is a new lead
     next_round: float = 0.0
     backoff_s: float = BACKOFF_MIN_S
     started: bool = False
@@ -164,13 +165,15 @@ class GangService:
     def lead_once(self) -> None:
         """One look at every group this node leads (the leader thread calls it)."""
         for group in self.jobs.led_groups():
-            with self._lock:
-                led = self._led.setdefault(group, _Led())
-            if led.done:
-                continue
             mine = self.jobs.group_members(group)
             rank0 = next((j for j in mine if j.spec.group is not None and j.spec.group.rank == 0), None)
             if rank0 is None or rank0.spec.group is None:
+                continue
+            with self._lock:
+                led = self._led.get(group)
+                if led is None or led.rank0 != rank0.id:
+                    led = self._led[group] = _Led(rank0=rank0.id)
+            if led.done:
                 continue
             nodes = list(rank0.spec.group.nodes)
             if not nodes:

@@ -98,7 +98,8 @@ class MigrationService:
         if self._is_own_endpoint(r.target):
             raise ProtocolError(ErrorCode.INVALID, f"cannot migrate job {job_id} to {r.target}: that is node {self.node} "
                                 "itself, where the job already is; pick another node", "target")
-        rec = self.source.start(job_id, r.target, r.target_key, restart=r.restart, resume=r.resume, actor=actor)
+        rec = self.source.start(job_id, r.target, r.target_key, restart=r.restart, resume=r.resume, actor=actor,
+                                regroup=r.regroup)
         return MigrateReply(job=self.hooks.get(job_id), migration_id=rec.id,
                             message=f"migration {rec.id} of {job_id} to {r.target} started ({rec.mode})")
 

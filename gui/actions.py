@@ -1,19 +1,26 @@
 """User commands: pause, resume, priority, cancel, migrate, logs. Each is an asynchronous
 request through the DataSource; results and failures land in the event log and the status
-bar, and anything still waiting after a second shows progress."""
+bar, and anything still waiting after a second shows progress.
+
+A whole group selected (every live rank of it) is acted on as the CLI does: one ``group_action``
+per node, sent at once, and the event log gets the measured skew (for a pause: how far apart the
+kernel reported the ranks frozen). Through a relay, which forwards single-job verbs only, and for
+part of a group, each rank gets its own request."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QMessageBox, QWidget
 
 from agentd.protocol.errors import ErrorCode
+from agentd.protocol.gang import GroupAction, GroupActionName, GroupActionReply
 from agentd.protocol.jobs import PRIORITY_MAX, PRIORITY_MIN
 from agentd.protocol.messages import Cancel, JobReply, Migrate, Pause, Priority, Request, Resume
+from gui.groups import live_ranks
 from gui.sources.base import DataSource, RequestFailure
 from gui.state import ClusterState
 
@@ -25,6 +32,18 @@ class _Pending:
     what: str  # "pausing job 'train' (n1.3)"
     started: float
     target_key: str = ""  # a migration's target node (for the restart question)
+    batch: _GroupBatch | None = None  # a group action: the other nodes' requests of it
+
+
+@dataclass
+class _GroupBatch:
+    """One group action over its nodes: what came back so far."""
+
+    group: str
+    action: str
+    left: int
+    done_wall_s: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 def readable(message: str) -> str:
@@ -89,20 +108,55 @@ class Actions(QObject):
         self.pending[token] = _Pending(what, self.clock())
         return token
 
+    def _whole_groups(self, job_ids: list[str]) -> tuple[dict[str, dict[str, list[str]]], list[str]]:
+        """The groups all of whose live ranks are in ``job_ids`` and reached directly (group id
+        -> node key -> its ranks there), and the job ids left to act on one by one."""
+        relay_of = getattr(self.source, "relay_of", lambda key: None)
+        chosen = set(job_ids)
+        groups: dict[str, dict[str, list[str]]] = {}
+        for j in job_ids:
+            info = self.state.job(j)
+            gid = info.spec.group.id if info is not None and info.spec.group is not None else ""
+            if not gid or gid in groups:
+                continue
+            ranks = live_ranks(self.state.nodes, gid)
+            if len(ranks) > 1 and {job.id for _, job, _ in ranks} <= chosen and all(relay_of(k) is None for k, _, _ in ranks):
+                by_node: dict[str, list[str]] = {}
+                for key, job, _ in ranks:
+                    by_node.setdefault(key, []).append(job.id)
+                groups[gid] = by_node
+        grouped = {j for by_node in groups.values() for ids in by_node.values() for j in ids}
+        return groups, [j for j in job_ids if j not in grouped]
+
+    def _act(self, job_ids: list[str], action: GroupActionName, one: Callable[[str], Request], what: str,
+             priority: int = 0) -> list[int]:
+        """``action`` on whole groups (one group_action per node) and ``one(job)`` on the rest."""
+        groups, rest = self._whole_groups(job_ids)
+        tokens = []
+        for gid, by_node in groups.items():
+            if not self.can_control():
+                rest += [j for ids in by_node.values() for j in ids]  # reported as read-only below
+                continue
+            batch = _GroupBatch(gid, action, left=len(by_node))
+            for key in by_node:
+                token = self.source.request(key, GroupAction(group=gid, action=action, priority=priority))
+                self.pending[token] = _Pending(f"{what} group {gid} on {key}", self.clock(), batch=batch)
+                tokens.append(token)
+        return tokens + [t for j in rest if (t := self._send(j, one(j), f"{what} {self._describe(j)}")) is not None]
+
     # ---- commands ----
     def pause(self, job_ids: list[str]) -> list[int]:
-        return [t for j in job_ids if (t := self._send(j, Pause(job=j), f"pausing {self._describe(j)}")) is not None]
+        return self._act(job_ids, "pause", lambda j: Pause(job=j), "pausing")
 
     def resume(self, job_ids: list[str]) -> list[int]:
-        return [t for j in job_ids if (t := self._send(j, Resume(job=j), f"resuming {self._describe(j)}")) is not None]
+        return self._act(job_ids, "resume", lambda j: Resume(job=j), "resuming")
 
     def set_priority(self, job_ids: list[str], priority: int) -> list[int]:
         if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
             self._report_failure(f"priority {priority} is out of range; use {PRIORITY_MIN}..{PRIORITY_MAX}")
             return []
-        return [t for j in job_ids
-                if (t := self._send(j, Priority(job=j, priority=priority),
-                                    f"setting priority {priority:+d} on {self._describe(j)}")) is not None]
+        return self._act(job_ids, "priority", lambda j: Priority(job=j, priority=priority),
+                         f"setting priority {priority:+d} on", priority=priority)
 
     def cancel(self, job_ids: list[str], ask: bool = True) -> list[int]:
         if not job_ids:
@@ -112,7 +166,7 @@ class Actions(QObject):
                                     "The job gets SIGTERM, then SIGKILL after 10 s. Paused jobs are killed, then thawed. "
                                     "This cannot be undone."):
             return []
-        return [t for j in job_ids if (t := self._send(j, Cancel(job=j), f"cancelling {self._describe(j)}")) is not None]
+        return self._act(job_ids, "cancel", lambda j: Cancel(job=j), "cancelling")
 
     def migrate(self, job_id: str, target_key: str, ask: bool = True) -> int | None:
         source_key = self.state.node_of_job(job_id)
@@ -167,6 +221,13 @@ class Actions(QObject):
         p = self.pending.pop(token, None)
         if p is None:
             return
+        if p.batch is not None and isinstance(reply, GroupActionReply):
+            if key in self.state.nodes:
+                for job in reply.jobs:
+                    self.state.apply_job(key, job)
+            self._batch_part(p.batch, reply.done_wall_s, [reply.message] if reply.message else [])
+            self.tick()
+            return
         msg = p.what[0].upper() + p.what[1:] + ": done"
         if isinstance(reply, JobReply):
             msg = f"{p.what[0].upper() + p.what[1:]}: now {reply.job.state}" + (f" — {reply.message}" if reply.message else "")
@@ -181,12 +242,35 @@ class Actions(QObject):
         p = self.pending.pop(token, None)
         if p is None:
             return
+        if p.batch is not None:
+            self._batch_part(p.batch, {}, [f"node {failure.node}: {readable(failure.message)}"])
+            self.tick()
+            return
         if self._offer_restart(p, failure):
             self.tick()
             return
         self._report_failure(f"{p.what[0].upper() + p.what[1:]} failed: {readable(failure.message)}", node=failure.node,
                              job_id=getattr(failure.request, "job", ""))
         self.tick()
+
+    def _batch_part(self, batch: _GroupBatch, done: dict[str, float], notes: list[str]) -> None:
+        """One node's answer to a group action; the last one reports the whole group."""
+        batch.left -= 1
+        batch.done_wall_s.update(done)
+        batch.notes += notes
+        if batch.left > 0:
+            return
+        verb = {"pause": "paused", "resume": "resumed", "priority": "reprioritised", "cancel": "cancelling"}[batch.action]
+        n = len(batch.done_wall_s)
+        msg = f"Group {batch.group}: {n} rank{'s' if n != 1 else ''} {verb}"
+        if batch.action == "pause" and n > 1:
+            skew_ms = (max(batch.done_wall_s.values()) - min(batch.done_wall_s.values())) * 1000
+            msg += f", frozen within {skew_ms:.0f} ms of each other"
+        if batch.notes:
+            self._report_failure(msg + " — " + "; ".join(readable(x) for x in batch.notes))
+        else:
+            self.state.add_local_event(msg)
+            self.succeeded.emit(msg)
 
     def _report_failure(self, message: str, node: str = "", job_id: str = "") -> None:
         self.state.add_local_event(message, node=node, job_id=job_id, ok=False, kind="error")

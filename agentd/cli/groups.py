@@ -44,7 +44,7 @@ from agentd.protocol.gang import (
     GroupOpen,
     GroupOpenReply,
 )
-from agentd.protocol.jobs import GroupMember
+from agentd.protocol.jobs import CheckpointContract, GroupMember
 from agentd.protocol.messages import (
     Cancel,
     JobReply,
@@ -55,10 +55,11 @@ from agentd.protocol.messages import (
     Submit,
 )
 
-__all__ = ["add_submit_flags", "find_members", "group_action", "group_json", "group_rows", "is_group_id",
+__all__ = ["act_on_nodes", "add_submit_flags", "find_members", "named_targets", "parallel", "group_action", "group_json", "group_rows", "is_group_id",
            "rank_of", "show_group", "submit_group", "wants_group"]
 
 T = TypeVar("T")
+MAX_MOVES_FOLLOWED = 16  # a group's rank 0 followed across this many moves at most
 
 
 def add_submit_flags(p: argparse.ArgumentParser) -> None:
@@ -96,7 +97,7 @@ def is_group_id(text: str) -> bool:
     return parse_group_id(text) is not None
 
 
-def _parallel(fns: Sequence[Callable[[], T]]) -> list[T | CliError]:
+def parallel(fns: Sequence[Callable[[], T]]) -> list[T | CliError]:
     """Run ``fns`` at once in threads; each result, or the CliError it raised."""
     def guard(fn: Callable[[], T]) -> T | CliError:
         try:
@@ -109,7 +110,7 @@ def _parallel(fns: Sequence[Callable[[], T]]) -> list[T | CliError]:
         return list(pool.map(guard, fns))
 
 
-def _named_targets(args: argparse.Namespace, nodes: Sequence[str]) -> dict[str, Target]:
+def named_targets(args: argparse.Namespace, nodes: Sequence[str]) -> dict[str, Target]:
     if not args.cluster:
         raise CliError("a group names its nodes; give --cluster FILE, which lists each node's endpoint", 2)
     known = {t.name: t for t in targets(argparse.Namespace(**{**vars(args), "node": None}))}
@@ -135,8 +136,8 @@ def submit_group(args: argparse.Namespace, command: list[str], base_env: dict[st
     if base_env:
         spec = msgspec.structs.replace(spec, env={**spec.env, **base_env})
     order = spec.node_order()
-    nodes = _named_targets(args, order)
-    offered = _parallel([lambda t=nodes[n]: _gpus_of(args, t) for n in order])  # type: ignore[misc]
+    nodes = named_targets(args, order)
+    offered = parallel([lambda t=nodes[n]: _gpus_of(args, t) for n in order])  # type: ignore[misc]
     gpus: dict[str, list[int]] = {}
     for n, got in zip(order, offered, strict=True):
         if isinstance(got, CliError):
@@ -179,7 +180,7 @@ def submit_group(args: argparse.Namespace, command: list[str], base_env: dict[st
                 done.append(reply.job)
         return done
 
-    results = _parallel([lambda n=n: submit_node(n) for n in order])  # type: ignore[misc]
+    results = parallel([lambda n=n: submit_node(n) for n in order])  # type: ignore[misc]
     failed = [r for r in results if isinstance(r, CliError)]
     if failed:  # never leave half a group queued: cancel what was submitted
         for n, r in zip(order, results, strict=True):
@@ -214,6 +215,17 @@ def _rank_limits(args: argparse.Namespace) -> dict[str, Any]:
     labels = dict(item.split("=", 1) for item in getattr(args, "label", []) if "=" in item)
     if labels:
         extra["labels"] = labels
+    if getattr(args, "checkpoint_signal", None) or getattr(args, "checkpoint_timeout", None):
+        # Every rank keeps the same contract: a group moves (migrate GROUP --nodes) only with one.
+        contract: dict[str, Any] = {}
+        if args.checkpoint_signal:
+            contract["signal"] = args.checkpoint_signal
+        if args.checkpoint_timeout:
+            contract["timeout_s"] = args.checkpoint_timeout
+        try:
+            extra["checkpoint"] = msgspec.convert(contract, CheckpointContract)
+        except msgspec.ValidationError as e:
+            raise CliError(f"--checkpoint-signal/--checkpoint-timeout: {e}", 2) from None
     return extra
 
 
@@ -245,13 +257,12 @@ def find_members(args: argparse.Namespace, group_id: str) -> list[tuple[Target, 
     if leader is None:
         raise CliError(f"no node named {leader_name!r} (group {group_id}'s rank 0) among the given nodes; pass "
                        "--cluster FILE or --node ENDPOINT", 2)
-    rank0 = next((j for j in _jobs_at(args, leader) if j.spec.group and j.spec.group.id == group_id
-                  and j.spec.group.rank == 0), None)
+    rank0 = _rank0(args, ts, leader, group_id)
     if rank0 is None or rank0.spec.group is None:
         raise CliError(f"group {group_id} is not known on node {leader_name} (its rank 0 may have aged out)", 1)
     keys = {t.endpoint: t.server_key for t in ts}
     nodes = [Target("", ep, keys.get(ep, "")) for ep in rank0.spec.group.nodes] or [leader]
-    found = _parallel([lambda t=t: _jobs_at(args, t) for t in nodes])  # type: ignore[misc]
+    found = parallel([lambda t=t: _jobs_at(args, t) for t in nodes])  # type: ignore[misc]
     out = []
     for t, got in zip(nodes, found, strict=True):
         if isinstance(got, CliError):
@@ -260,21 +271,31 @@ def find_members(args: argparse.Namespace, group_id: str) -> list[tuple[Target, 
     return out
 
 
+def _rank0(args: argparse.Namespace, ts: list[Target], leader: Target, group_id: str) -> JobInfo | None:
+    """The group's rank 0 where it runs now: on the node the id names, or, after the group
+    moved (``migrate GROUP --nodes``), on the node its rank 0 migrated to (followed by name)."""
+    t = leader
+    for _ in range(MAX_MOVES_FOLLOWED):
+        found = [j for j in _jobs_at(args, t) if j.spec.group and j.spec.group.id == group_id and j.spec.group.rank == 0]
+        here = next((j for j in found if j.state != "migrated"), None)
+        moved = next((j for j in reversed(found) if j.migrated_to), None)
+        if here is not None or moved is None or moved.migrated_to is None:
+            return here
+        node = moved.migrated_to.rpartition(".")[0]
+        nxt = next((x for x in ts if x.name == node), None)
+        if nxt is None:
+            raise CliError(f"group {group_id} moved to node {node!r}, which is not among the given nodes; pass "
+                           "--cluster FILE", 2)
+        t = nxt
+    return None
+
+
 def group_action(args: argparse.Namespace, group_id: str, action: str, *, priority: int = 0,
                  grace_s: float = 10.0) -> int:
     """pause/resume/priority/cancel every rank of a group, one request per node, all at once."""
     members = find_members(args, group_id)
     req = GroupAction(group=group_id, action=action, priority=priority, grace_s=grace_s)  # type: ignore[arg-type]
-
-    def act(t: Target) -> GroupActionReply:
-        with connect(args, t) as c:
-            reply = call(c, req)
-        assert isinstance(reply, GroupActionReply)
-        return reply
-
-    replies = _parallel([lambda t=t: act(t) for t, _ in members])  # type: ignore[misc]
-    errors = [r for r in replies if isinstance(r, CliError)]
-    ok = [r for r in replies if not isinstance(r, CliError)]
+    ok, errors = act_on_nodes(args, [t for t, _ in members], req)
     jobs = sorted([j for r in ok for j in r.jobs], key=rank_of)
     done = {k: v for r in ok for k, v in r.done_wall_s.items()}
     skew = max(done.values()) - min(done.values()) if len(done) > 1 else 0.0
@@ -290,6 +311,19 @@ def group_action(args: argparse.Namespace, group_id: str, action: str, *, priori
         for n in notes:
             print(f"agentctl: {clean(n)}", file=sys.stderr)
     return 1 if errors or (notes and not done) else 0
+
+
+def act_on_nodes(args: argparse.Namespace, nodes: Sequence[Target],
+                 req: GroupAction) -> tuple[list[GroupActionReply], list[CliError]]:
+    """``req`` to every node at once: the replies, and the errors of the nodes that failed."""
+    def act(t: Target) -> GroupActionReply:
+        with connect(args, t) as c:
+            reply = call(c, req)
+        assert isinstance(reply, GroupActionReply)
+        return reply
+
+    replies = parallel([lambda t=t: act(t) for t in nodes])  # type: ignore[misc]
+    return ([r for r in replies if not isinstance(r, CliError)], [r for r in replies if isinstance(r, CliError)])
 
 
 # ---- showing groups ----------------------------------------------------------------------------

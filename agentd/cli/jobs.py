@@ -30,6 +30,7 @@ from agentd.cli.common import (
     priority_value,
     targets,
 )
+from agentd.cli.group_move import migrate_group
 from agentd.cli.watchfmt import job_json as _job_json
 from agentd.control.spec import parse_size
 from agentd.metrics.units import human_bytes
@@ -114,8 +115,12 @@ def register(verbs: Verbs) -> None:
                    help="write the log's bytes unchanged (default: escape sequences and control characters are shown as \\xNN)")
     p.set_defaults(func=cmd_logs)
     p = verbs.add("migrate", command=Migrate)
-    p.add_argument("job", help="job id NODE.N")
-    p.add_argument("--to", required=True, metavar="NODE", help="a node name from --cluster, or an endpoint")
+    p.add_argument("job", help="job id NODE.N, or a group id NODE.run-N (with --nodes)")
+    p.add_argument("--to", metavar="NODE", help="a node name from --cluster, or an endpoint")
+    p.add_argument("--nodes", metavar="A,B,...",
+                   help="a group's new nodes from --cluster, in node-rank order (as many as it runs on now)")
+    p.add_argument("--wait", dest="move_wait_s", type=float_over(0, "--wait"), default=300.0, metavar="S",
+                   help="how long to follow a group's move before giving up waiting (default 300)")
     p.add_argument("--restart", action="store_true", help="allow starting from scratch when the job cannot checkpoint")
     p.add_argument("--resume", action="store_true", help="a paused job arrives running")
     p.add_argument("--no-wait", action="store_true", help="return once the migration has started")
@@ -368,6 +373,14 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    if groups.is_group_id(args.job):
+        if args.to:
+            raise CliError(f"{args.job} is a group: name its new nodes with --nodes a,b,... (not --to)", 2)
+        return migrate_group(args, args.job)
+    if args.nodes:
+        raise CliError(f"--nodes moves a group (NODE.run-N); move job {args.job} with --to NODE", 2)
+    if not args.to:
+        raise CliError(f"migrate {args.job} where? give --to NODE (a node name from --cluster, or an endpoint)", 2)
     target = args.to
     server_key = ""
     if "://" not in target:

@@ -38,8 +38,10 @@ class GangNode(Cancelling):
     """Gang holding, reservation and start of this node's ranks (see the module docstring)."""
 
     def _members(self, group: str) -> list[Job]:
-        """This node's ranks of ``group``, by rank (lock held)."""
-        out = [j for j in self._jobs.values() if j.spec.group is not None and j.spec.group.id == group]
+        """This node's ranks of ``group``, by rank (lock held). A rank that migrated away (its
+        group moved) is no longer one of them: it lives on its new node."""
+        out = [j for j in self._jobs.values()
+               if j.spec.group is not None and j.spec.group.id == group and j.state != "migrated"]
         return sorted(out, key=lambda j: (j.spec.group.rank if j.spec.group else 0, j.n))
 
     def group_members(self, group: str) -> list[JobInfo]:
@@ -52,7 +54,8 @@ class GangNode(Cancelling):
         recently: the groups this node leads."""
         with self._lock:
             return sorted({j.spec.group.id for j in self._jobs.values()
-                           if j.spec.group is not None and j.spec.group.rank == 0 and j.spec.group.leader})
+                           if j.spec.group is not None and j.spec.group.rank == 0 and j.spec.group.leader
+                           and j.state != "migrated"})
 
     def next_group_number(self) -> int:
         """The next N of this node's group ids ``NODE.run-N``, never reused (kept in the state

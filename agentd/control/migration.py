@@ -62,9 +62,10 @@ from agentd.control.transfer import (
     remote_code,
     send_stream,
 )
+from agentd.groups.regroup import RegroupError, moved_spec
 from agentd.protocol.errors import ErrorCode, ProtocolError
 from agentd.protocol.jobs import Event, JobInfo, JobSpec, trim_lineage
-from agentd.protocol.messages import Hello
+from agentd.protocol.messages import Hello, Regroup
 from agentd.protocol.migration import (
     MigrateAbort,
     MigrateCommit,
@@ -184,8 +185,10 @@ class MigrationSource:
     # -- public --------------------------------------------------------------------------
 
     def start(self, job_id: str, target: str, target_key: str = "", *, restart: bool = False,
-              resume: bool = False, actor: str = "", background: bool = True) -> MigrationRecord:
-        """Validate and begin migrating ``job_id`` to the daemon at ``target``.
+              resume: bool = False, actor: str = "", background: bool = True,
+              regroup: Regroup | None = None) -> MigrationRecord:
+        """Validate and begin migrating ``job_id`` to the daemon at ``target``; with ``regroup``
+        the job is a rank moving with its group (agentd.groups.regroup).
 
         Raises ProtocolError when the job cannot migrate (CONFLICT: wrong state or already
         migrating; INVALID: no checkpoint contract and no ``restart``). The rest runs in a
@@ -225,6 +228,14 @@ class MigrationSource:
                                         f"and start it from scratch on {target}", "job")
             # What travels is the job as it is now: a priority changed after submit included.
             spec = msgspec.structs.replace(info.spec, priority=info.priority)
+            if regroup is not None:
+                if mode == "criu":
+                    raise ProtocolError(ErrorCode.INVALID, f"job '{job_id}' would be restored by CRIU with its old "
+                                        "rendezvous; a group moves only with a checkpoint contract", "job")
+                try:
+                    spec = moved_spec(job_id, spec, regroup)
+                except RegroupError as e:
+                    raise ProtocolError(ErrorCode.INVALID, e.message, "regroup") from None
             extra = {"lineage": trim_lineage([*info.lineage, info.id]),
                      "first_submitted_s": info.first_submitted_s or info.submitted_s}
             rec = MigrationRecord(

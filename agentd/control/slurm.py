@@ -49,7 +49,7 @@ from agentd.control.slurm_parse import (
 from agentd.kernel import cgroupfs, procfs
 from agentd.kernel.procfs import DEFAULT_PROC_ROOT
 from agentd.protocol.errors import ErrorCode, ProtocolError
-from agentd.protocol.jobs import TERMINAL_STATES, JobInfo, JobSpec
+from agentd.protocol.jobs import TERMINAL_STATES, GroupMember, JobInfo, JobSpec
 from agentd.protocol.limits import PRIORITY_MAX, PRIORITY_MIN
 from agentd.telemetry.cgroup_paths import CgroupRef
 
@@ -334,7 +334,7 @@ class SlurmBackend:
         if j.restarts:
             labels["slurm_restarts"] = str(j.restarts)
         spec = JobSpec(argv=argv, name=j.name, cwd=j.workdir or None, priority=priority,
-                       labels={k: v for k, v in labels.items() if v})
+                       labels={k: v for k, v in labels.items() if v}, group=self._slurm_group(j))
         cgroup = None
         if ref is not None:
             cgroup = ref.paths.get("unified") if ref.version == 2 else (
@@ -346,6 +346,16 @@ class SlurmBackend:
             reason=reason, submitted_s=j.submit_s, started_s=j.start_s if state != "queued" else None,
             ended_s=j.end_s if state in TERMINAL_STATES else None,
         )
+
+    def _slurm_group(self, j: SlurmJob) -> GroupMember | None:
+        """A job Slurm runs on several nodes is one group, each node's part a rank of it (in
+        Slurm's node order), so `agentctl jobs` and the app show it as one row. It names no
+        leader: Slurm, not Fleetdeck's gang admission, starts and stops it."""
+        if len(j.nodes) < 2 or self.slurm_node not in j.nodes:
+            return None
+        index = j.nodes.index(self.slurm_node)
+        return GroupMember(id=f"slurm-{j.job_id}", rank=index, world_size=len(j.nodes), role="slurm",
+                           node_rank=index)
 
     def _pids(self, slurm_id: int) -> list[int]:
         try:

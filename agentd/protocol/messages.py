@@ -19,10 +19,11 @@ import msgspec
 
 from agentd.metrics.samples import NodeInventory, NodeSample
 from agentd.protocol.alerts import Alert
-from agentd.protocol.jobs import Event, JobInfo, JobSpec
+from agentd.protocol.jobs import Event, GroupMember, JobInfo, JobSpec
 from agentd.protocol.limits import (
     Actor,
     Endpoint,
+    Env,
     GraceSeconds,
     HistoryCount,
     JobId,
@@ -284,6 +285,18 @@ class Migrate(Request, tag="migrate", kw_only=True):
     target_key: KeyText = ""
     restart: bool = False
     resume: bool = False
+    regroup: Regroup | None = None
+
+
+class Regroup(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A rank of a group moving with its group (``agentctl migrate GROUP --nodes``): its place
+    in the group on the new node set (same group, rank, world size and role) and the rendezvous
+    variables that change with it (only torchrun's and Fleetdeck's group variables; the daemon
+    refuses any other). On the target the rank waits, queued, for the new leader's admission
+    round, so the whole group starts together from its checkpoints."""
+
+    member: GroupMember
+    env: Env = {}
 
 
 # ---- stream ----------------------------------------------------------------------------

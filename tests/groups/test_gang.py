@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,20 +19,6 @@ from tests.waiting import wait_for
 def expected_allreduce(world: int, step_index: int, dim: int) -> list[float]:
     """What the ring sums at a step: each rank's whole-number gradient (examples/ring_trainer.py)."""
     return [float(sum(((r + 1) * (step_index + 1) + i) % 13 - 6 for r in range(world))) for i in range(dim)]
-
-
-@pytest.fixture
-def make_cluster(tmp_path: Path) -> Iterator[object]:
-    made: list[Cluster] = []
-
-    def make(names: list[str], gpus: int = 2) -> Cluster:
-        c = Cluster(tmp_path, names, gpus)
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        c.close()
 
 
 def _submit(c: Cluster, *args: str) -> str:

@@ -8,8 +8,9 @@ import msgspec
 import numpy as np
 import pytest
 
+from agentd.protocol.gang import GroupAction
 from agentd.protocol.jobs import Event, GroupMember, JobInfo, JobSpec
-from agentd.protocol.messages import EventMsg, Pause, Priority, SnapshotReply
+from agentd.protocol.messages import EventMsg, Pause, SnapshotReply
 from gui.sources.base import DataSource
 from tests.gui.gui_factories import inventory, job, sample
 
@@ -168,10 +169,17 @@ def test_actions_on_a_group_row_act_on_every_rank(qtbot):
     assert len(panel.selected()) == 16
     assert panel.act_pause.isEnabled() and not panel.act_migrate.isEnabled() and not panel.act_logs.isEnabled()
     panel.act_pause.trigger()
-    assert sorted((k, r.job) for k, r in src.sent if isinstance(r, Pause)) == sorted(
-        [("g0", f"g0.{10 + i}") for i in range(8)] + [("g1", f"g1.{10 + i}") for i in range(8)])
+    # A whole group: one group_action per node, as agentctl does (the ranks freeze together).
+    assert sorted((k, r.group, r.action) for k, r in src.sent if isinstance(r, GroupAction)) == [
+        ("g0", GANG, "pause"), ("g1", GANG, "pause")]
+    assert not [r for _k, r in src.sent if isinstance(r, Pause)]
     panel.actions.set_priority(panel.selected(), 3)
-    assert sum(1 for _k, r in src.sent if isinstance(r, Priority) and r.priority == 3) == 16
+    assert sorted((k, r.action, r.priority) for k, r in src.sent if isinstance(r, GroupAction) and r.action == "priority") == [
+        ("g0", "priority", 3), ("g1", "priority", 3)]
+    # Part of a group: each chosen rank on its own.
+    src.sent.clear()
+    panel.actions.pause(["g0.10", "g1.11"])
+    assert sorted((k, r.job) for k, r in src.sent if isinstance(r, Pause)) == [("g0", "g0.10"), ("g1", "g1.11")]
     # A rank selected from the map opens its group and selects only that rank.
     panel.select(["g1.14"])
     assert panel.selected() == ["g1.14"] and panel.selected_group() == GANG
@@ -396,6 +404,8 @@ def test_a_real_gang_is_one_row_and_a_group_pause_pauses_every_rank(qtbot, tmp_p
         wait_until(qtbot, lambda: sorted(j.state for j in ranks()) == ["paused", "paused"], timeout_s=30, what="both ranks paused")
         wait_until(qtbot, lambda: m.index(next(i for i, r in enumerate(m.rows) if r.id == g.id), 3).data() == "2/2 paused",
                    what="the group row reads 2/2 paused")
+        wait_until(qtbot, lambda: any("2 ranks paused, frozen within" in line for line in w.events.lines),
+                   what="the group pause and its skew in the event log")
     finally:
         for p in (a, b):  # agentd leaves jobs running when it stops: cancel the ranks
             with NodeClient(p.ctl, timeout_s=10) as c:

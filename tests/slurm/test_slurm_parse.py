@@ -103,3 +103,22 @@ def test_slurm_errors_become_protocol_errors():
     e = err("Requested operation is presently disabled")
     assert e.code == ErrorCode.CONFLICT and "Requested operation is presently disabled" in e.message
     assert "n1.slurm-3" in e.message
+
+
+def test_a_job_slurm_runs_on_several_nodes_is_one_group_with_a_rank_per_node():
+    """Each node's agentd lists its part of a multi-node Slurm job as a rank of group
+    ``slurm-ID`` (no leader: Slurm starts and stops it); folded, it is one row."""
+    from agentd.control.slurm import SlurmBackend, SlurmCommands
+    from agentd.control.slurm_parse import SlurmJob
+    from agentd.groups.gangview import group_rows
+
+    no_slurm = SlurmCommands(env={"PATH": "/nonexistent"})  # listpids fails: no pids, as on a node without them
+    job = SlurmJob(job_id=42, name="train", state="RUNNING", nodes=["gpu-a", "gpu-b", "gpu-c"], user="alice")
+    parts = [SlurmBackend(n, slurm_node=n, commands=no_slurm)._info(job) for n in ("gpu-b", "gpu-a", "gpu-c")]
+    assert [(p.spec.group.id, p.spec.group.rank, p.spec.group.world_size, p.spec.group.leader) for p in parts] == [
+        ("slurm-42", 1, 3, ""), ("slurm-42", 0, 3, ""), ("slurm-42", 2, 3, "")]
+    rows, single = group_rows(parts)
+    assert not single and len(rows) == 1 and rows[0].id == "slurm-42" and rows[0].ranks == 3
+    one_node = SlurmBackend("gpu-a", slurm_node="gpu-a", commands=no_slurm)._info(
+        SlurmJob(job_id=43, state="RUNNING", nodes=["gpu-a"]))
+    assert one_node.spec.group is None
