@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import random
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -55,6 +54,7 @@ from agentd.protocol.gang import (
 from agentd.protocol.jobs import TERMINAL_STATES, JobInfo
 from agentd.protocol.messages import OkReply, Reply, Request
 from agentd.transport.client import ClientError, NodeClient
+from agentd.transport.ports import free_listen_port
 
 log = logging.getLogger(__name__)
 
@@ -256,9 +256,7 @@ class GangService:
 
 
 def _free_port() -> int:
-    """A TCP port free on every address of this node now (the rendezvous port of rank 0)."""
-    with socket.socket() as s:
-        s.bind(("", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A TCP port free on every address of this node now (the rendezvous port of rank 0),
+    below the ephemeral range: the other ranks retry connecting before rank 0 listens."""
+    return free_listen_port("")
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from agentd.config import DEFAULT_CTL
 from agentd.transport.client import NodeClient, Unreachable
+from agentd.transport.ports import free_listen_port
 
 LOOPBACK = "127.0.0.1"
 DEFAULT_PORT = int(DEFAULT_CTL.rsplit(":", 1)[1])
@@ -44,10 +45,7 @@ def _port_free(port: int) -> bool:
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        port: int = s.getsockname()[1]  # (host, port) for AF_INET
-        return port
+    return free_listen_port(LOOPBACK)
 
 
 def pick_ports(port: int) -> tuple[int, int, bool]:

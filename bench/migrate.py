@@ -22,7 +22,6 @@ import itertools
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -36,6 +35,7 @@ sys.path.insert(0, str(REPO))
 from agentd.protocol.jobs import CheckpointContract, JobSpec  # noqa: E402
 from agentd.protocol.messages import Cancel, Hello, Migrate, Show, Submit  # noqa: E402
 from agentd.transport.client import NodeClient, Unreachable  # noqa: E402
+from agentd.transport.ports import free_listen_port  # noqa: E402
 
 TRAINER = REPO / "tests" / "migration" / "ckpt_trainer.py"
 MiB = 1 << 20
@@ -44,9 +44,7 @@ THROUGHPUT_BUDGET_MIB_S = 300.0
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_listen_port("127.0.0.1")
 
 
 class Agentd:

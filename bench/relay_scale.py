@@ -64,11 +64,9 @@ class Proc:
 
 
 def _free_port() -> int:
-    import socket
+    from agentd.transport.ports import free_listen_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_listen_port("127.0.0.1")
 
 
 def start_sim(tmp: Path, k: int, prefix: str) -> tuple[Proc, Path]:

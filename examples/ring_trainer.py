@@ -449,6 +449,10 @@ def main(argv: list[str] | None = None) -> int:
             if ckpt_dir is not None and (stop or step % args.checkpoint_every == 0 or step == args.steps):
                 save_checkpoint(ckpt_dir, d.rank, step, weights)
             if stop:
+                # Our own checkpoint signal may still be on its way (a peer's stop came first):
+                # ignored from now on, it cannot kill us while we exit (Python puts its default
+                # action back at shutdown for signals it handles).
+                signal.signal(sig, signal.SIG_IGN)
                 print(f"rank {d.rank}: checkpoint at step {step}, stopping", flush=True)
                 break
     except PeerLost as lost:

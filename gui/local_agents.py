@@ -14,7 +14,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from pathlib import Path
 from agentd.protocol.jobs import CheckpointContract, JobSpec
 from agentd.protocol.messages import Cancel, Jobs, Submit
 from agentd.transport.client import ClientError, NodeClient
+from agentd.transport.ports import free_listen_port
 from gui.sources.base import NodeAddress
 
 log = logging.getLogger(__name__)
@@ -45,9 +45,7 @@ EXAMPLES = REPO_ROOT / "examples"
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_listen_port("127.0.0.1")
 
 
 def agentd_command() -> list[str]:

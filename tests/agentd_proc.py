@@ -4,33 +4,20 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agentd.transport.ports import free_listen_port
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A free port below the kernel's ephemeral range, so a daemon restarted on it (restart
-    tests) never finds it taken by some client connection's ephemeral local port."""
-    import random
-
-    low, _high = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
-    for _ in range(200):
-        port = random.randrange(max(1024, low - 12000), low)
-        with socket.socket() as s:
-            try:
-                s.bind((host, port))
-            except OSError:
-                continue
-            return port
-    with socket.socket() as s:  # a crowded host: any free port
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A free port below the kernel's ephemeral range (agentd.transport.ports says why)."""
+    return free_listen_port(host)
 
 
 @dataclass

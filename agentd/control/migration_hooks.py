@@ -48,7 +48,7 @@ class MigrationHooks(Adoption):
         return f"job {job_id} {why}" if why else None
 
     def begin_checkpoint(self, job_id: str, actor: str = "") -> None:
-        """Thaw if paused, set ``checkpointing`` and signal the job's process group.
+        """Set ``checkpointing``, signal the job's process group, then thaw it if paused.
 
         From now on the job's exit only records its exit code; another hook decides its state.
         """
@@ -61,7 +61,6 @@ class MigrationHooks(Adoption):
                 raise ProtocolError(ErrorCode.CONFLICT, f"job {job_id} is {job.state}"
                                     f"{' and being cancelled' if job.cancelling else ''}; only a running or "
                                     "paused job can checkpoint", "job")
-            process.freeze(job, False)  # a frozen job cannot handle the signal (thaw whatever the state says)
             job.held = True
             sig = signal_number(job.spec.checkpoint.signal)
             if job.state != "checkpointing":
@@ -70,7 +69,11 @@ class MigrationHooks(Adoption):
                 self._save(job)
             # Once, to the process group only: a second signal landing while the job exits after
             # writing its checkpoint can kill it (Python restores default handlers at shutdown).
+            # Signalled *before* the thaw (a frozen or stopped task keeps it pending and handles it
+            # first thing when thawed): thawed first, a rank of a group could finish a step that
+            # a peer's stop rode in, checkpoint and be exiting when the signal came, and die of it.
             process.signal_group(job, sig)
+            process.freeze(job, False)  # a frozen job cannot handle the signal (thaw whatever the state says)
         self._flush()
 
     def criu_obstacle(self, job_id: str) -> str | None:

@@ -116,8 +116,12 @@ def _slice(points: Sequence[RankPoint], times: Sequence[float], t0: float, t1: f
     lo, hi = _at_or_before(times, t0), _at_or_before(times, t1)
     inside = points[max(lo + 1, 0):hi + 1]
     out = _Slice(busy={})
-    computes = [p.step_compute_s for p in inside if p.step_compute_s is not None]
-    waits = [p.step_wait_s for p in inside if p.step_wait_s is not None]
+    # A report counts once, at the step it describes: a stalled rank's samples repeat its last
+    # report, which says nothing about now (and would make stragglers of a stalled group).
+    fresh = [points[k] for k in range(max(lo + 1, 0), hi + 1)
+             if points[k].step is None or k == 0 or points[k - 1].step != points[k].step]
+    computes = [p.step_compute_s for p in fresh if p.step_compute_s is not None]
+    waits = [p.step_wait_s for p in fresh if p.step_wait_s is not None]
     if computes:
         out.busy["reported"] = statistics.median(computes)
     if waits:
@@ -251,6 +255,10 @@ def _hangs(series: Sequence[RankSeries], times: list[list[float]], now_s: float,
         first = next((p for p in stepped if p.t_s >= since[i] - cfg.hang_history_s), stepped[0])
         if first.step is not None and cur > first.step:
             step_times[i] = (since[i] - first.t_s) / (cur - first.step)
+        elif stepped[-1].step_compute_s is not None:
+            # No progress seen (the radar began watching after the stall): the step time the
+            # rank itself last reported.
+            step_times[i] = stepped[-1].step_compute_s + (stepped[-1].step_wait_s or 0.0)
     if not step_times:
         return {}  # no rank has made progress yet: nothing to measure a stall against
     median_step = statistics.median(step_times.values())

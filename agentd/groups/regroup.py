@@ -95,8 +95,9 @@ def plan_move(group_id: str, ranks: Sequence[JobInfo], nodes: Sequence[tuple[str
             raise RegroupError(f"rank {g.rank} ({j.id}) already runs on node {name}; a group moves to other nodes "
                                "(each node rank must move to another node)")
         member = msgspec.structs.replace(g, leader=endpoints[0], nodes=endpoints, gpu_indexes=[])
-        env = {k: j.spec.env[k] for k in REGROUP_ENV_KEYS if k in j.spec.env}
-        env.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port))
+        # A rank keeps its place (rank, node rank, local rank): only the rendezvous moves. (The
+        # other variables are not ours to copy anyway: a listing shows env names, not values.)
+        env = {"MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port)}
         out.append(Placement(job_id=j.id, source_node=j.node, target_name=name, target=endpoint,
                              regroup=Regroup(member=member, env=env)))
     return out

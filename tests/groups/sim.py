@@ -56,12 +56,15 @@ class SyncGroup:
                                                 step_wait_s=step_s - wall[r], cpu_s=self.cpu[r], **gpu))
 
     def stall(self, t_end: float, spinning: set[int], every_s: float = 1.0) -> None:
-        """No step progress until ``t_end``; ``spinning`` ranks burn a core, the rest sleep in recv."""
+        """No step progress until ``t_end``; ``spinning`` ranks burn a core, the rest sleep in recv.
+        As on a live node, each sample repeats the rank's last report (step, compute, wait)."""
         while self.t < t_end:
             self.t += every_s
             for r in range(self.world):
                 self.cpu[r] += every_s if r in spinning else 0.001
-                self.points[r].append(RankPoint(t_s=self.t, step=self.points[r][-1].step, cpu_s=self.cpu[r]))
+                last = self.points[r][-1]
+                self.points[r].append(RankPoint(t_s=self.t, step=last.step, step_compute_s=last.step_compute_s,
+                                                step_wait_s=last.step_wait_s, cpu_s=self.cpu[r]))
 
     def series(self, since_s: float | None = None) -> list[RankSeries]:
         """The group's series, trimmed to points after ``since_s`` (what a live radar keeps)."""

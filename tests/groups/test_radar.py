@@ -99,6 +99,25 @@ def test_a_spinning_hung_rank_is_named_and_the_others_wait():
     assert "rank 3" in verdicts[0].reason
 
 
+def test_a_hang_that_began_before_the_radar_looked_is_named_from_the_reported_step_time():
+    """The leader may start following a group after it already hung (a hang at step 30 of a fast
+    ring): it never sees progress, so it measures the stall against the step time the ranks last
+    reported; and their repeated last reports make no straggler of anyone."""
+    g = SyncGroup(world=4, seed=11)
+    g.run_until(20)
+    stop = g.t
+    cfg = RadarConfig(min_hang_s=8, sustain_s=12, slices=4)
+    g.stall(stop + 40, spinning={3})
+    seen = g.series(stop + 0.5)  # everything the late radar has: no progress at all
+    verdicts = {v.rank: v for v in analyse(seen, g.t, cfg)}
+    assert verdicts[3].status == "hung" and "stuck computing" in verdicts[3].reason, verdicts[3]
+    assert {r for r, v in verdicts.items() if v.status == "waiting"} == {0, 1, 2}
+    # Before the floor (8 s of stall seen), nothing is called; repeated reports are no straggler.
+    until_7s = [RankSeries(rank=x.rank, node=x.node, points=[q for q in x.points if q.t_s <= stop + 7]) for x in seen]
+    early = {v.rank: v.status for v in analyse(until_7s, stop + 7, cfg)}
+    assert set(early.values()) <= {"ok"}, early
+
+
 def test_a_rank_behind_the_others_is_the_hung_one():
     g = SyncGroup(world=4, seed=8)
     g.run_until(60)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agentd.control.slurm import SlurmCommands, SlurmError
+from agentd.transport.ports import free_listen_port
 
 START_TIMEOUT_S = 30.0
 BINARIES = ("munged", "mungekey", "slurmctld", "slurmd", "scontrol", "sbatch", "squeue", "sinfo", "scancel")
@@ -34,9 +35,7 @@ class SlurmCannotStart(RuntimeError):
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_listen_port("127.0.0.1")
 
 
 def _find(name: str) -> str | None:
