@@ -33,6 +33,7 @@ from gui.actions import Actions
 from gui.models.cluster_tree import KEY_ROLE, ClusterTreeModel, TreeFilterProxy
 from gui.sources.base import DataSource, NodeAddress
 from gui.state import ClusterState
+from gui.submit import Submitter, offers
 from gui.views.charts import ChartsPanel
 from gui.views.clustermap import ClusterMap
 from gui.views.dialogs import ConnectDialog, TargetDialog
@@ -42,6 +43,7 @@ from gui.views.jobs import JobsPanel
 from gui.views.logs import LogsDialog
 from gui.views.recording import FILE_FILTER, RecordController
 from gui.views.statusbar import StatusBar
+from gui.views.submit import SubmitDialog
 from gui.views.topology import TopologyCanvas
 
 FRAME_HZ = 15
@@ -113,6 +115,12 @@ class MainWindow(QMainWindow):
         self.jobs = JobsPanel(self.state, self.actions)
         self.jobs.logs_requested.connect(self.show_logs)
         self.jobs.migrate_requested.connect(self.migrate_dialog)
+        self.jobs.submit_requested.connect(self.submit_dialog)
+        self.submitter = Submitter(source, self.state, self)
+        self.submitter.failed.connect(self._show_failure)
+        self.submitter.succeeded.connect(lambda m: self.status.showMessage(m, 8000))
+        self.submitter.submitted.connect(self.jobs.select)
+        self.submit_dlg: SubmitDialog | None = None  # the open submit dialog
         self.events = EventLog(self.state)
         self.health = HealthPanel(self.state.alerts, clock=source.now_s)
         self.health.node_requested.connect(self._show_node_named)
@@ -235,7 +243,7 @@ class MainWindow(QMainWindow):
 
         cluster = mb.addMenu("&Cluster")
         connect = cluster.addAction("Connect to node…")
-        connect.setShortcut(QKeySequence("Ctrl+N"))
+        connect.setShortcut(QKeySequence("Ctrl+Shift+N"))  # Ctrl+N is Jobs ▸ Submit…
         connect.triggered.connect(self.connect_dialog)
         connect.setEnabled(self.source.capabilities().can_add_nodes)
         cluster.addSeparator()
@@ -243,6 +251,8 @@ class MainWindow(QMainWindow):
         quit_.setShortcut(QKeySequence.StandardKey.Quit)
         quit_.triggered.connect(self.close)
         jobs = mb.addMenu("&Jobs")
+        jobs.addAction(self.jobs.act_submit)
+        jobs.addSeparator()
         for a in (self.jobs.act_pause, self.jobs.act_resume, self.jobs.act_migrate, self.jobs.act_priority,
                   self.jobs.act_cancel, self.jobs.act_logs):
             jobs.addAction(a)
@@ -532,6 +542,27 @@ class MainWindow(QMainWindow):
         dlg = TargetDialog(job_id, source_key or "?", targets, self)
         if dlg.exec():
             self.actions.migrate(job_id, dlg.target())
+
+    def submit_dialog(self) -> None:
+        """Jobs ▸ Submit…: not modal-blocking (the views keep updating); sends on Submit."""
+        if not self.source.capabilities().can_control:
+            self.status.showMessage(f"⚠ {REPLAY_CONTROL_TIP}: nothing can be submitted here", 8000)
+            return
+        nodes = offers(self.source, self.state)
+        if not nodes:
+            self._show_failure("no live node to submit to; wait until a node is live, or connect one "
+                               "(Cluster ▸ Connect to node…)")
+            return
+        if self.submit_dlg is not None:
+            self.submit_dlg.raise_()
+            return
+        ids = self.jobs.selected()
+        dlg = SubmitDialog(nodes, preselect=(self.state.node_of_job(ids[0]) or "") if ids else "", parent=self)
+        dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dlg.accepted.connect(lambda: dlg.plan is not None and self.submitter.submit(dlg.plan))
+        dlg.finished.connect(lambda *_: setattr(self, "submit_dlg", None))
+        self.submit_dlg = dlg
+        dlg.open()
 
     def show_logs(self, job_id: str) -> None:
         key = self.state.node_of_job(job_id)

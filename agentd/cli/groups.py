@@ -35,16 +35,17 @@ from agentd.cli.common import (
     targets,
 )
 from agentd.groups.gangview import GroupRow, group_rows, group_state, rank_of
-from agentd.groups.ranks import ENV_GROUP, expand, group_env, parse_group_id
+from agentd.groups.ranks import ENV_GROUP, expand, parse_group_id
 from agentd.groups.spec import GroupSpecError, spec_from_namespace
-from agentd.protocol import JobInfo, JobSpec
+from agentd.groups.submitplan import RankLimits, rank_specs
+from agentd.protocol import JobInfo
 from agentd.protocol.gang import (
     GroupAction,
     GroupActionReply,
     GroupOpen,
     GroupOpenReply,
 )
-from agentd.protocol.jobs import CheckpointContract, GroupMember
+from agentd.protocol.jobs import CheckpointContract
 from agentd.protocol.messages import (
     Cancel,
     JobReply,
@@ -147,6 +148,7 @@ def submit_group(args: argparse.Namespace, command: list[str], base_env: dict[st
         ranks = expand(spec, gpus)
     except GroupSpecError as e:
         raise CliError(e.message, 1) from None
+    limits = _rank_limits(args)  # a bad flag is refused before a group id is spent
     leader = nodes[order[0]]
     with connect(args, leader) as c:
         opened = call(c, GroupOpen())
@@ -154,19 +156,9 @@ def submit_group(args: argparse.Namespace, command: list[str], base_env: dict[st
     gid = opened.group_id
     port = spec.master_port or opened.master_port
     addr = urlsplit(leader.endpoint).hostname or "127.0.0.1"
-    envs = group_env(gid, ranks, addr, port, spec.env)
-    endpoints = [nodes[n].endpoint for n in order]
-    per_node = {n: sum(1 for a in ranks if a.node == n) for n in order}
-    name = spec.name or gid.rsplit(".", 1)[-1]
-    specs: dict[str, list[JobSpec]] = {n: [] for n in order}
-    for a in ranks:
-        env = dict(envs[a.rank])
-        env.pop("CUDA_VISIBLE_DEVICES", None)  # the node sets it from the GPUs it gives the rank
-        member = GroupMember(id=gid, rank=a.rank, world_size=len(ranks), role=a.role, node_rank=a.node_rank,
-                             local_rank=a.local_rank, local_world_size=per_node[a.node], leader=leader.endpoint,
-                             nodes=endpoints, on_rank_failure=args.on_rank_failure)
-        specs[a.node].append(JobSpec(argv=a.argv, name=f"{name}-r{a.rank}", cwd=spec.cwd, env=env, gpus=len(a.gpus),
-                                     group=member, **_rank_limits(args)))
+    endpoints = {n: nodes[n].endpoint for n in order}
+    specs = rank_specs(spec, ranks, gid, addr, port, endpoints, on_rank_failure=args.on_rank_failure,
+                       limits=limits)
 
     def submit_node(n: str) -> list[JobInfo]:
         done: list[JobInfo] = []
@@ -203,8 +195,8 @@ def submit_group(args: argparse.Namespace, command: list[str], base_env: dict[st
     return 0
 
 
-def _rank_limits(args: argparse.Namespace) -> dict[str, Any]:
-    """The job flags every rank takes as they are: priority, CPU limit, counters, labels."""
+def _rank_limits(args: argparse.Namespace) -> RankLimits:
+    """The job flags every rank takes as they are: priority, CPU limit, counters, labels, checkpoint."""
     extra: dict[str, Any] = {}
     if getattr(args, "priority", None) is not None:
         extra["priority"] = args.priority
@@ -216,7 +208,6 @@ def _rank_limits(args: argparse.Namespace) -> dict[str, Any]:
     if labels:
         extra["labels"] = labels
     if getattr(args, "checkpoint_signal", None) or getattr(args, "checkpoint_timeout", None):
-        # Every rank keeps the same contract: a group moves (migrate GROUP --nodes) only with one.
         contract: dict[str, Any] = {}
         if args.checkpoint_signal:
             contract["signal"] = args.checkpoint_signal
@@ -226,7 +217,7 @@ def _rank_limits(args: argparse.Namespace) -> dict[str, Any]:
             extra["checkpoint"] = msgspec.convert(contract, CheckpointContract)
         except msgspec.ValidationError as e:
             raise CliError(f"--checkpoint-signal/--checkpoint-timeout: {e}", 2) from None
-    return extra
+    return RankLimits(**extra)
 
 
 # ---- finding a group's ranks -----------------------------------------------------------------

@@ -49,6 +49,7 @@ class JobsPanel(QWidget):
     migrate_requested = Signal(str)  # job id; the window asks for the target
     group_selected = Signal(str)  # the group of the selected row(s), "" for none: the map outlines it
     group_charts_requested = Signal(str)  # group id: the window adds the group's charts
+    submit_requested = Signal()  # the window opens the submit dialog
 
     def __init__(self, state: ClusterState, actions: Actions, parent=None) -> None:
         super().__init__(parent)
@@ -101,10 +102,16 @@ class JobsPanel(QWidget):
         self.act_cancel = self._action("Cancel…", QKeySequence.StandardKey.Delete, "Cancel the selected jobs (asks first)",
                                        lambda: self.actions.cancel(self.selected()), sp.SP_DialogCancelButton)
         self.act_logs = self._action("Logs", "Ctrl+L", "Follow the selected job's output", self._logs, sp.SP_FileDialogDetailedView)
+        self.act_submit = self._action("Submit…", "Ctrl+N", "Start a job on a node, or a group (one gang) on several",
+                                       self.submit_requested.emit, sp.SP_FileIcon)
+        # Window-wide, as File ▸ New is elsewhere: nothing needs to be selected to submit.
+        self.act_submit.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
         self.priority_dialog: PriorityDialog | None = None  # the open "Set priority" dialog
         bar = QToolBar()
         bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         bar.setIconSize(bar.iconSize() * 0.75)
+        bar.addAction(self.act_submit)
+        bar.addSeparator()
         for a in (self.act_pause, self.act_resume, self.act_migrate, self.act_priority):
             bar.addAction(a)
         for a in (self.act_cancel, self.act_logs):
@@ -225,10 +232,11 @@ class JobsPanel(QWidget):
         self.act_priority.setEnabled(control and bool(ids))
         self.act_cancel.setEnabled(control and any(s in ("running", "paused", "queued") for s in states))
         self.act_logs.setEnabled(len(ids) == 1 and single)
+        self.act_submit.setEnabled(control)
         if not control and not self._read_only_shown:
             # Greyed out, and the tooltip says why (the actions exist, they just cannot act here).
             self._read_only_shown = True
-            for a in (self.act_pause, self.act_resume, self.act_migrate, self.act_priority, self.act_cancel):
+            for a in (self.act_submit, self.act_pause, self.act_resume, self.act_migrate, self.act_priority, self.act_cancel):
                 a.setToolTip(READ_ONLY_TIP)
 
     def _migrate(self) -> None:
