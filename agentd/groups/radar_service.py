@@ -158,7 +158,8 @@ class RadarService:
         next_discover = next_analyse = 0.0
         try:
             while not self._stop.is_set():
-                for ev in pool.poll(0.25):
+                # Idle (no group led here) it looks for new groups only: a wake-up a second.
+                for ev in pool.poll(0.25 if self._watchers else 1.0):
                     for w in list(self._watchers.values()):
                         if ev.endpoint in w.endpoints:
                             w.feed(ev)
