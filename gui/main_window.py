@@ -53,6 +53,7 @@ VIEWS_MIN_INTERVAL_S = 0.25  # tree/table/topology refresh at most 4 times a sec
 # thread), up to once a second (a value must reach the screen within 2 s of its measurement).
 VIEWS_COST_FACTOR = 5
 VIEWS_MAX_INTERVAL_S = 1.0
+VIEWS_HEAVY_S = 0.010  # a views refresh past this (a big cluster) makes heavy chart recomputes wait a frame
 SETTINGS_VERSION = 1
 DEFAULT_SIZE = (1440, 900)
 TREE_ROWS_SCAN_MAX = 400  # rows on one screen of the tree, with room to spare
@@ -314,12 +315,14 @@ class MainWindow(QMainWindow):
         now = self.source.now_s()
         mono = time.monotonic()
         interval = min(VIEWS_MAX_INTERVAL_S, max(VIEWS_MIN_INTERVAL_S, VIEWS_COST_FACTOR * self._views_cost_s))
-        if self.state.revision != self._seen_revision and mono - self._views_at >= interval:
+        views = self.state.revision != self._seen_revision and mono - self._views_at >= interval
+        if views:
             self._seen_revision = self.state.revision
             self._views_at = mono
             self.refresh_views()
             self._views_cost_s = time.monotonic() - mono
-        self.charts.redraw(now)
+        # A frame that refreshed the views leaves heavy chart recomputes to the next one.
+        self.charts.redraw(now, defer_heavy=views and self._views_cost_s > VIEWS_HEAVY_S)
         self.actions.tick()
         self.status.tick_clock(now)
 
