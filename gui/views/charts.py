@@ -68,8 +68,8 @@ RECOMPUTE_IDLE_S = 30.0  # with no new data, re-read the rings this often anyway
 # recomputes the window only scrolls.
 RECOMPUTE_MIN_S = ((BAND_MIN_SERIES, 0.0), (1000, 1.0), (math.inf, 2.0))
 RECOMPUTE_COST_FACTOR = 10  # ... and, past BAND_MIN_SERIES, no sooner than 10x its last cost (<= 10% of the GUI thread)
-# A scope list this long (1,000 nodes' GPUs or jobs) is refilled at most every SCOPES_REFILL_S
-# when nodes/jobs come and go: refilling 10,000 entries costs ~30 ms.
+# A scope list this long (1,000 nodes' GPUs or jobs; 30-100 ms to refill) is refilled when it
+# opens, or, when its chart shows one item that may be gone, at most every SCOPES_REFILL_S.
 SCOPES_MANY = 500
 SCOPES_REFILL_S = 5.0
 MIN_WINDOW_S = 60.0  # a young session shows at least this much time, then grows to the span
@@ -302,6 +302,19 @@ class ChartLegend(QScrollArea):
             self._layout()
 
 
+class _ScopeBox(QComboBox):
+    """The scope picker: calls ``before_popup`` before its list opens, so a list of 10,000
+    GPUs or jobs is refilled when someone looks at it, not every few seconds in a frame."""
+
+    def __init__(self, before_popup, parent=None) -> None:
+        super().__init__(parent)
+        self._before_popup = before_popup
+
+    def showPopup(self) -> None:
+        self._before_popup()
+        super().showPopup()
+
+
 class Chart(QWidget):
     """One plot: a metric of a scope (all nodes, one node, its GPUs, jobs...)."""
 
@@ -337,7 +350,7 @@ class Chart(QWidget):
             self.metric_box.addItem(f"{m.label}", (m.scope, m.name))
         self.metric_box.setCurrentIndex(METRICS.index(self.chart_metric))
         self.metric_box.setToolTip("What to plot")
-        self.scope_box = QComboBox()
+        self.scope_box = _ScopeBox(self._refill_scopes_if_stale)
         self.scope_box.setToolTip("Which nodes, GPUs or jobs")
         self.span_box = QComboBox()
         self.span_box.addItems(list(SPANS_S))
@@ -465,6 +478,10 @@ class Chart(QWidget):
             self.plot.getPlotItem().enableAutoRange(axis="y", enable=False)
         else:
             self.plot.getPlotItem().enableAutoRange(axis="y", enable=True)
+
+    def _refill_scopes_if_stale(self) -> None:
+        if self._scope_structure != self.state.structure_revision:
+            self._fill_scopes()
 
     def _fill_scopes(self) -> None:
         self._scope_structure = self.state.structure_revision
@@ -638,10 +655,12 @@ class Chart(QWidget):
         refill) waits for a later frame; the window still scrolls."""
         if not self.isVisible() and not force:
             return False
-        many = self.scope_box.count() > SCOPES_MANY
-        if self._scope_structure != self.state.structure_revision and not (many and defer) and (
-                not many or not 0 <= time.monotonic() - self._scopes_at < SCOPES_REFILL_S):
-            self._fill_scopes()
+        if self._scope_structure != self.state.structure_revision:
+            if self.scope_box.count() <= SCOPES_MANY:
+                self._fill_scopes()
+            elif self.scope.kind != "all" and not defer and not 0 <= time.monotonic() - self._scopes_at < SCOPES_REFILL_S:
+                self._fill_scopes()  # a long list, but its item may be gone: say so within seconds
+            # else: a long list (30-100 ms to refill) showing "all" is refilled when it opens
         paused = self.pause_btn.isChecked()
         changed = self.state.revision != self._drawn_revision
         # Many series: new data is read at most every RECOMPUTE_MIN_S, the window scrolls between.
