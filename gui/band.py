@@ -155,25 +155,28 @@ class BandCache:
 
     def __post_init__(self) -> None:
         self.cols = 2 * self.bins + 4  # a ring of bins: a window spans at most 2*bins + 1
-        self.sums = np.zeros((0, self.cols), dtype=np.float32)
-        self.counts = np.zeros((0, self.cols), dtype=np.float32)
         # Bin means (0 where none) and whether a series has data in the bin, for the bins whose
         # quantiles are held: the top-k scores are two sums over them, no division per update.
-        self.mz = np.zeros((0, self.cols), dtype=np.float32)
-        self.mf = np.zeros((0, self.cols), dtype=np.float32)
+        self._empty()
         self.q = np.full((len(QUANTILES), self.cols), np.nan)  # quantiles per held bin
         self.q_n = np.zeros(self.cols, dtype=np.int64)  # series with data per held bin
         self.q_bin = np.full(self.cols, -1, dtype=np.int64)  # the bin whose quantiles are held
         self._key_rows: list[SeriesKey | None] = []  # the key of each matrix row (None: free)
         self._free_rows: list[int] = []
 
+    def _empty(self) -> None:
+        # Small types: 8,000 GPUs x 304 bins is 2.4 M cells a matrix. Counts fit 16 bits: a
+        # bin never holds more points than a ring does (3,600 for the app's hour).
+        self.sums = np.zeros((0, self.cols), dtype=np.float32)
+        self.counts = np.zeros((0, self.cols), dtype=np.uint16)
+        self.mz = np.zeros((0, self.cols), dtype=np.float32)
+        self.mf = np.zeros((0, self.cols), dtype=np.uint8)
+
     def _reset(self, width: float, b0: int, b1: int) -> None:
         self.width, self.keys, self.nodes = width, [], {}
         self._key_rows, self._free_rows = [], []
         self.lo_bin, self.hi_bin = b0, b1
-        self.sums = np.zeros((0, self.cols), dtype=np.float32)
-        self.counts = np.zeros((0, self.cols), dtype=np.float32)
-        self.mz, self.mf = self.sums.copy(), self.sums.copy()
+        self._empty()
         self.q_bin[:] = -1
 
     def update(self, store: SeriesStore, keys: list[SeriesKey], t0: float, t1: float, width: float) -> Band:
@@ -186,8 +189,8 @@ class BandCache:
             self._relayout(store, keys)
         if b1 > self.hi_bin:  # the window moved on: empty the ring columns of the new bins
             new = np.arange(max(self.hi_bin + 1, b1 - self.cols + 1), b1 + 1) % self.cols
-            self.sums[:, new] = 0.0
-            self.counts[:, new] = 0.0
+            self.sums[:, new] = 0
+            self.counts[:, new] = 0
             self.q_bin[new] = -1
             self.hi_bin = b1
             self.lo_bin = max(self.lo_bin, b1 - self.cols + 1)
@@ -220,7 +223,7 @@ class BandCache:
 
     def _free(self, rows: np.ndarray) -> None:
         for mat in (self.sums, self.counts, self.mz, self.mf):
-            mat[rows] = 0.0
+            mat[rows] = 0
         for r in rows.tolist():
             self._key_rows[r] = None
         self._free_rows.extend(rows.tolist())
@@ -229,9 +232,8 @@ class BandCache:
         if len(self._free_rows) < n:
             have = self.sums.shape[0]
             grow = max(n - len(self._free_rows), have, 64)  # double: amortised copies
-            # float32 like the rings: 8,000 GPUs x 304 bins is 10 MB a matrix
-            pad = np.zeros((grow, self.cols), dtype=np.float32)
-            self.sums, self.counts, self.mz, self.mf = (np.vstack((m, pad)) for m in (self.sums, self.counts, self.mz, self.mf))
+            self.sums, self.counts, self.mz, self.mf = (np.vstack((m, np.zeros((grow, self.cols), dtype=m.dtype)))
+                                                        for m in (self.sums, self.counts, self.mz, self.mf))
             self._key_rows.extend([None] * grow)
             self._free_rows.extend(range(have, have + grow))
         self._free_rows.sort(reverse=True)  # lowest rows first: the matrices stay dense
@@ -255,8 +257,8 @@ class BandCache:
                 continue
             if ns is not nd.ns:  # the ring was replaced (the node left and came back): rebin it
                 nd.ns, nd.done_t, nd.window, nd._arrays = ns, -math.inf, None, []
-                self.sums[nd.rows] = 0.0
-                self.counts[nd.rows] = 0.0
+                self.sums[nd.rows] = 0
+                self.counts[nd.rows] = 0
                 self.q_bin[:] = -1
             new = self._new_indices(nd, ns)
             if new is None:
@@ -296,7 +298,7 @@ class BandCache:
         fin = np.isfinite(allv)
         idx, allv = idx[fin], allv[fin]
         np.add.at(self.sums.reshape(-1), idx, allv)
-        np.add.at(self.counts.reshape(-1), idx, 1.0)
+        np.add.at(self.counts.reshape(-1), idx, 1)
         self.q_bin[np.unique(idx % cols)] = -1  # those bins' quantiles are stale
 
     def _new_indices(self, nd: _Node, ns: NodeSeries) -> list[int] | None:
