@@ -6,14 +6,16 @@ ring buffers, cuts the visible window, reduces it to a min/max envelope of the p
 width and only then calls setData.
 
 Over 500 lines, and the next module to split: the chart widget with its legend, hover read-out
-and curve painting, plus the pure computations behind its scopes (quantile bands, group sums,
-Prometheus history). Those computations are the part to move into a Qt-free module.
+and curve painting, plus the glue to the computations behind its scopes. The quantile band lives
+in gui/band.py and group sums in gui/groups.py (both Qt-free); the Prometheus history glue is
+the part still to move.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pyqtgraph as pg
@@ -306,7 +308,7 @@ class _ScopeBox(QComboBox):
     """The scope picker: calls ``before_popup`` before its list opens, so a list of 10,000
     GPUs or jobs is refilled when someone looks at it, not every few seconds in a frame."""
 
-    def __init__(self, before_popup, parent=None) -> None:
+    def __init__(self, before_popup: Callable[[], None], parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._before_popup = before_popup
 

@@ -52,7 +52,7 @@ def _reference(store: SeriesStore, keys: list[SeriesKey], t0: float, t1: float, 
         col = []
         for j in range(means.shape[1]):
             fin = np.sort(means[np.isfinite(means[:, j]), j])
-            col.append(fin[int(math.floor(q * (fin.size - 1)))] if fin.size else np.nan)
+            col.append(fin[math.floor(q * (fin.size - 1))] if fin.size else np.nan)
         out[name] = np.array(col)[np.isfinite(np.array(col))]
     return out
 
