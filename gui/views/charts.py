@@ -6,14 +6,16 @@ ring buffers, cuts the visible window, reduces it to a min/max envelope of the p
 width and only then calls setData.
 
 Over 500 lines, and the next module to split: the chart widget with its legend, hover read-out
-and curve painting, plus the pure computations behind its scopes (quantile bands, group sums,
-Prometheus history). Those computations are the part to move into a Qt-free module.
+and curve painting, plus the glue to the computations behind its scopes. The quantile band lives
+in gui/band.py and group sums in gui/groups.py (both Qt-free); the Prometheus history glue is
+the part still to move.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pyqtgraph as pg
@@ -36,6 +38,8 @@ from PySide6.QtWidgets import (
 )
 
 from gui import fmt
+from gui.band import BAND_TOP_K as BAND_TOP_K  # re-exported: tests and callers name it here
+from gui.band import BandCache, bin_width
 from gui.groups import POLICY_METRIC, group_curves, group_first_time, group_ids, live_ranks, role_unit
 from gui.series import RATE_WINDOW_S, SeriesKey, decimate_minmax_rows, smooth_rate_rows
 from gui.state import METRIC_BY_KEY, METRICS, ChartScope, ClusterState, Metric, gpu_scope, job_identity
@@ -47,8 +51,6 @@ MAX_CURVES = 256
 # The same for "all nodes" and "all jobs" past BAND_MIN_SERIES series.
 BAND_MIN_SERIES = 64
 BAND_NOUNS = {"gpu": "GPUs", "node": "nodes", "job": "jobs"}
-BAND_TOP_K = 5
-BAND_BINS = 150
 BAND_PENS = {"max": ("#9e9e9e", 1, Qt.PenStyle.DotLine), "p95": ("#e07b00", 2, Qt.PenStyle.SolidLine),
              "p50": ("#1f5fbf", 2, Qt.PenStyle.SolidLine), "min": ("#9e9e9e", 1, Qt.PenStyle.DotLine)}
 SPANS_S = {"5 min": 300.0, "15 min": 900.0, "1 h": 3600.0, "6 h": 6 * 3600.0, "24 h": 86400.0, "7 d": 7 * 86400.0}
@@ -68,8 +70,8 @@ RECOMPUTE_IDLE_S = 30.0  # with no new data, re-read the rings this often anyway
 # recomputes the window only scrolls.
 RECOMPUTE_MIN_S = ((BAND_MIN_SERIES, 0.0), (1000, 1.0), (math.inf, 2.0))
 RECOMPUTE_COST_FACTOR = 10  # ... and, past BAND_MIN_SERIES, no sooner than 10x its last cost (<= 10% of the GUI thread)
-# A scope list this long (1,000 nodes' GPUs or jobs) is refilled at most every SCOPES_REFILL_S
-# when nodes/jobs come and go: refilling 10,000 entries costs ~30 ms.
+# A scope list this long (1,000 nodes' GPUs or jobs; 30-100 ms to refill) is refilled when it
+# opens, or, when its chart shows one item that may be gone, at most every SCOPES_REFILL_S.
 SCOPES_MANY = 500
 SCOPES_REFILL_S = 5.0
 MIN_WINDOW_S = 60.0  # a young session shows at least this much time, then grows to the span
@@ -302,6 +304,19 @@ class ChartLegend(QScrollArea):
             self._layout()
 
 
+class _ScopeBox(QComboBox):
+    """The scope picker: calls ``before_popup`` before its list opens, so a list of 10,000
+    GPUs or jobs is refilled when someone looks at it, not every few seconds in a frame."""
+
+    def __init__(self, before_popup: Callable[[], None], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._before_popup = before_popup
+
+    def showPopup(self) -> None:
+        self._before_popup()
+        super().showPopup()
+
+
 class Chart(QWidget):
     """One plot: a metric of a scope (all nodes, one node, its GPUs, jobs...)."""
 
@@ -323,6 +338,9 @@ class Chart(QWidget):
         self._computed_at = -math.inf
         self._series_count = 0  # series the last recompute covered (sets the recompute cadence)
         self._recompute_cost_s = 0.0  # wall time of the last recompute
+        self._band_cache: BandCache | None = None  # "all" of many series: the band, kept incrementally
+        self._band_cache_for: tuple[str, str] = ("", "")
+        self._keys_cache: tuple[tuple, list[SeriesKey]] | None = None  # series_keys of node/GPU metrics
         self._scope_structure = -1
         self._scopes_at = -math.inf
         self._legend_keys: list[SeriesKey] = []
@@ -334,7 +352,7 @@ class Chart(QWidget):
             self.metric_box.addItem(f"{m.label}", (m.scope, m.name))
         self.metric_box.setCurrentIndex(METRICS.index(self.chart_metric))
         self.metric_box.setToolTip("What to plot")
-        self.scope_box = QComboBox()
+        self.scope_box = _ScopeBox(self._refill_scopes_if_stale)
         self.scope_box.setToolTip("Which nodes, GPUs or jobs")
         self.span_box = QComboBox()
         self.span_box.addItems(list(SPANS_S))
@@ -463,6 +481,10 @@ class Chart(QWidget):
         else:
             self.plot.getPlotItem().enableAutoRange(axis="y", enable=True)
 
+    def _refill_scopes_if_stale(self) -> None:
+        if self._scope_structure != self.state.structure_revision:
+            self._fill_scopes()
+
     def _fill_scopes(self) -> None:
         self._scope_structure = self.state.structure_revision
         self._scopes_at = time.monotonic()
@@ -501,6 +523,11 @@ class Chart(QWidget):
     def series_keys(self, limit: int | None = MAX_CURVES) -> list[SeriesKey]:
         kind, name = self.chart_metric.scope, self.chart_metric.name
         sc = self.scope
+        # Node and GPU series change only with the structure (nodes, inventories): 8,000 GPU
+        # keys cost ~13 ms to list. Jobs' are listed each time (finished jobs fade by the clock).
+        cache_for = (self.state.structure_revision, kind, name, sc, limit)
+        if kind != "job" and self._keys_cache is not None and self._keys_cache[0] == cache_for:
+            return self._keys_cache[1]
         out: list[SeriesKey] = []
         if sc.kind == "group":  # the ranks' own series (the chart draws their sums: _group)
             return [(k, j.id, name) for k, j, m in live_ranks(self.state.nodes, sc.item)
@@ -520,7 +547,10 @@ class Chart(QWidget):
                 if sc.kind == "job":
                     jobs = [sc.item]
                 out.extend((key, j, name) for j in jobs)
-        return out[:limit]
+        out = out[:limit]
+        if kind != "job":
+            self._keys_cache = (cache_for, out)
+        return out
 
     def band_mode(self, keys: list[SeriesKey]) -> bool:
         """"All GPUs/nodes/jobs" of a big cluster: drawn as a quantile band plus the top-k outliers."""
@@ -528,66 +558,31 @@ class Chart(QWidget):
 
     def _band(self, keys: list[SeriesKey], t0: float, t1: float) -> tuple[list[SeriesKey], dict, dict]:
         """min/p50/p95/max over every series per time bin, and the BAND_TOP_K series with the
-        highest mean, each as a (t, v) curve keyed ("", "band:NAME", metric) or by its own key."""
-        bins = BAND_BINS
-        edges = np.linspace(t0, t1, bins + 1)
-        rows_all: list[np.ndarray] = []
-        row_keys: list[SeriesKey] = []
-        per_node: dict[str, list[SeriesKey]] = {}
-        for k in keys:
-            per_node.setdefault(k[0], []).append(k)
-        for node, nkeys in per_node.items():
-            ns = self.state.series.nodes.get(node)
-            if ns is None:
-                continue
-            if self.chart_metric.smoothed:  # a rate's band is over its window means, as its lines
-                t, rows = ns.get_rows([(k[1], k[2]) for k in nkeys], t0 - RATE_WINDOW_S, t1)
-                rows = smooth_rate_rows(t, rows)
-                i0 = max(0, int(np.searchsorted(t, t0, side="left")) - 1)
-                t, rows = t[i0:], rows[:, i0:]
-            else:
-                t, rows = ns.get_rows([(k[1], k[2]) for k in nkeys], t0, t1)
-            if not t.size:
-                continue
-            # Mean per time bin, all GPUs of the node at once (their times are shared).
-            b = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, bins - 1)
-            starts = np.flatnonzero(np.r_[True, b[1:] != b[:-1]])
-            fin = np.isfinite(rows)
-            sums = np.add.reduceat(np.where(fin, rows, 0.0), starts, axis=1)
-            counts = np.add.reduceat(fin, starts, axis=1)
-            binned = np.full((len(nkeys), bins), np.nan, dtype=np.float32)
-            binned[:, b[starts]] = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-            rows_all.append(binned)
-            row_keys.extend(nkeys)
-        if not rows_all:
-            return [], {}, {}
-        series = np.vstack(rows_all)
-        m = np.sort(series.T, axis=1)  # bins x series, each bin's values in order (NaNs last)
-        n = np.isfinite(m).sum(axis=1)
-        has = n > 0
-        t = ((edges[:-1] + edges[1:]) / 2)[has]
+        highest mean, each as a (t, v) curve keyed ("", "band:NAME", metric) or by its own key.
+        Kept incrementally by a gui.band.BandCache (only new points are binned)."""
+        m = self.chart_metric
+        if self._band_cache is None or self._band_cache_for != (m.scope, m.name):
+            self._band_cache, self._band_cache_for = BandCache(smoothed=m.smoothed), (m.scope, m.name)
+        width = bin_width(SPANS_S[self.span_box.currentText()], t0, t1)
+        band = self._band_cache.update(self.state.series, keys, t0, t1, width)
         data: dict = {}
         stats: dict = {}
         self._band_labels: dict[SeriesKey, str] = {}
         out: list[SeriesKey] = []
+        if not band.t.size:
+            return out, data, stats
 
         def add(k: SeriesKey, v: np.ndarray, label: str) -> None:
             fin = v[np.isfinite(v)]
-            data[k] = (t, v)
+            data[k] = (band.t, v)
             stats[k] = (fin.size == v.size, float(fin.min()) if fin.size else math.nan, float(fin.max()) if fin.size else math.nan)
             self._band_labels[k] = label
             out.append(k)
 
-        for name, q in (("max", 1.0), ("p95", 0.95), ("p50", 0.5), ("min", 0.0)):
-            idx = np.floor(q * np.maximum(n[has] - 1, 0)).astype(np.int64)
-            add(("", f"band:{name}", self.chart_metric.name), m[has][np.arange(idx.size), idx].astype(np.float64),
-                f"{name} of {len(row_keys):,} {BAND_NOUNS.get(self.chart_metric.scope, 'series')}")
-        fin = np.isfinite(series)
-        score = np.where(fin.any(axis=1), np.where(fin, series, 0.0).sum(axis=1) / np.maximum(fin.sum(axis=1), 1), -np.inf)
-        for rank, i in enumerate(np.argsort(-score)[:BAND_TOP_K], 1):
-            if np.isfinite(score[i]):
-                k = row_keys[int(i)]
-                add(k, series[int(i)][has].astype(np.float64), f"top {rank}: {k[0]} {k[1].upper()}")
+        for name, v in band.lines.items():
+            add(("", f"band:{name}", m.name), v, f"{name} of {band.n_series:,} {BAND_NOUNS.get(m.scope, 'series')}")
+        for rank, (k, v) in enumerate(band.top, 1):
+            add(k, v, f"top {rank}: {k[0]} {k[1].upper()}")
         return out, data, stats
 
     def _group(self, t0: float, t1: float, bins: int) -> tuple[list[SeriesKey], dict, dict]:
@@ -652,20 +647,29 @@ class Chart(QWidget):
     def invalidate(self) -> None:
         self._drawn_revision = -1
 
-    def redraw(self, now_s: float, force: bool = False) -> bool:
-        """Draw if the data changed or the window moved; return whether it drew."""
+    def heavy(self) -> bool:
+        """Whether a recompute of this chart is one of the costly ones (a band over many series)."""
+        return self._series_count > BAND_MIN_SERIES
+
+    def redraw(self, now_s: float, force: bool = False, defer: bool = False) -> bool:
+        """Draw if the data changed or the window moved; return whether it drew. ``defer``:
+        this frame already carries a costly step, so a heavy recompute (or a long scope list's
+        refill) waits for a later frame; the window still scrolls."""
         if not self.isVisible() and not force:
             return False
-        if self._scope_structure != self.state.structure_revision and (
-                self.scope_box.count() <= SCOPES_MANY or not 0 <= time.monotonic() - self._scopes_at < SCOPES_REFILL_S):
-            self._fill_scopes()
+        if self._scope_structure != self.state.structure_revision:
+            if self.scope_box.count() <= SCOPES_MANY:
+                self._fill_scopes()
+            elif self.scope.kind != "all" and not defer and not 0 <= time.monotonic() - self._scopes_at < SCOPES_REFILL_S:
+                self._fill_scopes()  # a long list, but its item may be gone: say so within seconds
+            # else: a long list (30-100 ms to refill) showing "all" is refilled when it opens
         paused = self.pause_btn.isChecked()
         changed = self.state.revision != self._drawn_revision
         # Many series: new data is read at most every RECOMPUTE_MIN_S, the window scrolls between.
         min_s = next(s for n, s in RECOMPUTE_MIN_S if self._series_count <= n)
         if self._series_count > BAND_MIN_SERIES:
             min_s = max(min_s, RECOMPUTE_COST_FACTOR * self._recompute_cost_s)
-        if changed and not force and not paused and 0 <= now_s - self._computed_at < min_s:
+        if changed and not force and not paused and (0 <= now_s - self._computed_at < min_s or (defer and self.heavy())):
             changed = False
         span = SPANS_S[self.span_box.currentText()]
         # With no new data, scroll only when the window moved by about a pixel.
@@ -1103,5 +1107,13 @@ class ChartsPanel(QWidget):
             for ch in self.DEFAULT:
                 self.add_chart(tuple(ch["metric"]), ch["scope"], ch["span"])
 
-    def redraw(self, now_s: float) -> int:
-        return sum(1 for c in self.charts if c.redraw(now_s))
+    def redraw(self, now_s: float, defer_heavy: bool = False) -> int:
+        """Redraw the charts; at most one heavy recompute per frame (none when ``defer_heavy``:
+        the frame already refreshed the views), the others wait a frame or so. Each costs
+        10-30 ms at 1,000 nodes: three in one frame was the frame p95."""
+        drawn = 0
+        for c in self.charts:
+            before = c._computed_at
+            drawn += c.redraw(now_s, defer=defer_heavy)
+            defer_heavy = defer_heavy or (c._computed_at != before and c.heavy())
+        return drawn

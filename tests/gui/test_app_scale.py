@@ -160,3 +160,22 @@ def test_node_cards_of_a_big_cluster_get_job_chips_when_on_screen(qtbot):
     assert any(k[0].startswith("sim-0000.") for k in canvas.chips), "off screen: as drawn"
     canvas.centerOn(canvas.cards["sim-0000"])
     assert not any(k[0].startswith("sim-0000.") for k in canvas.chips)
+
+
+@pytest.mark.qt_log_ignore("does not support")  # the offscreen plugin has no popup raise/grab
+def test_a_long_scope_list_is_refilled_when_it_opens_not_in_a_frame(qtbot):
+    clock = [NOW]
+    st = _fleet(clock)
+    chart = Chart(st, ("node", "cpu_pct"), "*", "5 min")
+    qtbot.addWidget(chart)
+    chart.show()
+    qtbot.waitExposed(chart)
+    chart.redraw(NOW, force=True)
+    n = chart.scope_box.count()
+    assert n == NODES + 1
+    st.apply_summaries([_summary(NODES, NOW + 1, 5.0)])  # a node joins
+    chart.redraw(NOW + 30, force=True)
+    assert chart.scope_box.count() == n, "refilled in a frame"
+    chart.scope_box.showPopup()
+    chart.scope_box.hidePopup()
+    assert chart.scope_box.count() == n + 1 and chart.scope_box.itemText(n) == f"sim-{NODES:04d}"

@@ -82,3 +82,32 @@ def test_ids_sort_naturally_and_filters_work(qtbot, big):
     assert proxy.rowCount() == NODES * PER_NODE
     proxy.set_hide_ended(True)
     assert proxy.rowCount() == NODES * PER_NODE - 1
+
+
+def test_a_change_outside_the_sort_column_is_announced_without_it_and_order_follows_the_sort_column(qtbot, big):
+    """Sorted by id, a priority change is announced without column 0, so the proxy does not
+    re-sort 10,000 rows for it; sorted by priority, the same change moves the row."""
+    from PySide6.QtCore import Qt
+
+    from gui.models.jobs import JobFilterProxy, JobTableModel
+
+    model = JobTableModel(big, clock=big.clock)
+    model.refresh()
+    proxy = JobFilterProxy()
+    proxy.setSourceModel(model)
+    proxy.sort(0, Qt.SortOrder.AscendingOrder)
+    assert model.sort_column == 0
+    ranges: list[tuple[int, int]] = []
+    model.dataChanged.connect(lambda a, b, *_: ranges.append((a.column(), b.column())))
+    old = big.nodes["gpu-5"].jobs["gpu-5.7"]
+    big.apply_job("gpu-5", msgspec.structs.replace(old, priority=9))
+    model.refresh()
+    assert ranges and all(a > 0 for a, _ in ranges), f"sorted by id, a priority change named column 0: {ranges}"
+    assert [proxy.index(r, 0).data() for r in range(3)] == ["gpu-0.0", "gpu-0.1", "gpu-0.2"]
+    proxy.sort(4, Qt.SortOrder.DescendingOrder)  # by priority: the change must move the row
+    assert model.sort_column == 4
+    ranges.clear()
+    big.apply_job("gpu-5", msgspec.structs.replace(old, priority=12))
+    model.refresh()
+    assert any(a <= 4 <= b for a, b in ranges)
+    assert proxy.index(0, 0).data() == "gpu-5.7"
