@@ -111,7 +111,7 @@ class Actions(QObject):
     def _whole_groups(self, job_ids: list[str]) -> tuple[dict[str, dict[str, list[str]]], list[str]]:
         """The groups all of whose live ranks are in ``job_ids`` and reached directly (group id
         -> node key -> its ranks there), and the job ids left to act on one by one."""
-        relay_of = getattr(self.source, "relay_of", lambda key: None)
+        relay_of = self.source.relay_of
         chosen = set(job_ids)
         groups: dict[str, dict[str, list[str]]] = {}
         for j in job_ids:

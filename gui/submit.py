@@ -50,11 +50,10 @@ class _Pending:
 def offers(source: DataSource, state: ClusterState) -> dict[str, NodeOffer]:
     """The nodes a submit can go to now: live ones that told their inventory, with their GPUs
     and the relay each is reached through."""
-    relay_of = getattr(source, "relay_of", lambda key: None)
     out = {}
     for key, node in state.nodes.items():
         if node.link == "live" and node.inventory is not None:
-            out[key] = NodeOffer(name=node.name, gpus=[g.index for g in node.inventory.gpus], relay=relay_of(key))
+            out[key] = NodeOffer(name=node.name, gpus=[g.index for g in node.inventory.gpus], relay=source.relay_of(key))
     return out
 
 
@@ -78,7 +77,7 @@ class Submitter(QObject):
             self._fail(f"submitting is not possible here: this view ({self.source.capabilities().label}) is read-only")
             return
         if isinstance(plan, JobPlan):
-            relayed = getattr(self.source, "relay_of", lambda key: None)(plan.node) is not None
+            relayed = self.source.relay_of(plan.node) is not None
             what = f"job '{plan.spec.name}'" if plan.spec.name else f"job {plan.spec.argv[0]!r}"
             token = self.source.request(plan.node, Submit(spec=plan.spec, node=plan.node if relayed else ""))
             self.pending[token] = _Pending("job", plan.node, what=what)

@@ -47,7 +47,7 @@ def moved_spec(job_id: str, spec: JobSpec, regroup: Regroup) -> JobSpec:
         raise RegroupError(f"job {job_id} is rank {old.rank} of {old.world_size} ({old.role or 'no role'}) of "
                            f"group {old.id}; a move keeps group, rank, world size and role (asked: rank "
                            f"{new.rank} of {new.world_size} of {new.id})")
-    if not new.leader or len(new.nodes) < 1 or new.node_rank >= len(new.nodes):
+    if not new.leader or new.node_rank >= len(new.nodes):
         raise RegroupError(f"the move of job {job_id} names no leader or no node for node rank {new.node_rank}")
     extra = sorted(set(regroup.env) - REGROUP_ENV_KEYS)
     if extra:

@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import random
 import socket
+import threading
 from pathlib import Path
 
 EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 _BELOW_SPAN = 12000  # how far below the ephemeral range to look
+# Ports handed out by this process: one that starts many daemons picks each port before any
+# binds, and a random pick must not hand the same free port out twice.
+_handed_out: set[int] = set()
+_lock = threading.Lock()
 
 
 def free_listen_port(host: str = "127.0.0.1") -> int:
@@ -25,11 +30,14 @@ def free_listen_port(host: str = "127.0.0.1") -> int:
         low = 32768  # Linux's default
     for _ in range(200):
         port = random.randrange(max(1024, low - _BELOW_SPAN), max(1025, low))
-        with socket.socket() as s:
+        with _lock, socket.socket() as s:
+            if port in _handed_out:
+                continue
             try:
                 s.bind((host, port))
             except OSError:
                 continue
+            _handed_out.add(port)
             return port
     with socket.socket() as s:
         s.bind((host, 0))

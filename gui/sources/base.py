@@ -160,6 +160,11 @@ class DataSource(QObject):
         source has no address for it (replay)."""
         return None
 
+    def relay_of(self, key: str) -> str | None:
+        """The relay that serves node ``key`` (None: followed directly, or no relays here).
+        Relays forward single-job requests only, so group verbs go direct or rank by rank."""
+        return None
+
     def now_s(self) -> float:
         """The source's current wall time in seconds since the epoch: the clock for live
         sources, the playhead for a replay. Charts end their x axis here."""

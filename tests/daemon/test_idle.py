@@ -30,3 +30,4 @@ def test_an_idle_agentd_uses_a_sliver_of_a_core(agentd):
     # Idle it uses ~1 % of a core (bench/agentd_overhead.py); a spinning thread uses 100 %.
     # The bound is loose on purpose: a loaded CI host must not make this fail.
     assert used < 0.6, f"an idle agentd used {used:.2f} s of CPU in 2 s: some thread spins"
+
