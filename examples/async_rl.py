@@ -119,9 +119,12 @@ def rollout(args: argparse.Namespace, addr: tuple[str, int], worker: int) -> int
         while True:
             t0 = time.perf_counter()
             work(args.rollout_units)
-            f.write(json.dumps({"worker": worker, "version": version, "tokens": args.tokens}).encode() + b"\n")
-            f.flush()
-            line = f.readline()
+            try:
+                f.write(json.dumps({"worker": worker, "version": version, "tokens": args.tokens}).encode() + b"\n")
+                f.flush()
+                line = f.readline()
+            except (ConnectionResetError, BrokenPipeError):
+                line = b""  # the trainer finished and exited while this rollout was on its way: the same end
             if not line:
                 print(f"rollout {worker}: the trainer closed the queue after {n} rollouts", flush=True)
                 return 0
