@@ -199,6 +199,39 @@ def submit(c: Cluster, args: argparse.Namespace, units: int, slow_rank: int, nam
     return c.running
 
 
+def set_cfs_period(c: Cluster, gid: str, cpus: float, period_ms: float) -> int:
+    """Rewrite every rank's CPU quota as ``cpus`` of a ``period_ms`` CFS period (agentd uses
+    100 ms): the same share, handed out in smaller slices, so a few percent more CPU per step is
+    a few percent more wall time rather than one more whole period. Returns the ranks changed."""
+    period_us = int(period_ms * 1000)
+    quota_us = int(cpus * period_us)
+    if quota_us < 1000:
+        raise SystemExit(f"--cfs-period-ms {period_ms}: a quota of {cpus} core is {quota_us} us per period, "
+                         "under the kernel's 1000 us minimum; use a longer period or more --cpus")
+    changed = 0
+    for r in (c.group_row(gid) or {}).get("rank_jobs", []):
+        pid = r.get("pid")
+        if not pid:
+            continue
+        for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            rel = path.lstrip("/")
+            if controllers == "":  # cgroup v2: the unified mount (hybrid) or the root (v2 only)
+                for root in (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup")):
+                    if (root / rel / "cpu.max").exists():
+                        (root / rel / "cpu.max").write_text(f"{quota_us} {period_us}")
+                        changed += 1
+                        break
+            elif "cpu" in controllers.split(","):
+                d = Path("/sys/fs/cgroup") / controllers / rel
+                if (d / "cpu.cfs_quota_us").exists():
+                    (d / "cpu.cfs_quota_us").write_text("-1")  # the period may not go under the quota
+                    (d / "cpu.cfs_period_us").write_text(str(period_us))
+                    (d / "cpu.cfs_quota_us").write_text(str(quota_us))
+                    changed += 1
+    return changed
+
+
 def wait_running(c: Cluster, gid: str, world: int, timeout_s: float = 120) -> float:
     """Monotonic time at which every rank of ``gid`` was first seen running (polled each 0.5 s)."""
     deadline = time.monotonic() + timeout_s
@@ -251,6 +284,9 @@ def straggler_part(c: Cluster, args: argparse.Namespace, units: int) -> dict[str
     gid = submit(c, args, units, slow, "radar-slow")
     b0 = host_cpu()
     t0 = wait_running(c, gid, args.world)
+    if args.cfs_period_ms:
+        print(f"{set_cfs_period(c, gid, args.cpus, args.cfs_period_ms)} ranks: {args.cpus} core per "
+              f"{args.cfs_period_ms:g} ms CFS period", file=sys.stderr, flush=True)
     named_s: float | None = None
     others: dict[int, str] = {}
     verdict: dict[str, Any] = {}
@@ -288,6 +324,9 @@ def healthy_part(c: Cluster, args: argparse.Namespace, units: int) -> dict[str, 
     gid = submit(c, args, units, -1, "radar-healthy")
     b0 = host_cpu()
     t0 = wait_running(c, gid, args.world)
+    if args.cfs_period_ms:
+        print(f"{set_cfs_period(c, gid, args.cpus, args.cfs_period_ms)} ranks: {args.cpus} core per "
+              f"{args.cfs_period_ms:g} ms CFS period", file=sys.stderr, flush=True)
     end = t0 + args.healthy_minutes * 60
     polls = flagged_polls = 0
     alerts_seen: dict[str, dict[str, Any]] = {}  # key -> first sighting, radar rules only
@@ -342,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--world", type=int, default=16, help="ranks in the group, spread evenly (default 16)")
     p.add_argument("--compute-ms", type=float, default=40.0, help="CPU milliseconds of work per step per rank (40)")
     p.add_argument("--cpus", type=float, default=0.025, help="each rank's CPU quota in cores (0.025)")
+    p.add_argument("--cfs-period-ms", type=float, default=0.0,
+                   help="hand the quota out per this CFS period instead of agentd's 100 ms (e.g. 20 with --cpus 0.05)")
     p.add_argument("--slow-rank", type=int, default=-1, help="the slow rank (default: the second rank of node 1)")
     p.add_argument("--slow-factor", type=float, default=1.1)
     p.add_argument("--straggler-timeout-s", type=float, default=180.0, help="give up naming after this (180)")
@@ -359,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     units = max(1, round(args.compute_ms / per_unit))
     root = Path(tempfile.mkdtemp(prefix="radar-acceptance-"))
     c = Cluster(root)
-    result: dict[str, Any] = {"nodes": args.nodes, "world": args.world, "cpus_per_rank": args.cpus,
+    result: dict[str, Any] = {"nodes": args.nodes, "world": args.world, "cpus_per_rank": args.cpus, "cfs_period_ms": args.cfs_period_ms or 100.0,
                               "compute_ms": args.compute_ms, "work_units": units, "cpu_ms_per_unit": round(per_unit, 4)}
     try:
         c.start(args.nodes)

@@ -16,6 +16,7 @@ from agentd.protocol.relay import GpuSummary, JobSummary, NodeSummary
 from gui.models.cluster_tree import KEY_ROLE, ClusterTreeModel
 from gui.series import SeriesStore
 from gui.state import ClusterState
+from gui.views import charts
 from gui.views.charts import BAND_TOP_K, Chart
 from tests.gui.gui_factories import inventory, sample
 
@@ -74,7 +75,10 @@ def test_tree_redoes_only_changed_nodes_and_of_those_only_the_ones_on_screen(qtb
     assert root.child(NODES - 1).rowCount() == 8
 
 
-def test_all_nodes_and_all_jobs_of_a_big_cluster_are_bands_recomputed_about_once_a_second(qtbot):
+def test_all_nodes_and_all_jobs_of_a_big_cluster_are_bands_recomputed_about_once_a_second(qtbot, monkeypatch):
+    # The cost guard (no sooner than 10x the last recompute's wall time) is tested on its own
+    # below with a set cost; here a loaded machine's slow recompute must not move the cadence.
+    monkeypatch.setattr(charts, "RECOMPUTE_COST_FACTOR", 0)
     clock = [NOW]
     st = _fleet(clock)
     chart = Chart(st, ("node", "cpu_pct"), "*", "5 min")
@@ -104,6 +108,26 @@ def test_all_nodes_and_all_jobs_of_a_big_cluster_are_bands_recomputed_about_once
     assert jobs.redraw(NOW + 1.2, force=True)
     assert jobs.curves[("", "band:max", "throughput")].name() == f"max of {3 * NODES:,} jobs"
     assert np.nanmax(jobs.curves[("", "band:max", "throughput")].getData()[1]) == pytest.approx(700.0)
+
+
+def test_a_costly_band_is_recomputed_no_sooner_than_ten_times_its_last_cost(qtbot):
+    clock = [NOW]
+    st = _fleet(clock)
+    chart = Chart(st, ("node", "cpu_pct"), "*", "5 min")
+    qtbot.addWidget(chart)
+    chart.resize(700, 320)
+    chart.show()
+    qtbot.waitExposed(chart)
+    assert chart.redraw(NOW, force=True)
+    chart._recompute_cost_s = 0.3  # as if the last band took 300 ms: wait 3 s, not 1 s
+    st.apply_summaries([_summary(n, NOW + 1, 99.0) for n in range(NODES)])
+    assert chart.redraw(NOW + 1.2), "the window still scrolls"
+    assert chart._computed_at == NOW
+    chart.redraw(NOW + 2.9)
+    assert chart._computed_at == NOW
+    assert chart.redraw(NOW + 3.1)
+    assert chart._computed_at == NOW + 3.1
+    assert np.nanmax(chart.curves[("", "band:max", "cpu_pct")].getData()[1]) == pytest.approx(99.0)
 
 
 def test_summary_level_nodes_keep_a_shorter_ring_until_followed():
