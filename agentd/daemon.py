@@ -227,7 +227,7 @@ class Daemon:
         except ValueError as exc:
             raise StartupError(str(exc)) from None
         radar = RadarService(self.node, self.state_dir, self.sockets.ctl_endpoint, self.emit,
-                             lambda j: self._owner(j).get(self._local(j)), config)
+                             lambda j: self._owner(j).get(self._local(j)), config, own_key=self.sockets.server_key)
         for req_type, handler in radar.handlers().items():
             self.register(req_type, handler)
         return radar

@@ -36,7 +36,7 @@ from typing import Any
 
 from agentd.control.manager import JobManager
 from agentd.groups.gangview import RankRef, failed_rank, rank_refs
-from agentd.groups.ranks import make_group_id
+from agentd.groups.ranks import Peer, group_peers, make_group_id
 from agentd.protocol.errors import ProtocolError
 from agentd.protocol.gang import (
     GangCancel,
@@ -63,7 +63,8 @@ RESERVATION_TTL_S = 20.0  # the longest a node holds resources for a group that 
 BACKOFF_MIN_S, BACKOFF_MAX_S = 0.5, 8.0  # between failed admission rounds (jittered, doubling)
 CALL_TIMEOUT_S = 5.0
 
-Connect = Callable[[str], NodeClient]
+Connect = Callable[[str, str], NodeClient]  # (request endpoint, CURVE server key or "") -> client
+
 
 
 @dataclass
@@ -85,8 +86,11 @@ class GangService:
     def __init__(self, node: str, state_dir: Path, jobs: JobManager, *, connect: Connect | None = None) -> None:
         self.node = node
         self.jobs = jobs
-        self._connect = connect or (lambda ep: NodeClient(ep, keys_dir=state_dir / "keys", timeout_s=CALL_TIMEOUT_S,
-                                                          actor=f"agentd {node} (gang leader)"))
+        # Peers off loopback listen with CURVE: this daemon's own client key (STATE_DIR/keys),
+        # which each peer authorises with the role daemon (docs/groups.md, "Security").
+        self._connect = connect or (lambda ep, key: NodeClient(
+            ep, server_key=key.encode() if key else None, keys_dir=state_dir / "keys", timeout_s=CALL_TIMEOUT_S,
+            actor=f"agentd {node} (gang leader)"))
         self._led: dict[str, _Led] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -175,7 +179,7 @@ class GangService:
                     led = self._led[group] = _Led(rank0=rank0.id)
             if led.done:
                 continue
-            nodes = list(rank0.spec.group.nodes)
+            nodes = group_peers(rank0.spec.group)
             if not nodes:
                 continue
             if rank0.state == "queued" and not led.started:
@@ -185,31 +189,30 @@ class GangService:
             led.started = True
             self._watch(group, nodes, rank0.spec.group.on_rank_failure, led)
 
-    def _call(self, endpoint: str, req: Request) -> Reply:
-        with self._connect(endpoint) as c:
+    def _call(self, peer: Peer, req: Request) -> Reply:
+        with self._connect(peer.endpoint, peer.key) as c:
             return c.call(req, timeout_s=CALL_TIMEOUT_S)
 
-    def _admission_round(self, group: str, nodes: list[str], led: _Led) -> None:
-        prepared: list[str] = []
+    def _admission_round(self, group: str, nodes: list[Peer], led: _Led) -> None:
+        prepared: list[Peer] = []
         reason = ""
-        for i, ep in enumerate(nodes):  # node-rank order: every leader reserves in one order
+        for i, peer in enumerate(nodes):  # node-rank order: every leader reserves in one order
             try:
-                reply = self._call(ep, GangPrepare(group=group, ttl_s=RESERVATION_TTL_S))
+                reply = self._call(peer, GangPrepare(group=group, ttl_s=RESERVATION_TTL_S))
             except ClientError as e:
-                reason = f"waiting for node {i} ({ep}): {e}"
+                reason = f"waiting for node {i} ({peer.endpoint}): {e}"
                 break
             assert isinstance(reply, GangPrepareReply)
             if not reply.ready:
-                reason = f"waiting for {reply.reason}" if reply.reason else f"waiting for node {ep}"
+                reason = f"waiting for {reply.reason}" if reply.reason else f"waiting for node {peer.endpoint}"
                 break
-            prepared.append(ep)
+            prepared.append(peer)
         if len(prepared) == len(nodes):
-            started: list[str] = []
-            for ep in nodes:
+            for peer in nodes:
                 try:
-                    self._call(ep, GangStart(group=group))
-                    started.append(ep)
+                    self._call(peer, GangStart(group=group))
                 except ClientError as e:
+                    ep = peer.endpoint
                     log.warning("group %s: start on %s failed: %s; cancelling the ranks that started", group, ep, e)
                     for other in nodes:
                         self._quiet(other, GangCancel(group=group, reason=f"group {group} could not start on {ep}: {e}",
@@ -219,26 +222,27 @@ class GangService:
             led.started = True
             log.info("group %s started on %d node(s)", group, len(nodes))
             return
-        for ep in nodes:
-            self._quiet(ep, GangRelease(group=group, reason=reason))
+        for peer in nodes:
+            self._quiet(peer, GangRelease(group=group, reason=reason))
         led.next_round = time.monotonic() + led.backoff_s * random.uniform(0.5, 1.5)
         led.backoff_s = min(BACKOFF_MAX_S, led.backoff_s * 2)
 
-    def _quiet(self, endpoint: str, req: Request) -> None:
+    def _quiet(self, peer: Peer, req: Request) -> None:
         try:
-            self._call(endpoint, req)
+            self._call(peer, req)
         except ClientError as e:
-            log.warning("group %s: %s to %s failed: %s", getattr(req, "group", "?"), type(req).__name__, endpoint, e)
+            log.warning("group %s: %s to %s failed: %s", getattr(req, "group", "?"), type(req).__name__,
+                        peer.endpoint, e)
 
-    def _watch(self, group: str, nodes: list[str], policy: str, led: _Led) -> None:
+    def _watch(self, group: str, nodes: list[Peer], policy: str, led: _Led) -> None:
         ranks: list[tuple[str, JobInfo]] = []
-        for ep in nodes:
+        for peer in nodes:
             try:
-                reply = self._call(ep, GangStatus(group=group))
+                reply = self._call(peer, GangStatus(group=group))
             except ClientError:
                 return  # a node out of reach: look again next period
             assert isinstance(reply, GangJobsReply)
-            ranks += [(ep, j) for j in reply.jobs]
+            ranks += [(peer.endpoint, j) for j in reply.jobs]
         with self._lock:
             led.refs = rank_refs(ranks)
         if ranks and all(j.state in TERMINAL_STATES for _, j in ranks):
@@ -251,8 +255,8 @@ class GangService:
         rank = culprit.spec.group.rank if culprit.spec.group else -1
         reason = f"group {group} failed: rank {rank} ({culprit.id}) on {culprit.node} failed: {culprit.reason}"
         log.warning("%s; cancelling the other ranks", reason)
-        for ep in nodes:
-            self._quiet(ep, GangCancel(group=group, reason=reason, grace_s=2.0))
+        for peer in nodes:
+            self._quiet(peer, GangCancel(group=group, reason=reason, grace_s=2.0))
 
 
 def _free_port() -> int:

@@ -125,7 +125,7 @@ class Submitter(QObject):
     def _send_ranks(self, g: _Group, opened: GroupOpenReply) -> None:
         plan = g.plan
         order = plan.spec.node_order()
-        endpoints = {}
+        endpoints, keys = {}, {}
         for n in order:
             addr = self.source.address(plan.keys[n])
             if addr is None:  # the node was removed while group_open was under way
@@ -133,12 +133,14 @@ class Submitter(QObject):
                            "submitted")
                 return
             endpoints[n] = addr.endpoint
+            keys[n] = addr.server_key or ""  # z85 text: the live source turned key files into keys
         g.group_id = opened.group_id
         g.name = group_name(plan.spec, opened.group_id)
         port = plan.spec.master_port or opened.master_port
         addr_host = urlsplit(endpoints[order[0]]).hostname or "127.0.0.1"
         g.rendezvous = f"{addr_host}:{port}"
-        specs = rank_specs(plan.spec, plan.ranks, opened.group_id, addr_host, port, endpoints, limits=plan.limits)
+        specs = rank_specs(plan.spec, plan.ranks, opened.group_id, addr_host, port, endpoints, limits=plan.limits,
+                           keys=keys)
         g.left = sum(len(s) for s in specs.values())
         for n, node_specs in specs.items():
             key = plan.keys[n]

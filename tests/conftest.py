@@ -108,6 +108,15 @@ from tests import users as _users
 
 
 @pytest.fixture
+def netns():
+    """Two network namespaces joined by a veth pair: hosts of their own (tests/netns_hosts.py)."""
+    from tests.netns_hosts import namespaces
+
+    with namespaces() as ns:
+        yield ns
+
+
+@pytest.fixture
 def make_user() -> Iterator[Callable[..., _users.TestUser]]:
     """Factory: ``make_user(group=False, extra_groups=())`` creates a real user ``fdt<hex>`` with a
     home dir (and a fresh supplementary group with ``group=True``). At the end every such user's

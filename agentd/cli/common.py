@@ -19,6 +19,7 @@ from agentd.metrics.units import human_bytes
 from agentd.protocol.docs import plain_doc, summary
 from agentd.protocol.limits import PRIORITY_MAX, PRIORITY_MIN
 from agentd.protocol.messages import Reply, Request
+from agentd.transport.auth import public_key_text
 from agentd.transport.client import ClientError, NodeClient, RemoteError, Unreachable
 
 GLOBAL_DEFAULTS: dict[str, Any] = {"node": None, "cluster": None, "json": False, "timeout": 5.0}
@@ -148,6 +149,15 @@ def cluster_targets(args: argparse.Namespace) -> list[Target]:
         return [Target(n.name, n.endpoint, n.server_key) for n in load_cluster(args.cluster).node]
     except ClusterFileError as exc:
         raise CliError(str(exc), 2) from None
+
+
+def key_text(target: Target) -> str:
+    """The target's server key as z85 text, for requests that hand it to a daemon (a cluster
+    file usually names a key file, which exists only on this machine)."""
+    try:
+        return public_key_text(target.server_key)
+    except (ValueError, OSError) as exc:
+        raise CliError(f"node {target.name or target.endpoint}: {exc}", 2) from None
 
 
 def connect(args: argparse.Namespace, target: Target) -> NodeClient:

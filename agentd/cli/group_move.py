@@ -20,7 +20,7 @@ import sys
 import time
 from urllib.parse import urlsplit
 
-from agentd.cli.common import CliError, Target, call, clean, connect, emit_json
+from agentd.cli.common import CliError, Target, call, clean, connect, emit_json, key_text
 from agentd.cli.groups import act_on_nodes, find_members, named_targets, parallel, rank_of
 from agentd.groups.regroup import Placement, RegroupError, plan_move
 from agentd.protocol.gang import GroupAction, GroupOpen, GroupOpenReply
@@ -43,7 +43,8 @@ def migrate_group(args: argparse.Namespace, group_id: str) -> int:
     assert isinstance(opened, GroupOpenReply)
     addr = urlsplit(new[names[0]].endpoint).hostname or "127.0.0.1"
     try:
-        plan = plan_move(group_id, ranks, [(n, new[n].endpoint) for n in names], addr, opened.master_port)
+        plan = plan_move(group_id, ranks, [(n, new[n].endpoint) for n in names], addr, opened.master_port,
+                         keys=[key_text(new[n]) for n in names])
     except RegroupError as e:
         raise CliError(e.message, 1) from None
     running = any(j.state == "running" for j in ranks)
@@ -56,7 +57,7 @@ def migrate_group(args: argparse.Namespace, group_id: str) -> int:
 
     def start(p: Placement) -> tuple[Target, str]:
         with connect(args, source_of[p.job_id]) as c:
-            reply = call(c, Migrate(job=p.job_id, target=p.target, target_key=new[p.target_name].server_key,
+            reply = call(c, Migrate(job=p.job_id, target=p.target, target_key=key_text(new[p.target_name]),
                                     resume=running, regroup=p.regroup))
         assert isinstance(reply, MigrateReply)
         return source_of[p.job_id], reply.migration_id

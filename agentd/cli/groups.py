@@ -32,6 +32,7 @@ from agentd.cli.common import (
     connect,
     emit_json,
     int_in,
+    key_text,
     targets,
 )
 from agentd.groups.gangview import GroupRow, group_rows, group_state, rank_of
@@ -158,7 +159,7 @@ def submit_group(args: argparse.Namespace, command: list[str], base_env: dict[st
     addr = urlsplit(leader.endpoint).hostname or "127.0.0.1"
     endpoints = {n: nodes[n].endpoint for n in order}
     specs = rank_specs(spec, ranks, gid, addr, port, endpoints, on_rank_failure=args.on_rank_failure,
-                       limits=limits)
+                       limits=limits, keys={n: key_text(nodes[n]) for n in order})
 
     def submit_node(n: str) -> list[JobInfo]:
         done: list[JobInfo] = []

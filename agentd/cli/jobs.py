@@ -27,6 +27,7 @@ from agentd.cli.common import (
     emit_json,
     float_over,
     int_in,
+    key_text,
     priority_value,
     targets,
 )
@@ -388,7 +389,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         if not named:
             where = f"a node in {args.cluster}" if args.cluster else "a node name (that needs --cluster FILE)"
             raise CliError(f"--to {target!r} is neither an endpoint (tcp://HOST:PORT) nor {where}", 2)
-        target, server_key = named[0].endpoint, named[0].server_key
+        target, server_key = named[0].endpoint, key_text(named[0])
     c, job_id = client_for_job(args, args.job)
     if _same_node(args, c, job_id, args.to, target):
         raise CliError(f"cannot migrate {job_id} to {args.to}: the job already runs on that node; "

@@ -17,7 +17,8 @@ Rules (numbers in :class:`RadarConfig`):
   so a burst is not a straggler. The issue asks for "≥ 10% busier"; 9% is used so that a rank
   made exactly 10% slower is named reliably despite a few percent of per-step noise (at 10% the
   call on such a rank is a coin toss each tick), while a healthy rank's 30 s median sits within
-  about 2% of the group's (live on a contended host, up to 8%: docs/benchmarks.md).
+  about 2% of the group's (live on a contended host, up to 9% for a few seconds, which the
+  live watcher's ``straggler_hold_s`` keeps from being announced: docs/benchmarks.md).
 - **hung**: no step progress for ``hang_factor`` (10) × the group's median step time, and at least
   ``min_hang_s``. In a synchronous group one hung rank stalls all: the culprits are the ranks with
   the lowest step counter, else the odd ones out in activity (spinning while the others idle, or
@@ -88,6 +89,9 @@ class RadarConfig(msgspec.Struct, frozen=True, kw_only=True):
     slices: int = 6
     busy_excess: float = 0.09
     wait_gap_fraction: float = 0.03
+    # A straggler call is announced once it has held this long (the live watcher's checks): a
+    # healthy rank on a contended host can sit at the line for a few seconds; a straggler stays.
+    straggler_hold_s: float = 10.0
     hang_factor: float = 10.0
     min_hang_s: float = 30.0
     hang_history_s: float = 120.0

@@ -34,6 +34,7 @@ import msgspec
 
 from agentd.groups.evidence import capture
 from agentd.groups.radar import RadarConfig
+from agentd.groups.ranks import group_peers
 from agentd.groups.watch import GroupWatcher, Member
 from agentd.metrics.samples import NodeSample
 from agentd.protocol.alerts import Alert, AlertState, alert_data
@@ -86,10 +87,11 @@ class RadarService:
     """The radar of the groups this node leads (see the module docstring)."""
 
     def __init__(self, node: str, state_dir: Path, own_endpoint: str, emit: Callable[[Event], None],
-                 get_job: Callable[[str], JobInfo], config: RadarConfig | None = None) -> None:
+                 get_job: Callable[[str], JobInfo], config: RadarConfig | None = None, own_key: str = "") -> None:
         self.node = node
         self.state_dir = state_dir
         self.own_endpoint = own_endpoint.replace("tcp://0.0.0.0:", "tcp://127.0.0.1:").replace("tcp://*:", "tcp://127.0.0.1:")
+        self.own_key = own_key  # this daemon's CURVE server key where it listens with CURVE
         self.emit = emit
         self.get_job = get_job
         self.config = config or RadarConfig()
@@ -154,7 +156,7 @@ class RadarService:
 
     # ---- the radar's thread --------------------------------------------------------------
     def _run(self) -> None:
-        pool = LinkPool()
+        pool = LinkPool(keys_dir=self.state_dir / "keys")  # the daemon's own client key, as the gang leader's
         next_discover = next_analyse = 0.0
         try:
             while not self._stop.is_set():
@@ -188,8 +190,8 @@ class RadarService:
                     watcher = GroupWatcher(group, members, self.config)
                     with self._lock:
                         self._watchers[group] = watcher
-                    for ep in watcher.endpoints:
-                        pool.add(ep)
+                    for m in watcher.members:
+                        pool.add(m.endpoint, server_key=m.key)
                     log.info("radar: following group %s (%d ranks)", group, len(members))
         wanted = {ep for w in self._watchers.values() for ep in w.endpoints}
         for ep in [e for e in pool.links if e not in wanted]:
@@ -200,12 +202,13 @@ class RadarService:
         assert job.spec.group is not None
         # The member nodes: what gang submit put in the group (its nodes' endpoints), else the
         # label of hand-made groups; this node always (its ranks are asked here too).
-        endpoints = set(job.spec.group.nodes) | set(parse_nodes_label(job.spec.labels.get(NODES_LABEL, "")).values())
-        endpoints.add(self.own_endpoint)
+        keys = dict.fromkeys(parse_nodes_label(job.spec.labels.get(NODES_LABEL, "")).values(), "")
+        keys.update(group_peers(job.spec.group))
+        keys[self.own_endpoint] = self.own_key
         found: dict[int, Member] = {}
-        for endpoint in sorted(endpoints):
+        for endpoint in sorted(keys):
             try:
-                with pool.client(endpoint, timeout_s=5.0) as client:
+                with pool.client(endpoint, server_key=keys[endpoint], timeout_s=5.0) as client:
                     reply = client.call(Jobs(active_only=True))
             except ClientError as exc:
                 log.info("radar: group %s: node %s did not list its jobs: %s", group, endpoint, exc)
@@ -215,7 +218,7 @@ class RadarService:
                 g = j.spec.group
                 if g is not None and g.id == group:
                     found[g.rank] = Member(rank=g.rank, node=j.node, endpoint=endpoint, job_id=j.id,
-                                           role=g.role, gpus=tuple(j.gpus))
+                                           role=g.role, gpus=tuple(j.gpus), key=keys[endpoint])
         return [found[r] for r in sorted(found)] if len(found) >= job.spec.group.world_size else None
 
     def _analyse(self, pool: LinkPool, watcher: GroupWatcher) -> None:
@@ -230,10 +233,10 @@ class RadarService:
             self._announce(h)
 
     def _collect_evidence(self, pool: LinkPool, watcher: GroupWatcher, h: RankHealth) -> RankHealth:
-        endpoint = next(m.endpoint for m in watcher.members if m.rank == h.rank)
+        member = next(m for m in watcher.members if m.rank == h.rank)
         reason = f"radar: rank {h.rank} of {h.group} is {h.status}: {h.reason}"
         try:
-            with pool.client(endpoint, timeout_s=30.0) as client:
+            with pool.client(member.endpoint, server_key=member.key, timeout_s=30.0) as client:
                 reply = client.call(CaptureEvidence(job=h.job_id, reason=reason[:500]))
         except ClientError as exc:
             log.warning("radar: no evidence for rank %d of %s on %s: %s", h.rank, h.group, h.node, exc)

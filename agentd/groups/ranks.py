@@ -19,10 +19,12 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import msgspec
 
 from agentd.groups.spec import MAX_WORLD_SIZE, GroupSpec, GroupSpecError, check
+from agentd.protocol.jobs import GroupMember
 
 ENV_ROLE = "FLEETDECK_ROLE"
 ENV_GROUP = "FLEETDECK_GROUP"
@@ -148,3 +150,16 @@ def group_env(group_id: str, ranks: Sequence[RankAssignment], master_addr: str, 
         env["ROLE_RANK"], env["ROLE_WORLD_SIZE"] = str(roles[a.rank][0]), str(roles[a.rank][1])
         out[a.rank] = env
     return out
+
+
+class Peer(NamedTuple):
+    """A node of a group as its daemon is reached: request endpoint and CURVE key ("": none)."""
+
+    endpoint: str
+    key: str
+
+
+def group_peers(member: GroupMember) -> list[Peer]:
+    """The group's nodes by node rank, each with the CURVE key its submitter gave ("": none)."""
+    keys = list(member.node_keys) + [""] * (len(member.nodes) - len(member.node_keys))
+    return [Peer(ep, key) for ep, key in zip(member.nodes, keys, strict=False)]

@@ -67,10 +67,11 @@ class Placement(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def plan_move(group_id: str, ranks: Sequence[JobInfo], nodes: Sequence[tuple[str, str]],
-              master_addr: str, master_port: int) -> list[Placement]:
+              master_addr: str, master_port: int, keys: Sequence[str] = ()) -> list[Placement]:
     """Each rank's placement on ``nodes`` ((name, request endpoint) in node-rank order): the
     ranks of old node rank k go to ``nodes[k]``, keeping their local ranks; the rendezvous moves
-    to ``master_addr:master_port`` (a free port on the new node rank 0). RegroupError when the
+    to ``master_addr:master_port`` (a free port on the new node rank 0); ``keys`` are the new
+    nodes' CURVE server keys in the same order (z85 text, "" for none). RegroupError when the
     node count differs, a rank is missing or a rank would stay where it is."""
     members = [j for j in ranks if j.spec.group is not None and j.spec.group.id == group_id]
     if not members:
@@ -94,7 +95,8 @@ def plan_move(group_id: str, ranks: Sequence[JobInfo], nodes: Sequence[tuple[str
         if name == j.node:
             raise RegroupError(f"rank {g.rank} ({j.id}) already runs on node {name}; a group moves to other nodes "
                                "(each node rank must move to another node)")
-        member = msgspec.structs.replace(g, leader=endpoints[0], nodes=endpoints, gpu_indexes=[])
+        member = msgspec.structs.replace(g, leader=endpoints[0], nodes=endpoints, gpu_indexes=[],
+                                         node_keys=list(keys) if any(keys) else [])
         # A rank keeps its place (rank, node rank, local rank): only the rendezvous moves. (The
         # other variables are not ours to copy anyway: a listing shows env names, not values.)
         env = {"MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port)}

@@ -47,6 +47,7 @@ class Member:
     job_id: str
     role: str = ""
     gpus: tuple[int, ...] = ()
+    key: str = ""  # the node's CURVE server key ("": reached without CURVE, on loopback)
 
 
 def rank_point(sample: NodeSample, member: Member, t_s: float, gpus_measure_job: bool = True) -> RankPoint | None:
@@ -100,7 +101,7 @@ class GroupWatcher:
             for m in self.members}
         self._lock = threading.Lock()
         self._simulated: set[str] = set()
-        self._pending: dict[int, tuple[str, int]] = {}  # rank -> (new status seen, checks in a row)
+        self._pending: dict[int, tuple[str, int, float]] = {}  # rank -> (new status seen, checks in a row, since)
 
     @property
     def endpoints(self) -> set[str]:
@@ -148,18 +149,22 @@ class GroupWatcher:
 
         A new status counts once ``confirm_checks`` checks in a row agree: the nodes' samples
         reach the leader at different moments, so at the edge of a threshold the radar may see
-        only some ranks of a stalled group past it for one check. A rank's first ok (from
-        ``unknown``) counts at once and is not announced: it is no news."""
+        only some ranks of a stalled group past it for one check. A straggler call must also
+        have held for the config's ``straggler_hold_s``. A rank's first ok (from ``unknown``)
+        counts at once and is not announced: it is no news."""
         changed: list[RankHealth] = []
         wall = self.wall()
-        for v in self.verdicts(now):
+        t = self.clock() if now is None else now
+        for v in self.verdicts(t):
             with self._lock:
                 old = self._health[v.rank]
                 if v.status != old.status and old.status != "unknown":
-                    seen, count = self._pending.get(v.rank, (v.status, 0))
-                    count = count + 1 if seen == v.status else 1
-                    self._pending[v.rank] = (v.status, count)
-                    if count < self.confirm_checks:
+                    seen, count, since = self._pending.get(v.rank, (v.status, 0, t))
+                    if seen != v.status:
+                        count, since = 0, t
+                    self._pending[v.rank] = (v.status, count + 1, since)
+                    if count + 1 < self.confirm_checks or (
+                            v.status == "straggler" and t - since < self.config.straggler_hold_s):
                         continue
                 self._pending.pop(v.rank, None)
                 new = msgspec.structs.replace(

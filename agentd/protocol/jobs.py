@@ -23,6 +23,7 @@ from agentd.protocol.limits import (
     Name,
     PathText,
     PriorityValue,
+    PublicKey,
     SignalName,
     UserName,
     spec_totals_error,
@@ -78,6 +79,9 @@ class GroupMember(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     local_world_size: Annotated[int, msgspec.Meta(ge=1, le=MAX_GROUP_RANKS)] = 1  # ranks on this node
     leader: Endpoint = ""  # the leader's request endpoint, as the other nodes reach it
     nodes: Annotated[list[Endpoint], msgspec.Meta(max_length=MAX_GROUP_NODES)] = []  # by node_rank
+    # Each node's CURVE server key, by node_rank ("" for a node without CURVE, on loopback): the
+    # leader and the radar reach the other nodes' daemons with it (docs/groups.md, "Security").
+    node_keys: Annotated[list[PublicKey], msgspec.Meta(max_length=MAX_GROUP_NODES)] = []
     on_rank_failure: Literal["cancel", "ignore"] = "cancel"
 
 

@@ -87,6 +87,10 @@ LogOffset = Annotated[int, msgspec.Meta(ge=-MAX_LOG_OFFSET, le=MAX_LOG_OFFSET)]
 HistoryCount = Annotated[int, msgspec.Meta(ge=0, le=MAX_SNAPSHOT_HISTORY)]
 Endpoint = Annotated[str, msgspec.Meta(max_length=MAX_ENDPOINT_CHARS)]
 KeyText = Annotated[str, msgspec.Meta(max_length=MAX_KEY_CHARS)]
+# A CURVE public key itself (40 Z85 characters) or "" (none), never a path: a daemon is handed
+# it by a client and must not read files on its word.
+Z85_KEY_PATTERN = r"^([0-9a-zA-Z.:+=^!/*?&<>()\[\]{}@%$#-]{40})?$"
+PublicKey = Annotated[str, msgspec.Meta(pattern=Z85_KEY_PATTERN)]
 Reason = Annotated[str, msgspec.Meta(max_length=MAX_REASON_CHARS)]
 MigrationId = Annotated[str, msgspec.Meta(pattern=MIGRATION_ID_PATTERN)]
 Sha256 = Annotated[str, msgspec.Meta(pattern=SHA256_PATTERN)]

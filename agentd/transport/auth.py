@@ -125,6 +125,12 @@ def load_public_key(path_or_key: str) -> bytes:
     return public
 
 
+def public_key_text(path_or_key: str) -> str:
+    """The z85 text of a public key given as text or as a ``.key`` file ("" stays ""): what a
+    client sends a daemon, which must not be asked to read a path that exists only here."""
+    return load_public_key(path_or_key).decode("ascii") if path_or_key else ""
+
+
 def client_keys_dir() -> Path:
     import platformdirs
 
@@ -162,6 +168,24 @@ def authorized_keys(root: Path) -> dict[bytes, AuthorizedKey]:
                 continue
             out.setdefault(public, AuthorizedKey(role, f.stem, key_user(f), f))
     return out
+
+
+def authorize_own_client_key(state_dir: Path) -> Path | None:
+    """Give the daemon's own client key (``STATE_DIR/keys/client.key``, its identity towards
+    peer daemons) the role ``daemon`` on this node too: the radar of a group this node leads
+    follows this node over CURVE like every other member. Writes
+    ``authorized_keys/daemon/this-node.key`` unless some file there already holds the key;
+    returns the file written, or None."""
+    public, _ = load_or_create_keypair(state_dir / "keys", "client")
+    root = state_dir / "authorized_keys"
+    held = authorized_keys(root).get(public)
+    if held is not None and held.role == "daemon":
+        return None
+    path = root / "daemon" / "this-node.key"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"# this node's own client key (agentd adds it; it lets the radar follow its own node)\n"
+                    f"curve\n    public-key = \"{public.decode('ascii')}\"\n")
+    return path
 
 
 def keys_signature(root: Path) -> tuple[tuple[str, int, int], ...]:

@@ -46,6 +46,7 @@ from agentd.protocol.messages import StreamMsg
 from agentd.transport.auth import (
     UNVERIFIED,
     ZapHandler,
+    authorize_own_client_key,
     authorized_keys,
     is_loopback,
     keys_signature,
@@ -141,6 +142,8 @@ class DaemonSockets:
         try:
             if self.secure:
                 self._check_keys(state_dir)
+                if authorize_own_client_key(state_dir):  # after the check: it needs a real client key
+                    log.info("authorised this node's own client key as a peer daemon (authorized_keys/daemon/this-node.key)")
             self.zap = ZapHandler(self.ctx, self.keys_root, {})
             for name in self.endpoints:
                 if name != "pub":
@@ -172,6 +175,11 @@ class DaemonSockets:
         self._own_until = 0.0  # monotonic time until which growth is the daemon's own (own_growth)
         self._watchdog = threading.Thread(target=self._watch_rss, name="agentd-rss-watchdog", daemon=True)
         self._watchdog.start()
+
+    @property
+    def server_key(self) -> str:
+        """The CURVE public key clients must name (z85 text); "" when the daemon runs without CURVE."""
+        return self._keys[0].decode("ascii") if self.secure and self._keys else ""
 
     # ---- set-up ------------------------------------------------------------------------
     def _check_keys(self, state_dir: Path) -> None:

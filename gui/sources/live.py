@@ -29,6 +29,7 @@ from agentd.protocol.link import LinkEvent, LinkMessage, LinkSnapshot, LinkState
 from agentd.protocol.messages import Cancel, ErrorReply, Migrate, Reply, Request
 from agentd.protocol.relay import FollowReply, NodesReply, RelayedMsg, SummaryMsg, Unfollow
 from agentd.store.recording import RecordingError
+from agentd.transport.auth import public_key_text
 from agentd.transport.client import ClientError
 from agentd.transport.nodes import NodeSet, Polled
 from gui.sources.base import Capabilities, DataSource, NodeAddress, RequestFailure
@@ -472,6 +473,10 @@ class LiveSource(DataSource):
     def add_node(self, address: NodeAddress) -> None:
         if address.key in self._addresses:
             return
+        try:  # a key file becomes the key itself: requests hand it to daemons, which lack our files
+            address = dataclasses.replace(address, server_key=public_key_text(address.server_key or "") or None)
+        except (ValueError, OSError):
+            pass  # kept as given: connecting reports the bad key on the node's link
         self._addresses[address.key] = address
         self.node_added.emit(address.key)
         self.link_state.emit(address.key, "connecting")

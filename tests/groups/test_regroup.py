@@ -41,6 +41,13 @@ def test_plan_sends_each_node_ranks_to_the_same_node_rank_with_the_new_rendezvou
     assert spec.env["MY_OWN"] == "kept" and spec.env["RANK"] == "0" and spec.env["MASTER_ADDR"] == "10.0.0.3"
     assert spec.argv == ["python", "train.py"]
     assert spec.group.leader == NEW[0][1]
+    assert spec.group.node_keys == []  # no keys given (loopback): none travel
+
+
+def test_the_new_nodes_keys_travel_with_the_move():
+    keys = ["K" * 40, ""]
+    plan = plan_move("a.run-1", RANKS, NEW, "10.0.0.3", 40001, keys=keys)
+    assert all(p.regroup.member.node_keys == keys for p in plan)
 
 
 @pytest.mark.parametrize("nodes, ranks, fragment", [

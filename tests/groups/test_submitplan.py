@@ -10,6 +10,7 @@ from agentd.groups.ranks import expand
 from agentd.groups.spec import GroupSpec, RoleSpec
 from agentd.groups.submitplan import RankLimits, group_name, rank_specs
 from agentd.protocol.jobs import CheckpointContract, JobSpec
+from agentd.protocol.messages import Submit
 
 EPS = {"a": "tcp://10.0.0.1:7710", "b": "tcp://10.0.0.2:7710"}
 
@@ -64,3 +65,24 @@ def test_a_node_without_an_endpoint_is_named():
     spec = GroupSpec(argv=["x"], nodes=["a", "c"])
     with pytest.raises(KeyError, match="'c'"):
         rank_specs(spec, expand(spec, {"a": [], "c": []}), "a.run-1", "h", 1, EPS)
+
+
+def test_each_rank_carries_the_nodes_curve_keys_by_node_rank_and_a_path_is_refused():
+    """Off loopback the leader and the radar reach the other daemons with these keys; a daemon
+    takes a key only as text (40 Z85 characters), never as a path to read on its side."""
+    import zmq
+
+    from agentd.groups.ranks import Peer, group_peers
+
+    key_b = zmq.curve_keypair()[0].decode()
+    spec = GroupSpec(argv=["x"], nodes=["a", "b"])
+    out = _plan(spec, {"a": [0], "b": [0]}, keys={"b": key_b})
+    g = out["b"][0].group
+    assert g.node_keys == ["", key_b]
+    assert group_peers(g) == [Peer(EPS["a"], ""), Peer(EPS["b"], key_b)]
+    assert _plan(spec, {"a": [0], "b": [0]})["a"][0].group.node_keys == []  # loopback: no keys, no field
+    wire = msgspec.json.encode(Submit(spec=out["b"][0]))
+    assert msgspec.json.decode(wire, type=Submit).spec.group.node_keys == ["", key_b]
+    bad = wire.replace(key_b.encode(), b"/etc/fleetdeck/b.key".ljust(40, b"x")[:39])
+    with pytest.raises(msgspec.ValidationError, match="node_keys"):
+        msgspec.json.decode(bad, type=Submit)

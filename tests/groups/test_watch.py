@@ -83,6 +83,41 @@ def test_a_hang_is_announced_once_two_checks_agree_and_first_oks_are_no_news():
     assert [h.status for h in w.health()] == ["waiting", "waiting", "waiting", "hung"]
 
 
+def test_a_straggler_is_announced_only_once_its_call_has_held_for_the_hold_time():
+    w = GroupWatcher("a.run-1", MEMBERS, CFG, clock=lambda: 0.0, wall=lambda: 1000.0)
+    t, step = 0.0, 0
+    cpu = dict.fromkeys(range(4), 0.0)
+
+    def run(until: float, busier: float) -> tuple[list[float], list]:
+        """Every 0.5 s all ranks make 5 steps; rank 3 burns ``busier`` x the others' CPU (the
+        others wait on it). Returns when the pure radar called rank 3 a straggler, and what was announced."""
+        nonlocal t, step
+        said, changes = [], []
+        while t < until:
+            step += 5
+            cpu.update({r: c + (0.25 * busier if r == 3 else 0.25) for r, c in cpu.items()})
+            feed(w, t, dict.fromkeys(range(4), step), cpu)
+            if w.verdicts(t)[3].status == "straggler":
+                said.append(t)
+            changes += [(t, h) for h in w.check(t)]
+            t += 0.5
+        return said, changes
+
+    assert run(20.0, 1.0) == ([], [])
+    # 10 s of a busier rank 3: the window's rule calls it for a few seconds, under the hold: no news
+    said, changes = run(30.0, 1.4)
+    said2, changes2 = run(45.0, 1.0)
+    said += said2
+    assert said and max(said) - min(said) < CFG.straggler_hold_s, said
+    assert changes + changes2 == [] and w.health()[3].status == "ok"
+    # rank 3 stays busier: announced once the call has held for the hold time, not before
+    said, changes = run(80.0, 1.4)
+    assert [(h.rank, h.status) for _, h in changes] == [(3, "straggler")], changes
+    announced_at = changes[0][0]
+    assert CFG.straggler_hold_s <= announced_at - min(said) <= CFG.straggler_hold_s + 1.0, (said[:3], announced_at)
+    assert w.health()[3].status == "straggler" and w.health()[3].evidence["busy_ratio"] > 1.09
+
+
 def test_the_watcher_leaves_simulated_gpus_out():
     w = GroupWatcher("a.run-1", MEMBERS, CFG)
     inv = NodeInventory(node="a", hostname="a", gpu_backend="simulated")
