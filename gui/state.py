@@ -12,6 +12,7 @@ summaries, alerts, radar verdicts) is applied here, so the order of those change
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import time
 from collections import deque
@@ -29,7 +30,7 @@ from agentd.protocol.messages import (
     SnapshotReply,
     StreamMsg,
 )
-from agentd.protocol.relay import NodeSummary
+from agentd.protocol.relay import JobSummary, NodeSummary
 from gui import fmt
 from gui.alerts import ActiveAlerts
 from gui.radar import RadarBoard
@@ -38,7 +39,6 @@ from gui.series import DEFAULT_HISTORY_S, DEFAULT_INTERVAL_S, SeriesStore, smoot
 MAX_EVENTS = 5000
 # Finished jobs stay visible this long so a person sees how they ended.
 KEEP_FINISHED_S = 600.0
-JOB_ROWS_RECHECK_S = 5.0  # a node's cached job rows are rebuilt at least this often (finished jobs leave)
 # Application rates preferred as "the" throughput of a job, in this order.
 THROUGHPUT_PREFERENCE = ("tokens_per_s", "samples_per_s", "steps_per_s", "requests_per_s", "episodes_per_s")
 THROUGHPUT_UNITS = {"tokens_per_s": "tok/s", "samples_per_s": "samples/s", "steps_per_s": "steps/s",
@@ -242,8 +242,10 @@ class JobRow:
 class _NodeRows:
     """A node's job table rows, and what they were built from."""
 
-    tag: tuple  # (jobs_rev, the jobs dict, stale, show_migrated, clock bucket, last heard when stale)
+    tag: tuple  # (jobs_rev, the jobs dict, stale, show_migrated, last heard when stale)
     derived: DerivedNode | None  # the numbers they show (a new DerivedNode: read them again)
+    built_s: float = -math.inf  # the clock when built
+    expires: float = math.inf  # the clock at which a finished job shown leaves the list
     rows: list[JobRow] = field(default_factory=list)
     live: list[tuple[int, JobInfo]] = field(default_factory=list)  # (row, job) of rows with numbers
 
@@ -382,7 +384,7 @@ class ClusterState:
                 nodes = True
             if s.wall_s and (node.derived is None or s.wall_s > node.derived.wall_s):
                 self._apply_summary_sample(node, s)
-            if prev is None or prev.jobs != s.jobs:
+            if prev is None or _jobs_changed(prev.jobs, s.jobs):
                 ids = set(node.jobs)
                 node.jobs = {j.id: JobInfo(id=j.id, node=s.node, name=j.name, state=j.state,  # type: ignore[arg-type]
                                            spec=JobSpec(argv=[j.name or j.id], name=j.name), owner=j.owner,
@@ -515,7 +517,7 @@ class ClusterState:
         """One row per job shown. A migrated job is one job: its live hop is listed and the
         superseded hops (state ``migrated``) only when ``show_migrated`` asks for them."""
         rows: list[JobRow] = []
-        bucket = int(self.clock() // JOB_ROWS_RECHECK_S)
+        now = self.clock()
         for key, node in self.nodes.items():
             # A node that stopped answering: its jobs keep their last known state, marked stale,
             # and show no live-looking numbers.
@@ -523,9 +525,10 @@ class ClusterState:
             # A node's rows are built once per change of its jobs; through a relay a node's
             # numbers change every second but its jobs seldom: then only the numbers of its
             # running jobs are read again, and a row is replaced only where they moved.
-            tag = (node.jobs_rev, node.jobs, stale, show_migrated, bucket, node.last_heard_s if stale else None)
+            tag = (node.jobs_rev, node.jobs, stale, show_migrated, node.last_heard_s if stale else None)
             cached = self._job_rows.get(key)
-            if cached is None or cached.tag != tag:
+            # ... or when a finished job shown leaves, or the clock went back (a replay's seek).
+            if cached is None or cached.tag != tag or not cached.built_s <= now <= cached.expires:
                 cached = self._job_rows[key] = self._node_job_rows(key, node, stale, show_migrated, tag)
             elif cached.derived is not node.derived:
                 self._renumber_rows(key, node, cached)
@@ -546,8 +549,12 @@ class ClusterState:
         return m.cpu_pct, m.mem_current_bytes, None if tp is None else tp[0], "" if tp is None else tp[1]
 
     def _node_job_rows(self, key: str, node: NodeState, stale: bool, show_migrated: bool, tag: tuple) -> _NodeRows:
-        out = _NodeRows(tag=tag, derived=node.derived)
-        for j in self.visible_jobs(key):
+        out = _NodeRows(tag=tag, derived=node.derived, built_s=self.clock())
+        shown = self.visible_jobs(key)
+        # Rebuilt when the first finished job shown leaves the list (visible_jobs' clock rule).
+        out.expires = min((j.ended_s + KEEP_FINISHED_S for j in shown if j.state in TERMINAL_STATES and j.ended_s is not None),
+                          default=math.inf)
+        for j in shown:
             if j.state == "migrated" and not show_migrated:
                 continue
             live = j.state in ACTIVE_STATES and not stale
@@ -613,6 +620,14 @@ class ClusterState:
         """A node key as people know it: the daemon's node name when known."""
         node = self.nodes.get(key)
         return node.name if node is not None else key
+
+
+def _jobs_changed(a: list[JobSummary], b: list[JobSummary]) -> bool:
+    """The jobs of two summaries differ in what a JobInfo holds (their throughputs move every
+    second: those are numbers, read from ``node.derived``, and do not rebuild the jobs)."""
+    return len(a) != len(b) or any(
+        x.id != y.id or x.state != y.state or x.name != y.name or x.owner != y.owner or x.priority != y.priority
+        or x.gpus != y.gpus for x, y in zip(a, b))
 
 
 def _inventory_changed(a: NodeSummary, b: NodeSummary) -> bool:
