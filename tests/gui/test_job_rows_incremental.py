@@ -81,6 +81,11 @@ def test_rows_kept_per_node_equal_rows_built_from_nothing(seed):
             jobs = relay_jobs[n]
             if rng.random() < 0.1:
                 jobs = relay_jobs[n] = _relay_jobs(rng, n, rng.randrange(0, 5))
+            elif jobs and rng.random() < 0.1:  # one job's state or priority, nothing else
+                k = rng.randrange(len(jobs))
+                jobs = relay_jobs[n] = [msgspec.structs.replace(j, state=rng.choice(["running", "paused", "queued"]),
+                                                                priority=rng.randrange(3)) if i == k else j
+                                        for i, j in enumerate(jobs)]
             elif jobs and rng.random() < 0.3:  # throughputs move, the jobs stay
                 jobs = relay_jobs[n] = [msgspec.structs.replace(j, throughput={"tokens_per_s": rng.uniform(100, 200)})
                                         if j.throughput else j for j in jobs]
@@ -109,7 +114,17 @@ def test_rows_kept_per_node_equal_rows_built_from_nothing(seed):
             got = st.job_rows(show_migrated=show_migrated)
             want = _fresh_rows(st, show_migrated)
             assert got == want, f"seed {seed} step {step}"
+            # ... and both say what the relay said (a change that never reached node.jobs would
+            # leave them equal and wrong).
+            assert {(r.id, r.state, r.priority) for r in got if r.node in relay_jobs} == \
+                {(j.id, j.state, j.priority) for n in relayed for j in relay_jobs[n]}
             checked += len(got)
+    # Quiet nodes whose finished jobs' time is up: those leave without any other change.
+    finished = [r.id for r in st.job_rows() if r.state == "succeeded"]
+    assert finished
+    clock.t = t + KEEP_FINISHED_S + 1
+    assert st.job_rows() == _fresh_rows(st, False)
+    assert not any(r.state == "succeeded" for r in st.job_rows())
     assert checked > 1000
     # The rows kept did follow the numbers (not a cache that never changed).
     tps = {r.throughput for r in st.job_rows() if r.throughput is not None}
