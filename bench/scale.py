@@ -182,6 +182,9 @@ def run(app, addresses, expect: int, seconds: float, relayed: bool, detail_node:
               f"stats {gc.get_stats()}", file=sys.stderr)
         d = [b - a for a, b in zip(revs0, (w.state.nodes_revision, w.state.structure_revision, w.state.revision))]
         print(f"  revisions moved while measuring: nodes {d[0]}, structure {d[1]}, any {d[2]}", file=sys.stderr)
+    if parts and frames:
+        print(f"  frames with new data: {len(frames)}, over 30 ms wall: {sum(f > 30 for f in frames)}, "
+              f"max {max(frames):.1f} ms wall / {max(frames_cpu):.1f} ms CPU", file=sys.stderr)
     for name, xs in sorted(part_ms.items()):
         xs.sort()
         print(f"  part {name}: {len(xs)} calls, CPU ms p50 {xs[len(xs) // 2]:.1f}, p95 {_p95(xs):.1f}, max {xs[-1]:.1f}",
