@@ -63,7 +63,7 @@ def _pump(app, cond, timeout_s: float) -> bool:
 
 
 def run(app, addresses, expect: int, seconds: float, relayed: bool, detail_node: str,
-        profile: str = "") -> dict[str, float]:
+        profile: str = "", parts: bool = False, gc_pace: bool = True) -> dict[str, float]:
     from PySide6.QtCore import QSettings
 
     from agentd.protocol.messages import SampleMsg
@@ -75,6 +75,10 @@ def run(app, addresses, expect: int, seconds: float, relayed: bool, detail_node:
     settings.setValue("ui/failure_popups", False)
     source = LiveSource(addresses)
     w = MainWindow(source, settings, confirm=lambda *a: True)
+    if gc_pace:  # as the app's main does (gui/gcpace.py)
+        from gui.gcpace import GcPacer
+        w.gc_pacer = GcPacer()
+        w.gc_pacer.install()
     w.resize(1920, 1080)
     w.show()
     delays: list[float] = []
@@ -112,6 +116,38 @@ def run(app, addresses, expect: int, seconds: float, relayed: bool, detail_node:
             frames.append((time.perf_counter() - t0) * 1000)
             frames_cpu.append((time.thread_time() - c0) * 1000)
 
+    # --parts: the GUI thread's CPU time of each part of a frame, to say which part makes the p95.
+    part_ms: dict[str, list[float]] = {}
+
+    def timed_part(name: str, fn):
+        def wrapper(*a, **k):
+            c0 = time.thread_time()
+            try:
+                return fn(*a, **k)
+            finally:
+                if measuring[0]:
+                    part_ms.setdefault(name, []).append((time.thread_time() - c0) * 1000)
+        return wrapper
+
+    gc_start = [0.0]
+
+    def on_gc(phase: str, info: dict) -> None:
+        if phase == "start":
+            gc_start[0] = time.thread_time()
+        elif measuring[0]:
+            part_ms.setdefault(f"gc generation {info['generation']}", []).append((time.thread_time() - gc_start[0]) * 1000)
+
+    if parts:
+        import gc
+        gc.callbacks.append(on_gc)
+        w.refresh_views = timed_part("views (tree, map, table when not split, ...)", w.refresh_views)
+        w.map.refresh = timed_part("  of which: map", w.map.refresh)
+        w.map.canvas._relayout = timed_part("  of which: map layout", w.map.canvas._relayout)
+        w.map.canvas.render = timed_part("  of which: map render", w.map.canvas.render)
+        w.jobs.refresh = timed_part("jobs table (its own frame or in views)", w.jobs.refresh)
+        for c in w.charts.charts:
+            label = f"chart recompute: {c.chart_metric.scope} {c.chart_metric.name}"
+            c._recompute = timed_part(label, c._recompute)
     w.timer.timeout.disconnect()
     w.timer.timeout.connect(timed_tick)
     source.start()
@@ -123,12 +159,36 @@ def run(app, addresses, expect: int, seconds: float, relayed: bool, detail_node:
     w.show_view("map", chosen=True)
     _pump(app, lambda: False, 3)
     measuring[0] = True
+    revs0 = (w.state.nodes_revision, w.state.structure_revision, w.state.revision)
     cpu0, t0 = _cpu_s(), time.monotonic()
     _pump(app, lambda: False, seconds)
     cpu = 100 * (_cpu_s() - cpu0) / (time.monotonic() - t0)
     measuring[0] = False
     if prof is not None:
         prof.dump_stats(profile)
+    if parts:
+        import collections
+        import gc
+        objs = gc.get_objects()
+        top = collections.Counter(type(o).__qualname__ for o in objs).most_common(12)
+        sized = sorted(((len(o), type(o).__qualname__) for o in objs if isinstance(o, (list, dict, tuple, set, collections.deque))),
+                       reverse=True)
+        print(f"  biggest containers: {sized[:15]}; sum of sizes {sum(n for n, _ in sized):,}", file=sys.stderr)
+        print(f"  gc-tracked objects: {len(objs):,}; most: {top}", file=sys.stderr)
+        del objs
+        c0 = time.thread_time()
+        found = gc.collect()
+        print(f"  a full collection now: {(time.thread_time() - c0) * 1000:.1f} ms, {found} unreachable; "
+              f"stats {gc.get_stats()}", file=sys.stderr)
+        d = [b - a for a, b in zip(revs0, (w.state.nodes_revision, w.state.structure_revision, w.state.revision))]
+        print(f"  revisions moved while measuring: nodes {d[0]}, structure {d[1]}, any {d[2]}", file=sys.stderr)
+    if parts and frames:
+        print(f"  frames with new data: {len(frames)}, over 30 ms wall: {sum(f > 30 for f in frames)}, "
+              f"max {max(frames):.1f} ms wall / {max(frames_cpu):.1f} ms CPU", file=sys.stderr)
+    for name, xs in sorted(part_ms.items()):
+        xs.sort()
+        print(f"  part {name}: {len(xs)} calls, CPU ms p50 {xs[len(xs) // 2]:.1f}, p95 {_p95(xs):.1f}, max {xs[-1]:.1f}",
+              file=sys.stderr)
     detail_ms = float("nan")
     if relayed:
         node = w.state.nodes[detail_node]
@@ -139,6 +199,8 @@ def run(app, addresses, expect: int, seconds: float, relayed: bool, detail_node:
     out = {"nodes": len(w.state.nodes), "cpu_pct": cpu, "rss_mib": _rss_mib(), "frame_p95_ms": _p95(frames),
            "frame_cpu_p95_ms": _p95(frames_cpu), "load1": os.getloadavg()[0],
            "delay_p95_s": _p95(delays), "detail_ms": detail_ms}
+    if w.gc_pacer is not None:
+        w.gc_pacer.uninstall()
     w.timer.stop()
     source.stop()
     w.close()
@@ -154,6 +216,9 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--gpus", type=int, default=8)
     p.add_argument("--profile", default="", help="write a cProfile of the relayed run's frames to this file")
+    p.add_argument("--python-gc", action="store_true",
+                   help="leave full collections to Python (without the app's GcPacer, as before it)")
+    p.add_argument("--parts", action="store_true", help="print each frame part's CPU time (p50/p95/max) to stderr")
     args = p.parse_args()
 
     from PySide6.QtWidgets import QApplication
@@ -171,12 +236,12 @@ def main() -> None:
                     relay(tmp, cluster) as r:
                 wait_nodes(r, args.relayed + 1, timeout_s=300)
                 res = run(app, [NodeAddress(key=r.node, endpoint=r.ctl)], args.relayed + 1, args.seconds, True, "sim-0007",
-                          args.profile)
+                          args.profile, args.parts, not args.python_gc)
                 rows.append((f"{args.relayed} simulated nodes through 1 relay (1 stream)", res))
         if args.direct:
             with sim_fleet(tmp, args.direct, prefix="dsim", extra=["--gpus", str(args.gpus)]) as cluster:
                 addrs = [NodeAddress(key=n.name, endpoint=n.endpoint) for n in load_cluster(cluster).node]
-                res = run(app, addrs, args.direct, args.seconds, False, "")
+                res = run(app, addrs, args.direct, args.seconds, False, "", parts=args.parts, gc_pace=not args.python_gc)
                 rows.append((f"{args.direct} simulated nodes followed directly ({args.direct} streams)", res))
     print(f"| setup ({args.gpus} GPUs/node, {args.seconds:g} s) | nodes in app | app CPU (% core) | RSS (MiB) "
           "| frame p95 (ms) | frame CPU p95 (ms) | value delay p95 (s) | open detail (ms) | load avg |")

@@ -23,6 +23,7 @@ from PySide6.QtWidgets import QApplication, QMessageBox
 
 from agentd.clusterfile import load_cluster as load_cluster_file
 from gui.cluster_file import ClusterFileError, load_cluster
+from gui.gcpace import GcPacer
 from gui.sources.base import DataSource, NodeAddress
 
 if TYPE_CHECKING:
@@ -146,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         elif not args.no_local and not any(a.endpoint == LOCAL_CTL for a in addresses):
             _probe_local(bridge, args.yes, window, agents)
 
+    # Full garbage collections between frames, not inside them (~80 ms at 1,000 nodes).
+    window.gc_pacer = GcPacer()
+    window.gc_pacer.install()
     window.start()
     window.show()
     _install_signal_handlers(app)
@@ -163,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         rc = app.exec()
     finally:
         window.shutdown()
+        window.gc_pacer.uninstall()  # Python's own collector again (main runs inside tests too)
         agents.stop_all()
     return rc
 

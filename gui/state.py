@@ -11,6 +11,8 @@ summaries, alerts, radar verdicts) is applied here, so the order of those change
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
 import time
 from collections import deque
@@ -28,7 +30,7 @@ from agentd.protocol.messages import (
     SnapshotReply,
     StreamMsg,
 )
-from agentd.protocol.relay import NodeSummary
+from agentd.protocol.relay import JobSummary, NodeSummary
 from gui import fmt
 from gui.alerts import ActiveAlerts
 from gui.radar import RadarBoard
@@ -37,7 +39,6 @@ from gui.series import DEFAULT_HISTORY_S, DEFAULT_INTERVAL_S, SeriesStore, smoot
 MAX_EVENTS = 5000
 # Finished jobs stay visible this long so a person sees how they ended.
 KEEP_FINISHED_S = 600.0
-JOB_ROWS_RECHECK_S = 5.0  # a node's cached job rows are rebuilt at least this often (finished jobs leave)
 # Application rates preferred as "the" throughput of a job, in this order.
 THROUGHPUT_PREFERENCE = ("tokens_per_s", "samples_per_s", "steps_per_s", "requests_per_s", "episodes_per_s")
 THROUGHPUT_UNITS = {"tokens_per_s": "tok/s", "samples_per_s": "samples/s", "steps_per_s": "steps/s",
@@ -162,6 +163,9 @@ class NodeState:
     failed_once: bool = False  # the link has been stale or down at least once
     summary: NodeSummary | None = None  # the last relay summary applied (summary-level node)
     rev: int = 0  # bumped when anything of this node changed: views redo only changed nodes
+    # Bumped when ``jobs`` changed (through a relay ``rev`` moves every second, the jobs rarely):
+    # the sorted jobs and the job table's rows are rebuilt on this, not on ``rev``.
+    jobs_rev: int = 0
 
     @property
     def status(self) -> str:
@@ -234,6 +238,18 @@ class JobRow:
         return self.origin or self.id
 
 
+@dataclass
+class _NodeRows:
+    """A node's job table rows, and what they were built from."""
+
+    tag: tuple  # (jobs_rev, the jobs dict, stale, show_migrated, last heard when stale)
+    derived: DerivedNode | None  # the numbers they show (a new DerivedNode: read them again)
+    built_s: float = -math.inf  # the clock when built
+    expires: float = math.inf  # the clock at which a finished job shown leaves the list
+    rows: list[JobRow] = field(default_factory=list)
+    live: list[tuple[int, JobInfo]] = field(default_factory=list)  # (row, job) of rows with numbers
+
+
 class ClusterState:
     """Everything known about the cluster. Not thread-safe: the GUI thread owns it."""
 
@@ -247,11 +263,14 @@ class ClusterState:
         # Bumped on every change; views compare it with what they last drew.
         self.revision = 0
         self.structure_revision = 0  # nodes/GPUs/jobs appeared or vanished
+        # Nodes appeared or vanished, or an inventory changed (not jobs: at 1,000 nodes some job
+        # starts or ends every second; the map's layout and the GPU/node series lists wait on this).
+        self.nodes_revision = 0
         self.live_source = True  # False in a replay: link states are what was recorded
         self.alerts = ActiveAlerts()  # health alerts firing now, from alert events and snapshots
         self.radar = RadarBoard()  # the straggler/hang radar's latest verdict per rank (gui/radar.py)
         self._sorted_jobs: dict[str, tuple[int, dict[str, JobInfo], list[JobInfo]]] = {}  # visible_jobs' cache
-        self._job_rows: dict[str, tuple[tuple, list[JobRow]]] = {}  # job_rows' cache, per node
+        self._job_rows: dict[str, _NodeRows] = {}  # job_rows' cache, per node
 
     # ---- applying what a source emits ------------------------------------------------
 
@@ -259,7 +278,7 @@ class ClusterState:
         node = self.nodes.get(key)
         if node is None:
             node = self.nodes[key] = NodeState(key)
-            self._bump(structure=True)
+            self._bump(nodes=True)
         return node
 
     def remove_node(self, key: str) -> None:
@@ -270,7 +289,7 @@ class ClusterState:
         self._job_rows.pop(key, None)
         if self.nodes.pop(key, None) is not None:
             self.series.drop_node(key)
-            self._bump(structure=True)
+            self._bump(nodes=True)
 
     def clear(self) -> None:
         self.nodes.clear()
@@ -280,7 +299,7 @@ class ClusterState:
         self.series.clear()
         self.alerts.clear()
         self.radar.clear()
-        self._bump(structure=True)
+        self._bump(nodes=True)
 
     def set_link(self, key: str, state: str, detail: str = "") -> None:
         node = self.add_node(key)
@@ -299,6 +318,7 @@ class ClusterState:
         node.rev += 1
         node.inventory = snap.inventory
         node.jobs = {j.id: j for j in snap.jobs}
+        node.jobs_rev += 1
         # A new snapshot means a (re)connect: the previous sample may belong to another life
         # of the daemon; derive() refuses to pair samples of different boot ids anyway.
         samples = sorted(snap.samples, key=lambda s: s.mono_s)
@@ -316,7 +336,7 @@ class ClusterState:
         # clearing fell out of the snapshot's recent events is not left behind).
         self.alerts.replace_node(snap.inventory.node, snap.alerts)
         node.last_heard_s = self.clock()
-        self._bump(structure=True)
+        self._bump(nodes=True)
 
     def apply_message(self, key: str, msg: StreamMsg) -> None:
         node = self.add_node(key)
@@ -331,13 +351,14 @@ class ClusterState:
             if known is not None and msg.job.revision < known.revision:
                 return  # built before a change a reply already showed (the stream lags the reply)
             node.jobs[msg.job.id] = msg.job
+            node.jobs_rev += 1
             self._bump(structure=known is None)
         elif isinstance(msg, EventMsg):
             self._add_event(msg.event)
             self._bump()
         elif isinstance(msg, InventoryMsg):
             node.inventory = msg.inventory
-            self._bump(structure=True)
+            self._bump(nodes=True)
         elif isinstance(msg, Heartbeat):
             pass
 
@@ -345,13 +366,13 @@ class ClusterState:
         """Summaries of nodes behind a relay (keyed by node name), applied in place: the
         inventory and jobs are rebuilt only when they changed, so a steady fleet costs one
         small derived record and one chart row per node per second, and one redraw."""
-        structure = False
+        structure = nodes = False
         now = self.clock()
         for s in batch:
             node = self.nodes.get(s.node)
             if node is None:
                 node = self.nodes[s.node] = NodeState(s.node)
-                structure = True
+                nodes = True
             prev, node.summary = node.summary, s
             node.rev += 1
             if s.link != node.link or s.detail != node.link_detail:
@@ -360,21 +381,22 @@ class ClusterState:
                 node.failed_once = node.failed_once or s.link in ("stale", "down")
             if prev is None or node.inventory is None or _inventory_changed(prev, s):
                 node.inventory = _summary_inventory(s)
-                structure = True
+                nodes = True
             if s.wall_s and (node.derived is None or s.wall_s > node.derived.wall_s):
                 self._apply_summary_sample(node, s)
-            if prev is None or prev.jobs != s.jobs:
+            if prev is None or _jobs_changed(prev.jobs, s.jobs):
                 ids = set(node.jobs)
                 node.jobs = {j.id: JobInfo(id=j.id, node=s.node, name=j.name, state=j.state,  # type: ignore[arg-type]
                                            spec=JobSpec(argv=[j.name or j.id], name=j.name), owner=j.owner,
                                            priority=j.priority, gpus=list(j.gpus)) for j in s.jobs}
+                node.jobs_rev += 1
                 structure = structure or ids != set(node.jobs)
             if s.link == "live":
                 node.last_heard_s = now
             if prev is None or prev.alerts != s.alerts:
                 self.alerts.replace_node(s.node, s.alerts)  # the node's own and the relay's node_stale
         if batch:
-            self._bump(structure=structure)
+            self._bump(structure=structure, nodes=nodes)
 
     def _apply_summary_sample(self, node: NodeState, s: NodeSummary) -> None:
         gpus = [DerivedGpu(index=g.index, sm_util_pct=g.util_pct, mem_used_bytes=g.mem_used_bytes,
@@ -408,6 +430,7 @@ class ClusterState:
         node.rev += 1
         known = job.id in node.jobs
         node.jobs[job.id] = job
+        node.jobs_rev += 1
         self._bump(structure=not known)
 
     def add_local_event(self, message: str, *, node: str = "", job_id: str = "", ok: bool = True,
@@ -443,10 +466,12 @@ class ClusterState:
                     values[(j.job_id, "app:" + name)] = value
         self.series.append(node.key, sample.wall_s, values)
 
-    def _bump(self, structure: bool = False) -> None:
+    def _bump(self, structure: bool = False, nodes: bool = False) -> None:
         self.revision += 1
-        if structure:
+        if structure or nodes:
             self.structure_revision += 1
+        if nodes:
+            self.nodes_revision += 1
 
     # ---- reading ---------------------------------------------------------------------
 
@@ -480,9 +505,10 @@ class ClusterState:
         now = self.clock()
         node = self.nodes[key]
         cached = self._sorted_jobs.get(key)
-        if cached is None or cached[0] != node.rev or cached[1] is not node.jobs:
-            # Sorted once per change of the node (views ask every refresh, for every node).
-            cached = self._sorted_jobs[key] = (node.rev, node.jobs,
+        if cached is None or cached[0] != node.jobs_rev or cached[1] is not node.jobs:
+            # Sorted once per change of the node's jobs (views ask every refresh, for every node;
+            # through a relay every node changes every second, its jobs seldom).
+            cached = self._sorted_jobs[key] = (node.jobs_rev, node.jobs,
                                                sorted(node.jobs.values(), key=lambda j: _job_sort_key(j.id)))
         return [j for j in cached[2] if not (j.state in TERMINAL_STATES and j.ended_s is not None
                                              and now - j.ended_s > KEEP_FINISHED_S)]
@@ -491,45 +517,79 @@ class ClusterState:
         """One row per job shown. A migrated job is one job: its live hop is listed and the
         superseded hops (state ``migrated``) only when ``show_migrated`` asks for them."""
         rows: list[JobRow] = []
-        bucket = int(self.clock() // JOB_ROWS_RECHECK_S)
+        now = self.clock()
         for key, node in self.nodes.items():
             # A node that stopped answering: its jobs keep their last known state, marked stale,
             # and show no live-looking numbers.
             stale = node.is_stale and self.live_source
-            # A node's rows are built once per change of the node (the table asks 4 times a
-            # second; through a relay each node changes once a second).
-            tag = (node.rev, stale, show_migrated, bucket)
+            # A node's rows are built once per change of its jobs; through a relay a node's
+            # numbers change every second but its jobs seldom: then only the numbers of its
+            # running jobs are read again, and a row is replaced only where they moved.
+            tag = (node.jobs_rev, node.jobs, stale, show_migrated, node.last_heard_s if stale else None)
             cached = self._job_rows.get(key)
-            if cached is None or cached[0] != tag:
-                cached = self._job_rows[key] = (tag, self._node_job_rows(key, node, stale, show_migrated))
-            rows.extend(cached[1])
+            # ... or when a finished job shown leaves, or the clock went back (a replay's seek).
+            if cached is None or cached.tag != tag or not cached.built_s <= now <= cached.expires:
+                cached = self._job_rows[key] = self._node_job_rows(key, node, stale, show_migrated, tag)
+            elif cached.derived is not node.derived:
+                self._renumber_rows(key, node, cached)
+            rows.extend(cached.rows)
         return rows
 
-    def _node_job_rows(self, key: str, node: NodeState, stale: bool, show_migrated: bool) -> list[JobRow]:
-        rows: list[JobRow] = []
-        for j in self.visible_jobs(key):
+    def _job_numbers(self, key: str, node: NodeState, j: JobInfo) -> tuple[float | None, int | None, float | None, str]:
+        """A running job's (CPU %, memory, throughput, its unit) for its row, from the node's
+        latest numbers."""
+        m = node.job_metrics(j.id)
+        if m is None:
+            return None, None, None, ""
+        tp = throughput_of(m.app)
+        if tp is not None:  # the windowed mean the charts draw, not the last interval's rate
+            ns = self.series.nodes.get(key)
+            mean = None if ns is None else smoothed_last(ns, j.id, "throughput")
+            tp = (tp[0] if mean is None else mean, tp[1])
+        return m.cpu_pct, m.mem_current_bytes, None if tp is None else tp[0], "" if tp is None else tp[1]
+
+    def _node_job_rows(self, key: str, node: NodeState, stale: bool, show_migrated: bool, tag: tuple) -> _NodeRows:
+        out = _NodeRows(tag=tag, derived=node.derived, built_s=self.clock())
+        shown = self.visible_jobs(key)
+        # Rebuilt when the first finished job shown leaves the list (visible_jobs' clock rule).
+        out.expires = min((j.ended_s + KEEP_FINISHED_S for j in shown if j.state in TERMINAL_STATES and j.ended_s is not None),
+                          default=math.inf)
+        for j in shown:
             if j.state == "migrated" and not show_migrated:
                 continue
-            m = node.job_metrics(j.id) if j.state in ACTIVE_STATES and not stale else None
-            tp = throughput_of(m.app) if m is not None else None
-            if tp is not None:  # the windowed mean the charts draw, not the last interval's rate
-                ns = self.series.nodes.get(key)
-                mean = None if ns is None else smoothed_last(ns, j.id, "throughput")
-                tp = (tp[0] if mean is None else mean, tp[1])
-            rows.append(JobRow(
+            live = j.state in ACTIVE_STATES and not stale
+            cpu, mem, tp, unit = self._job_numbers(key, node, j) if live else (None, None, None, "")
+            out.rows.append(JobRow(
                 id=j.id, name=j.name or j.spec.name or j.id, node=key, state=j.state,
-                priority=j.priority, gpus=tuple(j.gpus),
-                cpu_pct=None if m is None else m.cpu_pct,
-                mem_bytes=None if m is None else m.mem_current_bytes,
-                throughput=None if tp is None else tp[0], throughput_unit="" if tp is None else tp[1],
+                priority=j.priority, gpus=tuple(j.gpus), cpu_pct=cpu, mem_bytes=mem,
+                throughput=tp, throughput_unit=unit,
                 # Age counts from the first submit, so a migration does not make a job young.
                 started_s=(j.first_submitted_s or j.submitted_s) if j.lineage else (j.started_s if j.started_s else j.submitted_s or None),
                 kind=j.spec.kind, migration=dict(j.migration), backend=j.backend,
                 stale=stale and j.state not in TERMINAL_STATES,
-                last_seen_s=node.last_heard_s or None, reason=j.reason, queue_position=j.queue_position,
-                origin=job_identity(j),
+                # Shown only on a stale row ("last seen 2 m ago"): a live node's moves every
+                # second and would make every row change every second.
+                last_seen_s=(node.last_heard_s or None) if stale else None,
+                reason=j.reason, queue_position=j.queue_position, origin=job_identity(j),
             ))
-        return rows
+            if live:
+                out.live.append((len(out.rows) - 1, j))
+        return out
+
+    def _renumber_rows(self, key: str, node: NodeState, cached: _NodeRows) -> None:
+        """The node's numbers changed, its jobs did not: new numbers into the running jobs'
+        rows (a row object is replaced, never changed: the table compares old and new rows)."""
+        cached.derived = node.derived
+        rows = cached.rows
+        for i, j in cached.live:
+            r = rows[i]
+            nums = self._job_numbers(key, node, j)
+            if nums != (r.cpu_pct, r.mem_bytes, r.throughput, r.throughput_unit):
+                if rows is cached.rows:
+                    rows = list(rows)  # job_rows' earlier lists keep the rows they had
+                rows[i] = dataclasses.replace(r, cpu_pct=nums[0], mem_bytes=nums[1], throughput=nums[2],
+                                              throughput_unit=nums[3])
+        cached.rows = rows
 
     def jobs_on_gpu(self, key: str, index: int) -> list[JobInfo]:
         return [j for j in self.visible_jobs(key) if index in j.gpus and j.state not in TERMINAL_STATES]
@@ -560,6 +620,14 @@ class ClusterState:
         """A node key as people know it: the daemon's node name when known."""
         node = self.nodes.get(key)
         return node.name if node is not None else key
+
+
+def _jobs_changed(a: list[JobSummary], b: list[JobSummary]) -> bool:
+    """The jobs of two summaries differ in what a JobInfo holds (their throughputs move every
+    second: those are numbers, read from ``node.derived``, and do not rebuild the jobs)."""
+    return len(a) != len(b) or any(
+        x.id != y.id or x.state != y.state or x.name != y.name or x.owner != y.owner or x.priority != y.priority
+        or x.gpus != y.gpus for x, y in zip(a, b))
 
 
 def _inventory_changed(a: NodeSummary, b: NodeSummary) -> bool:

@@ -64,7 +64,7 @@ class JobTableModel(QAbstractItemModel):
         if [r.id for r in new] == [r.id for r in self.rows]:
             old, self.rows = self.rows, new
             self._reindex_groups()
-            self._emit_changed([i for i, (a, b) in enumerate(zip(old, new)) if a != b and not self._sync_ranks(i, a, b)], old)
+            self._emit_changed([i for i, (a, b) in enumerate(zip(old, new)) if a is not b and a != b and not self._sync_ranks(i, a, b)], old)
             return
         old_ids = {r.id: i for i, r in enumerate(self.rows)}
         new_ids = {r.id for r in new}
@@ -81,7 +81,7 @@ class JobTableModel(QAbstractItemModel):
         old = self.rows
         self.rows = [by_id[r.id] for r in old]
         self._reindex_groups()
-        changed = [i for i, (a, b) in enumerate(zip(old, self.rows)) if a != b and not self._sync_ranks(i, a, b)]
+        changed = [i for i, (a, b) in enumerate(zip(old, self.rows)) if a is not b and a != b and not self._sync_ranks(i, a, b)]
         have = {r.id for r in self.rows}
         added = [r for r in new if r.id not in have]
         if added:
