@@ -66,7 +66,6 @@ CALL_TIMEOUT_S = 5.0
 Connect = Callable[[str, str], NodeClient]  # (request endpoint, CURVE server key or "") -> client
 
 
-
 @dataclass
 class _Led:
     """What the leader keeps about one group between rounds."""
