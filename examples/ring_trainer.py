@@ -241,8 +241,31 @@ class Ring:
                 send_frame(self.left, BYE)
             except OSError:
                 pass
+        else:
+            self._drain()
         for sock in (self.left, self.right):
             sock.close()
+
+    def _drain(self, limit_s: float = 1.0) -> None:
+        """After an abort notice: stop sending and read until the neighbours hang up (or
+        ``limit_s``). Closing a socket with unread data sends a reset, and a reset can reach a
+        neighbour before it reads the notice: it would then name this rank, not the lost one."""
+        open_socks = []
+        for sock in {self.left, self.right}:  # a ring of two: one socket both ways
+            try:
+                sock.shutdown(socket.SHUT_WR)
+                open_socks.append(sock)
+            except OSError:
+                pass
+        deadline = time.monotonic() + limit_s
+        while open_socks and (left := deadline - time.monotonic()) > 0:
+            ready, _, _ = select.select(open_socks, [], [], left)
+            for sock in ready:
+                try:
+                    if not sock.recv(65536):
+                        open_socks.remove(sock)
+                except OSError:
+                    open_socks.remove(sock)
 
 
 # ---- rendezvous -------------------------------------------------------------------------------
