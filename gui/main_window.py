@@ -194,6 +194,7 @@ class MainWindow(QMainWindow):
         source.summaries.connect(self.state.apply_summaries)  # nodes behind a relay
         source.link_state.connect(self._on_link)
         source.problem.connect(lambda m: self.state.add_local_event(m, ok=False, kind="error"))
+        source.notice.connect(lambda m: self.state.add_local_event(m))
         source.reset.connect(self.state.clear)
         source.reset.connect(self.events.reset)
         # Ages and "x s ago" follow the source's clock: the playhead in a replay.

@@ -37,6 +37,10 @@ from agentd.protocol.messages import (
 FOLLOW_LEASE_S = 60.0  # the longest follow lease: detail stops crossing this long after the last renewal
 ClientName = Annotated[str, msgspec.Meta(max_length=64)]
 SUMMARY_BATCH = 400  # nodes per SummaryMsg (~100 KiB), so one frame never holds a whole fleet
+# A client of a big subtree takes its summaries in phases (see SummaryMsg): its work per second
+# then stays about SUMMARY_RATE_MAX summaries whatever the fleet's size.
+SUMMARY_PHASES = 10
+SUMMARY_RATE_MAX = 1500
 NodeName = Annotated[str, msgspec.Meta(min_length=1, max_length=253)]
 
 
@@ -95,9 +99,17 @@ class NodeSummary(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
 
 
 class SummaryMsg(StreamMsg, tag="nsum", kw_only=True):
-    """A batch of node summaries (topic ``nsum``); ``node`` is the relay that sent it."""
+    """A batch of node summaries (topic ``nsumP|``, P its ``phase``); ``node`` is the relay
+    that sent it. Each tick batch ``i`` has phase ``(i + tick) % SUMMARY_PHASES``, so a client
+    subscribed to ``k`` of the phases gets every node's summary ``k`` times in
+    ``SUMMARY_PHASES`` ticks, and subscribing to ``nsum`` gets them all every tick."""
 
     nodes: list[NodeSummary] = []
+    phase: Annotated[int, msgspec.Meta(ge=0, lt=100)] = 0
+
+    @property
+    def topic_suffix(self) -> bytes:
+        return b"%d|" % self.phase
 
 
 class RelayedMsg(StreamMsg, tag="fwd", kw_only=True):
@@ -120,6 +132,22 @@ def detail_topic(node: str) -> bytes:
 
 TOPICS[SummaryMsg] = b"nsum"
 TOPICS[RelayedMsg] = b"d:"
+
+
+def summary_phases(nodes: int) -> int:
+    """How many of the SUMMARY_PHASES a client of ``nodes`` nodes takes so that it gets at
+    most about SUMMARY_RATE_MAX summaries a second (all of them, up to that many nodes)."""
+    return max(1, min(SUMMARY_PHASES, SUMMARY_PHASES * SUMMARY_RATE_MAX // max(1, nodes)))
+
+
+def phased_topics(phases: int) -> tuple[bytes, ...]:
+    """The topics of a relay client that takes ``phases`` of the summary phases and every
+    other topic whole. Such a subscriber skips messages by design: it cannot read loss from
+    ``seq`` (summaries are whole states, so a lost batch is repaired by the next one)."""
+    if phases >= SUMMARY_PHASES:
+        return (b"",)
+    others = tuple(t for t in TOPICS.values() if t != TOPICS[SummaryMsg])
+    return others + tuple(TOPICS[SummaryMsg] + b"%d|" % p for p in range(phases))
 
 
 class NodesReply(Reply, kw_only=True):

@@ -65,6 +65,7 @@ from agentd.protocol.messages import (
 )
 from agentd.protocol.relay import (
     SUMMARY_BATCH,
+    SUMMARY_PHASES,
     Follow,
     FollowReply,
     JobSummary,
@@ -166,6 +167,7 @@ class Relay:
         self._leases: dict[str, dict[tuple[str, str], float]] = {}
         self._follow_until: dict[str, float] = {}
         self._own: tuple[NodeSample | None, NodeSample | None] = (None, None)
+        self._ticks = 0  # summary phases rotate with it (SummaryMsg)
         # node_stale for the nodes (and child relays) followed directly; a child relay runs its
         # own for the nodes behind it, and its summaries carry them up.
         self.liveness = NodeLiveness(host.health.rules, observer=f"relay {host.node}")
@@ -272,17 +274,18 @@ class Relay:
     def _relayed(self, origin: str, body: bytes) -> Callable[[int], StreamMsg]:
         return lambda seq: RelayedMsg(node=self.host.node, seq=seq, origin=origin, body=body)
 
-    def _summaries(self, batch: list[NodeSummary]) -> Callable[[int], StreamMsg]:
-        return lambda seq: SummaryMsg(node=self.host.node, seq=seq, nodes=batch)
+    def _summaries(self, batch: list[NodeSummary], phase: int) -> Callable[[int], StreamMsg]:
+        return lambda seq: SummaryMsg(node=self.host.node, seq=seq, nodes=batch, phase=phase)
 
     def on_tick(self, sample: NodeSample) -> None:
         """Once per daemon tick: the whole subtree's summaries, in batches (loop thread)."""
         self._own = (sample, self._own[0])
         self._observe_liveness()
         nodes, _ = self.subtree()
+        self._ticks += 1
         for i in range(0, len(nodes), SUMMARY_BATCH):
             batch = nodes[i:i + SUMMARY_BATCH]
-            self.host.publish(self._summaries(batch))
+            self.host.publish(self._summaries(batch, (i // SUMMARY_BATCH + self._ticks) % SUMMARY_PHASES))
 
     def _observe_liveness(self) -> None:
         with self._lock:

@@ -386,7 +386,9 @@ class NodeLink:
             # again, so what we hold is from a previous life. Take a fresh snapshot.
             self._resync(now)
             return
-        if msg.seq != self.last_seq + 1:
+        if msg.seq != self.last_seq + 1 and self.topics == (b"",):
+            # Subscribed to everything, a gap is a loss. Subscribed to some topics only, gaps
+            # are the others' messages (docs/protocol.md): accepted; heartbeats keep it live.
             log.info("%s: stream gap %d -> %d, resyncing", self.endpoint, self.last_seq, msg.seq)
             self._resync(now)
             return
@@ -395,6 +397,19 @@ class NodeLink:
         if self.state == "stale":
             self._set_state("live")
         self._events.append(LinkMessage(self.endpoint, msg))
+
+    def set_topics(self, topics: tuple[bytes, ...]) -> None:
+        """Subscribe to ``topics`` from now on (this stream and after any resync), with no new
+        snapshot: a relay's client narrows to summary phases once it knows the subtree's size."""
+        if topics == self.topics:
+            return
+        if self.sub is not None:
+            for t in topics:
+                self.sub.setsockopt(zmq.SUBSCRIBE, t)
+            for t in self.topics:
+                if t not in topics:
+                    self.sub.setsockopt(zmq.UNSUBSCRIBE, t)
+        self.topics = tuple(topics)
 
     def _resync(self, now: float) -> None:
         self._pending = None

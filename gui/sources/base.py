@@ -115,6 +115,9 @@ class DataSource(QObject):
         The request failed; ``failure.message`` is ready to show.
     ``problem(message: str)``
         Something went wrong outside a request; show it in the event log.
+    ``notice(message: str)``
+        Something a person should know about the source that is not a failure (how often a
+        big relay's summaries arrive); show it in the event log.
     ``reset()``
         Forget every node's state; node_added/snapshot follow.
     ``summaries(batch: list[NodeSummary])``
@@ -131,6 +134,7 @@ class DataSource(QObject):
     request_done = Signal(int, str, object)
     request_failed = Signal(int, object)
     problem = Signal(str)
+    notice = Signal(str)
     reset = Signal()
     summaries = Signal(object)
 

@@ -27,7 +27,7 @@ from PySide6.QtCore import Qt, QThread, QTimer, Signal
 
 from agentd.protocol.link import LinkEvent, LinkMessage, LinkSnapshot, LinkState
 from agentd.protocol.messages import Cancel, ErrorReply, Migrate, Reply, Request
-from agentd.protocol.relay import FollowReply, NodesReply, RelayedMsg, SummaryMsg, Unfollow
+from agentd.protocol.relay import FollowReply, NodesReply, RelayedMsg, SummaryMsg, Unfollow, phased_topics
 from agentd.store.recording import RecordingError
 from agentd.transport.auth import public_key_text
 from agentd.transport.client import ClientError
@@ -177,6 +177,7 @@ class _Worker(QThread):
         elif isinstance(ev, LinkState) and fan.is_relay(key):
             fan.relay_link(key, ev.state, now)
         elif isinstance(ev, LinkMessage) and fan.is_relay(key):
+            fan.heard(key, now)
             if isinstance(ev.msg, SummaryMsg):
                 fan.on_summaries(key, ev.msg.nodes, now)
                 return True
@@ -194,7 +195,7 @@ class _Worker(QThread):
             elif not isinstance(req, Unfollow):
                 self.problem.emit(f"relay {key!r} refused {_what(req)}: {reply.message}")
         elif isinstance(reply, NodesReply):
-            fan.on_summaries(key, reply.nodes, now)
+            fan.on_nodes_reply(key, reply.nodes, now)
         elif isinstance(reply, FollowReply):
             fan.on_follow_reply(key, reply, now)
 
@@ -216,12 +217,16 @@ class _Worker(QThread):
                 continue
             if req_id is not None:
                 self._internal[(key, req_id)] = req
+        for key, phases in out.narrow:
+            if key in nodes:
+                nodes.links[key].set_topics(phased_topics(phases))
         for node, snap in out.snapshots:
             self.snapshot.emit(node, snap)
         for node, msg in out.messages:
             self.message.emit(node, msg)
-        if out.added or out.summaries or out.links or out.notes:
-            self.relayed.emit(FanOut(added=out.added, summaries=out.summaries, links=out.links, notes=out.notes))
+        if out.added or out.summaries or out.links or out.notes or out.notices:
+            self.relayed.emit(FanOut(added=out.added, summaries=out.summaries, links=out.links, notes=out.notes,
+                                     notices=out.notices))
 
     def _emit(self, key: str, ev: LinkEvent) -> None:
         if isinstance(ev, LinkSnapshot):
@@ -564,6 +569,8 @@ class LiveSource(DataSource):
                 self.link_state.emit(node, state)
         for note in out.notes:
             self.problem.emit(note)
+        for notice in out.notices:
+            self.notice.emit(notice)
 
     def _on_problem(self, text: str) -> None:
         self.problem.emit(text)

@@ -10,6 +10,11 @@ with what the relay links yield (the relay's hello, its ``nsum`` batches, ``node
 - Failover: a serving relay whose link is not live, or that sent no summary for
   :data:`SILENT_AFTER_S`, hands its nodes to a healthy relay that lists them, and a note says
   so; nodes nobody else serves go "stale" until a relay serves them again.
+- Phases: a relay that lists more nodes than the app takes summaries of in a second
+  (``SUMMARY_RATE_MAX``) is narrowed to some of its summary phases (:class:`FanOut` ``narrow``;
+  each node then every few seconds, the app's work bounded whatever the fleet's size), and a
+  note says how often. Its own samples (sent by the same daemon loop at the same tick as its
+  summaries) then show that it is not silent.
 - Detail: :meth:`RelayFanIn.set_detail` follows one node (``follow``, renewed at half the
   lease, ``unfollow`` when the view leaves it). The follow reply's snapshot and then the node's
   own stream messages (Clone pattern on the node's own ``seq``) come out exactly as for a node
@@ -24,7 +29,16 @@ from dataclasses import dataclass, field
 from agentd.protocol import ProtocolError
 from agentd.protocol.codec import decode_stream
 from agentd.protocol.messages import Request, SnapshotReply, StreamMsg
-from agentd.protocol.relay import Follow, FollowReply, Nodes, NodeSummary, RelayedMsg, Unfollow
+from agentd.protocol.relay import (
+    SUMMARY_PHASES,
+    Follow,
+    FollowReply,
+    Nodes,
+    NodeSummary,
+    RelayedMsg,
+    Unfollow,
+    summary_phases,
+)
 
 __all__ = ["FanOut", "RelayFanIn", "SILENT_AFTER_S"]
 
@@ -40,12 +54,14 @@ class FanOut:
     links: list[tuple[str, str, str]] = field(default_factory=list)  # (node, state, detail)
     snapshots: list[tuple[str, SnapshotReply]] = field(default_factory=list)
     messages: list[tuple[str, StreamMsg]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # something went wrong (failover, nodes orphaned)
+    notices: list[str] = field(default_factory=list)  # news that is no failure (summary phases)
     sends: list[tuple[str, Request]] = field(default_factory=list)  # (relay key, request)
+    narrow: list[tuple[str, int]] = field(default_factory=list)  # (relay key, summary phases to take)
 
     def __bool__(self) -> bool:
         return bool(self.added or self.summaries or self.links or self.snapshots or self.messages or self.notes
-                    or self.sends)
+                    or self.notices or self.sends or self.narrow)
 
 
 @dataclass
@@ -53,8 +69,9 @@ class _Relay:
     key: str
     node: str  # the relay's own node name (its hello)
     live: bool = True
-    last_nsum: float = 0.0
+    last_nsum: float = 0.0  # when it last showed it is alive (a summary; narrowed: anything of its own)
     nodes: set[str] = field(default_factory=set)  # what it lists
+    phases: int = SUMMARY_PHASES  # of its summary phases taken (all: every node every tick)
 
 
 @dataclass
@@ -129,6 +146,27 @@ class RelayFanIn:
                 self.out.links.append((s.node, s.link, s.detail))
                 continue
             self.out.summaries.append(s)
+
+    def on_nodes_reply(self, key: str, batch: list[NodeSummary], now: float) -> None:
+        """The relay's ``nodes`` reply (its whole subtree): summaries, and how many of its
+        summary phases to take from now on."""
+        self.on_summaries(key, batch, now)
+        r = self.relays.get(key)
+        if r is None:
+            return
+        phases = summary_phases(len(batch))
+        if phases != r.phases:
+            r.phases = phases
+            self.out.narrow.append((key, phases))
+            if phases < SUMMARY_PHASES:
+                self.out.notices.append(f"relay {key!r} serves {len(batch):,} nodes: each node's summary arrives every "
+                                      f"{SUMMARY_PHASES / phases:g} s; open a node for its full detail each second")
+
+    def heard(self, key: str, now: float) -> None:
+        """A message of relay ``key``'s own: alive, for a relay whose summaries come in phases."""
+        r = self.relays.get(key)
+        if r is not None and r.phases < SUMMARY_PHASES:
+            r.last_nsum = now
 
     def on_follow_reply(self, key: str, reply: FollowReply, now: float) -> None:
         d = self.detail

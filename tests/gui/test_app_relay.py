@@ -3,10 +3,12 @@ behind it from one stream, detail on demand, actions through the relay, failover
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
+from agentd.protocol import relay as relay_protocol
 from agentd.protocol.messages import JobReply, Show
 from agentd.transport.client import NodeClient
 from tests.relay.relay_helpers import relay, sim_fleet, wait_nodes
@@ -91,6 +93,36 @@ def test_two_relays_over_the_same_nodes_fail_over(qtbot, tmp_path: Path, open_wi
         wait_until(qtbot, lambda: all(n.derived.wall_s > stamp[k] and n.link == "live" for k, n in _sims(w).items()),
                    timeout_s=20, what="fresh summaries of all 20 nodes after the failover")
         assert len(w.state.nodes) == 22
+
+
+def test_a_big_relay_is_taken_in_summary_phases(qtbot, tmp_path: Path, open_window, monkeypatch) -> None:
+    """Past SUMMARY_RATE_MAX nodes the app takes some of a relay's summary phases: each node
+    every few seconds, its work per second bounded (here the limit is 2 a second: one phase of 10)."""
+    monkeypatch.setattr(relay_protocol, "SUMMARY_RATE_MAX", 2)
+    with sim_fleet(tmp_path, 20) as cluster, relay(tmp_path, cluster, interval=0.2) as r:
+        wait_nodes(r, 21, timeout_s=90)
+        applied: list[str] = []
+        w = open_window(r)
+        w.source.summaries.connect(lambda batch: applied.extend(s.node for s in batch))
+        wait_until(qtbot, lambda: len(_sims(w)) == 20 and all(n.link == "live" and n.derived is not None
+                                                              for n in _sims(w).values()),
+                   timeout_s=60, what="20 simulated nodes live, from the relay's nodes reply")
+        wait_until(qtbot, lambda: any("every 10 s" in e.message and e.ok for e in w.state.events), timeout_s=20,
+                   what="a notice of the summaries' pace")
+        # Every node still moves on, at a tenth of the rate: 20 nodes x 5 ticks a second would
+        # be ~100 summaries a second taken whole.
+        stamp = {k: n.derived.wall_s for k, n in _sims(w).items()}
+        applied.clear()
+        t0 = time.monotonic()
+        wait_until(qtbot, lambda: all(n.derived.wall_s > stamp[k] for k, n in _sims(w).items()), timeout_s=30,
+                   what="fresh summaries of all 20 nodes")
+        qtbot.wait(4000)
+        per_s = len([x for x in applied if x.startswith("sim-")]) / (time.monotonic() - t0)
+        assert 0 < per_s < 40, per_s
+        # ... and no failover or silence note: the relay's own samples show it is alive.
+        assert not [e for e in w.state.events if not e.ok and "relay" in e.message], \
+            [e.message for e in w.state.events if not e.ok]
+        assert all(n.link == "live" for n in _sims(w).values())
 
 
 def test_cluster_file_lists_two_relays(tmp_path: Path) -> None:
