@@ -100,3 +100,12 @@ class NsDaemon:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+
+
+def two_hosts(tmp: Path) -> tuple[Path, NsDaemon, NsDaemon]:
+    """An operator's client keys (``tmp/operator-keys``) and the daemons of hosts a and b (not
+    started), each accepting that operator as root."""
+    keys = tmp / "operator-keys"
+    keys.mkdir()
+    zmq.auth.create_certificates(str(keys), "client")
+    return keys, NsDaemon(tmp, "a", keys), NsDaemon(tmp, "b", keys)

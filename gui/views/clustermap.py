@@ -173,9 +173,8 @@ class ClusterMap(QWidget):
         nodes = self.state.nodes
         gpus = sum(len(n.inventory.gpus) for n in nodes.values() if n.inventory)
         not_live = sum(1 for n in nodes.values() if n.status != "live")
-        parts = [f"{len(nodes):,} nodes", f"{gpus:,} GPUs"]
-        if not_live:
-            parts.append(f"{not_live:,} not live")
+        # What is wrong first: a narrow bar cuts the end (the whole text is the tooltip).
+        parts = [f"{len(nodes):,} nodes", *([f"{not_live:,} not live"] if not_live else []), f"{gpus:,} GPUs"]
         if self.canvas.search:
             parts.insert(0, f"{self.canvas.matches:,} match")
         if any(n.inventory is not None and n.inventory.gpu_status == "simulated" for n in nodes.values()):

@@ -16,11 +16,10 @@ from typing import Any
 
 import psutil
 import pytest
-import zmq.auth
 
 from tests.agentd_proc import REPO, reap_orphans
 from tests.groups.gang_helpers import FAST, RING
-from tests.netns_hosts import NsDaemon
+from tests.netns_hosts import NsDaemon, two_hosts
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.slow,
@@ -42,10 +41,7 @@ def _group(d: NsDaemon, cluster: Path, keys: Path, gid: str) -> dict[str, Any] |
 
 
 def test_a_gang_spans_two_hosts_whose_daemons_use_curve(netns, tmp_path):
-    keys = tmp_path / "operator-keys"
-    keys.mkdir()
-    zmq.auth.create_certificates(str(keys), "client")
-    a, b = NsDaemon(tmp_path, "a", keys), NsDaemon(tmp_path, "b", keys)
+    keys, a, b = two_hosts(tmp_path)
     a.authorize_daemon(b)
     b.authorize_daemon(a)
     cluster = tmp_path / "cluster.toml"

@@ -41,6 +41,16 @@ def _fleet(clock: list[float], nodes: int = NODES) -> ClusterState:
     return st
 
 
+def _shown_chart(qtbot, st: ClusterState, metric: tuple[str, str]) -> Chart:
+    """An "all" chart of ``metric`` over 5 minutes, on screen."""
+    chart = Chart(st, metric, "*", "5 min")
+    qtbot.addWidget(chart)
+    chart.resize(700, 320)
+    chart.show()
+    qtbot.waitExposed(chart)
+    return chart
+
+
 def test_tree_redoes_only_changed_nodes_and_of_those_only_the_ones_on_screen(qtbot):
     clock = [NOW]
     st = _fleet(clock)
@@ -79,13 +89,8 @@ def test_all_nodes_and_all_jobs_of_a_big_cluster_are_bands_recomputed_about_once
     # The cost guard (no sooner than 10x the last recompute's wall time) is tested on its own
     # below with a set cost; here a loaded machine's slow recompute must not move the cadence.
     monkeypatch.setattr(charts, "RECOMPUTE_COST_FACTOR", 0)
-    clock = [NOW]
-    st = _fleet(clock)
-    chart = Chart(st, ("node", "cpu_pct"), "*", "5 min")
-    qtbot.addWidget(chart)
-    chart.resize(700, 320)
-    chart.show()
-    qtbot.waitExposed(chart)
+    st = _fleet([NOW])
+    chart = _shown_chart(qtbot, st, ("node", "cpu_pct"))
     assert chart.redraw(NOW, force=True)
     assert len(chart.curves) == 4 + BAND_TOP_K, "not 256 lines"
     p50 = chart.curves[("", "band:p50", "cpu_pct")]
@@ -100,24 +105,15 @@ def test_all_nodes_and_all_jobs_of_a_big_cluster_are_bands_recomputed_about_once
     assert chart._computed_at == NOW + 1.2
     assert np.nanmax(chart.curves[("", "band:max", "cpu_pct")].getData()[1]) == pytest.approx(99.0)
     # all jobs: 3,000 job series -> a band of their (window-mean) throughput
-    jobs = Chart(st, ("job", "throughput"), "*", "5 min")
-    qtbot.addWidget(jobs)
-    jobs.resize(700, 320)
-    jobs.show()
-    qtbot.waitExposed(jobs)
+    jobs = _shown_chart(qtbot, st, ("job", "throughput"))
     assert jobs.redraw(NOW + 1.2, force=True)
     assert jobs.curves[("", "band:max", "throughput")].name() == f"max of {3 * NODES:,} jobs"
     assert np.nanmax(jobs.curves[("", "band:max", "throughput")].getData()[1]) == pytest.approx(700.0)
 
 
 def test_a_costly_band_is_recomputed_no_sooner_than_ten_times_its_last_cost(qtbot):
-    clock = [NOW]
-    st = _fleet(clock)
-    chart = Chart(st, ("node", "cpu_pct"), "*", "5 min")
-    qtbot.addWidget(chart)
-    chart.resize(700, 320)
-    chart.show()
-    qtbot.waitExposed(chart)
+    st = _fleet([NOW])
+    chart = _shown_chart(qtbot, st, ("node", "cpu_pct"))
     assert chart.redraw(NOW, force=True)
     chart._recompute_cost_s = 0.3  # as if the last band took 300 ms: wait 3 s, not 1 s
     st.apply_summaries([_summary(n, NOW + 1, 99.0) for n in range(NODES)])

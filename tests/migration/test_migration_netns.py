@@ -7,12 +7,11 @@ import sys
 
 import psutil
 import pytest
-import zmq.auth
 
 from agentd.protocol.jobs import CheckpointContract, JobSpec
 from agentd.protocol.messages import Jobs, Migrate, Show, Submit
 from agentd.protocol.migration import MigrateStatus
-from tests.netns_hosts import NS, NsDaemon, sh
+from tests.netns_hosts import NS, sh, two_hosts
 
 from .conftest import TRAINER, steps, wait_for
 
@@ -21,10 +20,7 @@ pytestmark = [pytest.mark.root, pytest.mark.slow,
 
 
 def test_migration_across_network_namespaces_with_curve(netns, tmp_path):
-    operator_keys = tmp_path / "operator-keys"
-    operator_keys.mkdir()
-    zmq.auth.create_certificates(str(operator_keys), "client")
-    a, b = NsDaemon(tmp_path, "a", operator_keys), NsDaemon(tmp_path, "b", operator_keys)
+    _keys, a, b = two_hosts(tmp_path)
     b.authorize_daemon(a)
     progress = tmp_path / "p.txt"
     try:
@@ -62,10 +58,7 @@ def _trainers(progress):
 
 
 def _cluster(tmp_path):
-    operator_keys = tmp_path / "operator-keys"
-    operator_keys.mkdir()
-    zmq.auth.create_certificates(str(operator_keys), "client")
-    a, b = NsDaemon(tmp_path, "a", operator_keys), NsDaemon(tmp_path, "b", operator_keys)
+    _keys, a, b = two_hosts(tmp_path)
     b.authorize_daemon(a)
     return a, b
 
